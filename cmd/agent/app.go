@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	"github.com/fatih/color"
+	"github.com/mattn/go-isatty"
+	"github.com/urfave/cli/v2"
+)
+
+// exitCode is decided in one place (run) from the error a command returns.
+type exitCode int
+
+const (
+	exitOK     exitCode = 0
+	exitError  exitCode = 1
+	exitUsage  exitCode = 2
+	exitCancel exitCode = 130
+)
+
+// IOStreams is every stream a command may use; tests inject buffers. Data goes to Out, status to ErrOut.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+	// IsTTY reports whether Out is a terminal (colours, progress bars and line editing only then).
+	IsTTY bool
+}
+
+func systemStreams() *IOStreams {
+	tty := isatty.IsTerminal(os.Stdout.Fd()) || isatty.IsCygwinTerminal(os.Stdout.Fd())
+	if os.Getenv("NO_COLOR") != "" || !tty {
+		color.NoColor = true
+	}
+	return &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, IsTTY: tty}
+}
+
+// commandFactory builds one subcommand. Each subcommand lives in its own file and registers its
+// factory from init, so adding a command never touches this file.
+type commandFactory func(io *IOStreams) *cli.Command
+
+var commandFactories []commandFactory
+
+func register(f commandFactory) { commandFactories = append(commandFactories, f) }
+
+// defaultAction, when set (by the REPL), runs for a bare `agent`.
+var defaultAction func(io *IOStreams) cli.ActionFunc
+
+// usageError marks errors in how the command was called (exit code 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func newApp(streams *IOStreams) *cli.App {
+	app := &cli.App{
+		Name:                 "agent",
+		Usage:                "run Mixture-of-Experts models bigger than your RAM, streaming experts from disk",
+		Reader:               streams.In,
+		Writer:               streams.Out,
+		ErrWriter:            streams.ErrOut,
+		EnableBashCompletion: true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // run maps errors to exit codes
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+	}
+	for _, f := range commandFactories {
+		app.Commands = append(app.Commands, f(streams))
+	}
+	sort.Slice(app.Commands, func(i, j int) bool { return app.Commands[i].Name < app.Commands[j].Name })
+	if defaultAction != nil {
+		app.Action = defaultAction(streams)
+	}
+	return app
+}
+
+// run executes the CLI and maps the outcome to an exit code.
+func run(ctx context.Context, args []string, streams *IOStreams) exitCode {
+	err := newApp(streams).RunContext(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(streams.ErrOut, "cancelled")
+		return exitCancel
+	}
+	fmt.Fprintf(streams.ErrOut, "%s %v\n", color.RedString("error:"), err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitError
+}

@@ -1,0 +1,126 @@
+// Package engine is the narrow interface that the REPL, agent mode and the HTTP server use to talk to
+// a loaded model. The real implementation sits over binding/ (and the sniper when streaming); tests use
+// scripted fakes. Keep it small: a new front end should need nothing else.
+package engine
+
+import (
+	"context"
+	"errors"
+)
+
+// Message is one chat turn.
+type Message struct {
+	Role    string `json:"role"` // "system", "user", "assistant", "tool"
+	Content string `json:"content"`
+}
+
+// Sampling selects the next token. The zero value means greedy (temperature 0).
+type Sampling struct {
+	Temperature      float32
+	TopK             int     // 0 = off
+	TopP             float32 // 0 or 1 = off
+	MinP             float32 // 0 = off
+	RepeatPenalty    float32 // 0 or 1 = off
+	RepeatLastN      int
+	PresencePenalty  float32
+	FrequencyPenalty float32
+	Seed             uint32 // 0 = random
+}
+
+// Request is one completion of a raw prompt (chat front ends apply the template first).
+type Request struct {
+	Prompt    string
+	MaxTokens int      // <= 0: until end of generation or the context is full
+	Stop      []string // generation ends before any of these strings; they are not emitted
+	Sampling  Sampling
+	// Slot pins the request to one slot (-1 = any free slot). Slots keep their KV cache between
+	// requests, so a prompt that extends the previous one only evaluates the new tokens.
+	Slot int
+}
+
+// Token is one generated piece, delivered as soon as it is decoded.
+type Token struct {
+	ID   int32
+	Text string
+}
+
+// Timings of one request.
+type Timings struct {
+	PromptTokens    int     `json:"prompt_n"`
+	PromptMS        float64 `json:"prompt_ms"`
+	PromptPerSecond float64 `json:"prompt_per_second"`
+	// CachedTokens were reused from the slot's KV cache rather than evaluated.
+	CachedTokens       int     `json:"cache_n"`
+	PredictedTokens    int     `json:"predicted_n"`
+	PredictedMS        float64 `json:"predicted_ms"`
+	PredictedPerSecond float64 `json:"predicted_per_second"`
+}
+
+// Result of one request.
+type Result struct {
+	Text         string
+	FinishReason string // "stop" (end of generation or a stop string), "length" (MaxTokens or context full)
+	StoppingWord string // the stop string that ended it, if any
+	Timings      Timings
+}
+
+// ModelInfo describes the loaded model.
+type ModelInfo struct {
+	Name            string // file name without directory
+	Path            string
+	Architecture    string
+	Description     string
+	Parameters      uint64
+	SizeBytes       uint64
+	ContextTrain    int
+	Context         int // the context size of each slot
+	Vocab           int
+	Embedding       int
+	HasChatTemplate bool
+	Mode            string // "ram", "sniper" or "stream"
+	Slots           int
+}
+
+// Stats are live counters; the streaming fields are zero in RAM mode.
+type Stats struct {
+	RSSBytes        int64
+	PromptTokens    int64
+	GeneratedTokens int64
+	BytesRead       int64
+	Reads           int64
+	CacheHits       int64
+	CacheMisses     int64
+	CacheBytes      int64
+	CacheBudget     int64
+	ReadP50Micros   int64
+	ReadP99Micros   int64
+	// LayerExpertActivations[layer][expert] counts how often the router chose that expert.
+	LayerExpertActivations [][]int64
+}
+
+// Engine is a loaded model with one or more slots. All methods are safe for concurrent use; Complete
+// waits for a free slot (or ctx) when all are busy.
+type Engine interface {
+	Info() ModelInfo
+	Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error)
+	Detokenize(tokens []int32) (string, error)
+	// ApplyTemplate renders messages with the model's chat template (or a documented fallback).
+	ApplyTemplate(messages []Message, addAssistant bool) (string, error)
+	// Complete evaluates the prompt and generates, calling onToken for each piece; an error from
+	// onToken or ctx cancellation stops generation within one token.
+	Complete(ctx context.Context, req Request, onToken func(Token) error) (Result, error)
+	// Embed returns the embedding of text, or ErrNotSupported.
+	Embed(ctx context.Context, text string) ([]float32, error)
+	// SaveState evaluates prompt in a slot and writes its KV state to path; LoadState restores such a
+	// file into a slot so that a request starting with the same prompt resumes from it.
+	SaveState(ctx context.Context, slot int, prompt, path string) (tokens int, err error)
+	LoadState(ctx context.Context, slot int, path string) (tokens int, err error)
+	Stats() Stats
+	Close() error
+}
+
+// ErrNotSupported is returned for features the model does not have (e.g. embeddings).
+var ErrNotSupported = errors.New("not supported by this model")
+
+// ErrContextFull is returned when the prompt alone does not fit in the slot's context.
+var ErrContextFull = errors.New("prompt does not fit in the context")
