@@ -18,7 +18,9 @@ type Confirmer interface {
 type ConfirmFunc func(ctx context.Context, question string) (bool, error)
 
 // Confirm implements Confirmer.
-func (f ConfirmFunc) Confirm(ctx context.Context, question string) (bool, error) { return f(ctx, question) }
+func (f ConfirmFunc) Confirm(ctx context.Context, question string) (bool, error) {
+	return f(ctx, question)
+}
 
 // ErrDeclined is returned when the user did not confirm an action.
 var ErrDeclined = errors.New("not confirmed by the user")
