@@ -1,0 +1,120 @@
+package sniper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// File is a read-only model file. ReadAt returns all of p or an error: a short read is an error
+// (io.ErrUnexpectedEOF wrapped with the path and offset), never a partial result. ReadAt may be called
+// from several goroutines at once.
+type File interface {
+	ReadAt(ctx context.Context, p []byte, off int64) error
+	// Size is the file's size when it was opened.
+	Size() int64
+	// Align is the alignment of offset, length and buffer address that makes a read direct (bypassing
+	// the page cache); 1 when the file is read through the page cache anyway.
+	Align() int
+	// Direct reports whether reads bypass the page cache.
+	Direct() bool
+	Close() error
+	// Fd is the OS file descriptor, or InvalidFd for files that have none (tests).
+	Fd() uintptr
+	Path() string
+}
+
+// InvalidFd is returned by Fd for files without an OS descriptor.
+const InvalidFd = ^uintptr(0)
+
+// FS opens model files. Tests wrap it (see internal/faultfs) to inject faults.
+type FS interface {
+	Open(path string) (File, error)
+}
+
+// DirectFS opens files for direct I/O where the platform and file system allow it, and falls back to
+// buffered reads that drop what they read from the page cache where they do not.
+type DirectFS struct{}
+
+// Open opens path read-only.
+func (DirectFS) Open(path string) (File, error) { return openDirect(path) }
+
+var _ FS = DirectFS{}
+
+// ReadError is the error of a failed read: it names the file and the byte range, so that a user
+// reading "input/output error" knows which file and where.
+type ReadError struct {
+	Path   string
+	Offset int64
+	Len    int
+	Err    error
+}
+
+func (e *ReadError) Error() string {
+	return fmt.Sprintf("read %q at offset %d (%d bytes): %v", e.Path, e.Offset, e.Len, e.Err)
+}
+
+func (e *ReadError) Unwrap() error { return e.Err }
+
+// readFull preads all of p at off from f, retrying on short counts (which are legal for pread) until
+// EOF or an error; a read that ends early becomes io.ErrUnexpectedEOF.
+func readFull(ctx context.Context, f *os.File, p []byte, off int64) error {
+	done := 0
+	for done < len(p) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := f.ReadAt(p[done:], off+int64(done))
+		done += n
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if done == len(p) {
+					return nil
+				}
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// bufferedFile reads through the page cache. After each read it tells the kernel the range is not
+// needed any more, so streaming a model does not fill the page cache (where that is supported).
+type bufferedFile struct {
+	f    *os.File
+	path string
+	size int64
+}
+
+func openBuffered(path string) (*bufferedFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %q: %w", path, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %q: %w", path, err)
+	}
+	return &bufferedFile{f: f, path: path, size: st.Size()}, nil
+}
+
+func (b *bufferedFile) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := readFull(ctx, b.f, p, off); err != nil {
+		return &ReadError{Path: b.path, Offset: off, Len: len(p), Err: err}
+	}
+	dropCache(b.f, off, int64(len(p)))
+	return nil
+}
+
+func (b *bufferedFile) Size() int64  { return b.size }
+func (b *bufferedFile) Align() int   { return 1 }
+func (b *bufferedFile) Direct() bool { return false }
+func (b *bufferedFile) Close() error { return b.f.Close() }
+func (b *bufferedFile) Fd() uintptr  { return b.f.Fd() }
+func (b *bufferedFile) Path() string { return b.path }
+
+var _ File = (*bufferedFile)(nil)

@@ -1,0 +1,5 @@
+package faultfs
+
+import "io"
+
+var errUnexpectedEOF = io.ErrUnexpectedEOF

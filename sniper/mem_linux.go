@@ -1,0 +1,29 @@
+package sniper
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// evictPages drops the pages of b from memory; the next touch reads zeros, the next read refills them.
+func evictPages(b []byte) error { return unix.Madvise(b, unix.MADV_DONTNEED) }
+
+// CurrentRSS is the process's resident set size in bytes, from /proc/self/statm (0 if unreadable).
+func CurrentRSS() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := bytes.Fields(b)
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseInt(string(f[1]), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * int64(os.Getpagesize())
+}

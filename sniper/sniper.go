@@ -1,0 +1,357 @@
+package sniper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"unsafe"
+)
+
+// Unlimited as a cache budget keeps every expert once read.
+const Unlimited int64 = -1
+
+// Options configure a Sniper. The zero value reads with DirectFS, DefaultReaders, no cache (budget 0:
+// only the layer being computed is held) and LRU.
+type Options struct {
+	FS FS
+	// Readers is the number of parallel preads (DefaultReaders if 0).
+	Readers int
+	// CacheBudget is the bytes of experts kept resident beyond the layer being computed; Unlimited
+	// keeps everything.
+	CacheBudget int64
+	Policy      Policy
+}
+
+// boundTensor is a streamed tensor llama.cpp has allocated, with the memory the sniper gave it.
+type boundTensor struct {
+	*StreamedTensor
+	mem *region
+}
+
+// Sniper makes the experts the router picks resident, reading them from the model file on demand and
+// keeping them while the budget allows. Ensure is called from the graph callback on one thread at a
+// time; Stats may be called concurrently from anywhere.
+type Sniper struct {
+	idx    *Index
+	file   File
+	pool   *Pool
+	policy Policy
+	budget int64
+	// identity of the file when opened, to detect a replaced or truncated file before reading.
+	stat os.FileInfo
+
+	mu       sync.Mutex
+	closed   bool
+	bound    map[string]*boundTensor
+	layers   [][]*boundTensor
+	resident map[Key]int64 // bytes charged per resident expert
+	pinned   map[Key]bool
+	stats    Stats
+	union    []int
+	seen     []bool
+}
+
+// Open opens the model file of idx for streaming. Bind the streamed tensors, then call Ensure.
+func Open(idx *Index, opts Options) (*Sniper, error) {
+	fsys := opts.FS
+	if fsys == nil {
+		fsys = DirectFS{}
+	}
+	st, err := os.Stat(idx.Path)
+	if err != nil {
+		return nil, fmt.Errorf("sniper: %w", err)
+	}
+	f, err := fsys.Open(idx.Path)
+	if err != nil {
+		return nil, fmt.Errorf("sniper: %w", err)
+	}
+	pol := opts.Policy
+	if pol == nil {
+		pol = NewLRU()
+	}
+	s := &Sniper{
+		idx: idx, file: f, pool: NewPool(f, opts.Readers), policy: pol, budget: opts.CacheBudget, stat: st,
+		bound: map[string]*boundTensor{}, layers: make([][]*boundTensor, idx.Layers),
+		resident: map[Key]int64{}, pinned: map[Key]bool{}, seen: make([]bool, max(idx.Experts, 1)),
+	}
+	s.stats.CacheBudget = opts.CacheBudget
+	s.stats.LayerActivations = make([]int64, idx.Layers)
+	s.stats.ExpertActivations = make([][]int64, idx.Layers)
+	for l := range s.stats.ExpertActivations {
+		s.stats.ExpertActivations[l] = make([]int64, max(idx.Experts, 1))
+	}
+	return s, nil
+}
+
+// Index returns the index the sniper streams.
+func (s *Sniper) Index() *Index { return s.idx }
+
+// File returns the file the sniper reads.
+func (s *Sniper) File() File { return s.file }
+
+// Bind is called for each streamed tensor as llama.cpp allocates it: nb2 is the tensor's byte stride
+// between experts (ggml nb[2]; the whole size for a dense tensor) and size its total bytes. It returns
+// the memory the tensor's data must point at; nothing is read until Ensure.
+func (s *Sniper) Bind(name string, nb2, size int64) (unsafe.Pointer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	t := s.idx.Tensor(name)
+	if t == nil {
+		return nil, fmt.Errorf("bind %s: not a streamed tensor of %q", name, s.idx.Path)
+	}
+	if s.bound[name] != nil {
+		return nil, fmt.Errorf("bind %s: bound twice", name)
+	}
+	if size != t.ExpertBytes*int64(t.Experts) || (t.Experts > 1 && nb2 != t.ExpertBytes) {
+		return nil, fmt.Errorf("bind %s: llama.cpp expects %d bytes with expert stride %d, the file has %d experts of %d bytes",
+			name, size, nb2, t.Experts, t.ExpertBytes)
+	}
+	off := t.Parts[0].FileOffset
+	if !t.Mirrors() {
+		off = 0
+	} else if end := off + size; end > s.file.Size() {
+		return nil, fmt.Errorf("bind %s: data ends at %d, past the end of %q (%d bytes)", name, end, s.idx.Path, s.file.Size())
+	}
+	r, err := newRegion(size, off, t.Mirrors())
+	if err != nil {
+		return nil, fmt.Errorf("bind %s: %w", name, err)
+	}
+	bt := &boundTensor{StreamedTensor: t, mem: r}
+	s.bound[name] = bt
+	s.layers[t.Layer] = append(s.layers[t.Layer], bt)
+	return r.data, nil
+}
+
+// Bound reports how many tensors have been bound.
+func (s *Sniper) Bound() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.bound)
+}
+
+// expertBytes is what one expert of layer costs in memory (over the tensors llama.cpp bound).
+func (s *Sniper) expertBytes(layer int) int64 {
+	var n int64
+	for _, t := range s.layers[layer] {
+		n += t.ExpertBytes
+	}
+	return n
+}
+
+// Ensure makes experts ids (the router's choices for every token of a micro-batch; duplicates are
+// fine) of layer resident, reading the missing ones. In dense mode ids is ignored: the layer's FFN is
+// made resident. The experts of this call stay pinned until the next call; others may be evicted to
+// stay within the budget. On error nothing of the failed experts is considered resident and the error
+// names the file and offset.
+func (s *Sniper) Ensure(ctx context.Context, layer int, ids []int32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if layer < 0 || layer >= len(s.layers) || len(s.layers[layer]) == 0 {
+		return fmt.Errorf("ensure layer %d: no streamed tensors bound for this layer of %q", layer, s.idx.Path)
+	}
+	s.stats.Ensures++
+	// The union of the chosen experts, and the activation counts.
+	clear(s.seen)
+	s.union = s.union[:0]
+	if s.idx.Mode == ModeDense {
+		s.union = append(s.union, 0)
+		s.stats.LayerActivations[layer]++
+		s.stats.ExpertActivations[layer][0]++
+	} else {
+		for _, id := range ids {
+			if id < 0 || int(id) >= s.idx.Experts {
+				return fmt.Errorf("ensure layer %d: router chose expert %d, the model has %d", layer, id, s.idx.Experts)
+			}
+			s.stats.LayerActivations[layer]++
+			s.stats.ExpertActivations[layer][id]++
+			if !s.seen[id] {
+				s.seen[id] = true
+				s.union = append(s.union, int(id))
+			}
+		}
+		slices.Sort(s.union)
+	}
+	// Pin this layer's working set; the previous one (whose matmuls have run) becomes evictable.
+	clear(s.pinned)
+	var missing []int
+	for _, e := range s.union {
+		k := Key{layer, e}
+		s.pinned[k] = true
+		if _, ok := s.resident[k]; ok {
+			s.stats.Hits++
+			s.policy.Touched(k)
+		} else {
+			s.stats.Misses++
+			missing = append(missing, e)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	per := s.expertBytes(layer)
+	if err := s.makeRoom(int64(len(missing)) * per); err != nil {
+		return err
+	}
+	if err := s.checkFile(layer, missing[0]); err != nil {
+		return err
+	}
+	if err := s.read(ctx, layer, missing); err != nil {
+		return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
+	}
+	for _, e := range missing {
+		k := Key{layer, e}
+		s.resident[k] = per
+		s.stats.CacheBytes += per
+		s.policy.Touched(k)
+	}
+	s.stats.BytesRead += int64(len(missing)) * per
+	s.stats.PeakCacheBytes = max(s.stats.PeakCacheBytes, s.stats.CacheBytes)
+	return nil
+}
+
+// makeRoom evicts unpinned experts until need more bytes fit in the budget, or nothing evictable is
+// left (the pinned working set is always held, even beyond the budget).
+func (s *Sniper) makeRoom(need int64) error {
+	if s.budget < 0 {
+		return nil
+	}
+	for s.stats.CacheBytes+need > s.budget {
+		k, ok := s.policy.Victim(func(k Key) bool { return !s.pinned[k] })
+		if !ok {
+			return nil
+		}
+		if err := s.evict(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Sniper) evict(k Key) error {
+	s.policy.Removed(k)
+	n, ok := s.resident[k]
+	if !ok {
+		return nil
+	}
+	delete(s.resident, k)
+	s.stats.CacheBytes -= n
+	s.stats.Evictions++
+	for _, t := range s.layers[k.Layer] {
+		if err := t.mem.evictRange(int64(k.Expert)*t.ExpertBytes, t.ExpertBytes); err != nil {
+			return fmt.Errorf("evict expert %d of %s: %w", k.Expert, t.Name, err)
+		}
+	}
+	return nil
+}
+
+// checkFile refuses to read from a model file that was replaced or truncated since it was opened:
+// its bytes would no longer be the weights llama.cpp was loaded with.
+func (s *Sniper) checkFile(layer, expert int) error {
+	t := s.layers[layer][0]
+	off := t.Parts[0].FileOffset + int64(expert)*t.Parts[0].Stride
+	st, err := os.Stat(s.idx.Path)
+	if err != nil {
+		return &ReadError{Path: s.idx.Path, Offset: off, Len: int(t.ExpertBytes), Err: fmt.Errorf("model file is gone: %w", err)}
+	}
+	if !os.SameFile(st, s.stat) || st.Size() != s.stat.Size() || !st.ModTime().Equal(s.stat.ModTime()) {
+		return &ReadError{Path: s.idx.Path, Offset: off, Len: int(t.ExpertBytes),
+			Err: errors.New("model file was replaced or modified while running (size, time or inode changed); reload the model")}
+	}
+	return nil
+}
+
+// copyJob moves bytes read into a bounce buffer to where they belong (non-mirrored tensors).
+type copyJob struct {
+	from []byte
+	to   []byte
+}
+
+// read loads experts of layer: aligned supersets straight into mirrored tensors' memory, through
+// bounce buffers for the others.
+func (s *Sniper) read(ctx context.Context, layer int, experts []int) error {
+	var reqs []ReadRequest
+	var copies []copyJob
+	size := s.file.Size()
+	for _, t := range s.layers[layer] {
+		for _, e := range experts {
+			for _, p := range t.Parts {
+				off := p.FileOffset + int64(e)*p.Stride
+				start := alignDown(off, pageSize)
+				end := min(alignUp(off+p.Len, pageSize), size)
+				if t.Mirrors() {
+					dst, ok := t.mem.fileSlice(start, end-start)
+					if !ok {
+						return fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, start, end)
+					}
+					reqs = append(reqs, ReadRequest{Offset: start, Dst: dst})
+					continue
+				}
+				buf := alignedBuffer(int(end-start), pageSize)
+				reqs = append(reqs, ReadRequest{Offset: start, Dst: buf})
+				copies = append(copies, copyJob{
+					from: buf[off-start : off-start+p.Len],
+					to:   t.mem.slice(int64(e)*t.ExpertBytes+p.MemOffset, p.Len),
+				})
+			}
+		}
+	}
+	if err := s.pool.Read(ctx, reqs); err != nil {
+		return err
+	}
+	for _, c := range copies {
+		copy(c.to, c.from)
+	}
+	return nil
+}
+
+// Resident reports whether expert e of layer is resident.
+func (s *Sniper) Resident(layer, e int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.resident[Key{layer, e}]
+	return ok
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Sniper) Stats() Stats {
+	s.mu.Lock()
+	st := s.stats
+	st.LayerActivations = slices.Clone(s.stats.LayerActivations)
+	st.ExpertActivations = make([][]int64, len(s.stats.ExpertActivations))
+	for i, a := range s.stats.ExpertActivations {
+		st.ExpertActivations[i] = slices.Clone(a)
+	}
+	s.mu.Unlock()
+	st.Reads = s.pool.reads.Load()
+	st.BytesIssued = s.pool.issued.Load()
+	st.ReadP50, st.ReadP99 = s.pool.lat.percentiles()
+	st.RSS = CurrentRSS()
+	return st
+}
+
+// Close releases the file and the memory of every bound tensor. Call it only after llama.cpp no
+// longer uses the tensors (after the model is freed): their data points into this memory.
+func (s *Sniper) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.pool.Close()
+	var errs []error
+	for _, t := range s.bound {
+		errs = append(errs, t.mem.close())
+	}
+	errs = append(errs, s.file.Close())
+	return errors.Join(errs...)
+}
