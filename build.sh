@@ -6,6 +6,7 @@
 #   ./build.sh build           set up everything and build bin/agent only
 #   ./build.sh exec CMD...     run CMD in the build environment (inside the build root on Debian 12)
 #   ./build.sh shell           an interactive shell in the build environment
+#   ./build.sh tools           install what the tests need in the build root (tmux, chromium, node)
 #   ./build.sh --from-source   build llama.cpp b11669 from source into ./llama.cpp/install first (needs GitHub)
 #
 # Where llama.cpp comes from (DESIGN.md §2), first match wins:
@@ -149,6 +150,19 @@ provision_root() {
 	touch "$stamp"
 }
 
+# What the tests need besides llama.cpp (a terminal multiplexer to drive the REPL, a headless browser for
+# the web pages, Node.js for the official OpenAI SDK), installed in the root where the tests run.
+TEST_PACKAGES="tmux chromium nodejs npm fonts-dejavu-core"
+provision_test_tools() {
+	local stamp="$ROOT/.expertsniper-test-tools"
+	[ -f "$stamp" ] && return 0
+	say "installing test tools in the build root: $TEST_PACKAGES"
+	root_apt update || die "apt-get update failed in the build root"
+	root_apt install -y --no-install-recommends $TEST_PACKAGES >/dev/null 2>"$CACHE_DIR/apt-test.err" ||
+		die "could not install $TEST_PACKAGES in the build root: $(grep -v '^W:' "$CACHE_DIR/apt-test.err" | tail -2)"
+	touch "$stamp"
+}
+
 # Run a command inside the root with the repo, Go and Go's caches at the same paths as on the host.
 in_root() {
 	unshare --mount --propagation private -- bash -c '
@@ -221,7 +235,9 @@ demo)
 	./bin/agent demo
 	;;
 build) build ;;
+tools) [ "$MODE" = root ] && provision_test_tools; say "test tools ready" ;;
 test)
+	[ "$MODE" = root ] && provision_test_tools
 	build
 	say "running all tests"
 	gofmt_out="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"
