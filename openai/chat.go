@@ -1,0 +1,125 @@
+package openai
+
+import (
+	"github.com/expertsniper/expertsniper/engine"
+)
+
+// ChatCall is a validated chat request in engine terms. The caller renders Messages with the model's
+// chat template into Request.Prompt.
+type ChatCall struct {
+	Messages     []engine.Message
+	Request      engine.Request
+	Stream       bool
+	IncludeUsage bool
+}
+
+var chatRoles = map[string]string{
+	"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool",
+}
+
+// FromChatRequest validates a chat request and translates it to engine terms.
+func FromChatRequest(req ChatCompletionRequest, def engine.Sampling) (ChatCall, error) {
+	var call ChatCall
+	if len(req.Messages) == 0 {
+		return call, badField("messages", "must be a non-empty array")
+	}
+	for i, m := range req.Messages {
+		role, ok := chatRoles[m.Role]
+		if !ok {
+			return call, badField("messages", "message %d has unknown role %q (system, developer, user, assistant, tool)", i, m.Role)
+		}
+		call.Messages = append(call.Messages, engine.Message{Role: role, Content: string(m.Content)})
+	}
+	if err := checkN(req.N); err != nil {
+		return call, err
+	}
+	if err := checkStops(req.Stop); err != nil {
+		return call, err
+	}
+	limit, err := maxTokens(namedLimit{"max_completion_tokens", req.MaxCompletionTokens},
+		namedLimit{"max_tokens", req.MaxTokens}, namedLimit{"n_predict", req.NPredict})
+	if err != nil {
+		return call, err
+	}
+	sampling, err := req.SamplingParams.ToEngine(def)
+	if err != nil {
+		return call, err
+	}
+	call.Request = engine.Request{MaxTokens: limit, Stop: req.Stop, Sampling: sampling, Slot: checkSlot(req.IDSlot)}
+	call.Stream = req.Stream
+	call.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	return call, nil
+}
+
+// ToChatCompletion builds the non-streamed response.
+func ToChatCompletion(meta ResponseMeta, res engine.Result) ChatCompletion {
+	return ChatCompletion{
+		Choices: []ChatChoice{{
+			FinishReason: res.FinishReason,
+			Index:        0,
+			Message:      AssistantMessage{Role: "assistant", Content: res.Text},
+		}},
+		Created:           meta.Created,
+		Model:             meta.Model,
+		SystemFingerprint: meta.Fingerprint,
+		Object:            "chat.completion",
+		Usage:             ToUsage(res.Timings),
+		ID:                meta.ID,
+		Timings:           ToTimings(res.Timings),
+	}
+}
+
+func chunk(meta ResponseMeta, choices []ChunkChoice) ChatCompletionChunk {
+	if choices == nil {
+		choices = []ChunkChoice{}
+	}
+	return ChatCompletionChunk{
+		Choices:           choices,
+		Created:           meta.Created,
+		ID:                meta.ID,
+		Model:             meta.Model,
+		SystemFingerprint: meta.Fingerprint,
+		Object:            "chat.completion.chunk",
+	}
+}
+
+// RoleChunk is the first event of a streamed chat: the assistant role and a null content.
+func RoleChunk(meta ResponseMeta) ChatCompletionChunk {
+	return chunk(meta, []ChunkChoice{{Index: 0, Delta: Delta{Role: "assistant"}}})
+}
+
+// ContentChunk carries one generated piece.
+func ContentChunk(meta ResponseMeta, text string) ChatCompletionChunk {
+	return chunk(meta, []ChunkChoice{{Index: 0, Delta: Delta{Content: &text}}})
+}
+
+// ToStreamChunks returns every event of a streamed chat after the role chunk, for a finished
+// generation: one content chunk per piece, then the finish chunk(s). Servers that stream live send
+// the same sequence one event at a time.
+func ToStreamChunks(meta ResponseMeta, pieces []string, res engine.Result, includeUsage bool) []ChatCompletionChunk {
+	out := make([]ChatCompletionChunk, 0, len(pieces)+2)
+	for _, p := range pieces {
+		out = append(out, ContentChunk(meta, p))
+	}
+	return append(out, FinishChunks(meta, res, includeUsage)...)
+}
+
+// FinishChunks ends a streamed chat: an empty delta with the finish reason, the usage and the
+// timings (as llama-server sends it), and, when the client asked with stream_options.include_usage,
+// OpenAI's extra usage-only chunk with no choices.
+func FinishChunks(meta ResponseMeta, res engine.Result, includeUsage bool) []ChatCompletionChunk {
+	reason := res.FinishReason
+	usage := ToUsage(res.Timings)
+	timings := ToTimings(res.Timings)
+	last := chunk(meta, []ChunkChoice{{FinishReason: &reason, Index: 0, Delta: Delta{}}})
+	last.Usage = &usage
+	last.Timings = &timings
+	out := []ChatCompletionChunk{last}
+	if includeUsage {
+		u := chunk(meta, nil)
+		u.Usage = &usage
+		u.Timings = &timings
+		out = append(out, u)
+	}
+	return out
+}

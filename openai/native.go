@@ -1,0 +1,207 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/expertsniper/expertsniper/engine"
+)
+
+// NativePrompt is llama-server's /completion prompt: a string, or an array of token ids.
+type NativePrompt struct {
+	Text   string
+	Tokens []int32
+	// IsTokens tells an empty token array from an empty string.
+	IsTokens bool
+}
+
+func (p *NativePrompt) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && data[0] == '"' {
+		p.IsTokens = false
+		return json.Unmarshal(data, &p.Text)
+	}
+	if len(data) > 0 && data[0] == '[' {
+		if err := json.Unmarshal(data, &p.Tokens); err != nil {
+			return &RequestError{Field: "prompt", Message: "must be a string or an array of token ids"}
+		}
+		p.IsTokens = true
+		return nil
+	}
+	return &RequestError{Field: "prompt", Message: "must be a string or an array of token ids"}
+}
+
+// NativeCompletionRequest is POST /completion (llama-server's own API).
+type NativeCompletionRequest struct {
+	Prompt      *NativePrompt `json:"prompt"`
+	NPredict    *int          `json:"n_predict,omitempty"`
+	Stop        StringOrList  `json:"stop,omitempty"`
+	Stream      bool          `json:"stream"`
+	CachePrompt *bool         `json:"cache_prompt,omitempty"`
+	IDSlot      *int          `json:"id_slot,omitempty"`
+	SamplingParams
+}
+
+// NativeCall is a validated /completion request. When Prompt.IsTokens the server detokenizes it into
+// Request.Prompt.
+type NativeCall struct {
+	Prompt  NativePrompt
+	Request engine.Request
+	Stream  bool
+}
+
+// FromNativeRequest validates a /completion request.
+func FromNativeRequest(req NativeCompletionRequest, def engine.Sampling) (NativeCall, error) {
+	var call NativeCall
+	if req.Prompt == nil {
+		return call, badField("prompt", "is required")
+	}
+	if err := checkStops(req.Stop); err != nil {
+		return call, err
+	}
+	limit, err := maxTokens(namedLimit{"n_predict", req.NPredict})
+	if err != nil {
+		return call, err
+	}
+	sampling, err := req.SamplingParams.ToEngine(def)
+	if err != nil {
+		return call, err
+	}
+	call.Prompt = *req.Prompt
+	call.Request = engine.Request{Prompt: req.Prompt.Text, MaxTokens: limit, Stop: req.Stop, Sampling: sampling,
+		Slot: checkSlot(req.IDSlot)}
+	call.Stream = req.Stream
+	return call, nil
+}
+
+// GenerationSettings echoes the settings a native request ran with.
+type GenerationSettings struct {
+	NPredict         int      `json:"n_predict"`
+	Seed             uint32   `json:"seed"`
+	Temperature      float32  `json:"temperature"`
+	TopK             int      `json:"top_k"`
+	TopP             float32  `json:"top_p"`
+	MinP             float32  `json:"min_p"`
+	RepeatLastN      int      `json:"repeat_last_n"`
+	RepeatPenalty    float32  `json:"repeat_penalty"`
+	PresencePenalty  float32  `json:"presence_penalty"`
+	FrequencyPenalty float32  `json:"frequency_penalty"`
+	Stop             []string `json:"stop"`
+	Stream           bool     `json:"stream"`
+}
+
+// ToGenerationSettings reports a request's effective settings (-1 for no token limit, as llama-server).
+func ToGenerationSettings(r engine.Request, stream bool) GenerationSettings {
+	n := r.MaxTokens
+	if n <= 0 {
+		n = -1
+	}
+	stop := r.Stop
+	if stop == nil {
+		stop = []string{}
+	}
+	s := r.Sampling
+	return GenerationSettings{NPredict: n, Seed: s.Seed, Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP,
+		MinP: s.MinP, RepeatLastN: s.RepeatLastN, RepeatPenalty: s.RepeatPenalty, PresencePenalty: s.PresencePenalty,
+		FrequencyPenalty: s.FrequencyPenalty, Stop: stop, Stream: stream}
+}
+
+// NativeChunk is one streamed /completion event before the last.
+type NativeChunk struct {
+	Index           int     `json:"index"`
+	Content         string  `json:"content"`
+	Tokens          []int32 `json:"tokens"`
+	Stop            bool    `json:"stop"`
+	IDSlot          int     `json:"id_slot"`
+	TokensPredicted int     `json:"tokens_predicted"`
+	TokensEvaluated int     `json:"tokens_evaluated"`
+}
+
+// NativeCompletion is the non-streamed /completion response and the last streamed event.
+type NativeCompletion struct {
+	Index              int                `json:"index"`
+	Content            string             `json:"content"`
+	Tokens             []int32            `json:"tokens"`
+	IDSlot             int                `json:"id_slot"`
+	Stop               bool               `json:"stop"`
+	Model              string             `json:"model"`
+	TokensPredicted    int                `json:"tokens_predicted"`
+	TokensEvaluated    int                `json:"tokens_evaluated"`
+	GenerationSettings GenerationSettings `json:"generation_settings"`
+	Prompt             string             `json:"prompt"`
+	HasNewLine         bool               `json:"has_new_line"`
+	Truncated          bool               `json:"truncated"`
+	StopType           string             `json:"stop_type"`
+	StoppingWord       string             `json:"stopping_word"`
+	TokensCached       int                `json:"tokens_cached"`
+	Timings            Timings            `json:"timings"`
+}
+
+// StopType is llama-server's reason a generation ended: "eos", "word" (a stop string) or "limit".
+func StopType(res engine.Result) string {
+	switch {
+	case res.FinishReason == "length":
+		return "limit"
+	case res.StoppingWord != "":
+		return "word"
+	default:
+		return "eos"
+	}
+}
+
+// ToNativeCompletion builds the final /completion object. content is the whole generation for a
+// non-streamed response and "" for the last streamed event (the pieces went before it).
+func ToNativeCompletion(meta ResponseMeta, call NativeCall, slot int, content string, tokens []int32, res engine.Result) NativeCompletion {
+	if tokens == nil {
+		tokens = []int32{}
+	}
+	usage := ToUsage(res.Timings)
+	return NativeCompletion{
+		Index:              0,
+		Content:            content,
+		Tokens:             tokens,
+		IDSlot:             slot,
+		Stop:               true,
+		Model:              meta.Model,
+		TokensPredicted:    usage.CompletionTokens,
+		TokensEvaluated:    usage.PromptTokens,
+		GenerationSettings: ToGenerationSettings(call.Request, call.Stream),
+		Prompt:             call.Request.Prompt,
+		HasNewLine:         bytes.ContainsRune([]byte(res.Text), '\n'),
+		Truncated:          false,
+		StopType:           StopType(res),
+		StoppingWord:       res.StoppingWord,
+		TokensCached:       res.Timings.CachedTokens,
+		Timings:            ToTimings(res.Timings),
+	}
+}
+
+// TokenizeRequest is POST /tokenize.
+type TokenizeRequest struct {
+	Content      *string `json:"content"`
+	AddSpecial   bool    `json:"add_special"`
+	ParseSpecial *bool   `json:"parse_special,omitempty"`
+	WithPieces   bool    `json:"with_pieces"`
+}
+
+// TokenPiece is one token with its text, for with_pieces.
+type TokenPiece struct {
+	ID    int32  `json:"id"`
+	Piece string `json:"piece"`
+}
+
+// DetokenizeRequest is POST /detokenize.
+type DetokenizeRequest struct {
+	Tokens []int32 `json:"tokens"`
+}
+
+// ApplyTemplateRequest is POST /apply-template.
+type ApplyTemplateRequest struct {
+	Messages []ChatMessage `json:"messages"`
+}
+
+// ToEngineMessages validates and converts chat messages (for /apply-template).
+func ToEngineMessages(msgs []ChatMessage) ([]engine.Message, error) {
+	call, err := FromChatRequest(ChatCompletionRequest{Messages: msgs}, DefaultSampling)
+	return call.Messages, err
+}

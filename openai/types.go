@@ -1,0 +1,304 @@
+// Package openai holds the wire types of the OpenAI-compatible and llama-server-native HTTP APIs and
+// pure functions that translate them to and from engine calls. Nothing here does I/O, so every
+// translation is testable without a server. Field names and types mirror OpenAI's API and the stock
+// llama-server (llama.cpp b11669), which existing clients are written against.
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// StringOrList is a JSON value that clients send either as one string or as a list of strings
+// (OpenAI's "stop", the legacy completions "prompt").
+type StringOrList []string
+
+func (s *StringOrList) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if bytes.Equal(data, []byte("null")) {
+		*s = nil
+		return nil
+	}
+	if len(data) > 0 && data[0] == '"' {
+		var one string
+		if err := json.Unmarshal(data, &one); err != nil {
+			return err
+		}
+		*s = StringOrList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(data, &many); err != nil {
+		return &RequestError{Message: "expected a string or an array of strings (stop, prompt, input)"}
+	}
+	*s = many
+	return nil
+}
+
+// MessageContent is a chat message's content: a string, or an array of parts of which only
+// {"type":"text"} parts are supported (this server has no vision or audio input).
+type MessageContent string
+
+type contentPart struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+func (c *MessageContent) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	switch {
+	case bytes.Equal(data, []byte("null")):
+		*c = ""
+		return nil
+	case len(data) > 0 && data[0] == '"':
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		*c = MessageContent(s)
+		return nil
+	case len(data) > 0 && data[0] == '[':
+		var parts []contentPart
+		if err := json.Unmarshal(data, &parts); err != nil {
+			return &RequestError{Field: "content", Message: "must be a string or an array of content parts"}
+		}
+		var b strings.Builder
+		for i, p := range parts {
+			if p.Type != "text" {
+				return &RequestError{Field: "content", Message: fmt.Sprintf("part %d has type %q; only \"text\" is supported", i, p.Type)}
+			}
+			b.WriteString(p.Text)
+		}
+		*c = MessageContent(b.String())
+		return nil
+	}
+	return &RequestError{Field: "content", Message: "must be a string or an array of content parts"}
+}
+
+// ChatMessage is one message of a chat request.
+type ChatMessage struct {
+	Role    string         `json:"role"`
+	Content MessageContent `json:"content"`
+	Name    string         `json:"name,omitempty"`
+}
+
+// StreamOptions is OpenAI's stream_options.
+type StreamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// SamplingParams are the sampling fields shared by every generation endpoint. Pointers tell "not
+// sent" (use the server default) from an explicit zero.
+type SamplingParams struct {
+	Temperature      *float32 `json:"temperature,omitempty"`
+	TopK             *int     `json:"top_k,omitempty"`
+	TopP             *float32 `json:"top_p,omitempty"`
+	MinP             *float32 `json:"min_p,omitempty"`
+	RepeatPenalty    *float32 `json:"repeat_penalty,omitempty"`
+	RepeatLastN      *int     `json:"repeat_last_n,omitempty"`
+	PresencePenalty  *float32 `json:"presence_penalty,omitempty"`
+	FrequencyPenalty *float32 `json:"frequency_penalty,omitempty"`
+	Seed             *int64   `json:"seed,omitempty"`
+}
+
+// ChatCompletionRequest is POST /v1/chat/completions.
+type ChatCompletionRequest struct {
+	Model               string         `json:"model"`
+	Messages            []ChatMessage  `json:"messages"`
+	MaxTokens           *int           `json:"max_tokens,omitempty"`
+	MaxCompletionTokens *int           `json:"max_completion_tokens,omitempty"`
+	NPredict            *int           `json:"n_predict,omitempty"` // llama-server extension
+	Stop                StringOrList   `json:"stop,omitempty"`
+	Stream              bool           `json:"stream"`
+	StreamOptions       *StreamOptions `json:"stream_options,omitempty"`
+	N                   *int           `json:"n,omitempty"`
+	IDSlot              *int           `json:"id_slot,omitempty"` // llama-server extension
+	SamplingParams
+}
+
+// CompletionRequest is POST /v1/completions (OpenAI's legacy text completions).
+type CompletionRequest struct {
+	Model         string         `json:"model"`
+	Prompt        StringOrList   `json:"prompt"`
+	MaxTokens     *int           `json:"max_tokens,omitempty"`
+	NPredict      *int           `json:"n_predict,omitempty"`
+	Stop          StringOrList   `json:"stop,omitempty"`
+	Stream        bool           `json:"stream"`
+	StreamOptions *StreamOptions `json:"stream_options,omitempty"`
+	Echo          bool           `json:"echo"`
+	N             *int           `json:"n,omitempty"`
+	IDSlot        *int           `json:"id_slot,omitempty"`
+	SamplingParams
+}
+
+// Usage is OpenAI's token accounting.
+type Usage struct {
+	CompletionTokens int `json:"completion_tokens"`
+	PromptTokens     int `json:"prompt_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// Timings is llama-server's per-request timing block, added to OpenAI-shaped responses too.
+type Timings struct {
+	CacheN              int     `json:"cache_n"`
+	PromptN             int     `json:"prompt_n"`
+	PromptMS            float64 `json:"prompt_ms"`
+	PromptPerTokenMS    float64 `json:"prompt_per_token_ms"`
+	PromptPerSecond     float64 `json:"prompt_per_second"`
+	PredictedN          int     `json:"predicted_n"`
+	PredictedMS         float64 `json:"predicted_ms"`
+	PredictedPerTokenMS float64 `json:"predicted_per_token_ms"`
+	PredictedPerSecond  float64 `json:"predicted_per_second"`
+}
+
+// AssistantMessage is the message of a non-streamed chat choice.
+type AssistantMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// ChatChoice is one choice of a chat completion.
+type ChatChoice struct {
+	FinishReason string           `json:"finish_reason"`
+	Index        int              `json:"index"`
+	Message      AssistantMessage `json:"message"`
+}
+
+// ChatCompletion is the non-streamed response of /v1/chat/completions.
+type ChatCompletion struct {
+	Choices           []ChatChoice `json:"choices"`
+	Created           int64        `json:"created"`
+	Model             string       `json:"model"`
+	SystemFingerprint string       `json:"system_fingerprint"`
+	Object            string       `json:"object"`
+	Usage             Usage        `json:"usage"`
+	ID                string       `json:"id"`
+	Timings           Timings      `json:"timings"`
+}
+
+// Delta is the incremental message of a streamed chat chunk. Content is a pointer because the first
+// chunk carries "content": null next to the role, as llama-server sends it.
+type Delta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+// MarshalJSON writes "content": null in the role chunk, and omits content in the final empty delta.
+func (d Delta) MarshalJSON() ([]byte, error) {
+	if d.Role != "" {
+		return json.Marshal(struct {
+			Role    string  `json:"role"`
+			Content *string `json:"content"`
+		}{d.Role, d.Content})
+	}
+	if d.Content == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(struct {
+		Content string `json:"content"`
+	}{*d.Content})
+}
+
+// ChunkChoice is one choice of a streamed chat chunk; FinishReason is null until the last chunk.
+type ChunkChoice struct {
+	FinishReason *string `json:"finish_reason"`
+	Index        int     `json:"index"`
+	Delta        Delta   `json:"delta"`
+}
+
+// ChatCompletionChunk is one server-sent event of a streamed chat completion.
+type ChatCompletionChunk struct {
+	Choices           []ChunkChoice `json:"choices"`
+	Created           int64         `json:"created"`
+	ID                string        `json:"id"`
+	Model             string        `json:"model"`
+	SystemFingerprint string        `json:"system_fingerprint"`
+	Object            string        `json:"object"`
+	Usage             *Usage        `json:"usage,omitempty"`
+	Timings           *Timings      `json:"timings,omitempty"`
+}
+
+// TextChoice is one choice of a text completion (streamed or not).
+type TextChoice struct {
+	Text         string  `json:"text"`
+	Index        int     `json:"index"`
+	Logprobs     *string `json:"logprobs"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+// TextCompletion is the response (or, streamed, one chunk) of /v1/completions.
+type TextCompletion struct {
+	Choices           []TextChoice `json:"choices"`
+	Created           int64        `json:"created"`
+	Model             string       `json:"model"`
+	SystemFingerprint string       `json:"system_fingerprint"`
+	Object            string       `json:"object"`
+	Usage             *Usage       `json:"usage,omitempty"`
+	ID                string       `json:"id"`
+	Timings           *Timings     `json:"timings,omitempty"`
+}
+
+// ModelMeta is llama-server's extra block in /v1/models.
+type ModelMeta struct {
+	VocabType int    `json:"vocab_type"`
+	NVocab    int    `json:"n_vocab"`
+	NCtxTrain int    `json:"n_ctx_train"`
+	NEmbd     int    `json:"n_embd"`
+	NParams   uint64 `json:"n_params"`
+	Size      uint64 `json:"size"`
+}
+
+// Model is one entry of /v1/models.
+type Model struct {
+	ID      string     `json:"id"`
+	Object  string     `json:"object"`
+	Created int64      `json:"created"`
+	OwnedBy string     `json:"owned_by"`
+	Meta    *ModelMeta `json:"meta"`
+}
+
+// ModelList is GET /v1/models.
+type ModelList struct {
+	Object string  `json:"object"`
+	Data   []Model `json:"data"`
+}
+
+// EmbeddingRequest is POST /v1/embeddings.
+type EmbeddingRequest struct {
+	Model          string       `json:"model"`
+	Input          StringOrList `json:"input"`
+	EncodingFormat string       `json:"encoding_format,omitempty"`
+}
+
+// Embedding is one vector of an embeddings response.
+type Embedding struct {
+	Embedding []float32 `json:"embedding"`
+	Index     int       `json:"index"`
+	Object    string    `json:"object"`
+}
+
+// EmbeddingList is the response of /v1/embeddings.
+type EmbeddingList struct {
+	Model  string      `json:"model"`
+	Object string      `json:"object"`
+	Usage  Usage       `json:"usage"`
+	Data   []Embedding `json:"data"`
+}
+
+// ErrorBody is the error object of an OpenAI-style error response, in llama-server's form (an
+// integer HTTP status as code).
+type ErrorBody struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	// Extra fields llama-server adds for context overflows.
+	NPromptTokens int `json:"n_prompt_tokens,omitempty"`
+	NCtx          int `json:"n_ctx,omitempty"`
+}
+
+// ErrorResponse is the whole body of an error response.
+type ErrorResponse struct {
+	Error ErrorBody `json:"error"`
+}

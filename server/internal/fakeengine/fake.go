@@ -1,0 +1,408 @@
+// Package fakeengine is a scripted engine.Engine for the server's tests: a byte-level tokenizer, a
+// ChatML-like template, deterministic replies delivered one word per token with an optional delay,
+// per-slot "KV caches" with prefix reuse, state files, and counters a test can assert on. It
+// implements the interface's contract (slots, stop strings, limits, cancellation within one token)
+// so that handler tests exercise the same paths the real engine does.
+package fakeengine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/expertsniper/expertsniper/engine"
+)
+
+// BOS is the id Tokenize prepends when addSpecial is set; ids 0..255 are bytes.
+const BOS = 256
+
+const stateMagic = "FAKESTATE1\n"
+
+// Engine is the fake. Set the exported fields before first use.
+type Engine struct {
+	// Reply computes the whole answer to a prompt; nil answers with DefaultReply.
+	Reply func(prompt string) string
+	// TokenDelay is slept before each generated token (cancellable).
+	TokenDelay time.Duration
+	// Embeddings enables Embed; otherwise it returns engine.ErrNotSupported.
+	Embeddings bool
+
+	info engine.ModelInfo
+
+	mu          sync.Mutex
+	slotKV      []string
+	slotBusy    []bool
+	running     int
+	maxRunning  int
+	completed   int
+	cancelled   int
+	stats       engine.Stats
+	closed      bool
+	layerCounts [][]int64
+}
+
+// New makes a fake with slots slots of ctx bytes of context each.
+func New(slots, ctx int) *Engine {
+	const layers, experts = 4, 8
+	e := &Engine{
+		info: engine.ModelInfo{
+			Name: "fake-moe.gguf", Path: "/models/fake-moe.gguf", Architecture: "qwen3moe",
+			Description: "fake MoE 1M Q8_0", Parameters: 1 << 20, SizeBytes: 1 << 21, ContextTrain: 4096,
+			Context: ctx, Vocab: BOS + 1, Embedding: 64, HasChatTemplate: true, Mode: "sniper", Slots: slots,
+		},
+		slotKV:   make([]string, slots),
+		slotBusy: make([]bool, slots),
+	}
+	e.layerCounts = make([][]int64, layers)
+	for i := range e.layerCounts {
+		e.layerCounts[i] = make([]int64, experts)
+	}
+	return e
+}
+
+// DefaultReply is a deterministic answer that depends on the prompt's last line.
+func DefaultReply(prompt string) string {
+	lines := strings.Split(strings.TrimSpace(prompt), "\n")
+	last := lines[len(lines)-1]
+	if i := strings.LastIndex(prompt, "<|im_start|>user\n"); i >= 0 {
+		last = strings.SplitN(prompt[i+len("<|im_start|>user\n"):], "<|im_end|>", 2)[0]
+	}
+	return "Hello! You said: " + last + ". This is a **fake** answer with `code` and more words to stream."
+}
+
+func (e *Engine) Info() engine.ModelInfo { return e.info }
+
+func (e *Engine) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
+	out := make([]int32, 0, len(text)+1)
+	if addSpecial {
+		out = append(out, BOS)
+	}
+	for i := 0; i < len(text); i++ {
+		out = append(out, int32(text[i]))
+	}
+	return out, nil
+}
+
+func (e *Engine) Detokenize(tokens []int32) (string, error) {
+	var b bytes.Buffer
+	for i, t := range tokens {
+		switch {
+		case t == BOS:
+		case t >= 0 && t < 256:
+			b.WriteByte(byte(t))
+		default:
+			return "", fmt.Errorf("token %d (position %d) is outside the vocabulary of %d", t, i, BOS+1)
+		}
+	}
+	return b.String(), nil
+}
+
+func (e *Engine) ApplyTemplate(messages []engine.Message, addAssistant bool) (string, error) {
+	var b strings.Builder
+	for _, m := range messages {
+		fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", m.Role, m.Content)
+	}
+	if addAssistant {
+		b.WriteString("<|im_start|>assistant\n")
+	}
+	return b.String(), nil
+}
+
+// acquire takes the requested slot, or any free one, waiting while they are busy.
+func (e *Engine) acquire(ctx context.Context, want int) (int, error) {
+	if want >= len(e.slotKV) {
+		return 0, fmt.Errorf("slot %d does not exist (%d slots)", want, len(e.slotKV))
+	}
+	for {
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			return 0, errors.New("fake engine is closed")
+		}
+		best := -1
+		for i, busy := range e.slotBusy {
+			if !busy && (want < 0 || want == i) {
+				best = i
+				break
+			}
+		}
+		if best >= 0 {
+			e.slotBusy[best] = true
+			e.mu.Unlock()
+			return best, nil
+		}
+		e.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func (e *Engine) release(slot int) {
+	e.mu.Lock()
+	e.slotBusy[slot] = false
+	e.mu.Unlock()
+}
+
+func commonPrefix(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// pieces splits an answer into word-sized tokens, each but the first with its leading space.
+func pieces(text string) []string {
+	var out []string
+	start := 0
+	for i := 1; i < len(text); i++ {
+		if text[i] == ' ' || text[i] == '\n' {
+			out = append(out, text[start:i])
+			start = i
+		}
+	}
+	if start < len(text) {
+		out = append(out, text[start:])
+	}
+	return out
+}
+
+func pieceID(p string) int32 {
+	h := fnv.New32a()
+	h.Write([]byte(p))
+	return int32(h.Sum32() % BOS)
+}
+
+func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(engine.Token) error) (engine.Result, error) {
+	var res engine.Result
+	promptTokens := len(req.Prompt)
+	if promptTokens > e.info.Context {
+		return res, fmt.Errorf("%w: %d tokens, context %d", engine.ErrContextFull, promptTokens, e.info.Context)
+	}
+	slot, err := e.acquire(ctx, req.Slot)
+	if err != nil {
+		return res, err
+	}
+	defer e.release(slot)
+	e.mu.Lock()
+	e.running++
+	if e.running > e.maxRunning {
+		e.maxRunning = e.running
+	}
+	cached := commonPrefix(e.slotKV[slot], req.Prompt)
+	if cached == len(req.Prompt) && cached > 0 {
+		cached-- // the last prompt token is always evaluated again to get its logits
+	}
+	e.stats.PromptTokens += int64(promptTokens - cached)
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.running--
+		e.mu.Unlock()
+	}()
+
+	start := time.Now()
+	reply := DefaultReply
+	if e.Reply != nil {
+		reply = e.Reply
+	}
+	answer := reply(req.Prompt)
+	promptDone := time.Now()
+	res.Timings.PromptTokens = promptTokens - cached
+	res.Timings.CachedTokens = cached
+	res.Timings.PromptMS = float64(promptDone.Sub(start).Microseconds()) / 1000
+
+	var text strings.Builder
+	res.FinishReason = "stop"
+	generated := 0
+loop:
+	for _, p := range pieces(answer) {
+		if req.MaxTokens > 0 && generated >= req.MaxTokens {
+			res.FinishReason = "length"
+			break
+		}
+		if promptTokens+generated >= e.info.Context {
+			res.FinishReason = "length"
+			break
+		}
+		if e.TokenDelay > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(e.TokenDelay):
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			e.countCancel()
+			return res, err
+		}
+		emit := p
+		for _, s := range req.Stop {
+			if i := strings.Index(text.String()+p, s); i >= 0 {
+				emit = (text.String() + p)[text.Len():max(i, text.Len())]
+				res.StoppingWord = s
+				break
+			}
+		}
+		if emit != "" {
+			text.WriteString(emit)
+			generated++
+			e.touchExperts(emit)
+			if err := onToken(engine.Token{ID: pieceID(emit), Text: emit}); err != nil {
+				e.countCancel()
+				return res, err
+			}
+		}
+		if res.StoppingWord != "" {
+			break loop
+		}
+	}
+	res.Text = text.String()
+	res.Timings.PredictedTokens = generated
+	res.Timings.PredictedMS = float64(time.Since(promptDone).Microseconds()) / 1000
+	if res.Timings.PromptMS > 0 {
+		res.Timings.PromptPerSecond = float64(res.Timings.PromptTokens) / res.Timings.PromptMS * 1000
+	}
+	if res.Timings.PredictedMS > 0 {
+		res.Timings.PredictedPerSecond = float64(generated) / res.Timings.PredictedMS * 1000
+	}
+	e.mu.Lock()
+	e.slotKV[slot] = req.Prompt + res.Text
+	e.completed++
+	e.mu.Unlock()
+	return res, nil
+}
+
+func (e *Engine) countCancel() {
+	e.mu.Lock()
+	e.cancelled++
+	e.mu.Unlock()
+}
+
+// touchExperts updates streaming statistics as if the router had picked experts for the token.
+func (e *Engine) touchExperts(piece string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	h := fnv.New32a()
+	h.Write([]byte(piece))
+	sum := h.Sum32()
+	for l := range e.layerCounts {
+		x := int((sum >> (4 * l)) % uint32(len(e.layerCounts[l])))
+		e.layerCounts[l][x]++
+		if sum&(1<<l) == 0 {
+			e.stats.CacheHits++
+		} else {
+			e.stats.CacheMisses++
+			e.stats.Reads++
+			e.stats.BytesRead += 1 << 16
+		}
+	}
+	e.stats.GeneratedTokens++
+}
+
+func (e *Engine) Embed(ctx context.Context, text string) ([]float32, error) {
+	if !e.Embeddings {
+		return nil, engine.ErrNotSupported
+	}
+	v := make([]float32, e.info.Embedding)
+	for i := 0; i < len(text); i++ {
+		v[i%len(v)] += float32(text[i]) / 255
+	}
+	return v, nil
+}
+
+func (e *Engine) SaveState(ctx context.Context, slot int, prompt, path string) (int, error) {
+	if len(prompt) > e.info.Context {
+		return 0, fmt.Errorf("%w: %d tokens, context %d", engine.ErrContextFull, len(prompt), e.info.Context)
+	}
+	s, err := e.acquire(ctx, slot)
+	if err != nil {
+		return 0, err
+	}
+	defer e.release(s)
+	if err := os.WriteFile(path, []byte(stateMagic+prompt), 0o644); err != nil {
+		return 0, fmt.Errorf("save state of slot %d: %w", s, err)
+	}
+	e.mu.Lock()
+	e.slotKV[s] = prompt
+	e.stats.PromptTokens += int64(len(prompt))
+	e.mu.Unlock()
+	return len(prompt), nil
+}
+
+func (e *Engine) LoadState(ctx context.Context, slot int, path string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("load state: %w", err)
+	}
+	if !bytes.HasPrefix(data, []byte(stateMagic)) {
+		return 0, fmt.Errorf("load state %q: not a state file", path)
+	}
+	s, err := e.acquire(ctx, slot)
+	if err != nil {
+		return 0, err
+	}
+	defer e.release(s)
+	prompt := string(data[len(stateMagic):])
+	e.mu.Lock()
+	e.slotKV[s] = prompt
+	e.mu.Unlock()
+	return len(prompt), nil
+}
+
+func (e *Engine) Stats() engine.Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.stats
+	s.RSSBytes = 100 << 20
+	s.CacheBudget = 64 << 20
+	s.CacheBytes = min(int64(32<<20), s.CacheMisses<<16)
+	s.ReadP50Micros, s.ReadP99Micros = 300, 1400
+	s.LayerExpertActivations = make([][]int64, len(e.layerCounts))
+	for i, l := range e.layerCounts {
+		s.LayerExpertActivations[i] = append([]int64(nil), l...)
+	}
+	return s
+}
+
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	return nil
+}
+
+// Counters a test asserts on.
+type Counters struct {
+	Running, MaxRunning, Completed, Cancelled int
+	BusySlots                                 int
+}
+
+func (e *Engine) Counters() Counters {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	busy := 0
+	for _, b := range e.slotBusy {
+		if b {
+			busy++
+		}
+	}
+	return Counters{Running: e.running, MaxRunning: e.maxRunning, Completed: e.completed, Cancelled: e.cancelled, BusySlots: busy}
+}
+
+// SlotKV returns what slot i's cache holds.
+func (e *Engine) SlotKV(i int) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.slotKV[i]
+}
+
+var _ engine.Engine = (*Engine)(nil)

@@ -1,0 +1,149 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/openai"
+)
+
+// handleTextCompletion is POST /v1/completions (OpenAI's legacy text completions).
+func (s *Server) handleTextCompletion(w http.ResponseWriter, r *http.Request) {
+	l := s.engineOr503(w)
+	if l == nil {
+		return
+	}
+	var req openai.CompletionRequest
+	if err := decodeJSON(r, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	call, err := openai.FromCompletionRequest(req, s.sampling)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	meta := s.meta(l, "cmpl", req.Model)
+
+	if !call.Stream {
+		g, err := s.generate(r.Context(), l, w.Header(), call.Request, false, func(engine.Token) error { return nil })
+		if err != nil {
+			fail(w, r, err)
+			return
+		}
+		text := g.res.Text
+		if call.Echo {
+			text = call.Request.Prompt + text
+		}
+		writeJSON(w, http.StatusOK, openai.ToTextCompletion(meta, text, g.res))
+		return
+	}
+
+	sse := newSSE(w)
+	echoed := !call.Echo
+	g, err := s.generate(r.Context(), l, w.Header(), call.Request, true, func(t engine.Token) error {
+		if !echoed {
+			echoed = true
+			if err := sse.data(openai.TextChunk(meta, call.Request.Prompt)); err != nil {
+				return err
+			}
+		}
+		return sse.data(openai.TextChunk(meta, t.Text))
+	})
+	if err != nil {
+		if r.Context().Err() == nil {
+			sse.fail(toAPIError(err))
+		}
+		return
+	}
+	if !echoed {
+		if err := sse.data(openai.TextChunk(meta, call.Request.Prompt)); err != nil {
+			return
+		}
+	}
+	for _, c := range openai.TextFinishChunks(meta, g.res, call.IncludeUsage) {
+		if err := sse.data(c); err != nil {
+			return
+		}
+	}
+	sse.done()
+}
+
+// handleNativeCompletion is llama-server's POST /completion: a raw prompt (text or token ids), its own
+// response object, and when streamed one event per token ending with the full object (no [DONE]).
+func (s *Server) handleNativeCompletion(w http.ResponseWriter, r *http.Request) {
+	l := s.engineOr503(w)
+	if l == nil {
+		return
+	}
+	var req openai.NativeCompletionRequest
+	if err := decodeJSON(r, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	call, err := openai.FromNativeRequest(req, s.sampling)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	if call.Prompt.IsTokens {
+		text, err := l.eng.Detokenize(call.Prompt.Tokens)
+		if err != nil {
+			fail(w, r, badRequest("prompt tokens: %v", err))
+			return
+		}
+		call.Request.Prompt = text
+	}
+	meta := s.meta(l, "cmpl", "")
+
+	if !call.Stream {
+		g, err := s.generate(r.Context(), l, w.Header(), call.Request, false, func(engine.Token) error { return nil })
+		if err != nil {
+			fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, openai.ToNativeCompletion(meta, call, g.slot, g.res.Text, g.tokens, g.res))
+		return
+	}
+
+	sse := newSSE(w)
+	slot := -1
+	n := 0
+	var evaluated int
+	g, err := s.generate(r.Context(), l, w.Header(), call.Request, true, func(t engine.Token) error {
+		n++
+		if n == 1 {
+			evaluated = promptTokenEstimate(l, call.Request.Prompt)
+			slot = slotFromHeader(w)
+		}
+		return sse.data(openai.NativeChunk{Index: 0, Content: t.Text, Tokens: []int32{t.ID}, Stop: false,
+			IDSlot: slot, TokensPredicted: n, TokensEvaluated: evaluated})
+	})
+	if err != nil {
+		if r.Context().Err() == nil {
+			sse.fail(toAPIError(err))
+		}
+		return
+	}
+	sse.data(openai.ToNativeCompletion(meta, call, g.slot, "", nil, g.res))
+}
+
+// promptTokenEstimate counts the prompt's tokens for the streamed events (the exact count arrives
+// in the last event's timings).
+func promptTokenEstimate(l *loaded, prompt string) int {
+	toks, err := l.eng.Tokenize(prompt, true, true)
+	if err != nil {
+		return 0
+	}
+	return len(toks)
+}
+
+func slotFromHeader(w http.ResponseWriter) int {
+	var id int
+	if _, err := fmt.Sscan(strings.TrimSpace(w.Header().Get("X-Slot-Id")), &id); err != nil {
+		return -1
+	}
+	return id
+}

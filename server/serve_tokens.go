@@ -1,0 +1,98 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/expertsniper/expertsniper/openai"
+)
+
+// handleTokenize is llama-server's POST /tokenize.
+func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
+	l := s.engineOr503(w)
+	if l == nil {
+		return
+	}
+	var req openai.TokenizeRequest
+	if err := decodeJSON(r, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if req.Content == nil {
+		fail(w, r, badRequest("content is required"))
+		return
+	}
+	parseSpecial := true
+	if req.ParseSpecial != nil {
+		parseSpecial = *req.ParseSpecial
+	}
+	toks, err := l.eng.Tokenize(*req.Content, req.AddSpecial, parseSpecial)
+	if err != nil {
+		fail(w, r, fmt.Errorf("tokenize: %w", err))
+		return
+	}
+	if !req.WithPieces {
+		writeJSON(w, http.StatusOK, map[string]any{"tokens": nonNil(toks)})
+		return
+	}
+	pieces := make([]openai.TokenPiece, 0, len(toks))
+	for _, t := range toks {
+		p, err := l.eng.Detokenize([]int32{t})
+		if err != nil {
+			fail(w, r, fmt.Errorf("detokenize token %d: %w", t, err))
+			return
+		}
+		pieces = append(pieces, openai.TokenPiece{ID: t, Piece: p})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": pieces})
+}
+
+// handleDetokenize is llama-server's POST /detokenize.
+func (s *Server) handleDetokenize(w http.ResponseWriter, r *http.Request) {
+	l := s.engineOr503(w)
+	if l == nil {
+		return
+	}
+	var req openai.DetokenizeRequest
+	if err := decodeJSON(r, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	text, err := l.eng.Detokenize(req.Tokens)
+	if err != nil {
+		fail(w, r, badRequest("detokenize: %v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"content": text})
+}
+
+// handleApplyTemplate is llama-server's POST /apply-template: the prompt a chat request would run.
+func (s *Server) handleApplyTemplate(w http.ResponseWriter, r *http.Request) {
+	l := s.engineOr503(w)
+	if l == nil {
+		return
+	}
+	var req openai.ApplyTemplateRequest
+	if err := decodeJSON(r, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	msgs, err := openai.ToEngineMessages(req.Messages)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	prompt, err := l.eng.ApplyTemplate(msgs, true)
+	if err != nil {
+		fail(w, r, fmt.Errorf("apply the chat template: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"prompt": prompt})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
