@@ -47,13 +47,30 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// IsKQuant reports whether a type name needs llama-quantize (anything Write does not produce).
+// QuantizeTypes are the llama-quantize types that need no importance matrix.
+var QuantizeTypes = []string{"q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m",
+	"q6_k", "q4_1", "q5_0", "q5_1", "iq4_nl", "iq4_xs", "bf16", "mxfp4_moe"}
+
+// IsKQuant reports whether a type name is made by llama-quantize rather than written directly.
 func IsKQuant(name string) bool {
-	for _, t := range TypeNames {
+	for _, t := range QuantizeTypes {
 		if strings.EqualFold(t, name) {
-			return false
+			return true
 		}
 	}
-	return true
+	return false
 }
 
+// CheckTypeName accepts the names Write produces directly and the llama-quantize types.
+func CheckTypeName(name string) error {
+	for _, t := range TypeNames {
+		if strings.EqualFold(t, name) {
+			return nil
+		}
+	}
+	if IsKQuant(name) {
+		return nil
+	}
+	return fmt.Errorf("unknown model type %q (direct: %s; through llama-quantize: %s)", name,
+		strings.Join(TypeNames, ", "), strings.Join(QuantizeTypes, ", "))
+}
