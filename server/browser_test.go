@@ -1,0 +1,144 @@
+package server
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/expertsniper/expertsniper/server/internal/fakeengine"
+)
+
+// The web pages are checked in Debian's headless Chromium: the DOM after the page ran (--dump-dom)
+// and a screenshot in testdata/output/ (or $EXPERTSNIPER_TEST_OUTPUT) for a person to look at.
+
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("headless Chromium is needed for the web page tests and was not found on PATH: " +
+		"install Debian's chromium (apt-get install chromium); ./build.sh test installs it in the build root")
+	return ""
+}
+
+func testOutputDir(t *testing.T) string {
+	dir := os.Getenv("EXPERTSNIPER_TEST_OUTPUT")
+	if dir == "" {
+		dir = filepath.Join("testdata", "output")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// runChromium loads url headless for budget of virtual time and returns its DOM; with screenshot set
+// it takes a picture instead (and returns "").
+func runChromium(t *testing.T, url string, budget time.Duration, screenshot string) string {
+	t.Helper()
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-dev-shm-usage", "--hide-scrollbars", "--user-data-dir=" + t.TempDir(), "--window-size=1280,900",
+		"--virtual-time-budget=" + strconv.FormatInt(budget.Milliseconds(), 10)}
+	if screenshot != "" {
+		args = append(args, "--screenshot="+screenshot)
+	} else {
+		args = append(args, "--dump-dom")
+	}
+	args = append(args, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, chromiumPath(t), args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %s: %v\n%s", url, err, stderr.String())
+	}
+	if screenshot != "" {
+		if fi, err := os.Stat(screenshot); err != nil || fi.Size() < 1000 {
+			t.Fatalf("no screenshot at %s: %v\n%s", screenshot, err, stderr.String())
+		}
+		abs, _ := filepath.Abs(screenshot)
+		t.Logf("screenshot: %s", abs)
+	}
+	return string(out)
+}
+
+func TestWebChatStreamsRendersMarkdownSafelyAndShowsStats(t *testing.T) {
+	fake := fakeengine.New(1, 4096)
+	fake.TokenDelay = 2 * time.Millisecond
+	fake.Reply = func(string) string {
+		return "## Answer\nHere is **bold** and `code`.\n\n- first\n- second\n\n<script>window.pwned=1</script> <img src=x onerror=alert(1)>\n\n```go\nfmt.Println(\"<hi>\")\n```\nDone."
+	}
+	ts := newTestServer(t, fake)
+	url := ts.URL + "/?q=" + "hello%20there"
+	dom := runChromium(t, url, 5*time.Second, "")
+
+	for _, want := range []string{"<h2>Answer</h2>", "<strong>bold</strong>", "<code>code</code>", "<li>first</li>",
+		`<pre><code class="lang-go">fmt.Println("&lt;hi&gt;")</code></pre>`, "&lt;script&gt;window.pwned=1&lt;/script&gt;",
+		"&lt;img src=x onerror=alert(1)&gt;", "hello there"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the chat page lacks %q", want)
+		}
+	}
+	if strings.Contains(dom, "<img src") || strings.Contains(dom, "<script>window") {
+		t.Errorf("model output was injected as HTML:\n%s", dom)
+	}
+	if !regexp.MustCompile(`class="stats">\d+ tokens · [\d.]+ tok/s · prompt \d+`).MatchString(dom) {
+		t.Errorf("no per-answer stats in the DOM")
+	}
+	if !strings.Contains(dom, `class="msg assistant done"`) {
+		t.Errorf("the answer never finished")
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", dom)
+	}
+	runChromium(t, url, 5*time.Second, filepath.Join(testOutputDir(t), "chat.png"))
+}
+
+func TestDashboardUpdatesWhileARequestRuns(t *testing.T) {
+	fake := fakeengine.New(2, 1<<20)
+	fake.TokenDelay = 5 * time.Millisecond
+	fake.Reply = longReply
+	ts := newTestServer(t, fake)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		resp, err := sendWithContext(ctx, ts, "/v1/chat/completions", chatBody("keep going", map[string]any{"stream": true}))
+		if err == nil {
+			defer resp.Body.Close()
+			buf := make([]byte, 4096)
+			for {
+				if _, err := resp.Body.Read(buf); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	waitFor(t, "generation to start", func() bool { return fake.Counters().Running == 1 })
+
+	dom := runChromium(t, ts.URL+"/dashboard", 3*time.Second, "")
+	m := regexp.MustCompile(`data-polls="(\d+)"`).FindStringSubmatch(dom)
+	if m == nil || m[1] == "1" {
+		t.Fatalf("the dashboard did not poll /stats repeatedly (data-polls %v)", m)
+	}
+	if !strings.Contains(dom, "4 layers × 8 experts") || !strings.Contains(dom, "slot 0:") {
+		t.Errorf("dashboard lacks the heat map summary or the running slot")
+	}
+	if v := regexp.MustCompile(`id="toks">([^<]*)<`).FindStringSubmatch(dom); v == nil || v[1] == "–" {
+		t.Errorf("no generation rate shown: %v", v)
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", dom)
+	}
+	runChromium(t, ts.URL+"/dashboard", 3*time.Second, filepath.Join(testOutputDir(t), "dashboard.png"))
+}
