@@ -85,7 +85,8 @@ type Usage struct {
 	GeneratedMS     float64
 }
 
-func (u *Usage) add(t engine.Timings) {
+// Add counts one engine call.
+func (u *Usage) Add(t engine.Timings) {
 	u.Calls++
 	u.PromptTokens += t.PromptTokens
 	u.CachedTokens += t.CachedTokens
@@ -365,7 +366,7 @@ func (a *Agent) answer(ctx context.Context, msgs []engine.Message, h Hooks, r Re
 	r.Text = text.String()
 	r.Finish = res.FinishReason
 	r.Answer = res.Timings
-	r.Usage.add(res.Timings)
+	r.Usage.Add(res.Timings)
 	if err != nil {
 		return r, fmt.Errorf("answer: %w", err)
 	}
@@ -383,7 +384,7 @@ func (a *Agent) short(ctx context.Context, system, request string, maxTokens int
 	}
 	res, err := a.Engine.Complete(ctx, engine.Request{Prompt: prompt, MaxTokens: maxTokens, Slot: a.AuxSlot},
 		func(engine.Token) error { return nil })
-	usage.add(res.Timings)
+	usage.Add(res.Timings)
 	if err != nil {
 		return "", err
 	}

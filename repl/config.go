@@ -1,0 +1,189 @@
+// Package repl is the interactive terminal front end of expertsniper (`agent`): line editing with
+// history, multi-line input, streaming answers, a status line after each answer, slash commands, saved
+// sessions, grading and cost accounting. It talks to models only through engine.Engine, and answers
+// through agentmode.
+package repl
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Dirs are where the REPL keeps its files, following the XDG base directory spec on every platform (so
+// that a user's dotfiles work the same on macOS and Linux).
+type Dirs struct {
+	Config string // config.json, grades.jsonl
+	Data   string // sessions/
+	State  string // history
+}
+
+// DefaultDirs reads XDG_CONFIG_HOME, XDG_DATA_HOME and XDG_STATE_HOME, falling back to ~/.config,
+// ~/.local/share and ~/.local/state, each with an "expertsniper" subdirectory.
+func DefaultDirs() (Dirs, error) {
+	home, herr := os.UserHomeDir()
+	pick := func(env, fallback string) (string, error) {
+		if v := os.Getenv(env); v != "" && filepath.IsAbs(v) {
+			return filepath.Join(v, "expertsniper"), nil
+		}
+		if herr != nil {
+			return "", fmt.Errorf("find the home directory for %s: %w", env, herr)
+		}
+		return filepath.Join(home, fallback, "expertsniper"), nil
+	}
+	var d Dirs
+	var err error
+	if d.Config, err = pick("XDG_CONFIG_HOME", ".config"); err != nil {
+		return d, err
+	}
+	if d.Data, err = pick("XDG_DATA_HOME", filepath.Join(".local", "share")); err != nil {
+		return d, err
+	}
+	if d.State, err = pick("XDG_STATE_HOME", filepath.Join(".local", "state")); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+// ModelConfig is one model the REPL can switch to with /model NAME.
+type ModelConfig struct {
+	Name       string `json:"-"`
+	Path       string `json:"path"`
+	Mode       string `json:"mode,omitempty"`         // auto, ram, sniper, stream
+	RAM        string `json:"ram,omitempty"`          // whole memory budget, e.g. "8GiB"
+	Cache      string `json:"cache,omitempty"`        // expert cache, e.g. "2GiB"
+	Context    int    `json:"context,omitempty"`      // context size in tokens
+	CacheTypeK string `json:"cache_type_k,omitempty"` // f16, q8_0, q4_0
+	CacheTypeV string `json:"cache_type_v,omitempty"`
+	Threads    int    `json:"threads,omitempty"`
+}
+
+// Prices are a cloud model's prices per million tokens, for /cost.
+type Prices struct {
+	Label            string  `json:"label"`
+	InputPerMillion  float64 `json:"input_per_million"`
+	OutputPerMillion float64 `json:"output_per_million"`
+}
+
+// Config is config.json. Every field also has a flag and an environment variable (cmd/agent).
+type Config struct {
+	Models       map[string]ModelConfig `json:"models,omitempty"`
+	DefaultModel string                 `json:"default_model,omitempty"`
+	// Mode is "agent" (the model routes itself; default) or "raw" (plain chat).
+	Mode        string  `json:"mode,omitempty"`
+	System      string  `json:"system,omitempty"`
+	MaxTokens   int     `json:"max_tokens,omitempty"`
+	Temperature float32 `json:"temperature,omitempty"`
+	Seed        uint32  `json:"seed,omitempty"`
+	Prices      Prices  `json:"prices"`
+	Search      struct {
+		URL     string `json:"url,omitempty"` // DuckDuckGo-compatible HTML endpoint
+		Results int    `json:"results,omitempty"`
+	} `json:"search"`
+	Shell struct {
+		Disabled       bool `json:"disabled,omitempty"`
+		TimeoutSeconds int  `json:"timeout_seconds,omitempty"`
+		MaxOutputBytes int  `json:"max_output_bytes,omitempty"`
+	} `json:"shell"`
+}
+
+// DefaultConfig is what a user without a config file gets. Prices default to a typical frontier
+// model's list price so that /cost means something out of the box; the label says which.
+func DefaultConfig() Config {
+	c := Config{Mode: "agent", MaxTokens: 1024}
+	c.Prices = Prices{Label: "a frontier cloud model at $3 in / $15 out per 1M tokens", InputPerMillion: 3, OutputPerMillion: 15}
+	c.Search.Results = 5
+	c.Shell.TimeoutSeconds = 30
+	c.Shell.MaxOutputBytes = 16 << 10
+	return c
+}
+
+// LoadConfig reads path over DefaultConfig. A missing file is not an error; a malformed one is.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("read config %q: %w", path, err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("parse config %q: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("config %q: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate checks values that would otherwise fail later and far from their source.
+func (c *Config) Validate() error {
+	switch c.Mode {
+	case "", "agent", "raw":
+	default:
+		return fmt.Errorf("mode %q: want agent or raw", c.Mode)
+	}
+	for name, m := range c.Models {
+		if strings.TrimSpace(m.Path) == "" {
+			return fmt.Errorf("model %q has no path", name)
+		}
+		switch m.Mode {
+		case "", "auto", "ram", "sniper", "stream":
+		default:
+			return fmt.Errorf("model %q: mode %q: want auto, ram, sniper or stream", name, m.Mode)
+		}
+		for _, t := range []string{m.CacheTypeK, m.CacheTypeV} {
+			if t != "" && !validCacheType(t) {
+				return fmt.Errorf("model %q: cache type %q: want f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl", name, t)
+			}
+		}
+		if m.Context < 0 {
+			return fmt.Errorf("model %q: negative context size", name)
+		}
+	}
+	if c.DefaultModel != "" {
+		if _, ok := c.Models[c.DefaultModel]; !ok {
+			return fmt.Errorf("default_model %q is not among the models", c.DefaultModel)
+		}
+	}
+	if c.Prices.InputPerMillion < 0 || c.Prices.OutputPerMillion < 0 {
+		return errors.New("prices must not be negative")
+	}
+	return nil
+}
+
+// ModelNames lists the configured models, sorted.
+func (c *Config) ModelNames() []string {
+	names := make([]string, 0, len(c.Models))
+	for n := range c.Models {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ResolveModel finds a model by configured name, or treats arg as a path to a GGUF file.
+func (c *Config) ResolveModel(arg string) (ModelConfig, error) {
+	if m, ok := c.Models[arg]; ok {
+		m.Name = arg
+		return m, nil
+	}
+	if strings.HasSuffix(strings.ToLower(arg), ".gguf") || strings.ContainsRune(arg, filepath.Separator) {
+		if _, err := os.Stat(arg); err != nil {
+			return ModelConfig{}, fmt.Errorf("model %q: %w", arg, err)
+		}
+		return ModelConfig{Name: filepath.Base(arg), Path: arg}, nil
+	}
+	if len(c.Models) == 0 {
+		return ModelConfig{}, fmt.Errorf("unknown model %q: no models are configured (add them to config.json, or give a path to a .gguf file)", arg)
+	}
+	return ModelConfig{}, fmt.Errorf("unknown model %q: configured models are %s", arg, strings.Join(c.ModelNames(), ", "))
+}

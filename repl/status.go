@@ -1,0 +1,95 @@
+package repl
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/expertsniper/expertsniper/agentmode"
+	"github.com/expertsniper/expertsniper/engine"
+)
+
+// statusLine summarises one answer: speed, tokens and time, and in the streaming modes what the
+// sniper did meanwhile (RSS, bytes read from disk, expert cache hit rate).
+func statusLine(reply agentmode.Reply, elapsed time.Duration, before, after engine.Stats, mode string, stopped bool) string {
+	var parts []string
+	if reply.Route != "" {
+		parts = append(parts, string(reply.Route))
+	}
+	t := reply.Answer
+	parts = append(parts, fmt.Sprintf("%d tokens", t.PredictedTokens))
+	if t.PredictedMS > 0 && t.PredictedTokens > 0 {
+		parts = append(parts, fmt.Sprintf("%.1f tok/s", float64(t.PredictedTokens)/(t.PredictedMS/1000)))
+	}
+	if t.PromptTokens > 0 || t.CachedTokens > 0 {
+		p := fmt.Sprintf("prompt %d", t.PromptTokens)
+		if t.CachedTokens > 0 {
+			p += fmt.Sprintf(" (+%d cached)", t.CachedTokens)
+		}
+		if t.PromptMS > 0 && t.PromptTokens > 0 {
+			p += fmt.Sprintf(" at %.0f tok/s", float64(t.PromptTokens)/(t.PromptMS/1000))
+		}
+		parts = append(parts, p)
+	}
+	if reply.Usage.Calls > 1 {
+		parts = append(parts, fmt.Sprintf("%d calls", reply.Usage.Calls))
+	}
+	parts = append(parts, fmt.Sprintf("%.1fs", elapsed.Seconds()))
+	parts = append(parts, streamingParts(before, after, mode)...)
+	line := strings.Join(parts, " · ")
+	if stopped {
+		line = "stopped · " + line
+	}
+	return dim(line)
+}
+
+func streamingParts(before, after engine.Stats, mode string) []string {
+	var parts []string
+	if after.RSSBytes > 0 {
+		parts = append(parts, "RSS "+formatBytes(after.RSSBytes))
+	}
+	if mode == "sniper" || mode == "stream" {
+		parts = append(parts, "read "+formatBytes(after.BytesRead-before.BytesRead))
+		hits, misses := after.CacheHits-before.CacheHits, after.CacheMisses-before.CacheMisses
+		if hits+misses > 0 {
+			parts = append(parts, fmt.Sprintf("hit %.0f%%", 100*float64(hits)/float64(hits+misses)))
+		}
+	}
+	return parts
+}
+
+// statsReport is the text of /stats.
+func statsReport(info engine.ModelInfo, s engine.Stats, totals Totals, kv string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "model      %s (%s), %s mode, %d slot(s), context %d (trained %d)\n", info.Name, info.Architecture,
+		info.Mode, info.Slots, info.Context, info.ContextTrain)
+	if info.SizeBytes > 0 {
+		fmt.Fprintf(&b, "size       %s, %d parameters\n", formatBytes(int64(info.SizeBytes)), info.Parameters)
+	}
+	if kv != "" {
+		fmt.Fprintf(&b, "kv         %s\n", kv)
+	}
+	if s.RSSBytes > 0 {
+		fmt.Fprintf(&b, "memory     RSS %s\n", formatBytes(s.RSSBytes))
+	}
+	fmt.Fprintf(&b, "engine     %d prompt tokens, %d generated since load\n", s.PromptTokens, s.GeneratedTokens)
+	if info.Mode == "sniper" || info.Mode == "stream" || s.Reads > 0 {
+		fmt.Fprintf(&b, "disk       %s in %d reads", formatBytes(s.BytesRead), s.Reads)
+		if s.GeneratedTokens > 0 {
+			fmt.Fprintf(&b, " (%s per generated token)", formatBytes(s.BytesRead/max(s.GeneratedTokens, 1)))
+		}
+		fmt.Fprintf(&b, ", latency p50 %d µs, p99 %d µs\n", s.ReadP50Micros, s.ReadP99Micros)
+		hit := 0.0
+		if s.CacheHits+s.CacheMisses > 0 {
+			hit = 100 * float64(s.CacheHits) / float64(s.CacheHits+s.CacheMisses)
+		}
+		fmt.Fprintf(&b, "cache      %s of %s, %d hits, %d misses (%.1f%% hit rate)\n", formatBytes(s.CacheBytes),
+			formatBytes(s.CacheBudget), s.CacheHits, s.CacheMisses, hit)
+	}
+	fmt.Fprintf(&b, "session    %d turns, %d calls, %d input tokens (%d cached), %d output tokens", totals.Turns,
+		totals.Calls, totals.PromptTokens, totals.CachedTokens, totals.GeneratedTokens)
+	if totals.GeneratedMS > 0 {
+		fmt.Fprintf(&b, ", %.1f tok/s average", float64(totals.GeneratedTokens)/(totals.GeneratedMS/1000))
+	}
+	return b.String()
+}
