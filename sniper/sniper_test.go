@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/expertsniper/expertsniper/sniper"
-	"github.com/expertsniper/expertsniper/sniper/internal/faultfs"
+	"github.com/expertsniper/expertsniper/sniper/faultfs"
 )
 
 // fakeModel is a file of random bytes with expert tensors laid out like a GGUF's data section

@@ -4,8 +4,8 @@ package faultfs
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -216,6 +216,5 @@ func (f *file) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return f.File.ReadAt(ctx, p, off)
 }
 
-// errShort is what an injected short read reports (it wraps io.ErrUnexpectedEOF via errors.Join so
-// errors.Is finds both).
-var errShort = errors.Join(errors.New("injected short read"), errUnexpectedEOF)
+// errShort is what an injected short read reports; it wraps io.ErrUnexpectedEOF as a real one would.
+var errShort = fmt.Errorf("injected short read: %w", io.ErrUnexpectedEOF)

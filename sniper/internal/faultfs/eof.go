@@ -1,5 +1,0 @@
-package faultfs
-
-import "io"
-
-var errUnexpectedEOF = io.ErrUnexpectedEOF
