@@ -55,6 +55,9 @@ type Result struct {
 	PeakUsage int64
 	// PeakRSS is the child's own maximum resident set size (getrusage), without page cache.
 	PeakRSS int64
+	// ReadBytes is what the child read from block devices (getrusage ru_inblock × 512): page-cache
+	// misses, mmap faults and direct I/O alike, but not reads served from the page cache.
+	ReadBytes int64
 	// Wall is the child's run time.
 	Wall time.Duration
 }

@@ -269,6 +269,7 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		res.PeakRSS = ru.Maxrss * 1024 // KiB on Linux
+		res.ReadBytes = ru.Inblock * 512
 	}
 	var exitErr *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &exitErr) {

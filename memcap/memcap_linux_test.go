@@ -159,6 +159,9 @@ func TestPageCacheIsCharged(t *testing.T) {
 	if res.PeakUsage < size {
 		t.Fatalf("uncapped read of %d bytes: peak usage %d does not include the page cache", size, res.PeakUsage)
 	}
+	if res.ReadBytes < size {
+		t.Fatalf("the child read %d uncached bytes but ReadBytes = %d", size, res.ReadBytes)
+	}
 	if res.PeakRSS > size/2 {
 		t.Fatalf("peak RSS %d: the reader should not hold the file in its own memory", res.PeakRSS)
 	}
