@@ -5,7 +5,6 @@ package modelgen
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -348,17 +347,22 @@ func generate(ctx context.Context, w io.Writer, spec TensorSpec, o Options, work
 		return nil
 	}
 	id := nameHash(spec.Name)
-	makeChunk := func(c int64) []byte {
+	makeChunk := func(c int64) chunk {
 		r0 := c * rowsPerChunk
 		r1 := min(rows, r0+rowsPerChunk)
-		return chunkBytes(spec, o, newRNG(o.Seed, id, uint64(c)), r0, r1)
+		b, err := chunkBytes(spec, o, newRNG(o.Seed, id, uint64(c)), r0, r1)
+		return chunk{b, err}
 	}
 	if nChunks == 1 || workers == 1 {
 		for c := int64(0); c < nChunks; c++ {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if _, err := w.Write(makeChunk(c)); err != nil {
+			ch := makeChunk(c)
+			if ch.err != nil {
+				return ch.err
+			}
+			if _, err := w.Write(ch.b); err != nil {
 				return err
 			}
 		}
@@ -369,15 +373,15 @@ func generate(ctx context.Context, w io.Writer, spec TensorSpec, o Options, work
 	defer cancel()
 	type job struct {
 		c   int64
-		out chan []byte
+		out chan chunk
 	}
 	jobs := make(chan job)
-	order := make(chan chan []byte, 2*workers) // bounds the chunks in flight
+	order := make(chan chan chunk, 2*workers) // bounds the chunks in flight
 	go func() {
 		defer close(order)
 		defer close(jobs)
 		for c := int64(0); c < nChunks; c++ {
-			out := make(chan []byte, 1)
+			out := make(chan chunk, 1)
 			select {
 			case order <- out:
 			case <-ctx.Done():
@@ -398,21 +402,29 @@ func generate(ctx context.Context, w io.Writer, spec TensorSpec, o Options, work
 		}()
 	}
 	for out := range order {
-		var b []byte
+		var ch chunk
 		select {
-		case b = <-out:
+		case ch = <-out:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if _, err := w.Write(b); err != nil {
+		if ch.err != nil {
+			return ch.err
+		}
+		if _, err := w.Write(ch.b); err != nil {
 			return err
 		}
 	}
 	return ctx.Err()
 }
 
+type chunk struct {
+	b   []byte
+	err error
+}
+
 // chunkBytes encodes rows [r0, r1) of a tensor.
-func chunkBytes(spec TensorSpec, o Options, r *rng, r0, r1 int64) []byte {
+func chunkBytes(spec TensorSpec, o Options, r *rng, r0, r1 int64) ([]byte, error) {
 	ne0 := spec.Dims[0]
 	n := (r1 - r0) * ne0
 	size := spec.Type.RowSize(ne0) * (r1 - r0)
@@ -420,9 +432,9 @@ func chunkBytes(spec TensorSpec, o Options, r *rng, r0, r1 int64) []byte {
 	if o.RandomQuants && spec.init.rowScale == nil {
 		switch spec.Type {
 		case gguf.TypeQ4_0:
-			return randomQ4_0(dst, r, int(n/qk))
+			return randomQ4_0(dst, r, int(n/qk)), nil
 		case gguf.TypeQ8_0:
-			return randomQ8_0(dst, r, int(n/qk))
+			return randomQ8_0(dst, r, int(n/qk)), nil
 		}
 	}
 	vals := make([]float32, n)
@@ -443,23 +455,11 @@ func chunkBytes(spec TensorSpec, o Options, r *rng, r0, r1 int64) []byte {
 			}
 		}
 	}
-	switch spec.Type {
-	case gguf.TypeF32:
-		for _, v := range vals {
-			dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
-		}
-	case gguf.TypeF16:
-		for _, v := range vals {
-			dst = binary.LittleEndian.AppendUint16(dst, fp32ToFP16(v))
-		}
-	case gguf.TypeQ8_0:
-		dst = quantizeQ8_0(dst, vals)
-	case gguf.TypeQ4_0:
-		dst = quantizeQ4_0(dst, vals)
-	default:
-		panic("modelgen: unreachable type " + spec.Type.String()) // checkType ran first
+	enc, err := Encode(spec.Type, vals) // checkType ran before any tensor was generated
+	if err != nil {
+		return nil, err
 	}
-	return dst
+	return append(dst, enc...), nil
 }
 
 // ErrNoQuantizer is returned when llama-quantize is not on PATH.

@@ -2,7 +2,10 @@ package modelgen
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
+
+	"github.com/expertsniper/expertsniper/gguf"
 )
 
 // fp32ToFP16 converts with round-to-nearest-even, as F16C's vcvtps2ph (which ggml uses on x86) and
@@ -152,4 +155,31 @@ func randomQ8_0(dst []byte, r *rng, blocks int) []byte {
 		}
 	}
 	return dst
+}
+
+// Encode converts float32 values to the bytes of type t (F32, F16, Q8_0 or Q4_0) exactly as ggml's
+// reference conversions do; for block types len(x) must be a multiple of 32.
+func Encode(t gguf.Type, x []float32) ([]byte, error) {
+	if err := checkType(t); err != nil {
+		return nil, err
+	}
+	if len(x)%t.BlockSize() != 0 {
+		return nil, fmt.Errorf("encode %s: %d values are not whole blocks of %d", t, len(x), t.BlockSize())
+	}
+	dst := make([]byte, 0, t.RowSize(int64(len(x))))
+	switch t {
+	case gguf.TypeF32:
+		for _, v := range x {
+			dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
+		}
+	case gguf.TypeF16:
+		for _, v := range x {
+			dst = binary.LittleEndian.AppendUint16(dst, fp32ToFP16(v))
+		}
+	case gguf.TypeQ8_0:
+		dst = quantizeQ8_0(dst, x)
+	case gguf.TypeQ4_0:
+		dst = quantizeQ4_0(dst, x)
+	}
+	return dst, nil
 }
