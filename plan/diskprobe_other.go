@@ -1,0 +1,5 @@
+//go:build !linux && !darwin
+
+package plan
+
+func openDirect(string) (directReader, error) { return nil, ErrNoDirectIO }

@@ -1,0 +1,264 @@
+// Package plan describes a GGUF model in the terms that matter for running it (parameters total and
+// active, experts and their bytes, quantization types) and plans its memory for a RAM budget: what
+// stays pinned, what the expert cache gets, how many bytes each token reads from disk and what that
+// means for speed. What is streamed and what is pinned is decided by the sniper's index, so the plan
+// shows the numbers the sniper actually reads.
+package plan
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/expertsniper/expertsniper/gguf"
+	"github.com/expertsniper/expertsniper/sniper"
+)
+
+// TypeCount is one line of the quantization histogram.
+type TypeCount struct {
+	Type       string `json:"type"`
+	Tensors    int    `json:"tensors"`
+	Parameters int64  `json:"parameters"`
+	Bytes      int64  `json:"bytes"`
+}
+
+// Model is what a plan needs to know about a model file.
+type Model struct {
+	Path         string `json:"path"`
+	Name         string `json:"name"` // general.name, or the file name
+	Architecture string `json:"architecture"`
+	FileSize     int64  `json:"file_size"`
+	// TensorBytes is the size of all tensor data (what an in-RAM load allocates for weights).
+	TensorBytes int64 `json:"tensor_bytes"`
+
+	Parameters       int64 `json:"parameters"`
+	ActiveParameters int64 `json:"active_parameters"` // per token: all but the unused routed experts
+
+	Layers        int  `json:"layers"`
+	ContextLength int  `json:"context_length"` // trained context (metadata)
+	Embedding     int  `json:"embedding_length"`
+	Vocab         int  `json:"vocab_size"`
+	Heads         int  `json:"head_count"`
+	KVHeads       int  `json:"head_count_kv"`
+	KeyLength     int  `json:"key_length"`
+	ValueLength   int  `json:"value_length"`
+	ChatTemplate  bool `json:"chat_template"`
+	// AttentionLayers have a KV cache; the others (qwen35moe's Gated DeltaNet) keep a fixed-size
+	// recurrent state per sequence instead.
+	AttentionLayers     int   `json:"attention_layers"`
+	RecurrentStateBytes int64 `json:"recurrent_state_bytes"` // per sequence, all recurrent layers
+
+	MoE           bool    `json:"moe"`
+	Experts       int     `json:"expert_count"`
+	ExpertsUsed   int     `json:"expert_used_count"`
+	SharedExperts bool    `json:"shared_experts"`
+	ExpertFF      int     `json:"expert_feed_forward_length"`
+	FeedForward   int     `json:"feed_forward_length"`
+	FusedGateUp   bool    `json:"fused_gate_up"`          // qwen35moe: the graph reads gate+up of an expert as one slice
+	ExpertBytes   []int64 `json:"expert_bytes_per_layer"` // bytes of one expert (gate+up+down slices) per layer
+	// StreamedBytes is everything that sniper (MoE) or stream (dense) mode reads from disk on demand;
+	// PinnedBytes is the rest of the tensor data, loaded once and kept in RAM.
+	StreamedBytes int64 `json:"streamed_bytes"`
+	PinnedBytes   int64 `json:"pinned_bytes"`
+	// LayerStreamBytes is, per layer, what one token reads at 0% cache hits: ExpertsUsed experts for
+	// MoE, the whole FFN for dense models.
+	LayerStreamBytes []int64 `json:"layer_stream_bytes"`
+
+	Types []TypeCount `json:"types"`
+}
+
+// Open reads the GGUF header of path and analyses it.
+func Open(path string) (*Model, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return Analyze(path, f)
+}
+
+// Analyze describes an already parsed GGUF file.
+func Analyze(path string, f *gguf.File) (*Model, error) {
+	arch := f.Architecture()
+	if arch == "" {
+		return nil, fmt.Errorf("analyse %q: no general.architecture in the metadata", path)
+	}
+	archUint := func(key string) int {
+		v, _ := f.ArchUint(key)
+		return int(v)
+	}
+	m := &Model{
+		Path: path, Architecture: arch, FileSize: f.FileSize,
+		Layers: archUint("block_count"), ContextLength: archUint("context_length"),
+		Embedding: archUint("embedding_length"), Heads: archUint("attention.head_count"),
+		KVHeads: archUint("attention.head_count_kv"), Experts: archUint("expert_count"),
+		ExpertsUsed: archUint("expert_used_count"), ExpertFF: archUint("expert_feed_forward_length"),
+	}
+	if m.Layers <= 0 {
+		return nil, fmt.Errorf("analyse %q: %s.block_count is missing or zero", path, arch)
+	}
+	m.Name, _ = f.String("general.name")
+	if m.Name == "" {
+		m.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	}
+	if m.KVHeads == 0 {
+		m.KVHeads = m.Heads // llama.cpp's default when the key is absent
+	}
+	headDim := 0
+	if m.Heads > 0 {
+		headDim = m.Embedding / m.Heads
+	}
+	m.KeyLength, m.ValueLength = archUint("attention.key_length"), archUint("attention.value_length")
+	if m.KeyLength == 0 {
+		m.KeyLength = headDim
+	}
+	if m.ValueLength == 0 {
+		m.ValueLength = headDim
+	}
+	m.FeedForward = archUint("feed_forward_length")
+	if m.ExpertFF == 0 && m.Experts > 0 {
+		m.ExpertFF = archUint("feed_forward_length") // olmoe keeps the expert length there
+	}
+	if v, ok := f.Get("tokenizer.ggml.tokens"); ok {
+		if toks, ok := v.([]string); ok {
+			m.Vocab = len(toks)
+		}
+	}
+	if tmpl, ok := f.String("tokenizer.chat_template"); ok && strings.TrimSpace(tmpl) != "" {
+		m.ChatTemplate = true
+	}
+	m.AttentionLayers, m.RecurrentStateBytes = attentionLayers(f, m.Layers)
+
+	m.MoE = sniper.IsMoE(f)
+	mode := sniper.ModeDense
+	if m.MoE {
+		mode = sniper.ModeExperts
+	}
+	idx, err := sniper.IndexGGUF(path, f, mode)
+	if err != nil {
+		return nil, fmt.Errorf("analyse %q: %w", path, err)
+	}
+	m.FusedGateUp = m.MoE && sniper.NeedsFusedGateUp(f)
+	if m.MoE && idx.Experts != m.Experts {
+		return nil, fmt.Errorf("analyse %q: %s.expert_count is %d but the expert tensors hold %d experts",
+			path, arch, m.Experts, idx.Experts)
+	}
+	if m.MoE && (m.ExpertsUsed <= 0 || m.ExpertsUsed > m.Experts) {
+		return nil, fmt.Errorf("analyse %q: %s.expert_used_count %d is not between 1 and %d", path, arch, m.ExpertsUsed, m.Experts)
+	}
+
+	types := map[gguf.Type]*TypeCount{}
+	for _, t := range f.Tensors {
+		n, b := t.Elements(), t.Bytes()
+		m.Parameters += n
+		m.TensorBytes += b
+		tc := types[t.Type]
+		if tc == nil {
+			tc = &TypeCount{Type: t.Type.String()}
+			types[t.Type] = tc
+		}
+		tc.Tensors++
+		tc.Parameters += n
+		tc.Bytes += b
+		if strings.Contains(t.Name, "_shexp.") {
+			m.SharedExperts = true
+		}
+		if m.MoE && idx.Streams(t.Name) {
+			// Only ExpertsUsed of the Experts slices take part in a token.
+			m.ActiveParameters += n / int64(m.Experts) * int64(m.ExpertsUsed)
+		} else {
+			m.ActiveParameters += n
+		}
+	}
+	for _, tc := range types {
+		m.Types = append(m.Types, *tc)
+	}
+	sort.Slice(m.Types, func(i, j int) bool {
+		if m.Types[i].Bytes != m.Types[j].Bytes {
+			return m.Types[i].Bytes > m.Types[j].Bytes
+		}
+		return m.Types[i].Type < m.Types[j].Type
+	})
+
+	// Streamed vs pinned, from the file's own tensors: a synthesized fused tensor is not in the file
+	// (its bytes are the gate and up tensors'), so sum the file tensors the index streams.
+	for _, t := range f.Tensors {
+		if idx.Streams(t.Name) {
+			m.StreamedBytes += t.Bytes()
+		}
+	}
+	m.PinnedBytes = m.TensorBytes - m.StreamedBytes
+	m.ExpertBytes = make([]int64, m.Layers)
+	m.LayerStreamBytes = make([]int64, m.Layers)
+	for l := 0; l < m.Layers; l++ {
+		b := idx.ExpertBytes(l)
+		if m.MoE {
+			m.ExpertBytes[l] = b
+			m.LayerStreamBytes[l] = b * int64(m.ExpertsUsed)
+		} else {
+			m.LayerStreamBytes[l] = b
+		}
+	}
+	if !m.MoE {
+		m.ExpertBytes = nil
+	}
+	return m, nil
+}
+
+// attentionLayers counts the layers with a KV cache and sizes the recurrent state of the others.
+// qwen35moe (and qwen3next) put full attention on every full_attention_interval-th layer and Gated
+// DeltaNet on the rest; DeltaNet keeps a convolution state and a state matrix per value head (F32).
+func attentionLayers(f *gguf.File, layers int) (int, int64) {
+	interval, ok := f.ArchUint("full_attention_interval")
+	if !ok || interval <= 1 {
+		return layers, 0
+	}
+	attn := 0
+	for i := 0; i < layers; i++ {
+		if (i+1)%int(interval) == 0 {
+			attn++
+		}
+	}
+	kernel, _ := f.ArchUint("ssm.conv_kernel")
+	state, _ := f.ArchUint("ssm.state_size")
+	groups, _ := f.ArchUint("ssm.group_count")
+	inner, _ := f.ArchUint("ssm.inner_size")
+	convChannels := 2*state*groups + inner
+	perLayer := (kernel-1)*convChannels + state*inner // llama.cpp n_embd_r() + n_embd_s()
+	return attn, int64(perLayer) * 4 * int64(layers-attn)
+}
+
+// MeanExpertBytes is the average bytes of one expert over the layers (0 for dense models).
+func (m *Model) MeanExpertBytes() int64 {
+	if len(m.ExpertBytes) == 0 {
+		return 0
+	}
+	var s int64
+	for _, b := range m.ExpertBytes {
+		s += b
+	}
+	return s / int64(len(m.ExpertBytes))
+}
+
+// MaxLayerBytes is the largest per-layer streamed working set: all experts of one layer (a prefill
+// micro-batch can touch every one of them) or one layer's dense FFN.
+func (m *Model) MaxLayerBytes() int64 {
+	var mx int64
+	for l := range m.LayerStreamBytes {
+		b := m.LayerStreamBytes[l]
+		if m.MoE {
+			b = m.ExpertBytes[l] * int64(m.Experts)
+		}
+		mx = max(mx, b)
+	}
+	return mx
+}
+
+// TokenReadBytes is what one token reads from disk at 0% cache hits.
+func (m *Model) TokenReadBytes() int64 {
+	var s int64
+	for _, b := range m.LayerStreamBytes {
+		s += b
+	}
+	return s
+}
