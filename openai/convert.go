@@ -155,7 +155,8 @@ func checkStops(stops []string) error {
 // reused from the slot's cache.
 func ToUsage(t engine.Timings) Usage {
 	prompt := t.PromptTokens + t.CachedTokens
-	return Usage{CompletionTokens: t.PredictedTokens, PromptTokens: prompt, TotalTokens: prompt + t.PredictedTokens}
+	return Usage{CompletionTokens: t.PredictedTokens, PromptTokens: prompt, TotalTokens: prompt + t.PredictedTokens,
+		PromptTokensDetails: PromptTokensDetails{CachedTokens: t.CachedTokens}}
 }
 
 // ToTimings converts the engine's timings to llama-server's block.

@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 
 	"github.com/expertsniper/expertsniper/engine"
 )
@@ -74,20 +75,28 @@ func FromNativeRequest(req NativeCompletionRequest, def engine.Sampling) (Native
 	return call, nil
 }
 
-// GenerationSettings echoes the settings a native request ran with.
+// GenerationSettings echoes the settings a native request ran with: the subset of llama-server's
+// fields that this server implements (it has no mirostat, DRY, XTC or grammars).
 type GenerationSettings struct {
-	NPredict         int      `json:"n_predict"`
 	Seed             uint32   `json:"seed"`
 	Temperature      float32  `json:"temperature"`
 	TopK             int      `json:"top_k"`
 	TopP             float32  `json:"top_p"`
 	MinP             float32  `json:"min_p"`
+	TypicalP         float32  `json:"typical_p"`
 	RepeatLastN      int      `json:"repeat_last_n"`
 	RepeatPenalty    float32  `json:"repeat_penalty"`
 	PresencePenalty  float32  `json:"presence_penalty"`
 	FrequencyPenalty float32  `json:"frequency_penalty"`
 	Stop             []string `json:"stop"`
+	MaxTokens        int      `json:"max_tokens"`
+	NPredict         int      `json:"n_predict"`
+	NKeep            int      `json:"n_keep"`
+	IgnoreEOS        bool     `json:"ignore_eos"`
 	Stream           bool     `json:"stream"`
+	NProbs           int      `json:"n_probs"`
+	MinKeep          int      `json:"min_keep"`
+	Samplers         []string `json:"samplers"`
 }
 
 // ToGenerationSettings reports a request's effective settings (-1 for no token limit, as llama-server).
@@ -101,9 +110,14 @@ func ToGenerationSettings(r engine.Request, stream bool) GenerationSettings {
 		stop = []string{}
 	}
 	s := r.Sampling
-	return GenerationSettings{NPredict: n, Seed: s.Seed, Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP,
-		MinP: s.MinP, RepeatLastN: s.RepeatLastN, RepeatPenalty: s.RepeatPenalty, PresencePenalty: s.PresencePenalty,
-		FrequencyPenalty: s.FrequencyPenalty, Stop: stop, Stream: stream}
+	seed := s.Seed
+	if seed == 0 {
+		seed = math.MaxUint32 // llama.cpp's LLAMA_DEFAULT_SEED: a random seed
+	}
+	return GenerationSettings{Seed: seed, Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
+		TypicalP: 1, RepeatLastN: s.RepeatLastN, RepeatPenalty: s.RepeatPenalty, PresencePenalty: s.PresencePenalty,
+		FrequencyPenalty: s.FrequencyPenalty, Stop: stop, MaxTokens: n, NPredict: n, Stream: stream,
+		Samplers: []string{"penalties", "top_k", "top_p", "min_p", "temperature"}}
 }
 
 // NativeChunk is one streamed /completion event before the last.

@@ -135,9 +135,15 @@ type CompletionRequest struct {
 
 // Usage is OpenAI's token accounting.
 type Usage struct {
-	CompletionTokens int `json:"completion_tokens"`
-	PromptTokens     int `json:"prompt_tokens"`
-	TotalTokens      int `json:"total_tokens"`
+	CompletionTokens    int                 `json:"completion_tokens"`
+	PromptTokens        int                 `json:"prompt_tokens"`
+	TotalTokens         int                 `json:"total_tokens"`
+	PromptTokensDetails PromptTokensDetails `json:"prompt_tokens_details"`
+}
+
+// PromptTokensDetails tells how many prompt tokens came from the cache (OpenAI's and llama-server's).
+type PromptTokensDetails struct {
+	CachedTokens int `json:"cached_tokens"`
 }
 
 // Timings is llama-server's per-request timing block, added to OpenAI-shaped responses too.
@@ -244,25 +250,62 @@ type TextCompletion struct {
 type ModelMeta struct {
 	VocabType int    `json:"vocab_type"`
 	NVocab    int    `json:"n_vocab"`
+	NCtx      int    `json:"n_ctx"`
 	NCtxTrain int    `json:"n_ctx_train"`
 	NEmbd     int    `json:"n_embd"`
 	NParams   uint64 `json:"n_params"`
 	Size      uint64 `json:"size"`
+	FType     string `json:"ftype"`
+}
+
+// Modalities lists what a model reads and writes.
+type Modalities struct {
+	InputModalities  []string `json:"input_modalities"`
+	OutputModalities []string `json:"output_modalities"`
 }
 
 // Model is one entry of /v1/models.
 type Model struct {
-	ID      string     `json:"id"`
-	Object  string     `json:"object"`
-	Created int64      `json:"created"`
-	OwnedBy string     `json:"owned_by"`
-	Meta    *ModelMeta `json:"meta"`
+	ID           string     `json:"id"`
+	Aliases      []string   `json:"aliases"`
+	Tags         []string   `json:"tags"`
+	Object       string     `json:"object"`
+	Architecture Modalities `json:"architecture"`
+	Created      int64      `json:"created"`
+	OwnedBy      string     `json:"owned_by"`
+	Meta         *ModelMeta `json:"meta"`
+}
+
+// OllamaModelDetails is the "details" block of an Ollama-style model entry.
+type OllamaModelDetails struct {
+	ParentModel       string   `json:"parent_model"`
+	Format            string   `json:"format"`
+	Family            string   `json:"family"`
+	Families          []string `json:"families"`
+	ParameterSize     string   `json:"parameter_size"`
+	QuantizationLevel string   `json:"quantization_level"`
+}
+
+// OllamaModel is an entry of the "models" list llama-server adds for Ollama-style clients.
+type OllamaModel struct {
+	Name         string             `json:"name"`
+	Model        string             `json:"model"`
+	ModifiedAt   string             `json:"modified_at"`
+	Size         string             `json:"size"`
+	Digest       string             `json:"digest"`
+	Type         string             `json:"type"`
+	Description  string             `json:"description"`
+	Tags         []string           `json:"tags"`
+	Capabilities []string           `json:"capabilities"`
+	Parameters   string             `json:"parameters"`
+	Details      OllamaModelDetails `json:"details"`
 }
 
 // ModelList is GET /v1/models.
 type ModelList struct {
-	Object string  `json:"object"`
-	Data   []Model `json:"data"`
+	Models []OllamaModel `json:"models"`
+	Object string        `json:"object"`
+	Data   []Model       `json:"data"`
 }
 
 // EmbeddingRequest is POST /v1/embeddings.

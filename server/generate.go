@@ -86,6 +86,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req e
 		return g, err
 	}
 	l.slots.setCached(sl, req.Prompt+res.Text)
+	l.slots.finished(sl, res.Timings.PromptTokens, res.Timings.CachedTokens)
 	s.metrics.record(res.Timings)
 	g.res = res
 	return g, nil

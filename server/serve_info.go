@@ -3,6 +3,9 @@ package server
 import (
 	"fmt"
 	"net/http"
+	"strings"
+
+	"github.com/expertsniper/expertsniper/engine"
 
 	"github.com/expertsniper/expertsniper/openai"
 )
@@ -21,11 +24,31 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info := l.info
-	writeJSON(w, http.StatusOK, openai.ModelList{Object: "list", Data: []openai.Model{{
-		ID: s.modelName(l), Object: "model", Created: s.started.Unix(), OwnedBy: "llamacpp",
-		Meta: &openai.ModelMeta{VocabType: 2, NVocab: info.Vocab, NCtxTrain: info.ContextTrain, NEmbd: info.Embedding,
-			NParams: info.Parameters, Size: info.SizeBytes},
-	}}})
+	name := s.modelName(l)
+	writeJSON(w, http.StatusOK, openai.ModelList{
+		Models: []openai.OllamaModel{{Name: name, Model: name, Type: "model", Description: info.Description,
+			Tags: []string{}, Capabilities: []string{"completion"},
+			Details: openai.OllamaModelDetails{Format: "gguf", Family: info.Architecture, Families: []string{info.Architecture},
+				QuantizationLevel: fileType(info)}}},
+		Object: "list",
+		Data: []openai.Model{{
+			ID: name, Aliases: []string{name}, Tags: []string{}, Object: "model",
+			Architecture: openai.Modalities{InputModalities: []string{"text"}, OutputModalities: []string{"text"}},
+			Created: s.started.Unix(), OwnedBy: "llamacpp",
+			Meta: &openai.ModelMeta{VocabType: 2, NVocab: info.Vocab, NCtx: info.Context, NCtxTrain: info.ContextTrain,
+				NEmbd: info.Embedding, NParams: info.Parameters, Size: info.SizeBytes, FType: fileType(info)},
+		}},
+	})
+}
+
+// fileType is the weight type from llama.cpp's model description ("qwen3moe 30B.A3B Q4_K - Medium").
+func fileType(info engine.ModelInfo) string {
+	desc, _, _ := strings.Cut(info.Description, " - ")
+	fields := strings.Fields(desc)
+	if len(fields) == 0 {
+		return ""
+	}
+	return fields[len(fields)-1]
 }
 
 // handleProps is llama-server's GET /props, plus an "expertsniper" block with our mode.
@@ -37,15 +60,21 @@ func (s *Server) handleProps(w http.ResponseWriter, r *http.Request) {
 	info := l.info
 	writeJSON(w, http.StatusOK, map[string]any{
 		"default_generation_settings": map[string]any{
-			"id": 0, "id_task": -1, "n_ctx": info.Context, "speculative": false, "is_processing": false,
 			"params": openai.ToGenerationSettings(defaultRequest(s.sampling), false),
+			"n_ctx":  info.Context,
 		},
-		"total_slots":   len(l.slots.slots),
-		"model_path":    info.Path,
-		"model_alias":   s.modelName(l),
-		"chat_template": chatTemplateNote(info.HasChatTemplate),
-		"modalities":    map[string]bool{"vision": false, "audio": false},
-		"build_info":    s.cfg.Fingerprint,
+		"total_slots":      len(l.slots.slots),
+		"model_alias":      s.modelName(l),
+		"model_ftype":      fileType(info),
+		"model_path":       info.Path,
+		"modalities":       map[string]bool{"vision": false, "video": false, "audio": false},
+		"endpoint_slots":   true,
+		"endpoint_props":   false,
+		"endpoint_metrics": true,
+		"ui":               true,
+		"chat_template":    chatTemplateNote(info.HasChatTemplate),
+		"build_info":       s.cfg.Fingerprint,
+		"is_sleeping":      false,
 		"expertsniper": map[string]any{
 			"mode": info.Mode, "architecture": info.Architecture, "description": info.Description,
 			"parameters": info.Parameters, "size_bytes": info.SizeBytes,

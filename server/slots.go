@@ -19,8 +19,9 @@ type slot struct {
 	busy     bool
 	cached   string // the text the slot's KV cache holds (prompt and generation of its last task)
 	task     int64
-	prompt   string
 	decoded  int
+	nPrompt  int // prompt tokens of the last task, evaluated and cached
+	nCached  int
 	params   openai.GenerationSettings
 	lastUsed time.Time
 }
@@ -98,9 +99,6 @@ func (p *slotPool) acquire(ctx context.Context, prompt string, want int) (*slot,
 
 	select {
 	case s := <-w.ch:
-		p.mu.Lock()
-		s.prompt = truncate(prompt, 200)
-		p.mu.Unlock()
 		return s, nil
 	case <-ctx.Done():
 		p.mu.Lock()
@@ -123,8 +121,14 @@ func (p *slotPool) take(s *slot, prompt string) {
 	s.busy = true
 	p.nextTask++
 	s.task = p.nextTask
-	s.prompt = truncate(prompt, 200)
 	s.decoded = 0
+}
+
+// finished records the prompt accounting of a slot's task.
+func (p *slotPool) finished(s *slot, prompt, cached int) {
+	p.mu.Lock()
+	s.nPrompt, s.nCached = prompt, cached
+	p.mu.Unlock()
 }
 
 // release frees s, or hands it straight to the first waiter that can use it.
@@ -184,19 +188,22 @@ func truncate(s string, n int) string {
 
 // slotView is one entry of GET /slots, shaped like llama-server's.
 type slotView struct {
-	ID           int                       `json:"id"`
-	IDTask       int64                     `json:"id_task"`
-	NCtx         int                       `json:"n_ctx"`
-	Speculative  bool                      `json:"speculative"`
-	IsProcessing bool                      `json:"is_processing"`
-	Params       openai.GenerationSettings `json:"params"`
-	Prompt       string                    `json:"prompt"`
-	NextToken    slotNextToken             `json:"next_token"`
-	CachedChars  int                       `json:"cached_chars"`
+	ID                     int                       `json:"id"`
+	NCtx                   int                       `json:"n_ctx"`
+	Speculative            bool                      `json:"speculative"`
+	IsProcessing           bool                      `json:"is_processing"`
+	IDTask                 int64                     `json:"id_task"`
+	NPromptTokens          int                       `json:"n_prompt_tokens"`
+	NPromptTokensProcessed int                       `json:"n_prompt_tokens_processed"`
+	NPromptTokensCache     int                       `json:"n_prompt_tokens_cache"`
+	Params                 openai.GenerationSettings `json:"params"`
+	NextToken              []slotNextToken           `json:"next_token"`
 }
 
 type slotNextToken struct {
 	HasNextToken bool `json:"has_next_token"`
+	HasNewLine   bool `json:"has_new_line"`
+	NRemain      int  `json:"n_remain"`
 	NDecoded     int  `json:"n_decoded"`
 }
 
@@ -212,9 +219,13 @@ func (s *Server) handleSlots(w http.ResponseWriter, r *http.Request) {
 		if params.Stop == nil {
 			params = openai.ToGenerationSettings(defaultRequest(s.sampling), false)
 		}
-		views = append(views, slotView{ID: sl.id, IDTask: sl.task, NCtx: l.info.Context, IsProcessing: sl.busy,
-			Params: params, Prompt: sl.prompt, CachedChars: len(sl.cached),
-			NextToken: slotNextToken{HasNextToken: sl.busy, NDecoded: sl.decoded}})
+		remain := -1
+		if params.NPredict > 0 {
+			remain = params.NPredict - sl.decoded
+		}
+		views = append(views, slotView{ID: sl.id, NCtx: l.info.Context, IsProcessing: sl.busy, IDTask: sl.task,
+			NPromptTokens: sl.nPrompt + sl.nCached, NPromptTokensProcessed: sl.nPrompt, NPromptTokensCache: sl.nCached,
+			Params: params, NextToken: []slotNextToken{{HasNextToken: sl.busy, NRemain: remain, NDecoded: sl.decoded}}})
 	}
 	l.slots.mu.Unlock()
 	writeJSON(w, http.StatusOK, views)
