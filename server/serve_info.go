@@ -34,7 +34,7 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 		Data: []openai.Model{{
 			ID: name, Aliases: []string{name}, Tags: []string{}, Object: "model",
 			Architecture: openai.Modalities{InputModalities: []string{"text"}, OutputModalities: []string{"text"}},
-			Created: s.started.Unix(), OwnedBy: "llamacpp",
+			Created:      s.started.Unix(), OwnedBy: "llamacpp",
 			Meta: &openai.ModelMeta{VocabType: 2, NVocab: info.Vocab, NCtx: info.Context, NCtxTrain: info.ContextTrain,
 				NEmbd: info.Embedding, NParams: info.Parameters, Size: info.SizeBytes, FType: fileType(info)},
 		}},
