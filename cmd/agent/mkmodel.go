@@ -172,7 +172,7 @@ func (p *mkmodelProgress) update(done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done, p.total = done, total
-	if time.Since(p.last) < p.interval || total < 64<<20 {
+	if time.Since(p.last) < p.interval || total < 64<<20 || done == 0 {
 		return // small models finish before a bar would help
 	}
 	p.last = time.Now()
@@ -185,7 +185,7 @@ func (p *mkmodelProgress) draw() {
 	rate := float64(p.done) / max(elapsed, 1e-9)
 	eta := "?"
 	if rate > 0 {
-		eta = (time.Duration(float64(p.total-p.done)/rate) * time.Nanosecond).Round(time.Second).String()
+		eta = time.Duration(float64(p.total-p.done) / rate * float64(time.Second)).Round(time.Second).String()
 	}
 	const width = 30
 	filled := int(frac * width)
