@@ -332,3 +332,64 @@ func TestNamedShapesAreValid(t *testing.T) {
 		t.Fatalf("qwen35-35b-a3b at Q4_0 has %d expert bytes, expected ~18 GB", expertBytes)
 	}
 }
+
+// TestRouterSkewSkewsTopK applies generated routers to random unit-RMS hidden states and counts how
+// often each expert reaches the top-k: uniform without skew, dominated by a few experts with it.
+func TestRouterSkewSkewsTopK(t *testing.T) {
+	s, _ := Tiny(ArchQwen3MoE)
+	s.Experts, s.ExpertsUsed = 32, 4
+	share := func(skew float64) (top, min float64) {
+		var router TensorSpec
+		for _, spec := range Plan(Options{Shape: s, Type: gguf.TypeF32, Seed: 2, RouterSkew: skew}) {
+			if spec.Name == "blk.0.ffn_gate_inp.weight" {
+				router = spec
+			}
+		}
+		raw, err := chunkBytes(router, Options{Seed: 2}, newRNG(2, 77), 0, int64(s.Experts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := make([]float32, len(raw)/4)
+		for i := range w {
+			w[i] = math.Float32frombits(uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24)
+		}
+		counts := make([]int, s.Experts)
+		r := newRNG(99)
+		const tokens = 3000
+		h := make([]float32, s.Embd)
+		logits := make([]float64, s.Experts)
+		idx := make([]int, s.Experts)
+		for tok := 0; tok < tokens; tok++ {
+			for j := range h {
+				h[j] = r.normal()
+			}
+			for e := range logits {
+				var dot float64
+				for j, v := range h {
+					dot += float64(v) * float64(w[e*s.Embd+j])
+				}
+				logits[e], idx[e] = dot, e
+			}
+			slices.SortFunc(idx, func(a, b int) int {
+				if logits[a] > logits[b] {
+					return -1
+				}
+				return 1
+			})
+			for _, e := range idx[:s.ExpertsUsed] {
+				counts[e]++
+			}
+		}
+		uniform := float64(tokens*s.ExpertsUsed) / float64(s.Experts)
+		return float64(slices.Max(counts)) / uniform, float64(slices.Min(counts)) / uniform
+	}
+	top0, min0 := share(0)
+	top4, min4 := share(4)
+	t.Logf("hottest/coldest expert vs uniform: no skew %.2f/%.2f, skew 4 %.2f/%.2f", top0, min0, top4, min4)
+	if top0 > 1.5 || min0 < 0.5 {
+		t.Errorf("without skew routing should be near uniform: %.2f/%.2f", top0, min0)
+	}
+	if top4 < 2.5 || min4 > 0.5 {
+		t.Errorf("skew 4 should concentrate routing: %.2f/%.2f", top4, min4)
+	}
+}
