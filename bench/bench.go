@@ -1,0 +1,282 @@
+// Package bench measures one workload (a prompt of P tokens, then N generated) in several
+// configurations — the stock llama.cpp peer (llama-bench, mmap), our in-RAM mode and the sniper or
+// dense streaming with given cache budgets — each as a child process under the same memory cap that
+// includes the page cache (package memcap), and reports them side by side with ratios to the peer and
+// the disk-bound ceiling of the model.
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/expertsniper/expertsniper/memcap"
+)
+
+// Workload is what every configuration runs.
+type Workload struct {
+	Model        string `json:"model"`
+	PromptTokens int    `json:"prompt_tokens"`
+	GenTokens    int    `json:"gen_tokens"`
+	Threads      int    `json:"threads"`
+}
+
+// Validate rejects workloads no configuration could run.
+func (w Workload) Validate() error {
+	switch {
+	case w.Model == "":
+		return fmt.Errorf("bench: no model given")
+	case w.PromptTokens < 1:
+		return fmt.Errorf("bench: prompt tokens must be at least 1, got %d", w.PromptTokens)
+	case w.GenTokens < 1:
+		return fmt.Errorf("bench: generated tokens must be at least 1, got %d", w.GenTokens)
+	case w.Threads < 1:
+		return fmt.Errorf("bench: threads must be at least 1, got %d", w.Threads)
+	}
+	return nil
+}
+
+// Kind is the engine a configuration runs.
+type Kind string
+
+const (
+	// KindPeer is stock llama.cpp from the same build: llama-bench, mmap, --repack 0.
+	KindPeer Kind = "llama.cpp"
+	// KindRAM is our engine with the whole model in memory.
+	KindRAM Kind = "ram"
+	// KindSniper streams the routed experts of a MoE model with a byte-budgeted cache.
+	KindSniper Kind = "sniper"
+	// KindStream streams each layer's FFN of a dense model.
+	KindStream Kind = "stream"
+)
+
+// ParseKind accepts the names of the configuration kinds.
+func ParseKind(s string) (Kind, error) {
+	switch k := Kind(strings.ToLower(strings.TrimSpace(s))); k {
+	case KindPeer, KindRAM, KindSniper, KindStream:
+		return k, nil
+	case "peer", "llama", "llamacpp":
+		return KindPeer, nil
+	}
+	return "", fmt.Errorf("unknown configuration %q (llama.cpp, ram, sniper, stream)", s)
+}
+
+// Config is one configuration: an engine, its expert cache budget (streaming kinds) and the memory cap
+// its process runs under.
+type Config struct {
+	Kind Kind `json:"kind"`
+	// Budget is the expert cache for sniper/stream (bytes; memcap.NoLimit = unlimited).
+	Budget int64 `json:"budget,omitempty"`
+	// Cap limits the process's memory plus page cache (bytes; memcap.NoLimit = uncapped).
+	Cap int64 `json:"cap"`
+}
+
+// Name is how the configuration appears in the table, e.g. "sniper 2.00 GiB".
+func (c Config) Name() string {
+	switch c.Kind {
+	case KindSniper, KindStream:
+		if c.Budget < 0 {
+			return string(c.Kind) + " unlimited"
+		}
+		return string(c.Kind) + " " + FormatSize(c.Budget)
+	case KindPeer:
+		return "llama.cpp mmap"
+	}
+	return "ours " + string(c.Kind)
+}
+
+// Measurement is the outcome of one configuration.
+type Measurement struct {
+	Config
+	// Err says why the configuration produced no numbers (OOM kill, failure); the rest is then zero.
+	Err string `json:"error,omitempty"`
+
+	PromptTokens int     `json:"prompt_tokens"`
+	GenTokens    int     `json:"gen_tokens"`
+	PrefillTPS   float64 `json:"prefill_tok_s"`
+	DecodeTPS    float64 `json:"decode_tok_s"`
+	// PeakRSS is the process's own high-water mark; PeakUsage the cgroup's (RSS + page cache).
+	PeakRSS   int64 `json:"peak_rss"`
+	PeakUsage int64 `json:"cgroup_peak"`
+	// DiskRead is what the process read from the block device over its whole life (load included).
+	DiskRead int64 `json:"disk_read_bytes"`
+	// Streaming kinds only (NaN/absent otherwise): bytes of experts read per decoded token, the disk
+	// throughput achieved while decoding, and the expert cache hit rate during decode.
+	ReadPerToken Num `json:"read_per_token_bytes"`
+	DiskGBps     Num `json:"disk_gb_s"`
+	HitRate      Num `json:"hit_rate"`
+	// Ratios to the peer under the same cap, and to our uncapped in-RAM run (NaN when missing).
+	PrefillVsPeer Num `json:"prefill_vs_peer"`
+	DecodeVsPeer  Num `json:"decode_vs_peer"`
+	PrefillVsRAM  Num `json:"prefill_vs_ram"`
+	DecodeVsRAM   Num `json:"decode_vs_ram"`
+
+	Wall time.Duration `json:"wall_ns"`
+}
+
+// failed makes the measurement of a configuration that did not complete.
+func failed(c Config, err error) Measurement {
+	m := Measurement{Config: c, Err: err.Error()}
+	m.clearOptional()
+	return m
+}
+
+func (m *Measurement) clearOptional() {
+	nan := Num(math.NaN())
+	m.ReadPerToken, m.DiskGBps, m.HitRate = nan, nan, nan
+	m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM = nan, nan, nan, nan
+}
+
+// OK reports whether the configuration produced numbers.
+func (m Measurement) OK() bool { return m.Err == "" }
+
+// DiskBound is the decode ceiling the disk allows when no expert is ever cached.
+type DiskBound struct {
+	// ReadSize is the size of one expert read (one tensor's slice of one expert), ReadsPerToken how many
+	// such reads one token needs at 0% hits, MissBytesPerToken their total.
+	ReadSize          int64 `json:"read_size_bytes"`
+	ReadsPerToken     int   `json:"reads_per_token"`
+	MissBytesPerToken int64 `json:"miss_bytes_per_token"`
+	// Threads reading in parallel during the probe, and the direct-read throughput they reached.
+	Threads int     `json:"threads"`
+	GBps    float64 `json:"direct_read_gb_s"`
+	Direct  bool    `json:"direct"`
+	// TokPerSec = GBps / MissBytesPerToken.
+	TokPerSec float64 `json:"tok_s"`
+}
+
+// Report is everything one bench run produced.
+type Report struct {
+	Machine   Machine       `json:"machine"`
+	Command   string        `json:"command"`
+	Workload  Workload      `json:"workload"`
+	ModelSize int64         `json:"model_size_bytes"`
+	DiskBound *DiskBound    `json:"disk_bound,omitempty"`
+	Results   []Measurement `json:"results"`
+	Started   time.Time     `json:"started"`
+}
+
+// ComputeRatios fills every measurement's ratios: to the peer under the same cap and to our uncapped
+// in-RAM run. Missing or failed references give NaN.
+func (r *Report) ComputeRatios() {
+	peer := map[int64]*Measurement{}
+	var ram *Measurement
+	for i := range r.Results {
+		m := &r.Results[i]
+		if !m.OK() {
+			continue
+		}
+		switch {
+		case m.Kind == KindPeer:
+			if _, seen := peer[m.Cap]; !seen {
+				peer[m.Cap] = m
+			}
+		case m.Kind == KindRAM && m.Cap < 0 && ram == nil:
+			ram = m
+		}
+	}
+	for i := range r.Results {
+		m := &r.Results[i]
+		nan := Num(math.NaN())
+		m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM = nan, nan, nan, nan
+		if !m.OK() {
+			continue
+		}
+		if p := peer[m.Cap]; p != nil && m.Kind != KindPeer {
+			m.PrefillVsPeer, m.DecodeVsPeer = ratio(m.PrefillTPS, p.PrefillTPS), ratio(m.DecodeTPS, p.DecodeTPS)
+		}
+		if ram != nil && m != ram {
+			m.PrefillVsRAM, m.DecodeVsRAM = ratio(m.PrefillTPS, ram.PrefillTPS), ratio(m.DecodeTPS, ram.DecodeTPS)
+		}
+	}
+}
+
+func ratio(a, b float64) Num {
+	if b <= 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return Num(math.NaN())
+	}
+	return Num(a / b)
+}
+
+// Num is a number that may be missing (NaN), written to JSON as null.
+type Num float64
+
+// Missing reports whether there is no value.
+func (n Num) Missing() bool { return math.IsNaN(float64(n)) || math.IsInf(float64(n), 0) }
+
+// MarshalJSON writes null for a missing value.
+func (n Num) MarshalJSON() ([]byte, error) {
+	if n.Missing() {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(n))
+}
+
+// UnmarshalJSON reads null as a missing value.
+func (n *Num) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*n = Num(math.NaN())
+		return nil
+	}
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*n = Num(f)
+	return nil
+}
+
+// FormatSize prints bytes in binary units, "none" for a negative (unlimited) value.
+func FormatSize(n int64) string { return memcap.FormatBytes(n) }
+
+// ParseSize parses "4GiB", "512MiB", "1.5G", "4096", and "none"/"unlimited" (memcap.NoLimit). K/M/G/T
+// and KiB/MiB/GiB/TiB are powers of 1024; KB/MB/GB/TB powers of 1000.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	switch strings.ToLower(t) {
+	case "none", "unlimited", "inf", "max":
+		return memcap.NoLimit, nil
+	}
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
+	var v float64
+	if _, err := fmt.Sscanf(num, "%g", &v); err != nil || num == "" {
+		return 0, fmt.Errorf("size %q: want a number with an optional unit (e.g. 4GiB, 512MiB) or none", s)
+	}
+	mult := map[string]float64{"": 1, "B": 1,
+		"K": 1 << 10, "KIB": 1 << 10, "KB": 1e3, "M": 1 << 20, "MIB": 1 << 20, "MB": 1e6,
+		"G": 1 << 30, "GIB": 1 << 30, "GB": 1e9, "T": 1 << 40, "TIB": 1 << 40, "TB": 1e12}
+	f, ok := mult[unit]
+	if !ok {
+		return 0, fmt.Errorf("size %q: unknown unit %q (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s, t[i:])
+	}
+	b := v * f
+	if b > math.MaxInt64/2 {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return int64(b), nil
+}
+
+// ParseSizes parses a comma-separated list of sizes, e.g. "4GiB,8GiB,none".
+func ParseSizes(s string) ([]int64, error) {
+	var out []int64
+	for _, part := range strings.Split(s, ",") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		n, err := ParseSize(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("empty list of sizes %q", s)
+	}
+	return out, nil
+}

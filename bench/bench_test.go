@@ -1,0 +1,404 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/expertsniper/expertsniper/memcap"
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
+	"github.com/expertsniper/expertsniper/sniper"
+)
+
+func TestParsePeerRecordedSample(t *testing.T) {
+	data, err := os.ReadFile("testdata/llama-bench-b11669-qwen35moe-tiny.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ParsePeer(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PromptTokens != 32 || r.GenTokens != 8 || r.Build != 11669 {
+		t.Fatalf("parsed %+v", r)
+	}
+	if math.Abs(r.PrefillTPS-175.829833) > 1e-6 || math.Abs(r.DecodeTPS-158.838263) > 1e-6 {
+		t.Fatalf("rates %g / %g, want the avg_ts of the pp and tg records", r.PrefillTPS, r.DecodeTPS)
+	}
+}
+
+func TestParsePeerRejectsBadOutput(t *testing.T) {
+	for name, in := range map[string]string{
+		"not json":     "| model | size |",
+		"empty array":  "[]",
+		"no tg test":   `[{"n_prompt": 32, "n_gen": 0, "avg_ts": 10}]`,
+		"missing rate": `[{"n_prompt": 32, "n_gen": 0}, {"n_prompt": 0, "n_gen": 8, "avg_ts": 3}]`,
+		"zero rate":    `[{"n_prompt": 32, "n_gen": 0, "avg_ts": 0}, {"n_prompt": 0, "n_gen": 8, "avg_ts": 3}]`,
+	} {
+		if _, err := ParsePeer([]byte(in)); err == nil || !strings.Contains(err.Error(), "llama-bench") {
+			t.Errorf("%s: err = %v, want an error naming llama-bench's output", name, err)
+		}
+	}
+}
+
+func TestPeerArgs(t *testing.T) {
+	got := strings.Join(PeerArgs(Workload{Model: "m.gguf", PromptTokens: 32, GenTokens: 8, Threads: 2}, 1, false), " ")
+	want := "-m m.gguf -p 32 -n 8 -t 2 --repack 0 -lm mmap -r 1 -o json --no-warmup"
+	if got != want {
+		t.Fatalf("args %q, want %q", got, want)
+	}
+}
+
+func TestParseSizes(t *testing.T) {
+	got, err := ParseSizes("4GiB, 512MiB,none,1.5G")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int64{4 << 30, 512 << 20, memcap.NoLimit, 3 << 29}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("ParseSizes = %v, want %v", got, want)
+		}
+	}
+	for _, bad := range []string{"", "4XB", "GiB", ",,"} {
+		if _, err := ParseSizes(bad); err == nil {
+			t.Errorf("ParseSizes(%q) accepted", bad)
+		}
+	}
+}
+
+func TestMatrix(t *testing.T) {
+	got := Matrix([]Kind{KindPeer, KindRAM, KindSniper}, []int64{1 << 30, 2 << 30}, []int64{memcap.NoLimit, 4 << 30})
+	if len(got) != 8 {
+		t.Fatalf("%d configurations, want 2 caps × (peer + ram + 2 budgets) = 8: %+v", len(got), got)
+	}
+	if got[0].Kind != KindPeer || got[0].Cap != memcap.NoLimit || got[7] != (Config{Kind: KindSniper, Budget: 2 << 30, Cap: 4 << 30}) {
+		t.Fatalf("order: %+v", got)
+	}
+}
+
+// sampleReport is a report as a run under two caps would produce it.
+func sampleReport() *Report {
+	nan := Num(math.NaN())
+	mk := func(c Config, pp, tg float64) Measurement {
+		return Measurement{Config: c, PromptTokens: 32, GenTokens: 8, PrefillTPS: pp, DecodeTPS: tg, PeakRSS: 3 << 30, PeakUsage: 4 << 30,
+			ReadPerToken: nan, DiskGBps: nan, HitRate: nan}
+	}
+	sn := mk(Config{Kind: KindSniper, Budget: 2 << 30, Cap: 4 << 30}, 4, 2.2)
+	sn.ReadPerToken, sn.DiskGBps, sn.HitRate = 400e6, 0.9, 0.25
+	r := &Report{
+		Machine:   Machine{OS: "linux", Arch: "amd64", CPU: "Test CPU", Cores: 2, RAM: 24 << 30},
+		Workload:  Workload{Model: "big.gguf", PromptTokens: 32, GenTokens: 8, Threads: 2},
+		ModelSize: 19 << 30,
+		DiskBound: &DiskBound{ReadSize: 589824, ReadsPerToken: 960, MissBytesPerToken: 566231040, Threads: 2, GBps: 2.3, Direct: true, TokPerSec: 4.06},
+		Results: []Measurement{
+			mk(Config{Kind: KindPeer, Cap: memcap.NoLimit}, 7.37, 3.92),
+			mk(Config{Kind: KindRAM, Cap: memcap.NoLimit}, 8, 4),
+			mk(Config{Kind: KindPeer, Cap: 4 << 30}, 2, 0.11),
+			sn,
+			failed(Config{Kind: KindRAM, Cap: 4 << 30}, errors.New("agent run killed by the kernel for running out of memory")),
+		},
+	}
+	r.ComputeRatios()
+	return r
+}
+
+func TestRatiosAreToThePeerUnderTheSameCapAndToUncappedRAM(t *testing.T) {
+	r := sampleReport()
+	sn := r.Results[3]
+	if math.Abs(float64(sn.DecodeVsPeer)-2.2/0.11) > 1e-9 || math.Abs(float64(sn.PrefillVsPeer)-2) > 1e-9 {
+		t.Fatalf("sniper vs peer under 4 GiB: %v / %v", sn.PrefillVsPeer, sn.DecodeVsPeer)
+	}
+	if math.Abs(float64(sn.DecodeVsRAM)-0.55) > 1e-9 || math.Abs(float64(sn.PrefillVsRAM)-0.5) > 1e-9 {
+		t.Fatalf("sniper vs uncapped RAM: %v / %v", sn.PrefillVsRAM, sn.DecodeVsRAM)
+	}
+	if !r.Results[0].DecodeVsPeer.Missing() || !r.Results[1].DecodeVsRAM.Missing() {
+		t.Fatal("a reference must not be compared with itself")
+	}
+	if !r.Results[4].DecodeVsPeer.Missing() {
+		t.Fatal("a failed run has no ratio")
+	}
+}
+
+func TestTextTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := sampleReport().WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"model big.gguf (19.00 GiB), prompt 32 tokens, 8 generated, 2 threads",
+		"machine: linux/amd64, Test CPU (2 cores), 24.00 GiB RAM",
+		"disk bound: 2.30 GB/s direct reads of 576.00 KiB (2 threads) ÷ 540.00 MiB missed per token (960 reads) = 4.06 tok/s",
+		"decode ×peer", "cgroup peak",
+		"20.00×", "25.0%", "0.90", "381.47 MiB",
+		"failed: agent run killed by the kernel",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	// Aligned columns: every data line starts its second column at the same place.
+	lines := strings.Split(strings.TrimSpace(out), "\n")[3:]
+	col := strings.Index(lines[0], "cap")
+	for _, l := range lines[1:] {
+		if len(l) <= col || l[col-1] != ' ' || l[col] == ' ' {
+			t.Errorf("misaligned line %q (cap column at %d)", l, col)
+		}
+	}
+}
+
+func TestMarkdownTable(t *testing.T) {
+	var b bytes.Buffer
+	r := sampleReport()
+	r.Command = "agent bench -m big.gguf"
+	if err := r.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	var table []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "|") {
+			table = append(table, l)
+		}
+	}
+	if len(table) != 2+len(r.Results) {
+		t.Fatalf("markdown table has %d lines, want header, rule and %d rows:\n%s", len(table), len(r.Results), b.String())
+	}
+	for _, l := range table {
+		if got := strings.Count(l, " | ") + 2; strings.HasPrefix(l, "| ") && got != len(columns)+1 {
+			t.Errorf("row %q has %d cells, want %d", l, got-1, len(columns))
+		}
+	}
+	if !strings.Contains(b.String(), "command: `agent bench -m big.gguf`") {
+		t.Error("markdown lacks the command")
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	var b bytes.Buffer
+	if err := sampleReport().WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"hit_rate": null`) || !strings.Contains(b.String(), `"decode_vs_peer": 20`) {
+		t.Fatalf("JSON lacks null for missing numbers or the ratio:\n%s", b.String())
+	}
+	var back Report
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Results) != 5 || back.Results[3].HitRate != 0.25 || !back.Results[0].HitRate.Missing() || back.Results[4].Err == "" {
+		t.Fatalf("round trip lost data: %+v", back.Results)
+	}
+	if back.DiskBound == nil || back.DiskBound.TokPerSec != 4.06 {
+		t.Fatalf("disk bound lost: %+v", back.DiskBound)
+	}
+}
+
+// fakeAgent answers our configurations' runs without a model: it writes the statistics file named in
+// the arguments, as `agent run --stats-json` does.
+func fakeAgent(stats string, res memcap.Result) func(context.Context, memcap.Spec) (memcap.Result, error) {
+	return func(_ context.Context, spec memcap.Spec) (memcap.Result, error) {
+		for i, a := range spec.Args {
+			if a == "--stats-json" {
+				if err := os.WriteFile(spec.Args[i+1], []byte(stats), 0o644); err != nil {
+					return memcap.Result{}, err
+				}
+			}
+		}
+		res.Limit = spec.Limit
+		return res, nil
+	}
+}
+
+// A statistics file as run.go writes it (sniper mode, 32 prompt tokens, 8 generated).
+const sampleRunStats = `{
+  "mode": "sniper", "prompt_tokens": 32, "generated_tokens": 8,
+  "prompt_tok_per_sec": 4, "decode_tok_per_sec": 2,
+  "pinned_bytes": 1000, "streamed_bytes": 5000, "cache_budget": 2147483648,
+  "rss_bytes": 100, "peak_rss_bytes": 0, "rss_samples": 0, "rss_before_load": 10,
+  "bytes_read": 3500001000, "bytes_issued": 3600000000, "reads": 400,
+  "hits": 40, "misses": 120, "hit_rate": 0.25, "peak_cache_bytes": 2000000000,
+  "read_p50_us": 300, "read_p99_us": 900,
+  "prompt_bytes_read": 1000, "decode_bytes_read": 3500000000, "decode_evals": 7,
+  "decode_bytes_per_token": 500000000, "missed_expert_bytes": 3500001000
+}`
+
+func TestOurRunIsMeasuredFromItsStatistics(t *testing.T) {
+	model := filepath.Join(t.TempDir(), "m.gguf")
+	os.WriteFile(model, make([]byte, 1000), 0o644)
+	var args []string
+	exec := fakeAgent(sampleRunStats, memcap.Result{PeakRSS: 3 << 30, PeakUsage: 4 << 30, ReadBytes: 5e9, Wall: time.Second})
+	r := &Runner{Agent: "/bin/agent", Prompt: "hello", Exec: func(ctx context.Context, s memcap.Spec) (memcap.Result, error) {
+		args = s.Args
+		return exec(ctx, s)
+	}}
+	rep, err := r.Run(t.Context(), Workload{Model: model, PromptTokens: 32, GenTokens: 8, Threads: 2},
+		[]Config{{Kind: KindSniper, Budget: 2 << 30, Cap: 4 << 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := rep.Results[0]
+	if !m.OK() || m.PrefillTPS != 4 || m.DecodeTPS != 2 || m.PromptTokens != 32 || m.GenTokens != 8 {
+		t.Fatalf("measurement %+v", m)
+	}
+	// Decode read 3.5 GB over 7 evaluated tokens in 8/2 = 4 s.
+	if m.ReadPerToken != 500e6 || math.Abs(float64(m.DiskGBps)-0.875) > 1e-9 || m.HitRate != 0.25 {
+		t.Fatalf("decode reads: %v B/token, %v GB/s, hit rate %v", m.ReadPerToken, m.DiskGBps, m.HitRate)
+	}
+	if m.PeakRSS != 3<<30 || m.PeakUsage != 4<<30 || m.DiskRead != 5e9 {
+		t.Fatalf("process numbers %+v", m)
+	}
+	joined := strings.Join(args, " ")
+	for _, want := range []string{"run -m " + model, "-p hello", "-n 8", "--temp 0", "--threads 2", "--mode sniper", "--cache 2147483648", "--stats-json "} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("agent args %q lack %q", joined, want)
+		}
+	}
+	if got := strings.Join(OursArgs(Workload{Model: "m", GenTokens: 1, Threads: 1}, Config{Kind: KindRAM}, "p", "s"), " "); !strings.Contains(got, "--mode ram") || !strings.Contains(got, "--no-repack") {
+		t.Errorf("ram args %q: want --mode ram --no-repack (the peer's numeric path)", got)
+	}
+}
+
+func TestParseRunStatsRejectsIncompleteStatistics(t *testing.T) {
+	for name, in := range map[string]string{
+		"not json":    "prompt 32 tok",
+		"no prompt":   `{"mode":"ram","generated_tokens":8,"decode_tok_per_sec":3}`,
+		"no decode":   `{"mode":"ram","prompt_tokens":32,"prompt_tok_per_sec":3}`,
+		"zero decode": `{"mode":"ram","prompt_tokens":32,"prompt_tok_per_sec":3,"generated_tokens":8,"decode_tok_per_sec":0}`,
+	} {
+		if _, err := ParseRunStats([]byte(in)); err == nil || !strings.Contains(err.Error(), "agent run statistics") {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}
+
+func TestFailuresBecomeRows(t *testing.T) {
+	model := filepath.Join(t.TempDir(), "m.gguf")
+	os.WriteFile(model, make([]byte, 1000), 0o644)
+	oom := func(_ context.Context, spec memcap.Spec) (memcap.Result, error) {
+		spec.Stderr.Write([]byte("loading...\nKilled\n"))
+		return memcap.Result{Limit: spec.Limit, Signal: "killed", ExitCode: -1, OOMKills: 1}, nil
+	}
+	r := &Runner{Agent: "/bin/agent", LlamaBench: "/bin/llama-bench", Prompt: "hi", Exec: oom}
+	rep, err := r.Run(t.Context(), Workload{Model: model, PromptTokens: 4, GenTokens: 2, Threads: 1}, []Config{
+		{Kind: KindPeer, Cap: 1 << 30}, {Kind: KindRAM, Cap: 1 << 30}, {Kind: KindSniper, Budget: 2 << 30, Cap: 1 << 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"llama-bench killed by the kernel for running out of memory under a cap of 1.00 GiB: loading... / Killed",
+		"agent run killed by the kernel", "skipped: a cache budget of 2.00 GiB cannot fit under a cap of 1.00 GiB"} {
+		if m := rep.Results[i]; m.OK() || !strings.Contains(m.Err, want) {
+			t.Errorf("row %d: error %q, want %q", i, m.Err, want)
+		}
+	}
+}
+
+func TestColdNeedsDroppableCaches(t *testing.T) {
+	model := filepath.Join(t.TempDir(), "m.gguf")
+	os.WriteFile(model, make([]byte, 10), 0o644)
+	r := &Runner{Cold: true, DropCaches: func() error { return errors.New("needs root") }}
+	_, err := r.Run(t.Context(), Workload{Model: model, PromptTokens: 1, GenTokens: 1, Threads: 1}, []Config{{Kind: KindPeer}})
+	if err == nil || !strings.Contains(err.Error(), "needs root") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestWorkloadValidation(t *testing.T) {
+	r := &Runner{}
+	if _, err := r.Run(t.Context(), Workload{Model: "x", PromptTokens: 0, GenTokens: 1, Threads: 1}, nil); err == nil {
+		t.Fatal("zero prompt tokens accepted")
+	}
+	if _, err := r.Run(t.Context(), Workload{Model: "/nonexistent.gguf", PromptTokens: 1, GenTokens: 1, Threads: 1}, nil); err == nil || !strings.Contains(err.Error(), "/nonexistent.gguf") {
+		t.Fatalf("missing model: %v", err)
+	}
+}
+
+// One real llama-bench run on a tiny generated model, under a cap and uncapped, through memcap.
+func TestRealLlamaBenchOnTinyModel(t *testing.T) {
+	lb, err := exec.LookPath("llama-bench")
+	if err != nil {
+		if os.Getenv("EXPERTSNIPER_IN_ROOT") != "" {
+			t.Fatalf("llama-bench must be on PATH in the build root: %v", err)
+		}
+		t.Skip("llama-bench is not installed here; ./build.sh test runs this in the build root")
+	}
+	if err := memcap.Supported(); err != nil {
+		t.Fatalf("memory cgroups must work on the test machines: %v", err)
+	}
+	model := testmodels.Path(t, "qwen35moe-q4_0")
+	var log bytes.Buffer
+	r := &Runner{LlamaBench: lb, Repetitions: 1, Log: &log}
+	rep, err := r.Run(t.Context(), Workload{Model: model, PromptTokens: 16, GenTokens: 4, Threads: 2},
+		[]Config{{Kind: KindPeer, Cap: memcap.NoLimit}, {Kind: KindPeer, Cap: 512 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range rep.Results {
+		if !m.OK() {
+			t.Fatalf("%s under %s: %s\n%s", m.Name(), FormatSize(m.Cap), m.Err, log.String())
+		}
+		if m.PromptTokens != 16 || m.GenTokens != 4 || m.PrefillTPS <= 0 || m.DecodeTPS <= 0 {
+			t.Fatalf("measurement %+v", m)
+		}
+		if m.PeakRSS <= 0 || m.PeakUsage <= 0 || (m.Cap > 0 && m.PeakUsage > m.Cap) {
+			t.Fatalf("memory numbers %+v", m)
+		}
+	}
+	var b bytes.Buffer
+	rep.WriteText(&b)
+	t.Logf("\n%s", b.String())
+}
+
+func TestDiskProbeOnSmallModel(t *testing.T) {
+	model := testmodels.Path(t, "qwen35moe-q4_0")
+	idx, f, err := sniper.OpenIndex(model, sniper.ModeExperts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used, _ := f.ArchUint("expert_used_count")
+	var want int64
+	for l := 0; l < idx.Layers; l++ {
+		want += int64(used) * idx.ExpertBytes(l)
+	}
+	d, err := ProbeDisk(t.Context(), model, ProbeOptions{Duration: 300 * time.Millisecond, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.MissBytesPerToken != want {
+		t.Fatalf("missed bytes per token %d, want layers × used × expert bytes = %d", d.MissBytesPerToken, want)
+	}
+	// qwen35moe reads gate, up and down of each expert separately: 3 reads per expert per layer.
+	if d.ReadsPerToken != idx.Layers*int(used)*3 {
+		t.Fatalf("reads per token %d, want %d", d.ReadsPerToken, idx.Layers*int(used)*3)
+	}
+	if d.GBps <= 0 || d.Threads != 2 || math.Abs(d.TokPerSec-d.GBps*1e9/float64(want)) > 1e-6*d.TokPerSec {
+		t.Fatalf("probe %+v", d)
+	}
+	t.Logf("%+v", d)
+}
+
+func TestDiskProbeRejectsNonModels(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "junk.gguf")
+	os.WriteFile(p, bytes.Repeat([]byte("x"), 4096), 0o644)
+	_, err := ProbeDisk(t.Context(), p, ProbeOptions{Duration: 100 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("err = %v, want one naming the file", err)
+	}
+	dense := testmodels.Path(t, "qwen3-q8_0")
+	d, err := ProbeDisk(t.Context(), dense, ProbeOptions{Duration: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("a dense model is streamed layer by layer and must be probed too: %v", err)
+	}
+	if d.ReadsPerToken == 0 || d.MissBytesPerToken == 0 {
+		t.Fatalf("dense probe %+v", d)
+	}
+}

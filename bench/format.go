@@ -1,0 +1,122 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+var columns = []string{"config", "cap", "prefill tok/s", "decode tok/s", "prefill ×peer", "decode ×peer",
+	"prefill ×ram", "decode ×ram", "peak RSS", "cgroup peak", "read/token", "disk GB/s", "hit rate"}
+
+// rows renders every measurement as table cells; failed ones carry their error in the last column.
+func (r *Report) rows() [][]string {
+	out := make([][]string, 0, len(r.Results))
+	for _, m := range r.Results {
+		row := []string{m.Name(), FormatSize(m.Cap)}
+		if !m.OK() {
+			row = append(row, "—", "—", "—", "—", "—", "—", "—", "—", "—", "—", "failed: "+m.Err)
+			out = append(out, row)
+			continue
+		}
+		row = append(row, rate(m.PrefillTPS), rate(m.DecodeTPS), times(m.PrefillVsPeer), times(m.DecodeVsPeer),
+			times(m.PrefillVsRAM), times(m.DecodeVsRAM), FormatSize(m.PeakRSS), FormatSize(m.PeakUsage))
+		if m.ReadPerToken.Missing() {
+			row = append(row, "—")
+		} else {
+			row = append(row, FormatSize(int64(m.ReadPerToken)))
+		}
+		row = append(row, num(m.DiskGBps, "%.2f"), percent(m.HitRate))
+		out = append(out, row)
+	}
+	return out
+}
+
+func rate(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+func times(v Num) string {
+	if v.Missing() {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", float64(v))
+}
+
+func num(v Num, format string) string {
+	if v.Missing() {
+		return "—"
+	}
+	return fmt.Sprintf(format, float64(v))
+}
+
+func percent(v Num) string {
+	if v.Missing() {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(v))
+}
+
+// header describes the workload, the machine and the disk bound.
+func (r *Report) header() []string {
+	w := r.Workload
+	lines := []string{
+		fmt.Sprintf("model %s (%s), prompt %d tokens, %d generated, %d threads", w.Model, FormatSize(r.ModelSize), w.PromptTokens, w.GenTokens, w.Threads),
+		"machine: " + r.Machine.String(),
+	}
+	if d := r.DiskBound; d != nil {
+		kind := "direct"
+		if !d.Direct {
+			kind = "buffered (direct I/O refused)"
+		}
+		lines = append(lines, fmt.Sprintf("disk bound: %.2f GB/s %s reads of %s (%d threads) ÷ %s missed per token (%d reads) = %.2f tok/s at 0%% cache hits",
+			d.GBps, kind, FormatSize(d.ReadSize), d.Threads, FormatSize(d.MissBytesPerToken), d.ReadsPerToken, d.TokPerSec))
+	}
+	return lines
+}
+
+// WriteText prints the report as an aligned table for a terminal.
+func (r *Report) WriteText(w io.Writer) error {
+	for _, l := range r.header() {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(columns, "\t"))
+	for _, row := range r.rows() {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	return tw.Flush()
+}
+
+// WriteMarkdown prints the report as a markdown table (for the README).
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	for _, l := range r.header() {
+		b.WriteString(l + "  \n")
+	}
+	if r.Command != "" {
+		b.WriteString("command: `" + r.Command + "`\n")
+	}
+	b.WriteString("\n| " + strings.Join(columns, " | ") + " |\n|")
+	for range columns {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, row := range r.rows() {
+		for i := range row {
+			row[i] = strings.ReplaceAll(row[i], "|", `\|`)
+		}
+		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteJSON prints the report as indented JSON (missing numbers are null).
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}

@@ -1,0 +1,82 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+)
+
+// RunStats is the part of `agent run --stats-json FILE` the bench uses (field names as run.go writes
+// them; they are stable).
+type RunStats struct {
+	Mode            string  `json:"mode"`
+	PromptTokens    int     `json:"prompt_tokens"`
+	GeneratedTokens int     `json:"generated_tokens"`
+	PromptPerSec    float64 `json:"prompt_tok_per_sec"`
+	DecodePerSec    float64 `json:"decode_tok_per_sec"`
+	PeakRSSBytes    int64   `json:"peak_rss_bytes"`
+	// Streaming modes: counters over the whole run, and the bytes read split at the end of prefill.
+	BytesRead       int64   `json:"bytes_read"`
+	Hits            int64   `json:"hits"`
+	Misses          int64   `json:"misses"`
+	HitRate         float64 `json:"hit_rate"`
+	PromptBytesRead int64   `json:"prompt_bytes_read"`
+	DecodeBytesRead int64   `json:"decode_bytes_read"`
+	// DecodeEvals counts the generated tokens that were evaluated (the last one is only sampled).
+	DecodeEvals      int     `json:"decode_evals"`
+	DecodeBytesPerTk float64 `json:"decode_bytes_per_token"`
+}
+
+// ParseRunStats reads `agent run --stats-json` output and checks it has the timings the bench needs.
+func ParseRunStats(data []byte) (RunStats, error) {
+	var s RunStats
+	if err := json.Unmarshal(data, &s); err != nil {
+		return RunStats{}, fmt.Errorf("parse agent run statistics: %w (begins %q)", err, head(data, 120))
+	}
+	if s.PromptTokens <= 0 || s.PromptPerSec <= 0 {
+		return RunStats{}, fmt.Errorf("parse agent run statistics: no prompt timing (prompt_tokens %d, prompt_tok_per_sec %g)", s.PromptTokens, s.PromptPerSec)
+	}
+	if s.GeneratedTokens <= 0 || s.DecodePerSec <= 0 {
+		return RunStats{}, fmt.Errorf("parse agent run statistics: no generation timing (generated_tokens %d, decode_tok_per_sec %g)", s.GeneratedTokens, s.DecodePerSec)
+	}
+	return s, nil
+}
+
+// OursArgs are the `agent` arguments for one of our configurations (after the program name). RAM mode
+// runs without weight repacking (--no-repack): the numeric path the streaming modes reproduce
+// bit-exactly and the one the peer runs with --repack 0.
+func OursArgs(w Workload, c Config, prompt, statsPath string) []string {
+	args := []string{"run", "-m", w.Model, "-p", prompt, "-n", strconv.Itoa(w.GenTokens), "--temp", "0",
+		"--threads", strconv.Itoa(w.Threads), "--mode", string(c.Kind), "--stats-json", statsPath}
+	switch c.Kind {
+	case KindRAM:
+		args = append(args, "--no-repack")
+	case KindSniper, KindStream:
+		budget := "unlimited"
+		if c.Budget >= 0 {
+			budget = strconv.FormatInt(c.Budget, 10)
+		}
+		args = append(args, "--cache", budget)
+	}
+	return args
+}
+
+// measurementFromRun turns our run's statistics into a measurement. Reads per token and disk
+// throughput are decode's own (prefill's reads are split off); the hit rate covers the whole run.
+func measurementFromRun(c Config, s RunStats) Measurement {
+	m := Measurement{Config: c, PromptTokens: s.PromptTokens, GenTokens: s.GeneratedTokens,
+		PrefillTPS: s.PromptPerSec, DecodeTPS: s.DecodePerSec}
+	m.clearOptional()
+	if c.Kind != KindSniper && c.Kind != KindStream {
+		return m
+	}
+	if s.DecodeEvals > 0 {
+		m.ReadPerToken = Num(float64(s.DecodeBytesRead) / float64(s.DecodeEvals))
+	}
+	decodeSeconds := float64(s.GeneratedTokens) / s.DecodePerSec
+	m.DiskGBps = Num(float64(s.DecodeBytesRead) / decodeSeconds / 1e9)
+	if s.Hits+s.Misses > 0 {
+		m.HitRate = Num(float64(s.Hits) / float64(s.Hits+s.Misses))
+	}
+	return m
+}
