@@ -87,9 +87,9 @@ func (r Report) WriteText(w io.Writer) error {
 	line("streaming needs", "at least %s", formatBytes(p.StreamingMinBytes))
 	switch p.Mode {
 	case "ram":
-		line("cache for experts", "everything (the model fits)")
+		line("cache for "+streamed, "not needed: the whole model fits")
 	case "none":
-		line("cache for experts", "none: the budget is too small")
+		line("cache for "+streamed, "none: the budget is too small")
 	default:
 		extra := ""
 		if m.MoE {
@@ -97,13 +97,19 @@ func (r Report) WriteText(w io.Writer) error {
 		}
 		line("cache for "+streamed, "%s (%.1f%% of the streamable bytes%s)", formatBytes(p.CacheBytes), 100*p.CacheFraction, extra)
 	}
-	line("read per token", "%s at 0%% cache hits; ~%s at the hit rate of uniform routing", formatBytes(p.TokenReadBytes), formatBytes(p.ExpectedReadBytes))
+	if p.Mode == "ram" {
+		line("read per token", "nothing in RAM mode (%s at 0%% cache hits if streamed)", formatBytes(p.TokenReadBytes))
+	} else {
+		line("read per token", "%s at 0%% cache hits; ~%s at the hit rate of uniform routing", formatBytes(p.TokenReadBytes), formatBytes(p.ExpectedReadBytes))
+	}
 	line("disk", "%.2f GB/s (%s)", p.DiskBytesPerSec/1e9, p.DiskSource)
 	switch {
 	case p.Mode == "ram":
 		line("expected speed", "compute-bound (no disk reads per token)")
 	case p.TokPerSecHigh == 0 && p.TokPerSecLow > 0:
 		line("expected speed", "≥ %.2f tok/s disk-bound; not disk-bound once the cache is warm", p.TokPerSecLow)
+	case p.TokPerSecLow > 0 && p.TokPerSecHigh-p.TokPerSecLow < 0.005*p.TokPerSecLow:
+		line("expected speed", "%.2f tok/s (disk-bound; compute may limit further)", p.TokPerSecLow)
 	case p.TokPerSecLow > 0:
 		line("expected speed", "%.2f–%.2f tok/s (disk-bound; compute may limit further)", p.TokPerSecLow, p.TokPerSecHigh)
 	}
