@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/plan"
+	"github.com/expertsniper/expertsniper/server"
+)
+
+func init() { register(serveCommand) }
+
+// serveOptions are the flags of `agent serve`; the names follow llama-server's where one exists.
+type serveOptions struct {
+	Model      string
+	Alias      string
+	Host       string
+	Port       int
+	Ctx        int
+	Parallel   int
+	APIKey     string
+	CacheTypeK string
+	CacheTypeV string
+	FlashAttn  string
+	Threads    int
+	Mode       string
+	RAM        string
+	Cache      string
+	ContextDir string
+	MaxBody    string
+
+	// ramBytes and cacheBytes are RAM and Cache parsed (-1: not set).
+	ramBytes, cacheBytes int64
+	// open loads the model; tests replace it.
+	open func(ctx context.Context, o *serveOptions) (engine.Engine, error)
+	// ready, when set, receives the address once the server listens (tests).
+	ready func(addr string)
+}
+
+func serveEnv(name string) []string { return []string{"EXPERTSNIPER_" + name} }
+
+func serveFlags(o *serveOptions) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", EnvVars: serveEnv("MODEL"), Destination: &o.Model},
+		&cli.StringFlag{Name: "alias", Usage: "model id reported to clients (default: the file name)", Destination: &o.Alias},
+		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens, shared by the slots (0: the model's training context)", EnvVars: serveEnv("CTX_SIZE"), Destination: &o.Ctx},
+		&cli.IntFlag{Name: "parallel", Aliases: []string{"np"}, Value: 1, Usage: "parallel slots; further requests wait in a queue", EnvVars: serveEnv("PARALLEL"), Destination: &o.Parallel},
+		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "KV cache type for K: f16, q8_0 or q4_0", Destination: &o.CacheTypeK},
+		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "KV cache type for V: f16, q8_0 or q4_0", Destination: &o.CacheTypeV},
+		&cli.StringFlag{Name: "flash-attn", Aliases: []string{"fa"}, Value: "auto", Usage: "flash attention: on, off or auto", Destination: &o.FlashAttn},
+		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads", EnvVars: serveEnv("THREADS"), Destination: &o.Threads},
+		&cli.StringFlag{Name: "mode", Value: "auto", Usage: "auto, ram, sniper or stream", EnvVars: serveEnv("MODE"), Destination: &o.Mode},
+		&cli.StringFlag{Name: "ram", Usage: "memory budget for the model's weights, e.g. 8GiB (default: available memory)", EnvVars: serveEnv("RAM"), Destination: &o.RAM},
+		&cli.StringFlag{Name: "cache", Usage: "expert cache `SIZE` (default: what --ram leaves after the pinned part)", EnvVars: serveEnv("CACHE"), Destination: &o.Cache},
+	}
+}
+
+func serveCommand(streams *IOStreams) *cli.Command {
+	o := &serveOptions{}
+	flags := append(serveFlags(o),
+		&cli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "address to listen on (0.0.0.0 for every interface: set --api-key)", EnvVars: serveEnv("HOST"), Destination: &o.Host},
+		&cli.IntFlag{Name: "port", Value: 8080, Usage: "port to listen on (0: any free port)", EnvVars: serveEnv("PORT"), Destination: &o.Port},
+		&cli.StringFlag{Name: "api-key", Usage: "require this key as 'Authorization: Bearer KEY' (/health stays open)", EnvVars: append(serveEnv("API_KEY"), "LLAMA_API_KEY"), Destination: &o.APIKey},
+		&cli.StringFlag{Name: "context-dir", Usage: "where saved contexts and slot files are kept (default: $XDG_DATA_HOME/expertsniper/contexts)", EnvVars: serveEnv("CONTEXT_DIR"), Destination: &o.ContextDir},
+		&cli.StringFlag{Name: "max-body", Value: "16MiB", Usage: "largest request body accepted (413 beyond)", Destination: &o.MaxBody},
+	)
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "serve the model over HTTP: OpenAI-compatible and llama-server endpoints, web chat, dashboard",
+		Description: "Endpoints: /v1/chat/completions, /v1/completions, /v1/models, /v1/embeddings, /completion,\n" +
+			"/tokenize, /detokenize, /apply-template, /props, /slots, /metrics, /health, saved contexts under\n" +
+			"/v1/context/{save,load,list,delete}; a web chat at / and a live dashboard at /dashboard.\n" +
+			"Stops cleanly on Ctrl-C or SIGTERM.",
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("serve takes no arguments (the model goes in -m), got %q", c.Args().Slice())
+			}
+			return runServe(c.Context, streams, o)
+		},
+	}
+}
+
+// check validates the options shared by serve and serve-bench.
+func (o *serveOptions) check() error {
+	if o.Model == "" {
+		return usagef("-m MODEL is required")
+	}
+	if _, err := os.Stat(o.Model); err != nil {
+		return fmt.Errorf("model %q: %w", o.Model, err)
+	}
+	if o.Parallel < 1 || o.Parallel > 64 {
+		return usagef("--parallel must be between 1 and 64, got %d", o.Parallel)
+	}
+	if o.Ctx < 0 {
+		return usagef("--ctx-size must not be negative, got %d", o.Ctx)
+	}
+	if o.Threads < 1 {
+		return usagef("--threads must be at least 1, got %d", o.Threads)
+	}
+	for _, kv := range []struct{ flag, v string }{{"--cache-type-k", o.CacheTypeK}, {"--cache-type-v", o.CacheTypeV}} {
+		switch strings.ToLower(kv.v) {
+		case "f16", "q8_0", "q4_0":
+		default:
+			return usagef("%s must be f16, q8_0 or q4_0, got %q", kv.flag, kv.v)
+		}
+	}
+	switch strings.ToLower(o.FlashAttn) {
+	case "on", "off", "auto", "1", "0", "true", "false":
+	default:
+		return usagef("--flash-attn must be on, off or auto, got %q", o.FlashAttn)
+	}
+	switch o.Mode {
+	case "auto", "ram", "sniper", "stream":
+	default:
+		return usagef("--mode must be auto, ram, sniper or stream, got %q", o.Mode)
+	}
+	o.ramBytes, o.cacheBytes = -1, -1
+	var err error
+	if o.RAM != "" {
+		if o.ramBytes, err = plan.ParseSize(o.RAM); err != nil {
+			return usagef("--ram: %v", err)
+		}
+	}
+	if o.Cache != "" {
+		if o.cacheBytes, err = plan.ParseSize(o.Cache); err != nil {
+			return usagef("--cache: %v", err)
+		}
+	}
+	return nil
+}
+
+func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	maxBody, err := plan.ParseSize(o.MaxBody)
+	if err != nil || maxBody < 1024 {
+		return usagef("--max-body must be a size of at least 1KiB, got %q", o.MaxBody)
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return usagef("--port must be between 0 and 65535, got %d", o.Port)
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	srv, err := server.New(server.Config{Host: o.Host, APIKey: o.APIKey, MaxBodyBytes: maxBody, ContextDir: o.ContextDir,
+		ModelAlias: o.Alias, Fingerprint: "expertsniper-b11669", Log: streams.ErrOut})
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(o.Host, strconv.Itoa(o.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if !isLoopback(o.Host) && o.APIKey == "" {
+		fmt.Fprintf(streams.ErrOut, "warning: listening on %s without --api-key: anyone who can reach it can use the model\n", o.Host)
+	}
+	fmt.Fprintf(streams.ErrOut, "listening on http://%s (chat at /, dashboard at /dashboard); loading %s\n", ln.Addr(), o.Model)
+	if o.ready != nil {
+		o.ready(ln.Addr().String())
+	}
+
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(serveCtx, ln) }()
+
+	start := time.Now()
+	open := o.open
+	if open == nil {
+		open = serveEngineOpener
+	}
+	eng, err := open(ctx, o)
+	if err != nil {
+		stopServing()
+		<-served
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("load %s: %w", o.Model, err)
+	}
+	defer eng.Close() // after Serve has returned: no handler uses the engine any more
+	if err := srv.SetEngine(eng); err != nil {
+		return err
+	}
+	info := eng.Info()
+	fmt.Fprintf(streams.ErrOut, "model loaded in %.1f s: %s, %s mode, %d slot(s) of %d tokens\n",
+		time.Since(start).Seconds(), info.Name, info.Mode, info.Slots, info.Context)
+
+	err = <-served
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(streams.ErrOut, "server stopped")
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// serveEngineOpener is the seam tests replace to serve a scripted engine.
+var serveEngineOpener = openServeEngine
+
+// openServeEngine loads the model with the real engine (engine/local).
+func openServeEngine(ctx context.Context, o *serveOptions) (engine.Engine, error) {
+	return nil, errors.New("this build has no local engine (engine/local is not in the tree yet)")
+}
