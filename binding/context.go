@@ -217,7 +217,8 @@ type Context struct {
 	params ContextParams
 	nCtx   int
 	nBatch int
-	abort  *C.int // read by es_abort_cb on compute threads; set by a goroutine on ctx.Done()
+	abort  *C.int       // read by es_abort_cb on compute threads; set by a goroutine on ctx.Done()
+	hook   *contextHook // the sniper hook of a streamed model (stream_context.go), else nil
 
 	// past holds the tokens of sequence 0 whose keys and values are in the cache, in order.
 	past []Token
@@ -245,19 +246,26 @@ func (m *Model) NewContextWithParams(p ContextParams) (*Context, error) {
 	if flag == nil {
 		return nil, fmt.Errorf("new context: out of memory")
 	}
+	hook, err := m.stream.attach(&p, flag) // sniper hook (stream_context.go); nil for RAM models
+	if err != nil {
+		C.free(unsafe.Pointer(flag))
+		return nil, fmt.Errorf("new context for %q: %w", m.Name(), err)
+	}
 	cp, err := p.toC(m, flag)
 	if err != nil {
+		hook.free()
 		C.free(unsafe.Pointer(flag))
 		return nil, fmt.Errorf("new context for %q: %w", m.Name(), err)
 	}
 	cc := C.llama_init_from_model(m.c, cp)
 	if cc == nil {
+		hook.free()
 		C.free(unsafe.Pointer(flag))
 		return nil, fmt.Errorf("new context for %q: %w", m.Name(), &Error{Op: "llama_init_from_model",
 			Msg: fmt.Sprintf("llama.cpp could not create a context of %d tokens (out of memory, or unsupported options; SetLogger shows why)", cp.n_ctx)})
 	}
 	m.contexts++
-	ctx := &Context{c: cc, model: m, params: p, abort: flag,
+	ctx := &Context{c: cc, model: m, params: p, abort: flag, hook: hook,
 		nCtx: int(C.llama_n_ctx(cc)), nBatch: int(C.llama_n_batch(cc))}
 	setLeakCheck(ctx, "Context", func(c *Context) bool { c.mu.Lock(); defer c.mu.Unlock(); return c.c != nil })
 	return ctx, nil
@@ -272,6 +280,7 @@ func (c *Context) Close() error {
 	}
 	C.llama_free(c.c)
 	c.c = nil
+	c.hook.free()
 	C.free(unsafe.Pointer(c.abort))
 	c.abort = nil
 	c.model.mu.Lock()

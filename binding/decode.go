@@ -92,12 +92,20 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 		return fmt.Errorf("decode: %w", err)
 	}
 	disarm := c.abortOn(ctx)
+	c.hook.begin(ctx)
 	code := int(C.llama_decode(cc, b.c))
+	hookErr := c.hook.end() // a streaming read failed: the hook set the abort flag (stream_context.go)
 	disarm()
+	if code == 0 && hookErr != nil {
+		code = 2 // never let logits computed on missing weights through
+	}
 	if code != 0 {
 		var cause error
 		if code == 2 {
 			cause = ctx.Err()
+			if hookErr != nil {
+				cause = hookErr
+			}
 		}
 		c.resyncPast()
 		return decodeError("llama_decode", code, cause)

@@ -229,8 +229,9 @@ type Model struct {
 	c        *C.struct_llama_model
 	vocab    *C.struct_llama_vocab
 	path     string
-	contexts int      // open contexts; Close refuses while > 0
-	onClose  []func() // extra resources owned with the model (e.g. the hook's gguf context)
+	contexts int          // open contexts; Close refuses while > 0
+	onClose  []func()     // extra resources owned with the model (e.g. the hook's gguf context)
+	stream   *streamState // set for models loaded by LoadStreamed (stream.go); nil in RAM
 }
 
 // LoadModel loads the GGUF file at path. Cancelling ctx aborts the load (through llama.cpp's

@@ -1,0 +1,165 @@
+#define _GNU_SOURCE
+#include "hook.h"
+#include "_cgo_export.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+
+// ---------------------------------------------------------------- graph evaluation callback
+
+static const char topk_prefix[] = "ffn_moe_topk-";
+static const char norm_prefix[] = "ffn_norm-";
+
+// layer_of returns N for a name "<prefix>N", or -1 if name does not have that form.
+static int layer_of(const char *name, const char *prefix, size_t plen) {
+	if (strncmp(name, prefix, plen) != 0) return -1;
+	const char *p = name + plen;
+	if (*p < '0' || *p > '9') return -1;
+	int n = 0;
+	for (; *p >= '0' && *p <= '9'; p++) n = n * 10 + (*p - '0');
+	return *p == '\0' ? n : -1;
+}
+
+static bool es_hook_eval(struct ggml_tensor *t, bool ask, void *ud) {
+	struct es_hook *h = (struct es_hook *)ud;
+	int layer;
+	if (h->kind == ES_HOOK_EXPERTS) {
+		layer = layer_of(t->name, topk_prefix, sizeof(topk_prefix) - 1);
+	} else {
+		layer = layer_of(t->name, norm_prefix, sizeof(norm_prefix) - 1);
+	}
+	if (ask) return layer >= 0;
+	if (layer < 0 || h->failed) return true;
+	bool ok;
+	if (h->kind == ES_HOOK_EXPERTS) {
+		if (t->type != GGML_TYPE_I32) {
+			ok = goHookFail(h->handle, layer, (char *)"router ids tensor is not I32");
+		} else {
+			ok = goHookExperts(h->handle, layer, t->data, t->ne[0], t->ne[1], (int64_t)t->nb[1]);
+		}
+	} else {
+		ok = goHookDense(h->handle, layer);
+	}
+	if (!ok) {
+		// Stop the decode: the next graph chunk sees the abort flag and llama_decode returns 2,
+		// rolling back this micro-batch. Returning true lets the scheduler reach that check.
+		h->failed = 1;
+		__atomic_store_n(h->abort_flag, 1, __ATOMIC_RELEASE);
+	}
+	return true;
+}
+
+struct es_hook *es_hook_new(int kind, uintptr_t handle, int *abort_flag) {
+	struct es_hook *h = (struct es_hook *)calloc(1, sizeof *h);
+	if (!h) return NULL;
+	h->kind = kind;
+	h->handle = handle;
+	h->abort_flag = abort_flag;
+	return h;
+}
+
+void es_hook_reset(struct es_hook *h) { h->failed = 0; }
+
+ggml_backend_sched_eval_callback es_hook_eval_fn(void) { return es_hook_eval; }
+
+// ---------------------------------------------------------------- loading
+
+static void es_set_tensor_data(struct ggml_tensor *t, void *ud) {
+	goSetTensorData((uintptr_t)ud, t);
+}
+
+llama_model_set_tensor_data_t es_set_tensor_data_fn(void) { return es_set_tensor_data; }
+
+struct llama_model *es_init_from_user(struct gguf_context *g, uintptr_t handle, struct llama_model_params p) {
+	return llama_model_init_from_user(g, es_set_tensor_data, (void *)handle, p);
+}
+
+struct gguf_context *es_gguf_open(const char *fname) {
+	struct gguf_init_params p = { .no_alloc = true, .ctx = NULL };
+	return gguf_init_from_file(fname, p);
+}
+
+int es_gguf_declare(struct gguf_context *g, const char *name, int type, int64_t ne0, int64_t ne1, int64_t ne2) {
+	struct ggml_init_params ip = { .mem_size = ggml_tensor_overhead() + 64, .mem_buffer = NULL, .no_alloc = true };
+	struct ggml_context *ctx = ggml_init(ip);
+	if (!ctx) return -1;
+	struct ggml_tensor *t = ggml_new_tensor_3d(ctx, (enum ggml_type)type, ne0, ne1, ne2);
+	ggml_set_name(t, name);
+	gguf_add_tensor(g, t); // copies the tensor's description
+	ggml_free(ctx);
+	return 0;
+}
+
+// ---------------------------------------------------------------- large allocations
+
+#if defined(__linux__) && defined(__GLIBC__)
+// Allocations of at least this size made while armed are mapped, not malloc'd.
+#define ES_BIG_ALLOC (64u << 20)
+#define ES_MAX_BIG 64
+
+static pthread_mutex_t big_mu = PTHREAD_MUTEX_INITIALIZER;
+static int big_armed;
+static size_t big_live; // mappings handed out and not yet freed
+static size_t big_total; // mappings ever handed out
+static struct { void *p; size_t n; } big[ES_MAX_BIG];
+
+void es_big_alloc_arm(int on) { __atomic_store_n(&big_armed, on, __ATOMIC_RELEASE); }
+
+size_t es_big_alloc_count(void) { return __atomic_load_n(&big_total, __ATOMIC_ACQUIRE); }
+
+// glibc's own entry points, so that the interposed functions below never recurse or need dlsym.
+extern void *__libc_memalign(size_t align, size_t size);
+extern void __libc_free(void *p);
+
+// posix_memalign is interposed for the whole process; outside an armed load it is glibc's.
+int posix_memalign(void **out, size_t align, size_t size) {
+	if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
+	if (size >= ES_BIG_ALLOC && align <= 4096 && __atomic_load_n(&big_armed, __ATOMIC_ACQUIRE)) {
+		void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED) return ENOMEM;
+		pthread_mutex_lock(&big_mu);
+		for (int i = 0; i < ES_MAX_BIG; i++) {
+			if (big[i].p == NULL) {
+				big[i].p = p;
+				big[i].n = size;
+				__atomic_add_fetch(&big_live, 1, __ATOMIC_RELEASE);
+				__atomic_add_fetch(&big_total, 1, __ATOMIC_RELEASE);
+				pthread_mutex_unlock(&big_mu);
+				*out = p;
+				return 0;
+			}
+		}
+		pthread_mutex_unlock(&big_mu);
+		munmap(p, size); // table full: use the ordinary allocator
+	}
+	void *p = __libc_memalign(align, size);
+	if (p == NULL) return ENOMEM;
+	*out = p;
+	return 0;
+}
+
+// free is interposed to unmap what posix_memalign mapped; everything else goes to glibc.
+void free(void *p) {
+	if (p != NULL && __atomic_load_n(&big_live, __ATOMIC_ACQUIRE) > 0) {
+		pthread_mutex_lock(&big_mu);
+		for (int i = 0; i < ES_MAX_BIG; i++) {
+			if (big[i].p == p) {
+				size_t n = big[i].n;
+				big[i].p = NULL;
+				__atomic_sub_fetch(&big_live, 1, __ATOMIC_RELEASE);
+				pthread_mutex_unlock(&big_mu);
+				munmap(p, n);
+				return;
+			}
+		}
+		pthread_mutex_unlock(&big_mu);
+	}
+	__libc_free(p);
+}
+#else
+// macOS backs memory lazily: llama.cpp's one big allocation costs nothing until touched.
+void es_big_alloc_arm(int on) { (void)on; }
+size_t es_big_alloc_count(void) { return 0; }
+#endif

@@ -1,0 +1,287 @@
+package binding
+
+// The sniper hook: load a model with llama_model_init_from_user so that the streamed tensors' data
+// points at memory the sniper owns, and watch the graph so that the sniper makes the router's chosen
+// experts (or a dense layer's FFN) resident just before they are used. DESIGN.md §3 lists the facts
+// this rests on; all of it works on unpatched llama.cpp b11669.
+
+/*
+#include "hook.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/cgo"
+	"strings"
+	"unsafe"
+
+	"github.com/expertsniper/expertsniper/gguf"
+	"github.com/expertsniper/expertsniper/sniper"
+)
+
+// StreamOptions configure a streamed load.
+type StreamOptions struct {
+	// Mode is sniper.ModeExperts (MoE: stream the routed experts) or sniper.ModeDense (stream each
+	// layer's FFN); 0 picks by the file: experts if it has any, else dense.
+	Mode sniper.Mode
+	// CacheBudget is the bytes of experts kept beyond the layer being computed (sniper.Unlimited
+	// keeps all; 0 rereads every expert every time).
+	CacheBudget int64
+	// Readers is the number of parallel reads (0: sniper.DefaultReaders).
+	Readers int
+	// FS opens the model file for streaming (nil: direct I/O). Tests inject faults here.
+	FS sniper.FS
+}
+
+// streamState is what a streamed Model owns besides llama_model: the sniper and the gguf context.
+type streamState struct {
+	sn     *sniper.Sniper
+	gguf   *C.struct_gguf_context
+	mode   sniper.Mode
+	pinned int64 // bytes of the tensors read at load (everything not streamed)
+}
+
+// StreamInfo describes how a model is streamed.
+type StreamInfo struct {
+	Mode sniper.Mode
+	// PinnedBytes are the weights held in memory all the time (attention, embeddings, norms, router,
+	// shared experts); StreamedBytes those the sniper reads on demand.
+	PinnedBytes   int64
+	StreamedBytes int64
+	Layers        int
+	Experts       int
+}
+
+// Sniper returns the streaming engine of a model loaded with LoadStreamed (nil for in-RAM models).
+func (m *Model) Sniper() *sniper.Sniper {
+	if m.stream == nil {
+		return nil
+	}
+	return m.stream.sn
+}
+
+// StreamInfo reports how the model is streamed; ok is false for a model held in RAM.
+func (m *Model) StreamInfo() (StreamInfo, bool) {
+	if m.stream == nil {
+		return StreamInfo{}, false
+	}
+	idx := m.stream.sn.Index()
+	return StreamInfo{Mode: m.stream.mode, PinnedBytes: m.stream.pinned, StreamedBytes: idx.StreamedBytes(),
+		Layers: idx.Layers, Experts: idx.Experts}, true
+}
+
+// LoadStreamed loads path with its experts (or dense FFNs) streamed from disk by the sniper. The
+// other weights are read into memory at load; use_extra_bufts is forced off (the sniper's tensors
+// must be plain CPU tensors, and that path is the bit-exact reference). Close the Model to release
+// everything, sniper included.
+func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...ModelOption) (_ *Model, err error) {
+	if err := Init(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	if err := checkGGUFFile(path); err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	gf, err := gguf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	mode := so.Mode
+	if mode == 0 {
+		mode = sniper.ModeDense
+		if sniper.IsMoE(gf) {
+			mode = sniper.ModeExperts
+		}
+	}
+	idx, err := sniper.IndexGGUF(path, gf, mode)
+	if err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	sn, err := sniper.Open(idx, sniper.Options{FS: so.FS, Readers: so.Readers, CacheBudget: so.CacheBudget})
+	if err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			sn.Close()
+		}
+	}()
+
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	g := C.es_gguf_open(cpath)
+	if g == nil {
+		return nil, fmt.Errorf("load model %q: %w", path, &Error{Op: "gguf_init_from_file", Msg: "ggml could not read the GGUF header"})
+	}
+	defer func() {
+		if err != nil {
+			C.gguf_free(g)
+		}
+	}()
+	// qwen35moe's graph wants fused gate+up experts: declare the tensor; the sniper serves it.
+	for _, t := range idx.Tensors() {
+		if t.Parts != nil && len(t.Parts) > 1 {
+			cname := C.CString(t.Name)
+			rc := C.es_gguf_declare(g, cname, C.int(t.Type), C.int64_t(t.Dims[0]), C.int64_t(t.Dims[1]), C.int64_t(t.Dims[2]))
+			C.free(unsafe.Pointer(cname))
+			if rc != 0 {
+				return nil, fmt.Errorf("load model %q: declare %s: out of memory", path, t.Name)
+			}
+		}
+	}
+
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	defer f.Close()
+	ld := &tensorLoader{path: path, f: f, gf: gf, sn: sn, byName: make(map[string]gguf.TensorInfo, len(gf.Tensors))}
+	for _, t := range gf.Tensors {
+		ld.byName[t.Name] = t
+	}
+	handle := cgo.NewHandle(ld)
+	defer handle.Delete()
+
+	var p ModelParams
+	for _, o := range opts {
+		o(&p)
+	}
+	p.NoExtraBufts = true
+	cp, err := p.toC(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	defer cp.free()
+	C.es_big_alloc_arm(1)
+	cm := C.es_init_from_user(g, C.uintptr_t(handle), cp.C)
+	C.es_big_alloc_arm(0)
+	logged := "" // llama.cpp's own log lines: see SetLogger
+	if cm != nil && ld.err != nil {
+		C.llama_model_free(cm)
+		cm = nil
+	}
+	if cm == nil {
+		if ld.err != nil {
+			return nil, fmt.Errorf("load model %q: %w", path, ld.err)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("load model %q: cancelled: %w", path, err)
+		}
+		msg := "llama.cpp could not create the model"
+		if logged != "" {
+			msg += ": " + logged
+		}
+		return nil, fmt.Errorf("load model %q: %w", path, &Error{Op: "llama_model_init_from_user", Msg: msg})
+	}
+	if n, want := sn.Bound(), countBindable(idx); n != want {
+		C.llama_model_free(cm)
+		return nil, fmt.Errorf("load model %q: llama.cpp allocated %d of the %d streamed tensors; this architecture's graph does not match the file", path, n, want)
+	}
+	m := newModelFromC(cm, path)
+	st := &streamState{sn: sn, gguf: g, mode: mode, pinned: ld.pinned}
+	m.stream = st
+	m.addOnClose(func() {
+		C.gguf_free(st.gguf)
+		st.gguf = nil
+		st.sn.Close()
+	})
+	return m, nil
+}
+
+// countBindable is how many streamed tensors llama.cpp should allocate: all of them except the
+// separate gate/up sources of a fused tensor.
+func countBindable(idx *sniper.Index) int {
+	n := 0
+	for _, t := range idx.Tensors() {
+		if t.FusedInto == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// tensorLoader fills each tensor llama.cpp allocates (set_tensor_data runs synchronously, once per
+// tensor, on the loading thread). The first error stops further work and fails the load.
+type tensorLoader struct {
+	path   string
+	f      *os.File
+	gf     *gguf.File
+	sn     *sniper.Sniper
+	byName map[string]gguf.TensorInfo
+	pinned int64
+	err    error
+}
+
+//export goSetTensorData
+func goSetTensorData(handle C.uintptr_t, t *C.struct_ggml_tensor) {
+	ld := cgo.Handle(handle).Value().(*tensorLoader)
+	if ld.err != nil {
+		return
+	}
+	if err := ld.fill(t); err != nil {
+		ld.err = err
+	}
+}
+
+func (ld *tensorLoader) fill(t *C.struct_ggml_tensor) error {
+	name := C.GoString(&t.name[0])
+	size := int64(C.ggml_nbytes(t))
+	if ld.sn.Index().Streams(name) {
+		ptr, err := ld.sn.Bind(name, int64(t.nb[2]), size)
+		if err != nil {
+			return err
+		}
+		t.data = ptr
+		return nil
+	}
+	if t.data == nil {
+		return fmt.Errorf("tensor %s: llama.cpp gave it no memory", name)
+	}
+	dst := unsafe.Slice((*byte)(t.data), size)
+	info, ok := ld.byName[name]
+	if !ok {
+		return neutralFill(name, t, dst)
+	}
+	if info.Bytes() != size || uint32(info.Type) != uint32(t._type) {
+		return fmt.Errorf("tensor %s: the file has %d bytes of type %s, llama.cpp expects %d bytes of type %d", name, info.Bytes(), info.Type, size, t._type)
+	}
+	off := ld.gf.TensorFileOffset(info)
+	n, err := ld.f.ReadAt(dst, off)
+	if err != nil && !(errors.Is(err, io.EOF) && int64(n) == size) {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("read tensor %s from %q at offset %d (%d bytes): %w", name, ld.path, off, size, err)
+	}
+	ld.pinned += size
+	return nil
+}
+
+// neutralFill initializes an optional tensor the architecture knows but the file lacks, so that it
+// has no effect: biases 0, scales 1 (DESIGN.md §3).
+func neutralFill(name string, t *C.struct_ggml_tensor, dst []byte) error {
+	if t._type != C.GGML_TYPE_F32 {
+		return fmt.Errorf("tensor %s is not in the file and is not F32: no neutral value known", name)
+	}
+	vals := unsafe.Slice((*float32)(unsafe.Pointer(&dst[0])), len(dst)/4)
+	var v float32
+	switch {
+	case strings.HasSuffix(name, ".bias"):
+		v = 0
+	case strings.Contains(name, "scale"):
+		v = 1
+	default:
+		return fmt.Errorf("tensor %s is not in the file and has no neutral value (neither a bias nor a scale)", name)
+	}
+	for i := range vals {
+		vals[i] = v
+	}
+	return nil
+}

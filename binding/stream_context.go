@@ -1,0 +1,116 @@
+package binding
+
+/*
+#include "hook.h"
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"runtime/cgo"
+	"unsafe"
+
+	"github.com/expertsniper/expertsniper/sniper"
+)
+
+// contextHook connects one Context's graph callback to the model's sniper. The C side (hook.c)
+// filters node names and calls goHookExperts / goHookDense only for the nodes that matter.
+type contextHook struct {
+	c      *C.struct_es_hook
+	handle cgo.Handle
+	sn     *sniper.Sniper
+	// ctx is the context.Context of the decode in progress (reads honour its cancellation).
+	ctx context.Context
+	// err is the first error of the decode in progress; the C side has set the abort flag.
+	err error
+	ids []int32
+}
+
+// attach installs the hook into the parameters of a context being created; abortFlag is that
+// context's abort flag, which the hook sets when the sniper fails so that the decode stops.
+func (s *streamState) attach(p *ContextParams, abortFlag *C.int) (*contextHook, error) {
+	if s == nil {
+		return nil, nil
+	}
+	kind := C.ES_HOOK_EXPERTS
+	if s.mode == sniper.ModeDense {
+		kind = C.ES_HOOK_DENSE
+	}
+	h := &contextHook{sn: s.sn, ctx: context.Background()}
+	h.handle = cgo.NewHandle(h)
+	h.c = C.es_hook_new(C.int(kind), C.uintptr_t(h.handle), abortFlag)
+	if h.c == nil {
+		h.handle.Delete()
+		return nil, fmt.Errorf("attach sniper hook: out of memory")
+	}
+	p.evalCallback = C.es_hook_eval_fn()
+	p.evalCallbackData = unsafe.Pointer(h.c)
+	return h, nil
+}
+
+// begin prepares the hook for one llama_decode (nil-safe: in-RAM contexts have no hook).
+func (h *contextHook) begin(ctx context.Context) {
+	if h == nil {
+		return
+	}
+	h.ctx, h.err = ctx, nil
+	C.es_hook_reset(h.c)
+}
+
+// end returns the error the sniper reported during the decode, if any.
+func (h *contextHook) end() error {
+	if h == nil {
+		return nil
+	}
+	err := h.err
+	h.ctx, h.err = context.Background(), nil
+	return err
+}
+
+// free releases the hook; call it after llama_free of the context.
+func (h *contextHook) free() {
+	if h == nil || h.c == nil {
+		return
+	}
+	C.free(unsafe.Pointer(h.c))
+	h.c = nil
+	h.handle.Delete()
+}
+
+//export goHookExperts
+func goHookExperts(handle C.uintptr_t, layer C.int, data unsafe.Pointer, ne0, ne1, nb1 C.int64_t) C.bool {
+	h := cgo.Handle(handle).Value().(*contextHook)
+	if ne0 <= 0 || ne1 <= 0 || nb1 < ne0*4 {
+		h.err = fmt.Errorf("sniper hook: router ids of layer %d have shape [%d,%d] stride %d", layer, ne0, ne1, nb1)
+		return false
+	}
+	// ids is [n_expert_used, n_tokens] with row stride nb1 (a view: rows need not be contiguous).
+	h.ids = h.ids[:0]
+	for tok := C.int64_t(0); tok < ne1; tok++ {
+		row := unsafe.Slice((*int32)(unsafe.Add(data, uintptr(tok*nb1))), int(ne0))
+		h.ids = append(h.ids, row...)
+	}
+	if err := h.sn.Ensure(h.ctx, int(layer), h.ids); err != nil {
+		h.err = err
+		return false
+	}
+	return true
+}
+
+//export goHookDense
+func goHookDense(handle C.uintptr_t, layer C.int) C.bool {
+	h := cgo.Handle(handle).Value().(*contextHook)
+	if err := h.sn.Ensure(h.ctx, int(layer), nil); err != nil {
+		h.err = err
+		return false
+	}
+	return true
+}
+
+//export goHookFail
+func goHookFail(handle C.uintptr_t, layer C.int, msg *C.char) C.bool {
+	h := cgo.Handle(handle).Value().(*contextHook)
+	h.err = fmt.Errorf("sniper hook, layer %d: %s", layer, C.GoString(msg))
+	return false
+}
