@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/expertsniper/expertsniper/hub"
 )
 
 // Dirs are where the REPL keeps its files, following the XDG base directory spec on every platform (so
@@ -175,6 +177,12 @@ func (c *Config) ResolveModel(arg string) (ModelConfig, error) {
 	if m, ok := c.Models[arg]; ok {
 		m.Name = arg
 		return m, nil
+	}
+	// Pulled models: OWNER/REPO[:QUANT], REPO[:QUANT] or a file name in the models directory.
+	if _, err := os.Stat(arg); err != nil {
+		if p, herr := hub.ResolveModel(arg); herr == nil {
+			return ModelConfig{Name: arg, Path: p}, nil
+		}
 	}
 	if strings.HasSuffix(strings.ToLower(arg), ".gguf") || strings.ContainsRune(arg, filepath.Separator) {
 		if _, err := os.Stat(arg); err != nil {
