@@ -181,17 +181,7 @@ func (d *fileDownload) newHasher() hash.Hash {
 
 func (d *fileDownload) run(ctx context.Context) error {
 	name := d.file.Path
-	// A partial file from another version of this file is worthless: start over.
-	var meta partialMeta
-	if b, err := os.ReadFile(d.metaPath()); err != nil || json.Unmarshal(b, &meta) != nil || meta != d.wantMeta() {
-		if err := os.Remove(d.partial); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("download %s: remove stale %s: %w", name, d.partial, err)
-		}
-	}
-	b, _ := json.Marshal(d.wantMeta())
-	if err := os.WriteFile(d.metaPath(), b, 0o644); err != nil {
-		return fmt.Errorf("download %s: %w", name, err)
-	}
+	// Lock before looking at the partial file: another pull of the same file may be writing it.
 	out, err := os.OpenFile(d.partial, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", name, err)
@@ -204,6 +194,17 @@ func (d *fileDownload) run(ctx context.Context) error {
 	}()
 	if err := lockFile(out); err != nil {
 		return fmt.Errorf("download %s: %s is in use (is another pull of it running?): %w", name, d.partial, err)
+	}
+	// A partial file from another version of this file is worthless: start over.
+	var meta partialMeta
+	if b, err := os.ReadFile(d.metaPath()); err != nil || json.Unmarshal(b, &meta) != nil || meta != d.wantMeta() {
+		if err := out.Truncate(0); err != nil {
+			return fmt.Errorf("download %s: truncate stale %s: %w", name, d.partial, err)
+		}
+	}
+	b, _ := json.Marshal(d.wantMeta())
+	if err := os.WriteFile(d.metaPath(), b, 0o644); err != nil {
+		return fmt.Errorf("download %s: %w", name, err)
 	}
 	have, err := d.sync()
 	if err != nil {
