@@ -50,6 +50,9 @@ type Client struct {
 	// Backoff is the wait before the second attempt; it doubles (with jitter) up to MaxBackoff.
 	Backoff    time.Duration
 	MaxBackoff time.Duration
+	// StallTimeout ends a download attempt that receives no data for this long (it is then resumed
+	// like a dropped connection). 0 means no limit.
+	StallTimeout time.Duration
 }
 
 // NewClient returns a client for endpoint with the default retry policy.
@@ -58,12 +61,13 @@ func NewClient(endpoint, token string) *Client {
 	// A stalled connection must fail rather than hang forever; a read that makes progress never hits this.
 	transport.ResponseHeaderTimeout = 60 * time.Second
 	return &Client{
-		Endpoint:   strings.TrimRight(endpoint, "/"),
-		Token:      token,
-		HTTP:       &http.Client{Transport: transport},
-		Attempts:   6,
-		Backoff:    time.Second,
-		MaxBackoff: 30 * time.Second,
+		Endpoint:     strings.TrimRight(endpoint, "/"),
+		Token:        token,
+		HTTP:         &http.Client{Transport: transport},
+		Attempts:     6,
+		Backoff:      time.Second,
+		MaxBackoff:   30 * time.Second,
+		StallTimeout: 60 * time.Second,
 	}
 }
 
@@ -256,6 +260,9 @@ func statusError(resp *http.Response, u string) error {
 	return e
 }
 
+// errStalled means a download attempt received nothing for Client.StallTimeout.
+var errStalled = errors.New("connection stalled")
+
 // permanentError marks an error that must not be retried.
 type permanentError struct{ err error }
 
@@ -279,6 +286,9 @@ func isTransient(err error) bool {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {
+		return true
+	}
+	if errors.Is(err, errStalled) {
 		return true
 	}
 	// Connections dropped mid-body surface as these.

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -160,6 +161,7 @@ type fileDownload struct {
 	progress Progress
 
 	out    *os.File
+	onData func() // called whenever bytes arrive (feeds the stall watchdog)
 	hasher hash.Hash
 	hashed int64 // bytes of the partial file fed to hasher
 }
@@ -305,7 +307,25 @@ func (d *fileDownload) attempt(ctx context.Context) error {
 		return nil
 	}
 	u := d.client.ResolveURL(d.repo, d.file.Path)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	// A connection that stops delivering without closing would hang forever: a watchdog ends the
+	// attempt after StallTimeout without data, and the next attempt resumes.
+	attemptCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stalled atomic.Bool
+	if st := d.client.StallTimeout; st > 0 {
+		watchdog := time.AfterFunc(st, func() { stalled.Store(true); cancel() })
+		defer watchdog.Stop()
+		d.onData = func() { watchdog.Reset(st) }
+	} else {
+		d.onData = func() {}
+	}
+	stallErr := func(err error) error {
+		if stalled.Load() && ctx.Err() == nil {
+			return fmt.Errorf("no data for %s at byte %d of %d: %w", d.client.StallTimeout, d.hashed, d.file.Size, errStalled)
+		}
+		return err
+	}
+	req, err := http.NewRequestWithContext(attemptCtx, http.MethodGet, u, nil)
 	if err != nil {
 		return permanent(err)
 	}
@@ -336,7 +356,7 @@ func (d *fileDownload) attempt(ctx context.Context) error {
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return err
+		return stallErr(err)
 	}
 	defer resp.Body.Close()
 	if v := resp.Header.Get("X-Linked-Etag"); v != "" && linkedEtag == "" {
@@ -386,6 +406,7 @@ func (d *fileDownload) attempt(ctx context.Context) error {
 	for d.hashed < d.file.Size {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
+			d.onData()
 			if d.hashed+int64(n) > d.file.Size {
 				return permanent(fmt.Errorf("server sent more than the %d bytes the listing gives", d.file.Size))
 			}
@@ -401,7 +422,7 @@ func (d *fileDownload) attempt(ctx context.Context) error {
 			break
 		}
 		if rerr != nil {
-			return fmt.Errorf("connection lost at byte %d of %d: %w", d.hashed, d.file.Size, rerr)
+			return stallErr(fmt.Errorf("connection lost at byte %d of %d: %w", d.hashed, d.file.Size, rerr))
 		}
 	}
 	if d.hashed < d.file.Size {

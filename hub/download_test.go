@@ -128,7 +128,7 @@ func TestPullResumesPartialFileOfEarlierRun(t *testing.T) {
 	h.addRepo("org/M", false, map[string]fakeFile{"M-Q8_0.gguf": f})
 	dir := t.TempDir()
 	// The first run is cancelled by the user halfway.
-	h.stall[f.sha256()] = true
+	h.stall[f.sha256()] = 1
 	ctx, cancel := context.WithCancel(context.Background())
 	rec := &recordingProgress{}
 	go func() {
@@ -154,7 +154,6 @@ func TestPullResumesPartialFileOfEarlierRun(t *testing.T) {
 		t.Fatalf("no partial file kept after cancel: %v", err)
 	}
 	// The second run asks only for the rest.
-	h.stall[f.sha256()] = false
 	h.ranges = nil
 	paths, rec, err := pull(t, h.client(), "org/M:Q8_0", dir)
 	if err != nil {
@@ -394,3 +393,26 @@ func TestLocalPathRejectsEscapes(t *testing.T) {
 func itoa(n int64) string { return strconvItoa(n) }
 
 func strconvItoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestStalledConnectionIsRetried(t *testing.T) {
+	h := newFakeHub(t)
+	model := randomBytes(21, 300_000)
+	f := fakeFile{content: model, lfs: true}
+	h.addRepo("org/M", false, map[string]fakeFile{"M-Q4_0.gguf": f})
+	h.stall[f.sha256()] = 1 // sends 1 KiB, then nothing
+	c := h.client()
+	c.StallTimeout = 100 * time.Millisecond
+	r, _ := ParseRef("org/M")
+	rec := &recordingProgress{}
+	paths, err := c.Pull(context.Background(), r, t.TempDir(), func() Progress { return rec })
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertFile(t, paths[0], model)
+	if len(rec.retries) != 1 || !strings.Contains(rec.retries[0], "no data for 100ms") {
+		t.Fatalf("retries = %v", rec.retries)
+	}
+	if len(h.ranges) != 2 || h.ranges[1] != "M-Q4_0.gguf bytes=1024-" {
+		t.Fatalf("requests = %v, want a resume at 1024", h.ranges)
+	}
+}

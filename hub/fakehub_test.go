@@ -32,7 +32,7 @@ type fakeHub struct {
 	dropAfter   map[string][]int64 // each request to the blob pops one value: close the connection after that many bytes
 	ignoreRange map[string]bool    // answer Range requests with the whole file (200)
 	status      map[string][]int   // each request pops one status code to answer with instead
-	stall       map[string]bool    // send a little, then wait for the client to give up
+	stall       map[string]int     // the next n requests send a little, then wait for the client to give up
 	changed     map[string]string  // X-Linked-Etag to announce instead of the real one
 	// what the fake saw
 	ranges []string // "path range" per resolve request
@@ -66,7 +66,7 @@ func (f fakeFile) gitOID() string {
 func newFakeHub(t *testing.T) *fakeHub {
 	h := &fakeHub{t: t, repos: map[string]*fakeRepo{}, pageSize: 2,
 		dropAfter: map[string][]int64{}, ignoreRange: map[string]bool{}, status: map[string][]int{},
-		stall: map[string]bool{}, changed: map[string]string{}}
+		stall: map[string]int{}, changed: map[string]string{}}
 	h.server = httptest.NewServer(http.HandlerFunc(h.serve))
 	t.Cleanup(h.server.Close)
 	return h
@@ -243,7 +243,10 @@ func (h *fakeHub) serveCDN(w http.ResponseWriter, r *http.Request, sha string) {
 	if d := h.dropAfter[sha]; len(d) > 0 {
 		drop, h.dropAfter[sha] = d[0], d[1:]
 	}
-	ignoreRange, stall := h.ignoreRange[sha], h.stall[sha]
+	ignoreRange, stall := h.ignoreRange[sha], h.stall[sha] > 0
+	if stall {
+		h.stall[sha]--
+	}
 	h.mu.Unlock()
 	if !ok {
 		http.NotFound(w, r)
