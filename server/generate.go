@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -41,6 +42,9 @@ type generation struct {
 // client with the first byte of the response.
 func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req engine.Request, stream bool, onToken func(engine.Token) error) (generation, error) {
 	var g generation
+	if err := checkFits(l, req.Prompt); err != nil {
+		return g, err
+	}
 	s.metrics.deferredWaits.Add(1)
 	sl, err := l.slots.acquire(ctx, req.Prompt, req.Slot)
 	s.metrics.deferredWaits.Add(-1)
@@ -90,6 +94,20 @@ func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req e
 	s.metrics.record(res.Timings)
 	g.res = res
 	return g, nil
+}
+
+// checkFits refuses a prompt that cannot fit in a slot before it waits for one, with the counts
+// llama-server reports. The engine checks again (ErrContextFull) with its exact accounting.
+func checkFits(l *loaded, prompt string) error {
+	toks, err := l.eng.Tokenize(prompt, true, true)
+	if err != nil {
+		return fmt.Errorf("tokenize the prompt: %w", err)
+	}
+	if len(toks) >= l.info.Context {
+		return &apiError{status: http.StatusBadRequest, typ: errTypeExceedsContext, nPrompt: len(toks), nCtx: l.info.Context,
+			message: fmt.Sprintf("request (%d tokens) exceeds the available context size (%d tokens), try increasing it", len(toks), l.info.Context)}
+	}
+	return nil
 }
 
 // meta makes the identity shared by the events of one response.
