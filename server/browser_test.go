@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,4 +142,65 @@ func TestDashboardUpdatesWhileARequestRuns(t *testing.T) {
 		t.Logf("DOM:\n%s", dom)
 	}
 	runChromium(t, ts.URL+"/dashboard", 3*time.Second, filepath.Join(testOutputDir(t), "dashboard.png"))
+}
+
+// The Stop button, driven by playwright-core in Chromium: the stream stops, the server's generation
+// is cancelled and its slot freed, and the next question is answered.
+func TestWebChatStopButtonCancelsTheGeneration(t *testing.T) {
+	node := requireNodeSDK(t)
+	chromium := chromiumPath(t)
+	fake := fakeengine.New(1, 1<<20)
+	fake.TokenDelay = 10 * time.Millisecond
+	fake.Reply = func(prompt string) string {
+		if strings.Contains(prompt, "short one") {
+			return "A **short** answer."
+		}
+		return strings.Repeat("streaming words ", 1000)
+	}
+	ts := newTestServer(t, fake)
+	dir := testOutputDir(t)
+	stopped, _ := filepath.Abs(filepath.Join(dir, "chat-stopped.png"))
+	after, _ := filepath.Abs(filepath.Join(dir, "chat-after-stop.png"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "chat_stop.mjs")
+	cmd.Dir = nodeSDKDir
+	cmd.Env = append(os.Environ(), "BASE_URL="+ts.URL, "CHROMIUM="+chromium, "SCREENSHOT_STOPPED="+stopped, "SCREENSHOT_AFTER="+after)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chat_stop.mjs: %v\n%s%s", err, stderr.String(), out)
+	}
+	var got struct {
+		PageErrors                 []string `json:"pageErrors"`
+		StopEnabledWhileStreaming  bool     `json:"stopEnabledWhileStreaming"`
+		SendDisabledWhileStreaming bool     `json:"sendDisabledWhileStreaming"`
+		StoppedStats               string   `json:"stoppedStats"`
+		StoppedLength              int      `json:"stoppedLength"`
+		StopDisabledAfter          bool     `json:"stopDisabledAfter"`
+		SecondAnswerHTML           string   `json:"secondAnswerHTML"`
+		SecondStats                string   `json:"secondStats"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("decode %q: %v", out, err)
+	}
+	t.Logf("%+v", got)
+	t.Logf("screenshots: %s, %s", stopped, after)
+	if len(got.PageErrors) > 0 {
+		t.Errorf("page errors: %q", got.PageErrors)
+	}
+	if !got.StopEnabledWhileStreaming || !got.SendDisabledWhileStreaming || !got.StopDisabledAfter {
+		t.Errorf("buttons: %+v", got)
+	}
+	if !strings.HasPrefix(got.StoppedStats, "stopped") || got.StoppedLength >= len(strings.Repeat("streaming words ", 1000)) {
+		t.Errorf("the stopped answer: stats %q, %d characters", got.StoppedStats, got.StoppedLength)
+	}
+	if !strings.Contains(got.SecondAnswerHTML, "<strong>short</strong>") || !strings.Contains(got.SecondStats, "tok/s") {
+		t.Errorf("the answer after stopping: %q / %q", got.SecondAnswerHTML, got.SecondStats)
+	}
+	if c := fake.Counters(); c.Cancelled != 1 || c.Completed != 1 || c.BusySlots != 0 {
+		t.Errorf("engine counters %+v: want the first generation cancelled and the second completed", c)
+	}
 }

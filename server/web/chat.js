@@ -41,8 +41,11 @@
 
   function fmt(n, d) { return (n || 0).toFixed(d); }
 
-  function showStats(el, t, stopped, wall) {
-    if (!t) { el.textContent = stopped ? "stopped" : ""; return; }
+  function showStats(el, t, stopped, wall, pieces) {
+    if (!t) {
+      el.textContent = stopped ? "stopped · " + pieces + " tokens received · " + fmt(wall / 1000, 2) + " s" : "";
+      return;
+    }
     var parts = [
       t.predicted_n + " tokens",
       fmt(t.predicted_per_second, 1) + " tok/s",
@@ -71,6 +74,7 @@
     scroll();
 
     var answer = "";
+    var pieces = 0;
     var timings = null;
     var started = performance.now();
     var pending = false;
@@ -111,7 +115,7 @@
               var chunk = JSON.parse(data);
               if (chunk.error) { throw new Error(chunk.error.message); }
               var c = chunk.choices && chunk.choices[0];
-              if (c && c.delta && typeof c.delta.content === "string") { answer += c.delta.content; schedule(); }
+              if (c && c.delta && typeof c.delta.content === "string") { answer += c.delta.content; pieces++; schedule(); }
               if (chunk.timings) { timings = chunk.timings; }
             });
             return pump();
@@ -140,7 +144,7 @@
       controller = null;
       setBusy(false);
       render();
-      showStats(stats, timings, stopped, performance.now() - started);
+      showStats(stats, timings, stopped, performance.now() - started, pieces);
       a.classList.add("done");
       $("input").focus();
     }
