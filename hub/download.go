@@ -98,6 +98,16 @@ func (c *Client) Pull(ctx context.Context, ref Ref, dir string, progress func() 
 	}
 	var dests []string
 	var missing int64
+	if len(chosen) > 1 {
+		// A split model merged by an earlier pull (see MergeSplit) is complete: nothing to fetch.
+		if first, err := LocalPath(dir, ref.Repo, chosen[0]); err == nil {
+			if merged := MergedPath(first); merged != "" {
+				if st, err := os.Stat(merged); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
+					return []string{merged}, nil
+				}
+			}
+		}
+	}
 	for _, f := range chosen {
 		dest, err := LocalPath(dir, ref.Repo, f)
 		if err != nil {

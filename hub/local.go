@@ -131,6 +131,14 @@ func groupModelsLenient(files []RepoFile) []model {
 	out := make([]model, 0, len(keys))
 	for _, k := range keys {
 		m := byKey[k]
+		// Parts left next to their merged form (a merge whose cleanup failed) are the same model:
+		// the merged file wins.
+		for _, f := range m.files {
+			if _, _, _, split := SplitPart(f.Path); !split && len(m.files) > 1 {
+				m.files = []RepoFile{f}
+				break
+			}
+		}
 		sort.Slice(m.files, func(i, j int) bool { return m.files[i].Path < m.files[j].Path })
 		out = append(out, *m)
 	}

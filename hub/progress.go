@@ -32,13 +32,20 @@ func FormatBytes(n int64) string {
 // NewProgress returns a Progress that draws a bar redrawn in place when tty is true, and writes a
 // plain line every 10% (or every 30 s) otherwise, so logs stay readable.
 func NewProgress(w io.Writer, tty bool) Progress {
-	return &textProgress{w: w, tty: tty, now: time.Now}
+	return &textProgress{w: w, tty: tty, now: time.Now, doneNote: "checksum verified"}
+}
+
+// NewTaskProgress is NewProgress for work other than a download (e.g. merging a split model):
+// doneNote ends the final line instead of "checksum verified".
+func NewTaskProgress(w io.Writer, tty bool, doneNote string) Progress {
+	return &textProgress{w: w, tty: tty, now: time.Now, doneNote: doneNote}
 }
 
 type textProgress struct {
-	w   io.Writer
-	tty bool
-	now func() time.Time
+	w        io.Writer
+	tty      bool
+	now      func() time.Time
+	doneNote string
 
 	name        string
 	total, done int64
@@ -99,8 +106,12 @@ func (p *textProgress) Done(err error) {
 		return // the caller reports the error
 	}
 	elapsed := p.now().Sub(p.started)
-	fmt.Fprintf(p.w, "%s: done, %s in %s (%s/s), checksum verified\n", p.name, FormatBytes(p.total),
+	fmt.Fprintf(p.w, "%s: done, %s in %s (%s/s)", p.name, FormatBytes(p.total),
 		elapsed.Round(time.Second), FormatBytes(int64(rate(p.done-p.startBytes, elapsed))))
+	if p.doneNote != "" {
+		fmt.Fprintf(p.w, ", %s", p.doneNote)
+	}
+	fmt.Fprintln(p.w)
 }
 
 func (p *textProgress) clearLine() {

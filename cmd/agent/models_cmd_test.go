@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expertsniper/expertsniper/gguf"
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 	"github.com/expertsniper/expertsniper/plan"
 )
@@ -133,4 +134,88 @@ func TestInspectAndPullErrors(t *testing.T) {
 	if code != exitError || !strings.Contains(errOut, "bad.gguf") {
 		t.Errorf("inspect of a non-GGUF: code %d, %q", code, errOut)
 	}
+}
+
+// TestPullMergesSplitModel: a model published in parts is downloaded, merged into one file that
+// inspect (and the sniper) read, and the parts are removed.
+func TestPullMergesSplitModel(t *testing.T) {
+	src := testmodels.Path(t, "qwen3moe-q8_0")
+	f, err := gguf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(src)
+	// Two parts in gguf-split's layout.
+	var parts [][]byte
+	half := len(f.Tensors) / 2
+	for i, tensors := range [][]gguf.TensorInfo{f.Tensors[:half], f.Tensors[half:]} {
+		var buf bytes.Buffer
+		w := gguf.NewWriter(&buf)
+		if i == 0 {
+			for _, kv := range f.KVs {
+				w.AddKV(kv.Key, kv.Value)
+			}
+		}
+		w.AddKV("split.no", uint16(i))
+		w.AddKV("split.count", uint16(2))
+		w.AddKV("split.tensors.count", int32(len(f.Tensors)))
+		for _, ti := range tensors {
+			off := f.TensorFileOffset(ti)
+			w.AddTensorData(ti.Name, ti.Type, ti.Dims, raw[off:off+ti.Bytes()])
+		}
+		if err := w.Write(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, buf.Bytes())
+	}
+	names := []string{"Split-Q8_0-00001-of-00002.gguf", "Split-Q8_0-00002-of-00002.gguf"}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/models/org/Split-GGUF/tree/main", func(w http.ResponseWriter, r *http.Request) {
+		var entries []string
+		for i, p := range parts {
+			sum := sha256.Sum256(p)
+			entries = append(entries, fmt.Sprintf(`{"type":"file","path":"%s","size":%d,"oid":"x","lfs":{"oid":"%s","size":%d}}`,
+				names[i], len(p), hex.EncodeToString(sum[:]), len(p)))
+		}
+		fmt.Fprint(w, "["+strings.Join(entries, ",")+"]")
+	})
+	for i := range parts {
+		p := parts[i]
+		mux.HandleFunc("GET /org/Split-GGUF/resolve/main/"+names[i], func(w http.ResponseWriter, r *http.Request) {
+			http.ServeContent(w, r, "part", time.Time{}, bytes.NewReader(p))
+		})
+	}
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	dir := t.TempDir()
+	t.Setenv("HF_ENDPOINT", srv.URL)
+	t.Setenv("EXPERTSNIPER_MODELS", dir)
+
+	out, errOut, code := runAgentForTest(t, "pull", "org/Split-GGUF:Q8_0")
+	merged := filepath.Join(dir, "org", "Split-GGUF", "Split-Q8_0.gguf")
+	if code != exitOK || strings.TrimSpace(out) != merged || !strings.Contains(errOut, "merging 2 parts") {
+		t.Fatalf("pull: code %d, out %q, err %q", code, out, errOut)
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(dir, "org", "Split-GGUF", n)); err == nil {
+			t.Errorf("part %s left behind after the merge", n)
+		}
+	}
+	got, want := mustPlan(t, merged), mustPlan(t, src)
+	if got.TensorBytes != want.TensorBytes || got.StreamedBytes != want.StreamedBytes || got.Parameters != want.Parameters {
+		t.Fatalf("merged model: %+v\nwant %+v", got, want)
+	}
+	out, _, code = runAgentForTest(t, "inspect", "org/Split-GGUF:q8_0", "--ram", "1GiB", "--disk-gbps", "1")
+	if code != exitOK || !strings.Contains(out, merged) {
+		t.Fatalf("inspect of the merged model: %d\n%s", code, out)
+	}
+}
+
+func mustPlan(t *testing.T, path string) *plan.Model {
+	t.Helper()
+	m, err := plan.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
