@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/expertsniper/expertsniper/gguf"
@@ -192,11 +193,20 @@ func metadata(o Options) []gguf.KV {
 			gguf.KV{Key: a + ".ssm.inner_size", Value: u(s.SSMInner())})
 	}
 	tok := DefaultTokenizer()
+	tokens, types := tok.Tokens, tok.Types
+	if pad := s.VocabSize() - len(tokens); pad > 0 {
+		tokens = append(slices.Clone(tokens), make([]string, pad)...)
+		types = append(slices.Clone(types), make([]int32, pad)...)
+		for i := len(tok.Tokens); i < len(tokens); i++ {
+			tokens[i] = fmt.Sprintf("[PAD%d]", i)
+			types[i] = tokenUnused
+		}
+	}
 	kvs = append(kvs,
 		gguf.KV{Key: "tokenizer.ggml.model", Value: "gpt2"},
 		gguf.KV{Key: "tokenizer.ggml.pre", Value: "qwen2"},
-		gguf.KV{Key: "tokenizer.ggml.tokens", Value: tok.Tokens},
-		gguf.KV{Key: "tokenizer.ggml.token_type", Value: tok.Types},
+		gguf.KV{Key: "tokenizer.ggml.tokens", Value: tokens},
+		gguf.KV{Key: "tokenizer.ggml.token_type", Value: types},
 		gguf.KV{Key: "tokenizer.ggml.merges", Value: tok.Merges},
 		gguf.KV{Key: "tokenizer.ggml.eos_token_id", Value: tok.EOS},
 		gguf.KV{Key: "tokenizer.ggml.bos_token_id", Value: tok.BOS},
@@ -209,7 +219,7 @@ func metadata(o Options) []gguf.KV {
 // Plan lists the tensors of the model in file order.
 func Plan(o Options) []TensorSpec {
 	s := o.Shape
-	E, V := int64(s.Embd), int64(len(DefaultTokenizer().Tokens))
+	E, V := int64(s.Embd), int64(s.VocabSize())
 	hd, H, KV := int64(s.HeadDim), int64(s.Heads), int64(s.KVHeads)
 	var specs []TensorSpec
 	matrix := func(name string, init initKind, dims ...int64) {

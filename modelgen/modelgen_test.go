@@ -295,6 +295,11 @@ func TestRejectsBadOptions(t *testing.T) {
 	if err := WriteTo(context.Background(), io.Discard, Options{Shape: bad, Type: gguf.TypeF32}); err == nil {
 		t.Error("more experts used than exist")
 	}
+	hybrid, _ := Tiny(ArchQwen35MoE)
+	hybrid.Layers = 3
+	if err := hybrid.Validate(); err == nil || !strings.Contains(err.Error(), "no full-attention layer") {
+		t.Errorf("qwen35moe without a full-attention layer: %v", err)
+	}
 	if _, err := Tiny("llama"); err == nil {
 		t.Error("unknown architecture")
 	}
@@ -391,5 +396,33 @@ func TestRouterSkewSkewsTopK(t *testing.T) {
 	}
 	if top4 < 2.5 || min4 > 0.5 {
 		t.Errorf("skew 4 should concentrate routing: %.2f/%.2f", top4, min4)
+	}
+}
+
+func TestVocabPadding(t *testing.T) {
+	s, _ := Tiny(ArchQwen3)
+	s.Layers, s.Vocab = 1, 1000
+	data := generateBytes(t, Options{Shape: s, Type: gguf.TypeF16, Seed: 1})
+	f, err := gguf.Read(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, _ := f.Get("tokenizer.ggml.tokens")
+	types, _ := f.Get("tokenizer.ggml.token_type")
+	tl, ty := toks.([]string), types.([]int32)
+	if len(tl) != 1000 || len(ty) != 1000 || tl[999] != "[PAD999]" || ty[999] != tokenUnused {
+		t.Fatalf("padding: %d tokens, last %q type %d", len(tl), tl[len(tl)-1], ty[len(ty)-1])
+	}
+	if n := len(DefaultTokenizer().Tokens); tl[n-1] != TokenIMEnd || len(DefaultTokenizer().Tokens) != n {
+		t.Fatal("padding changed the real tokens or the shared tokenizer")
+	}
+	for _, name := range []string{"token_embd.weight", "output.weight"} {
+		if ti, _ := f.Tensor(name); !slices.Equal(ti.Dims, []int64{int64(s.Embd), 1000}) {
+			t.Fatalf("%s dims %v", name, ti.Dims)
+		}
+	}
+	s.Vocab = 10
+	if err := s.Validate(); err == nil {
+		t.Fatal("a vocabulary smaller than the tokenizer was accepted")
 	}
 }

@@ -28,6 +28,9 @@ type Shape struct {
 	KVHeads int
 	HeadDim int
 	Context int
+	// Vocab pads the vocabulary to this many tokens with unused "[PADn]" tokens, as converted real
+	// models are padded, so embedding and output matrices have their real size; 0 = the tokenizer's.
+	Vocab int
 
 	DenseFF     int // FFN length of dense models (and feed_forward_length metadata)
 	Experts     int // 0 for dense models
@@ -46,6 +49,9 @@ type Shape struct {
 	SSMGroups        int // key heads
 	SSMTimeStepRank  int // value heads
 }
+
+// VocabSize is the number of tokens the model file holds.
+func (s Shape) VocabSize() int { return max(s.Vocab, len(DefaultTokenizer().Tokens)) }
 
 // IsMoE reports whether the shape has routed experts.
 func (s Shape) IsMoE() bool { return s.Experts > 0 }
@@ -90,11 +96,11 @@ func Tiny(arch string) (Shape, error) {
 var namedShapes = map[string]Shape{
 	// Qwen3-30B-A3B (config.json of Qwen/Qwen3-30B-A3B).
 	"qwen3-30b-a3b": {Name: "qwen3-30b-a3b", Arch: ArchQwen3MoE, Layers: 48, Embd: 2048, Heads: 32, KVHeads: 4,
-		HeadDim: 128, Context: 40960, DenseFF: 6144, Experts: 128, ExpertsUsed: 8, ExpertFF: 768, RopeBase: 1e6},
+		HeadDim: 128, Context: 40960, Vocab: 151936, DenseFF: 6144, Experts: 128, ExpertsUsed: 8, ExpertFF: 768, RopeBase: 1e6},
 	// Qwen3.5-35B-A3B: 40 layers, 3 Gated DeltaNet layers then 1 gated full-attention layer; 16 query /
 	// 2 KV heads of 256 with 64 rotary dimensions; DeltaNet with 16 key heads and 32 value heads of 128.
 	"qwen35-35b-a3b": {Name: "qwen35-35b-a3b", Arch: ArchQwen35MoE, Layers: 40, Embd: 2048, Heads: 16, KVHeads: 2,
-		HeadDim: 256, Context: 262144, DenseFF: 512, Experts: 256, ExpertsUsed: 8, ExpertFF: 512, SharedFF: 512,
+		HeadDim: 256, Context: 262144, Vocab: 248320, DenseFF: 512, Experts: 256, ExpertsUsed: 8, ExpertFF: 512, SharedFF: 512,
 		RopeBase: 1e7, RopeDim: 64, RopeSections: [4]int32{11, 11, 10, 0}, FullAttnInterval: 4,
 		SSMConvKernel: 4, SSMStateSize: 128, SSMGroups: 16, SSMTimeStepRank: 32},
 }
@@ -138,6 +144,9 @@ func (s Shape) Validate() error {
 	if s.Heads%s.KVHeads != 0 {
 		return bad("%d heads are not a multiple of %d KV heads", s.Heads, s.KVHeads)
 	}
+	if s.Vocab != 0 && s.Vocab < len(DefaultTokenizer().Tokens) {
+		return bad("vocabulary %d is smaller than the tokenizer's %d tokens", s.Vocab, len(DefaultTokenizer().Tokens))
+	}
 	if s.Embd%32 != 0 {
 		return bad("embedding length %d is not a multiple of 32", s.Embd)
 	}
@@ -169,6 +178,10 @@ func (s Shape) Validate() error {
 		}
 		if s.FullAttnInterval <= 0 || s.SSMConvKernel <= 0 || s.SSMStateSize <= 0 || s.SSMGroups <= 0 || s.SSMTimeStepRank <= 0 {
 			return bad("full attention interval and ssm.* sizes must be positive")
+		}
+		if s.Layers < s.FullAttnInterval {
+			// llama.cpp b11669 aborts in its KV cache when a hybrid model has no attention layer.
+			return bad("%d layers hold no full-attention layer (every %dth is one); use at least %d", s.Layers, s.FullAttnInterval, s.FullAttnInterval)
 		}
 		if s.SSMTimeStepRank%s.SSMGroups != 0 {
 			return bad("value heads %d are not a multiple of key heads %d", s.SSMTimeStepRank, s.SSMGroups)

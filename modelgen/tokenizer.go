@@ -11,6 +11,7 @@ import (
 const (
 	tokenNormal  int32 = 1
 	tokenControl int32 = 3
+	tokenUnused  int32 = 5
 )
 
 // Special tokens, appended after the byte tokens and merges.
