@@ -79,6 +79,7 @@ func Open(idx *Index, opts Options) (*Sniper, error) {
 	}
 	s.stats.CacheBudget = opts.CacheBudget
 	s.stats.LayerActivations = make([]int64, idx.Layers)
+	s.stats.LayerMisses = make([]int64, idx.Layers)
 	s.stats.ExpertActivations = make([][]int64, idx.Layers)
 	for l := range s.stats.ExpertActivations {
 		s.stats.ExpertActivations[l] = make([]int64, max(idx.Experts, 1))
@@ -191,6 +192,7 @@ func (s *Sniper) Ensure(ctx context.Context, layer int, ids []int32) error {
 			s.policy.Touched(k)
 		} else {
 			s.stats.Misses++
+			s.stats.LayerMisses[layer]++
 			missing = append(missing, e)
 		}
 	}
@@ -326,6 +328,7 @@ func (s *Sniper) Stats() Stats {
 	s.mu.Lock()
 	st := s.stats
 	st.LayerActivations = slices.Clone(s.stats.LayerActivations)
+	st.LayerMisses = slices.Clone(s.stats.LayerMisses)
 	st.ExpertActivations = make([][]int64, len(s.stats.ExpertActivations))
 	for i, a := range s.stats.ExpertActivations {
 		st.ExpertActivations[i] = slices.Clone(a)

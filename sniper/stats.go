@@ -28,7 +28,9 @@ type Stats struct {
 	// often it chose expert e (each token counts).
 	LayerActivations  []int64
 	ExpertActivations [][]int64
-	RSS               int64
+	// LayerMisses[l] counts the experts of layer l that had to be read.
+	LayerMisses []int64
+	RSS         int64
 }
 
 // HitRate is Hits / (Hits + Misses), or 0 before any lookup.

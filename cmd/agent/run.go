@@ -1,0 +1,470 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/expertsniper/expertsniper/binding"
+	"github.com/expertsniper/expertsniper/plan"
+	"github.com/expertsniper/expertsniper/sniper"
+)
+
+func init() { register(runCommand) }
+
+// runOptions are the flags of `agent run`.
+type runOptions struct {
+	Model     string
+	Prompt    string
+	PromptSet bool
+	Tokens    int
+	Temp      float64
+	Seed      uint
+	Mode      string // auto, ram, sniper, stream
+	RAM       string
+	Cache     string
+	Threads   int
+	Readers   int
+	LogitsOut string
+	Stats     bool
+	StatsJSON string
+	RSSSample time.Duration
+	NoRepack  bool
+	Quiet     bool
+
+	// fs opens the model file for streaming; tests inject faults (nil: direct I/O).
+	fs sniper.FS
+}
+
+func runCommand(streams *IOStreams) *cli.Command {
+	o := &runOptions{}
+	return &cli.Command{
+		Name:  "run",
+		Usage: "run one prompt: in RAM, or streaming experts (sniper) or dense FFNs (stream) from disk",
+		Description: "Tokens go to stdout, status and statistics to stderr. --mode auto runs in RAM when the model\n" +
+			"fits --ram, else sniper for MoE models and stream for dense ones. --ram is the whole budget for the\n" +
+			"model's weights (pinned part + expert cache); --cache sets the expert cache directly (0: every\n" +
+			"chosen expert is read again every token; one layer's working set is always held).",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", EnvVars: []string{"EXPERTSNIPER_MODEL"}, Destination: &o.Model, Required: true},
+			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt `TEXT` (- or absent: read stdin)", Action: func(*cli.Context, string) error { o.PromptSet = true; return nil }, Destination: &o.Prompt},
+			&cli.IntFlag{Name: "n", Value: 64, Usage: "tokens to generate", Destination: &o.Tokens},
+			&cli.Float64Flag{Name: "temp", Value: 0, Usage: "temperature (0: greedy)", Destination: &o.Temp},
+			&cli.UintFlag{Name: "seed", Value: 1, Usage: "sampling seed (temp > 0)", Destination: &o.Seed},
+			&cli.StringFlag{Name: "mode", Value: "auto", Usage: "auto, ram, sniper or stream", EnvVars: []string{"EXPERTSNIPER_MODE"}, Destination: &o.Mode},
+			&cli.StringFlag{Name: "ram", Usage: "memory budget for the model, e.g. 4GiB (default: available memory)", EnvVars: []string{"EXPERTSNIPER_RAM"}, Destination: &o.RAM},
+			&cli.StringFlag{Name: "cache", Usage: "expert cache `SIZE`, e.g. 512MiB, 0, or unlimited (default: what --ram leaves after the pinned part)", EnvVars: []string{"EXPERTSNIPER_CACHE"}, Destination: &o.Cache},
+			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads", EnvVars: []string{"EXPERTSNIPER_THREADS"}, Destination: &o.Threads},
+			&cli.IntFlag{Name: "readers", Value: sniper.DefaultReaders, Usage: "parallel disk reads (sniper/stream)", Destination: &o.Readers},
+			&cli.StringFlag{Name: "logits-out", Usage: "write the float32 logits of every evaluated position to `FILE` (compare runs with cmp)", Destination: &o.LogitsOut},
+			&cli.BoolFlag{Name: "stats", Usage: "print detailed statistics at the end", Destination: &o.Stats},
+			&cli.StringFlag{Name: "stats-json", Usage: "write the statistics as JSON to `FILE`", Destination: &o.StatsJSON},
+			&cli.DurationFlag{Name: "rss-sample", Usage: "sample the resident set size at this interval (e.g. 10ms) and report its peak", Destination: &o.RSSSample},
+			&cli.BoolFlag{Name: "no-repack", Usage: "ram mode: no weight repacking (use_extra_bufts=false), the numeric path sniper/stream reproduce bit-exactly", Destination: &o.NoRepack},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines", Destination: &o.Quiet},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("run takes no arguments (the prompt goes in -p), got %q", c.Args().Slice())
+			}
+			return runRun(c.Context, streams, o)
+		},
+	}
+}
+
+// runStats is what `agent run` reports; field names are stable (--stats-json).
+type runStats struct {
+	Mode            string  `json:"mode"`
+	PromptTokens    int     `json:"prompt_tokens"`
+	GeneratedTokens int     `json:"generated_tokens"`
+	PromptPerSec    float64 `json:"prompt_tok_per_sec"`
+	DecodePerSec    float64 `json:"decode_tok_per_sec"`
+	PinnedBytes     int64   `json:"pinned_bytes"`
+	StreamedBytes   int64   `json:"streamed_bytes"`
+	CacheBudget     int64   `json:"cache_budget"`
+	RSSBytes        int64   `json:"rss_bytes"`
+	PeakRSSBytes    int64   `json:"peak_rss_bytes"`
+	RSSSamples      int     `json:"rss_samples"`
+	// RSSBeforeLoad is the process before the model was loaded (runtime, libraries).
+	RSSBeforeLoad int64 `json:"rss_before_load"`
+
+	BytesRead        int64   `json:"bytes_read"`
+	BytesIssued      int64   `json:"bytes_issued"`
+	Reads            int64   `json:"reads"`
+	Hits             int64   `json:"hits"`
+	Misses           int64   `json:"misses"`
+	HitRate          float64 `json:"hit_rate"`
+	PeakCacheBytes   int64   `json:"peak_cache_bytes"`
+	ReadP50Micros    int64   `json:"read_p50_us"`
+	ReadP99Micros    int64   `json:"read_p99_us"`
+	PromptBytesRead  int64   `json:"prompt_bytes_read"`
+	DecodeBytesRead  int64   `json:"decode_bytes_read"`
+	DecodeEvals      int     `json:"decode_evals"`
+	DecodeBytesPerTk float64 `json:"decode_bytes_per_token"`
+	// MissedExpertBytes is the sum of the index's sizes of every missed expert (computed from the
+	// per-layer miss counts, independently of the sniper's byte counter).
+	MissedExpertBytes int64 `json:"missed_expert_bytes"`
+}
+
+func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) {
+	status := func(format string, args ...any) {
+		if !o.Quiet {
+			fmt.Fprintf(streams.ErrOut, format+"\n", args...)
+		}
+	}
+	if o.Tokens < 0 {
+		return usagef("-n must not be negative, got %d", o.Tokens)
+	}
+	if o.Threads <= 0 {
+		return usagef("--threads must be positive, got %d", o.Threads)
+	}
+	prompt := o.Prompt
+	if !o.PromptSet || prompt == "-" {
+		b, err := io.ReadAll(streams.In)
+		if err != nil {
+			return fmt.Errorf("read the prompt from stdin: %w", err)
+		}
+		prompt = strings.TrimRight(string(b), "\n")
+	}
+	if prompt == "" {
+		return usagef("the prompt is empty: pass -p TEXT or pipe it on stdin")
+	}
+	pm, err := plan.Open(o.Model)
+	if err != nil {
+		return err
+	}
+	mode, cacheBudget, err := chooseMode(o, pm, status)
+	if err != nil {
+		return err
+	}
+	if err := binding.Init(); err != nil {
+		return err
+	}
+
+	var sampler *rssSampler
+	rssBefore := sniper.CurrentRSS()
+	if o.RSSSample > 0 {
+		sampler = startRSSSampler(o.RSSSample)
+		defer sampler.stop()
+	}
+	start := time.Now()
+	var m *binding.Model
+	switch mode {
+	case "ram":
+		m, err = binding.LoadModel(ctx, o.Model, binding.WithExtraBufts(!o.NoRepack))
+	default:
+		sm := sniper.ModeExperts
+		if mode == "stream" {
+			sm = sniper.ModeDense
+		}
+		m, err = binding.LoadStreamed(ctx, o.Model, binding.StreamOptions{Mode: sm, CacheBudget: cacheBudget, Readers: o.Readers, FS: o.fs})
+	}
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := m.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	status("loaded %s in %s mode in %.2fs", m.Name(), mode, time.Since(start).Seconds())
+
+	toks, err := m.Tokenize(prompt, true, true)
+	if err != nil {
+		return err
+	}
+	nctx := len(toks) + o.Tokens + 8
+	c, err := m.NewContext(binding.WithContextSize(nctx), binding.WithThreads(o.Threads, o.Threads))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	var logits *logitsWriter
+	if o.LogitsOut != "" {
+		if logits, err = newLogitsWriter(o.LogitsOut); err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := logits.close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}()
+	}
+	sn := m.Sniper()
+	var atPrompt sniper.Stats
+	first := true
+	opts := []binding.GenerateOption{
+		binding.WithMaxTokens(o.Tokens),
+		binding.WithSampling(binding.SamplerParams{Temperature: float32(o.Temp), Seed: uint32(o.Seed)}),
+		binding.WithoutCacheReuse(),
+		binding.WithTokenCallback(func(_ binding.Token, text string) error {
+			if first && sn != nil {
+				atPrompt = sn.Stats()
+			}
+			first = false
+			_, err := io.WriteString(streams.Out, text)
+			return err
+		}),
+	}
+	if logits != nil {
+		opts = append(opts, binding.WithLogits(logits.write))
+	}
+	if o.Tokens == 0 {
+		// Only the prompt: evaluate it (logits included) without sampling.
+		err = c.Eval(ctx, toks, logitsFunc(logits))
+		if err != nil {
+			return err
+		}
+		status("evaluated %d prompt tokens", len(toks))
+		return report(streams, o, m, mode, cacheBudget, runStats{PromptTokens: len(toks)}, rssBefore, sampler, sniper.Stats{}, 0)
+	}
+	res, err := c.GenerateTokens(ctx, toks, opts...)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(streams.Out)
+	evals := res.Timings.Generated
+	if res.FinishReason == binding.FinishLength && evals > 0 {
+		evals-- // the last token was sampled, never evaluated
+	}
+	rs := runStats{
+		PromptTokens: res.Timings.PromptTokens, GeneratedTokens: res.Timings.Generated,
+		PromptPerSec: res.Timings.PromptPerSecond(), DecodePerSec: res.Timings.GeneratedPerSecond(),
+	}
+	return report(streams, o, m, mode, cacheBudget, rs, rssBefore, sampler, atPrompt, evals)
+}
+
+func logitsFunc(w *logitsWriter) binding.LogitsFunc {
+	if w == nil {
+		return nil
+	}
+	return w.write
+}
+
+// chooseMode resolves --mode auto and the cache budget, and refuses a budget that cannot hold the
+// pinned weights plus one layer's working set, naming the size that would work.
+func chooseMode(o *runOptions, pm *plan.Model, status func(string, ...any)) (mode string, cache int64, err error) {
+	mode = strings.ToLower(o.Mode)
+	switch mode {
+	case "auto", "ram", "sniper", "stream":
+	default:
+		return "", 0, usagef("--mode %q: want auto, ram, sniper or stream", o.Mode)
+	}
+	if mode == "sniper" && !pm.MoE {
+		return "", 0, usagef("--mode sniper needs a Mixture-of-Experts model; %s is dense (use --mode stream)", pm.Name)
+	}
+	if mode == "stream" && pm.MoE {
+		return "", 0, usagef("--mode stream is for dense models; %s has experts (use --mode sniper)", pm.Name)
+	}
+	var ram int64
+	ramSource := "--ram"
+	if o.RAM != "" {
+		if ram, err = plan.ParseSize(o.RAM); err != nil {
+			return "", 0, usagef("--ram: %v", err)
+		}
+	} else if ram, ramSource, err = plan.AvailableRAM(); err != nil {
+		ram, ramSource = 0, ""
+	}
+	if mode == "auto" {
+		switch {
+		case ram > 0 && pm.TensorBytes <= ram:
+			mode = "ram"
+		case pm.MoE:
+			mode = "sniper"
+		default:
+			mode = "stream"
+		}
+		status("mode auto: weights %s, budget %s (%s) → %s", sizeString(pm.TensorBytes), sizeString(ram), ramSource, mode)
+	}
+	if mode == "ram" {
+		return mode, 0, nil
+	}
+	var ws int64
+	for _, b := range pm.LayerStreamBytes {
+		ws = max(ws, b)
+	}
+	need := pm.PinnedBytes + ws
+	switch {
+	case o.Cache != "":
+		if strings.EqualFold(o.Cache, "unlimited") || o.Cache == "-1" {
+			cache = sniper.Unlimited
+		} else if cache, err = plan.ParseSize(o.Cache); err != nil {
+			return "", 0, usagef("--cache: %v", err)
+		}
+		if o.RAM != "" && cache != sniper.Unlimited && pm.PinnedBytes+max(cache, ws) > ram {
+			return "", 0, usagef("--ram %s cannot hold the pinned weights (%s) plus a cache of %s: use --ram %s or a smaller --cache",
+				o.RAM, sizeString(pm.PinnedBytes), sizeString(max(cache, ws)), plan.FlagSize(roundUpMiB(pm.PinnedBytes+max(cache, ws))))
+		}
+	case ram > 0:
+		if ram < need {
+			return "", 0, usagef("a budget of %s (%s) is too small for %s mode: the pinned weights take %s and one layer's working set %s; use --ram %s or more",
+				sizeString(ram), ramSource, mode, sizeString(pm.PinnedBytes), sizeString(ws), plan.FlagSize(roundUpMiB(need)))
+		}
+		cache = ram - pm.PinnedBytes
+	default:
+		cache = sniper.Unlimited
+	}
+	status("%s mode: pinned %s, streamed %s, one layer's working set %s, expert cache %s",
+		mode, sizeString(pm.PinnedBytes), sizeString(pm.StreamedBytes), sizeString(ws), cacheString(cache))
+	return mode, cache, nil
+}
+
+func roundUpMiB(n int64) int64 { return (n + (1<<20 - 1)) &^ (1<<20 - 1) }
+
+func cacheString(n int64) string {
+	if n < 0 {
+		return "unlimited"
+	}
+	return sizeString(n)
+}
+
+func sizeString(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, cache int64, rs runStats,
+	rssBefore int64, sampler *rssSampler, atPrompt sniper.Stats, decodeEvals int) error {
+	rs.Mode = mode
+	rs.RSSBytes = sniper.CurrentRSS()
+	rs.RSSBeforeLoad = rssBefore
+	if sampler != nil {
+		rs.PeakRSSBytes, rs.RSSSamples = sampler.stop()
+	}
+	if sn := m.Sniper(); sn != nil {
+		info, _ := m.StreamInfo()
+		st := sn.Stats()
+		rs.PinnedBytes, rs.StreamedBytes, rs.CacheBudget = info.PinnedBytes, info.StreamedBytes, cache
+		rs.BytesRead, rs.BytesIssued, rs.Reads = st.BytesRead, st.BytesIssued, st.Reads
+		rs.Hits, rs.Misses, rs.HitRate, rs.PeakCacheBytes = st.Hits, st.Misses, st.HitRate(), st.PeakCacheBytes
+		rs.ReadP50Micros, rs.ReadP99Micros = st.ReadP50.Microseconds(), st.ReadP99.Microseconds()
+		rs.PromptBytesRead = atPrompt.BytesRead
+		rs.DecodeBytesRead = st.BytesRead - atPrompt.BytesRead
+		rs.DecodeEvals = decodeEvals
+		if decodeEvals > 0 {
+			rs.DecodeBytesPerTk = float64(rs.DecodeBytesRead) / float64(decodeEvals)
+		}
+		idx := sn.Index()
+		for l, n := range st.LayerMisses {
+			rs.MissedExpertBytes += n * idx.ExpertBytes(l)
+		}
+	}
+	if mode != "ram" || o.Stats {
+		line := fmt.Sprintf("%s: prompt %d tok at %.1f tok/s, generated %d at %.2f tok/s, RSS %s",
+			mode, rs.PromptTokens, rs.PromptPerSec, rs.GeneratedTokens, rs.DecodePerSec, sizeString(rs.RSSBytes))
+		if rs.PeakRSSBytes > 0 {
+			line += fmt.Sprintf(" (peak %s over %d samples)", sizeString(rs.PeakRSSBytes), rs.RSSSamples)
+		}
+		if mode != "ram" {
+			line += fmt.Sprintf(", read %s per token, hit rate %.1f%%", sizeString(int64(rs.DecodeBytesPerTk)), 100*rs.HitRate)
+		}
+		fmt.Fprintln(streams.ErrOut, line)
+	}
+	if o.Stats && mode != "ram" {
+		fmt.Fprintf(streams.ErrOut, "  pinned %s, streamed %s, cache budget %s (peak %s held)\n",
+			sizeString(rs.PinnedBytes), sizeString(rs.StreamedBytes), cacheString(rs.CacheBudget), sizeString(rs.PeakCacheBytes))
+		fmt.Fprintf(streams.ErrOut, "  reads %d, %s of experts (%s issued, aligned), hits %d, misses %d, read latency p50 %dµs p99 %dµs\n",
+			rs.Reads, sizeString(rs.BytesRead), sizeString(rs.BytesIssued), rs.Hits, rs.Misses, rs.ReadP50Micros, rs.ReadP99Micros)
+		fmt.Fprintf(streams.ErrOut, "  prompt read %s; decode read %s over %d tokens\n",
+			sizeString(rs.PromptBytesRead), sizeString(rs.DecodeBytesRead), rs.DecodeEvals)
+	}
+	if o.StatsJSON != "" {
+		b, err := json.MarshalIndent(rs, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.StatsJSON, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write statistics: %w", err)
+		}
+	}
+	return nil
+}
+
+// logitsWriter appends float32 logits, little-endian, to a file.
+type logitsWriter struct {
+	f   *os.File
+	w   *bufio.Writer
+	buf []byte
+}
+
+func newLogitsWriter(path string) (*logitsWriter, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--logits-out: %w", err)
+	}
+	return &logitsWriter{f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil
+}
+
+func (l *logitsWriter) write(_ int, logits []float32) error {
+	l.buf = l.buf[:0]
+	for _, v := range logits {
+		l.buf = binary.LittleEndian.AppendUint32(l.buf, math.Float32bits(v))
+	}
+	_, err := l.w.Write(l.buf)
+	return err
+}
+
+func (l *logitsWriter) close() error {
+	return errors.Join(l.w.Flush(), l.f.Close())
+}
+
+// rssSampler reads the resident set size at a fixed interval and keeps the peak.
+type rssSampler struct {
+	done    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+	mu      sync.Mutex
+	peak    int64
+	samples int
+}
+
+func startRSSSampler(every time.Duration) *rssSampler {
+	s := &rssSampler{done: make(chan struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			r := sniper.CurrentRSS()
+			s.mu.Lock()
+			s.peak = max(s.peak, r)
+			s.samples++
+			s.mu.Unlock()
+			select {
+			case <-s.done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends sampling (idempotent) and returns the peak and the number of samples.
+func (s *rssSampler) stop() (int64, int) {
+	s.once.Do(func() { close(s.done); s.wg.Wait() })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak, s.samples
+}
