@@ -7,7 +7,9 @@ package plan
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -26,7 +28,8 @@ type TypeCount struct {
 // Model is what a plan needs to know about a model file.
 type Model struct {
 	Path         string `json:"path"`
-	Name         string `json:"name"` // general.name, or the file name
+	Parts        int    `json:"parts"` // files of a split model (1 otherwise)
+	Name         string `json:"name"`  // general.name, or the file name
 	Architecture string `json:"architecture"`
 	FileSize     int64  `json:"file_size"`
 	// TensorBytes is the size of all tensor data (what an in-RAM load allocates for weights).
@@ -68,17 +71,71 @@ type Model struct {
 	Types []TypeCount `json:"types"`
 }
 
-// Open reads the GGUF header of path and analyses it.
+// expertName matches the routed expert tensors, as the sniper names them.
+var expertName = regexp.MustCompile(`^blk\.\d+\.ffn_(gate_up|gate|up|down)_exps\.weight$`)
+
+// Open reads the GGUF header of path and analyses it. For the first part of a split model
+// (NAME-00001-of-0000N.gguf), the tensors of all parts are counted.
 func Open(path string) (*Model, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	return Analyze(path, f)
+	count, _ := f.Uint("split.count")
+	if count <= 1 {
+		return Analyze(path, f)
+	}
+	parts, err := splitParts(path, int(count))
+	if err != nil {
+		return nil, err
+	}
+	tensors := append([]gguf.TensorInfo(nil), f.Tensors...)
+	size := f.FileSize
+	for i, p := range parts[1:] {
+		pf, err := gguf.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("analyse split model %q: %w", path, err)
+		}
+		if no, _ := pf.Uint("split.no"); no != uint64(i+1) {
+			return nil, fmt.Errorf("analyse split model %q: %s says it is part %d, expected %d", path, p, no+1, i+2)
+		}
+		tensors = append(tensors, pf.Tensors...)
+		size += pf.FileSize
+	}
+	m, err := analyze(path, f, tensors)
+	if err != nil {
+		return nil, err
+	}
+	m.FileSize = size
+	m.Parts = len(parts)
+	return m, nil
+}
+
+// splitParts names the n parts of the split model whose first part is first.
+func splitParts(first string, n int) ([]string, error) {
+	re := regexp.MustCompile(`^(.*)-00001-of-(\d{5})\.gguf$`)
+	mm := re.FindStringSubmatch(first)
+	if mm == nil {
+		return nil, fmt.Errorf("analyse %q: the metadata says it is part of a split model of %d parts, but the name is not NAME-00001-of-%05d.gguf", first, n, n)
+	}
+	var parts []string
+	for i := 1; i <= n; i++ {
+		p := fmt.Sprintf("%s-%05d-of-%05d.gguf", mm[1], i, n)
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("analyse split model %q: part %d: %w", first, i, err)
+		}
+		parts = append(parts, p)
+	}
+	return parts, nil
 }
 
 // Analyze describes an already parsed GGUF file.
 func Analyze(path string, f *gguf.File) (*Model, error) {
+	return analyze(path, f, f.Tensors)
+}
+
+// analyze describes a model whose metadata is in f and whose tensors are tensors (all parts).
+func analyze(path string, f *gguf.File, tensors []gguf.TensorInfo) (*Model, error) {
 	arch := f.Architecture()
 	if arch == "" {
 		return nil, fmt.Errorf("analyse %q: no general.architecture in the metadata", path)
@@ -88,7 +145,7 @@ func Analyze(path string, f *gguf.File) (*Model, error) {
 		return int(v)
 	}
 	m := &Model{
-		Path: path, Architecture: arch, FileSize: f.FileSize,
+		Path: path, Parts: 1, Architecture: arch, FileSize: f.FileSize,
 		Layers: archUint("block_count"), ContextLength: archUint("context_length"),
 		Embedding: archUint("embedding_length"), Heads: archUint("attention.head_count"),
 		KVHeads: archUint("attention.head_count_kv"), Experts: archUint("expert_count"),
@@ -129,12 +186,23 @@ func Analyze(path string, f *gguf.File) (*Model, error) {
 	}
 	m.AttentionLayers, m.RecurrentStateBytes = attentionLayers(f, m.Layers)
 
-	m.MoE = sniper.IsMoE(f)
+	descs := make([]sniper.TensorDesc, len(tensors))
+	for i, t := range tensors {
+		dims := make([]uint64, len(t.Dims))
+		for j, d := range t.Dims {
+			dims[j] = uint64(d)
+		}
+		// Offsets only matter for reading; across split parts they are not comparable anyway.
+		descs[i] = sniper.TensorDesc{Name: t.Name, Type: uint32(t.Type), Dims: dims, FileOffset: f.TensorFileOffset(t), Bytes: t.Bytes()}
+		if expertName.MatchString(t.Name) {
+			m.MoE = true
+		}
+	}
 	mode := sniper.ModeDense
 	if m.MoE {
 		mode = sniper.ModeExperts
 	}
-	idx, err := sniper.IndexGGUF(path, f, mode)
+	idx, err := sniper.NewIndex(path, descs, mode, sniper.NeedsFusedGateUp(f))
 	if err != nil {
 		return nil, fmt.Errorf("analyse %q: %w", path, err)
 	}
@@ -148,7 +216,7 @@ func Analyze(path string, f *gguf.File) (*Model, error) {
 	}
 
 	types := map[gguf.Type]*TypeCount{}
-	for _, t := range f.Tensors {
+	for _, t := range tensors {
 		n, b := t.Elements(), t.Bytes()
 		m.Parameters += n
 		m.TensorBytes += b
@@ -182,7 +250,7 @@ func Analyze(path string, f *gguf.File) (*Model, error) {
 
 	// Streamed vs pinned, from the file's own tensors: a synthesized fused tensor is not in the file
 	// (its bytes are the gate and up tensors'), so sum the file tensors the index streams.
-	for _, t := range f.Tensors {
+	for _, t := range tensors {
 		if idx.Streams(t.Name) {
 			m.StreamedBytes += t.Bytes()
 		}

@@ -35,7 +35,11 @@ func (r Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "%s\n", m.Path)
 	line("name", "%s", m.Name)
 	line("architecture", "%s", m.Architecture)
-	line("file size", "%s (%d bytes)", formatBytes(m.FileSize), m.FileSize)
+	parts := ""
+	if m.Parts > 1 {
+		parts = fmt.Sprintf(" in %d parts (merge them for sniper/stream mode: agent pull merges by default)", m.Parts)
+	}
+	line("file size", "%s (%d bytes)%s", formatBytes(m.FileSize), m.FileSize, parts)
 	active := ""
 	if m.MoE {
 		active = fmt.Sprintf(", %s active per token (%.1f%%)", formatCount(m.ActiveParameters),
