@@ -86,12 +86,12 @@ func (p *slotPool) acquire(ctx context.Context, prompt string, want int) (*slot,
 		p.mu.Unlock()
 		return nil, badRequest("slot %d does not exist (the server has %d slots)", want, len(p.slots))
 	}
-	if len(p.waiters) == 0 {
-		if s := p.pick(prompt, want); s != nil {
-			p.take(s, prompt)
-			p.mu.Unlock()
-			return s, nil
-		}
+	// A free slot can be taken at once even when others wait: release hands every slot to the first
+	// waiter that can use it, so a slot stays free only while all waiters want other, busy slots.
+	if s := p.pick(prompt, want); s != nil {
+		p.take(s, prompt)
+		p.mu.Unlock()
+		return s, nil
 	}
 	w := &slotWaiter{want: want, ch: make(chan *slot, 1)}
 	p.waiters = append(p.waiters, w)
