@@ -219,3 +219,23 @@ func mustPlan(t *testing.T, path string) *plan.Model {
 	}
 	return m
 }
+
+// `agent run -m NAME` finds a pulled model by its hub name (here a symlink in the models directory,
+// which `agent models` also lists).
+func TestRunResolvesPulledModelNames(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("EXPERTSNIPER_MODELS", dir)
+	dest := filepath.Join(dir, "org", "Tiny-GGUF", "Tiny-Q8_0.gguf")
+	os.MkdirAll(filepath.Dir(dest), 0o755)
+	if err := os.Symlink(testmodels.Path(t, "qwen3moe-q8_0"), dest); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runAgentForTest(t, "run", "-m", "Tiny-GGUF:q8_0", "-p", "Hello", "-n", "2", "--mode", "sniper", "--quiet")
+	if code != exitOK || out == "" {
+		t.Fatalf("run by name: code %d, out %q, err %q", code, out, errOut)
+	}
+	_, errOut, code = runAgentForTest(t, "run", "-m", "Nope-GGUF:q8_0", "-p", "Hello", "-n", "1")
+	if code != exitError || !strings.Contains(errOut, "agent pull") {
+		t.Fatalf("unknown name: code %d, %q", code, errOut)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/expertsniper/expertsniper/binding"
+	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/sniper"
 )
@@ -140,6 +141,10 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	if prompt == "" {
 		return usagef("the prompt is empty: pass -p TEXT or pipe it on stdin")
+	}
+	// Names of pulled models (OWNER/REPO[:QUANT], see agent models) resolve in the models directory.
+	if o.Model, err = hub.ResolveModel(o.Model); err != nil {
+		return err
 	}
 	pm, err := plan.Open(o.Model)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/server"
 )
@@ -98,9 +99,12 @@ func (o *serveOptions) check() error {
 	if o.Model == "" {
 		return usagef("-m MODEL is required")
 	}
-	if _, err := os.Stat(o.Model); err != nil {
-		return fmt.Errorf("model %q: %w", o.Model, err)
+	// Names of pulled models (OWNER/REPO[:QUANT], see agent models) resolve in the models directory.
+	path, resolveErr := hub.ResolveModel(o.Model)
+	if resolveErr != nil {
+		return resolveErr
 	}
+	o.Model = path
 	if o.Parallel < 1 || o.Parallel > 64 {
 		return usagef("--parallel must be between 1 and 64, got %d", o.Parallel)
 	}
