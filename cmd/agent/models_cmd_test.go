@@ -239,3 +239,58 @@ func TestRunResolvesPulledModelNames(t *testing.T) {
 		t.Fatalf("unknown name: code %d, %q", code, errOut)
 	}
 }
+
+// TestInspectMatchesWhatTheSniperReads runs each architecture in sniper mode (stream mode for the
+// dense model) with no cache, so every decoded token misses every chosen expert, and checks that the
+// bytes read per decoded token are exactly what inspect predicts at 0% cache hits.
+func TestInspectMatchesWhatTheSniperReads(t *testing.T) {
+	for _, name := range []string{"qwen3moe-q8_0", "qwen35moe-q4_k_m", "olmoe-q4_0", "qwen2moe-q4_k_m", "qwen3-q8_0"} {
+		t.Run(name, func(t *testing.T) {
+			path := testmodels.Path(t, name)
+			out, errOut, code := runAgentForTest(t, "inspect", path, "--ram", "64GiB", "--disk-gbps", "2", "--json")
+			if code != exitOK {
+				t.Fatalf("inspect: %s", errOut)
+			}
+			var rep plan.Report
+			if err := json.Unmarshal([]byte(out), &rep); err != nil {
+				t.Fatal(err)
+			}
+			mode := "sniper"
+			if !rep.Model.MoE {
+				mode = "stream"
+			}
+			statsFile := filepath.Join(t.TempDir(), "stats.json")
+			_, errOut, code = runAgentForTest(t, "run", "-m", path, "-p", "The quick brown fox", "-n", "6", "--temp", "0",
+				"--mode", mode, "--cache", "0", "--quiet", "--stats-json", statsFile)
+			if code != exitOK {
+				t.Fatalf("run: %s", errOut)
+			}
+			b, err := os.ReadFile(statsFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stats struct {
+				DecodeBytesRead int64   `json:"decode_bytes_read"`
+				DecodeEvals     int     `json:"decode_evals"`
+				StreamedBytes   int64   `json:"streamed_bytes"`
+				PinnedBytes     int64   `json:"pinned_bytes"`
+				PerToken        float64 `json:"decode_bytes_per_token"`
+			}
+			if err := json.Unmarshal(b, &stats); err != nil {
+				t.Fatal(err)
+			}
+			if stats.DecodeEvals == 0 {
+				t.Fatalf("no decode evaluations: %s", b)
+			}
+			if stats.DecodeBytesRead != int64(stats.DecodeEvals)*rep.Plan.TokenReadBytes {
+				t.Errorf("sniper read %d bytes over %d decoded tokens (%.0f per token); inspect says %d per token at 0%% hits",
+					stats.DecodeBytesRead, stats.DecodeEvals, stats.PerToken, rep.Plan.TokenReadBytes)
+			}
+			if stats.StreamedBytes != rep.Model.StreamedBytes {
+				t.Errorf("sniper streams %d bytes, inspect says %d", stats.StreamedBytes, rep.Model.StreamedBytes)
+			}
+			t.Logf("%s: %d bytes per decoded token, %d streamed, pinned %d (inspect %d)", name, rep.Plan.TokenReadBytes,
+				stats.StreamedBytes, stats.PinnedBytes, rep.Model.PinnedBytes)
+		})
+	}
+}
