@@ -282,3 +282,21 @@ func sendWithContext(ctx context.Context, ts *testServer, path string, body any)
 	}
 	return ts.Client().Do(req)
 }
+
+func TestSavedContextFromMessagesResumesChats(t *testing.T) {
+	fake := fakeengine.New(1, 1<<16)
+	ts := newTestServer(t, fake)
+	system := []map[string]string{{"role": "system", "content": strings.Repeat("Policy text. ", 50)}}
+	resp, body := ts.do(t, "POST", "/v1/context/save", map[string]any{"name": "policy", "messages": system})
+	if resp.StatusCode != 200 {
+		t.Fatalf("save: %d %s", resp.StatusCode, body)
+	}
+	ts.do(t, "POST", "/completion", map[string]any{"prompt": "unrelated", "n_predict": 1})
+	chat := map[string]any{"messages": append(system, map[string]string{"role": "user", "content": "summarise"}), "max_tokens": 2}
+	resp, body = ts.do(t, "POST", "/v1/chat/completions", chat)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Context-Resumed") != "policy" {
+		t.Fatalf("chat did not resume from the saved messages: %d %q %s", resp.StatusCode, resp.Header.Get("X-Context-Resumed"), body)
+	}
+	resp, body = ts.do(t, "POST", "/v1/context/save", map[string]any{"name": "both", "prompt": "x", "messages": system})
+	expectError(t, resp, body, 400, "invalid_request_error")
+}

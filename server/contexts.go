@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/expertsniper/expertsniper/openai"
 )
 
 // Saved contexts: a long prompt (a document, a system prompt, a codebase summary) is evaluated once
@@ -244,9 +246,13 @@ func fileSize(path string) int64 {
 
 // ---------------------------------------------------------------- handlers
 
+// contextSaveRequest names a prompt to save: raw text, or chat messages rendered with the model's
+// template (without the assistant header), so that chat requests starting with the same messages
+// resume from it.
 type contextSaveRequest struct {
-	Name   string  `json:"name"`
-	Prompt *string `json:"prompt"`
+	Name     string               `json:"name"`
+	Prompt   *string              `json:"prompt"`
+	Messages []openai.ChatMessage `json:"messages"`
 }
 
 type contextNameRequest struct {
@@ -284,8 +290,25 @@ func (s *Server) handleContextSave(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
+	switch {
+	case req.Prompt != nil && req.Messages != nil:
+		fail(w, r, badRequest("send either prompt or messages, not both"))
+		return
+	case req.Messages != nil:
+		msgs, err := openai.ToEngineMessages(req.Messages)
+		if err != nil {
+			fail(w, r, err)
+			return
+		}
+		text, err := l.eng.ApplyTemplate(msgs, false)
+		if err != nil {
+			fail(w, r, fmt.Errorf("apply the chat template: %w", err))
+			return
+		}
+		req.Prompt = &text
+	}
 	if req.Prompt == nil || *req.Prompt == "" {
-		fail(w, r, badRequest("prompt is required and must not be empty"))
+		fail(w, r, badRequest("prompt (or messages) is required and must not be empty"))
 		return
 	}
 	tmp, err := s.contexts.tempStatePath(req.Name)
