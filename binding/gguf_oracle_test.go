@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/expertsniper/expertsniper/gguf"
@@ -16,45 +17,15 @@ import (
 
 // TestGGUFReaderAgreesWithGGML compares the pure-Go reader with ggml's gguf_init_from_file on every
 // generated test model: header, metadata keys, and each tensor's name, type, shape and offset.
+// EXPERTSNIPER_ORACLE_MODELS (paths separated by commas) adds more files, e.g. real downloads or
+// the big benchmark models.
 func TestGGUFReaderAgreesWithGGML(t *testing.T) {
 	for _, name := range testmodels.Names() {
 		t.Run(name, func(t *testing.T) {
-			path := testmodels.Path(t, name)
-			want, err := ReadGGUFWithGGML(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := gguf.Open(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Version != want.Version || got.Alignment != want.Alignment || got.DataOffset != want.DataOffset {
-				t.Fatalf("header: Go version %d alignment %d data offset %d; ggml %d %d %d",
-					got.Version, got.Alignment, got.DataOffset, want.Version, want.Alignment, want.DataOffset)
-			}
-			var keys []string
-			for _, kv := range got.KVs {
-				keys = append(keys, kv.Key)
-			}
-			if !slices.Equal(keys, want.Keys) {
-				t.Fatalf("metadata keys differ:\nGo   %v\nggml %v", keys, want.Keys)
-			}
-			if len(got.Tensors) != len(want.Tensors) || len(got.Tensors) == 0 {
-				t.Fatalf("Go reads %d tensors, ggml %d", len(got.Tensors), len(want.Tensors))
-			}
+			got := compareWithGGML(t, testmodels.Path(t, name))
 			types := map[gguf.Type]int{}
-			for i, g := range got.Tensors {
-				w := want.Tensors[i]
-				dims := [4]int64{1, 1, 1, 1}
-				copy(dims[:], g.Dims)
-				if g.Name != w.Name || uint32(g.Type) != w.Type || dims != w.Dims || g.Offset != w.Offset {
-					t.Fatalf("tensor %d: Go %s %s %v @%d; ggml %s type %d %v @%d",
-						i, g.Name, g.Type, g.Dims, g.Offset, w.Name, w.Type, w.Dims, w.Offset)
-				}
-				if g.Offset+g.Bytes() > got.FileSize-got.DataOffset {
-					t.Fatalf("tensor %s ends past the file", g.Name)
-				}
-				types[g.Type]++
+			for _, ti := range got.Tensors {
+				types[ti.Type]++
 			}
 			// The K-quant models really hold K-quant tensors (rows are whole super-blocks).
 			if _, typ, _ := testmodels.Parse(name); typ == "q4_k_m" && (types[gguf.TypeQ4_K] == 0 || types[gguf.TypeQ6_K] == 0) {
@@ -65,6 +36,53 @@ func TestGGUFReaderAgreesWithGGML(t *testing.T) {
 			}
 		})
 	}
+	for _, path := range strings.Split(os.Getenv("EXPERTSNIPER_ORACLE_MODELS"), ",") {
+		if path = strings.TrimSpace(path); path != "" {
+			t.Run(filepath.Base(path), func(t *testing.T) {
+				f := compareWithGGML(t, path)
+				t.Logf("%s: %s, %d tensors, data at %d", path, f.Architecture(), len(f.Tensors), f.DataOffset)
+			})
+		}
+	}
+}
+
+func compareWithGGML(t *testing.T, path string) *gguf.File {
+	t.Helper()
+	want, err := ReadGGUFWithGGML(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != want.Version || got.Alignment != want.Alignment || got.DataOffset != want.DataOffset {
+		t.Fatalf("header: Go version %d alignment %d data offset %d; ggml %d %d %d",
+			got.Version, got.Alignment, got.DataOffset, want.Version, want.Alignment, want.DataOffset)
+	}
+	var keys []string
+	for _, kv := range got.KVs {
+		keys = append(keys, kv.Key)
+	}
+	if !slices.Equal(keys, want.Keys) {
+		t.Fatalf("metadata keys differ:\nGo   %v\nggml %v", keys, want.Keys)
+	}
+	if len(got.Tensors) != len(want.Tensors) || len(got.Tensors) == 0 {
+		t.Fatalf("Go reads %d tensors, ggml %d", len(got.Tensors), len(want.Tensors))
+	}
+	for i, g := range got.Tensors {
+		w := want.Tensors[i]
+		dims := [4]int64{1, 1, 1, 1}
+		copy(dims[:], g.Dims)
+		if g.Name != w.Name || uint32(g.Type) != w.Type || dims != w.Dims || g.Offset != w.Offset {
+			t.Fatalf("tensor %d: Go %s %s %v @%d; ggml %s type %d %v @%d",
+				i, g.Name, g.Type, g.Dims, g.Offset, w.Name, w.Type, w.Dims, w.Offset)
+		}
+		if g.Offset+g.Bytes() > got.FileSize-got.DataOffset {
+			t.Fatalf("tensor %s ends past the file", g.Name)
+		}
+	}
+	return got
 }
 
 // TestGeneratedModelsLoadAndGenerate loads every test model in llama.cpp and decodes a few tokens
