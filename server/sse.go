@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 )
+
+// eventWriteTimeout bounds how long one event may wait for a client to read.
+const eventWriteTimeout = 60 * time.Second
 
 // sseWriter writes server-sent events. Every event is flushed at once: a client shows tokens as they
 // come, and nothing between us and it (ResponseController follows Unwrap chains) may buffer.
@@ -51,6 +55,9 @@ func (s *sseWriter) raw(payload []byte) error {
 	s.buf.WriteString("data: ")
 	s.buf.Write(payload)
 	s.buf.WriteString("\n\n")
+	// A client that stops reading must not hold its slot for ever: a write that cannot proceed for
+	// eventWriteTimeout fails, and the generation stops with it.
+	_ = s.rc.SetWriteDeadline(time.Now().Add(eventWriteTimeout))
 	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 		return fmt.Errorf("write an event: %w", err)
 	}
