@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
+	"github.com/expertsniper/expertsniper/sniper"
+	"github.com/expertsniper/expertsniper/sniper/faultfs"
+)
+
+// About 32 tokens with the test models' byte-level tokenizer.
+const runTestPrompt = "Tiny experts route tokens; the sniper reads just them in time."
+
+type runResult struct {
+	stdout, stderr string
+	logits         []byte
+}
+
+// runAgentRun drives `agent run` through the same code as the command (runRun), in process.
+func runAgentRun(t *testing.T, o runOptions) (runResult, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	o.Prompt, o.PromptSet = runTestPrompt, true
+	if o.Tokens == 0 {
+		o.Tokens = 32
+	}
+	o.LogitsOut = filepath.Join(t.TempDir(), "logits.bin")
+	o.Quiet = true
+	err := runRun(context.Background(), &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, &o)
+	res := runResult{stdout: out.String(), stderr: errOut.String()}
+	if b, rerr := os.ReadFile(o.LogitsOut); rerr == nil {
+		res.logits = b
+	}
+	return res, err
+}
+
+// ramReference runs the model in RAM without repacking (the numeric path streaming reproduces),
+// once per model and thread count, shared between tests.
+var (
+	refMu    sync.Mutex
+	refCache = map[string]runResult{}
+)
+
+func ramReference(t *testing.T, model string, threads int) runResult {
+	t.Helper()
+	key := fmt.Sprintf("%s/%d", model, threads)
+	refMu.Lock()
+	defer refMu.Unlock()
+	if r, ok := refCache[key]; ok {
+		return r
+	}
+	r, err := runAgentRun(t, runOptions{Model: model, Mode: "ram", NoRepack: true, Threads: threads})
+	if err != nil {
+		t.Fatalf("in-RAM reference run of %s: %v", model, err)
+	}
+	if len(r.logits) == 0 {
+		t.Fatalf("in-RAM reference run of %s wrote no logits", model)
+	}
+	refCache[key] = r
+	return r
+}
+
+// TestStreamingIsBitExact compares --logits-out of sniper (MoE) and stream (dense) mode with the
+// in-RAM run for every test architecture and type, with no cache, a small cache and an unlimited
+// one. Q8_0 runs every cache at 1 and 2 threads; the other types (to keep the test quick) every
+// cache at 2 threads.
+func TestStreamingIsBitExact(t *testing.T) {
+	archs := []string{"qwen3moe", "qwen35moe", "olmoe", "qwen2moe", "qwen3"}
+	types := []string{"f32", "q8_0", "q4_k_m"}
+	caches := []string{"0", "256KiB", "unlimited"}
+	for _, arch := range archs {
+		for _, typ := range types {
+			name := arch + "-" + typ
+			t.Run(name, func(t *testing.T) {
+				model := testmodels.Path(t, name)
+				mode := "sniper"
+				if arch == "qwen3" {
+					mode = "stream"
+				}
+				threadCounts := []int{2}
+				if typ == "q8_0" {
+					threadCounts = []int{1, 2}
+				}
+				for _, threads := range threadCounts {
+					want := ramReference(t, model, threads)
+					for _, cache := range caches {
+						got, err := runAgentRun(t, runOptions{Model: model, Mode: mode, Cache: cache, Threads: threads, Stats: true})
+						if err != nil {
+							t.Fatalf("%s --cache %s -t %d: %v", mode, cache, threads, err)
+						}
+						if !bytes.Equal(got.logits, want.logits) {
+							t.Fatalf("%s --cache %s -t %d: logits differ from the in-RAM run (%d vs %d bytes)", mode, cache, threads, len(got.logits), len(want.logits))
+						}
+						if got.stdout != want.stdout {
+							t.Fatalf("%s --cache %s -t %d: text differs from the in-RAM run:\n%q\n%q", mode, cache, threads, got.stdout, want.stdout)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestRunRefusesABudgetTooSmall(t *testing.T) {
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	_, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", RAM: "1MiB", Threads: 1})
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--ram ") || !strings.Contains(err.Error(), "too small") {
+		t.Fatalf("err = %v, want a usage error naming the --ram that would work", err)
+	}
+	// The size it names works.
+	i := strings.Index(err.Error(), "use --ram ")
+	size := strings.Fields(err.Error()[i+len("use --ram "):])[0]
+	if _, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", RAM: size, Threads: 1, Tokens: 4}); err != nil {
+		t.Fatalf("--ram %s (as suggested): %v", size, err)
+	}
+}
+
+func TestRunAutoPicksModeByBudget(t *testing.T) {
+	moe := testmodels.Path(t, "qwen3moe-q8_0")
+	dense := testmodels.Path(t, "qwen3-q8_0")
+	for _, c := range []struct {
+		model, ram, want string
+	}{{moe, "1GiB", "ram"}, {moe, "4MiB", "sniper"}, {dense, "2MiB", "stream"}} {
+		var errOut bytes.Buffer
+		o := runOptions{Model: c.model, Mode: "auto", RAM: c.ram, Threads: 1, Tokens: 2, Prompt: "hi", PromptSet: true, StatsJSON: filepath.Join(t.TempDir(), "s.json")}
+		if err := runRun(context.Background(), &IOStreams{In: strings.NewReader(""), Out: &bytes.Buffer{}, ErrOut: &errOut}, &o); err != nil {
+			t.Fatalf("%s --ram %s: %v", filepath.Base(c.model), c.ram, err)
+		}
+		b, _ := os.ReadFile(o.StatsJSON)
+		if !strings.Contains(string(b), `"mode": "`+c.want+`"`) {
+			t.Fatalf("%s --ram %s: stats %s, want mode %s", filepath.Base(c.model), c.ram, b, c.want)
+		}
+	}
+}
+
+func TestRunReadsPromptFromStdin(t *testing.T) {
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	var a, b bytes.Buffer
+	o := runOptions{Model: model, Mode: "sniper", Threads: 1, Tokens: 4, Quiet: true}
+	if err := runRun(context.Background(), &IOStreams{In: strings.NewReader(runTestPrompt + "\n"), Out: &a, ErrOut: &bytes.Buffer{}}, &o); err != nil {
+		t.Fatal(err)
+	}
+	o2 := runOptions{Model: model, Mode: "sniper", Threads: 1, Tokens: 4, Quiet: true, Prompt: runTestPrompt, PromptSet: true}
+	if err := runRun(context.Background(), &IOStreams{In: strings.NewReader(""), Out: &b, ErrOut: &bytes.Buffer{}}, &o2); err != nil {
+		t.Fatal(err)
+	}
+	if a.String() != b.String() || a.Len() == 0 {
+		t.Fatalf("stdin prompt gave %q, -p gave %q", a.String(), b.String())
+	}
+}
+
+// TestRunFaults injects EIO or a short read at a random expert read: the run must fail with an error
+// naming the file and offset, and every token it printed before must be the in-RAM run's.
+func TestRunFaults(t *testing.T) {
+	model := testmodels.Path(t, "qwen2moe-q8_0")
+	want := ramReference(t, model, 2)
+	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 3))
+	for _, kind := range []string{"eio", "short"} {
+		for trial := 0; trial < 3; trial++ {
+			at := rng.Int64N(200)
+			pred := faultfs.OnIndex(at, faultfs.Reads)
+			inj := faultfs.EIO(pred)
+			if kind == "short" {
+				inj = faultfs.ShortRead(pred)
+			}
+			got, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: "0", Threads: 2, fs: faultfs.Wrap(sniper.DirectFS{}, inj)})
+			if err == nil {
+				t.Fatalf("%s at read %d: the run succeeded", kind, at)
+			}
+			var re *sniper.ReadError
+			if !errors.As(err, &re) || re.Path != model || !strings.Contains(err.Error(), model) || !strings.Contains(err.Error(), "offset") {
+				t.Fatalf("%s at read %d: error does not name the file and offset: %v", kind, at, err)
+			}
+			if !strings.HasPrefix(want.stdout, got.stdout) {
+				t.Fatalf("%s at read %d: printed %q, which is not a prefix of the correct output %q", kind, at, got.stdout, want.stdout)
+			}
+			if !bytes.HasPrefix(want.logits, got.logits[:len(got.logits)/4*4]) {
+				t.Fatalf("%s at read %d: logits written before the error differ from the in-RAM run", kind, at)
+			}
+		}
+	}
+}
+
+// TestRunModelFileChangesWhileRunning truncates or replaces the model file in the middle of a run.
+func TestRunModelFileChangesWhileRunning(t *testing.T) {
+	src := testmodels.Path(t, "olmoe-q8_0")
+	orig, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.ReadFile(testmodels.Path(t, "olmoe-f32"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, how := range []string{"truncate", "replace"} {
+		t.Run(how, func(t *testing.T) {
+			model := filepath.Join(t.TempDir(), "model.gguf")
+			if err := os.WriteFile(model, orig, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want := ramReference(t, model, 2)
+			var fired atomic.Bool
+			var n atomic.Int64
+			inj := faultfs.InjectorFunc(func(op faultfs.Op) faultfs.Fault {
+				if op.Kind != faultfs.OpRead || n.Add(1) != 40 || fired.Swap(true) {
+					return faultfs.Fault{}
+				}
+				switch how {
+				case "truncate":
+					if err := os.Truncate(model, int64(len(orig)/3)); err != nil {
+						t.Error(err)
+					}
+				case "replace":
+					tmp := model + ".new"
+					if err := os.WriteFile(tmp, other, 0o644); err != nil {
+						t.Error(err)
+					}
+					if err := os.Rename(tmp, model); err != nil {
+						t.Error(err)
+					}
+				}
+				return faultfs.Fault{}
+			})
+			got, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: "0", Threads: 2, fs: faultfs.Wrap(sniper.DirectFS{}, inj)})
+			if err == nil {
+				t.Fatal("the run succeeded on a changed file")
+			}
+			if !strings.Contains(err.Error(), model) || !strings.Contains(err.Error(), "offset") {
+				t.Fatalf("error does not name the file and offset: %v", err)
+			}
+			if !strings.HasPrefix(want.stdout, got.stdout) {
+				t.Fatalf("printed %q, not a prefix of the correct %q", got.stdout, want.stdout)
+			}
+			t.Logf("%s: %v", how, err)
+		})
+	}
+}
+
+// TestRunBinary runs the built agent binary as a user would and compares sniper and in-RAM logits
+// with cmp-style byte equality.
+func TestRunBinary(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "agent")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	model := testmodels.Path(t, "qwen35moe-q4_k_m")
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"run", "-m", model, "-n", "32", "-t", "2"}, args...)...)
+		cmd.Stdin = strings.NewReader(runTestPrompt)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("agent run %v: %v\n%s", args, err, errOut.String())
+		}
+		return errOut.String()
+	}
+	run("--mode", "ram", "--no-repack", "--logits-out", filepath.Join(dir, "ram.bin"))
+	stderr := run("--mode", "sniper", "--cache", "1MiB", "--stats", "--logits-out", filepath.Join(dir, "sniper.bin"))
+	a, _ := os.ReadFile(filepath.Join(dir, "ram.bin"))
+	b, _ := os.ReadFile(filepath.Join(dir, "sniper.bin"))
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Fatalf("binary: sniper logits (%d bytes) differ from in-RAM (%d bytes)", len(b), len(a))
+	}
+	if !strings.Contains(stderr, "hit rate") || !strings.Contains(stderr, "read latency") {
+		t.Fatalf("--stats output lacks the statistics:\n%s", stderr)
+	}
+}
