@@ -91,7 +91,7 @@ func runInspect(ctx context.Context, streams *IOStreams, opts *inspectOptions) e
 		}
 		// The rest of the system needs some room too: leave 10% (at least 512 MiB).
 		po.RAM = avail - max(avail/10, 512<<20)
-		po.RAMSource = source + " minus 10%"
+		po.RAMSource = source + ", minus 10% (at least 512 MiB) for the system"
 		if po.RAM <= 0 {
 			return fmt.Errorf("only %d MiB of RAM is available; pass --ram to plan anyway", avail>>20)
 		}
