@@ -27,6 +27,7 @@ type mkmodelOptions struct {
 	Layers       int
 	Experts      int
 	ExpertsUsed  int
+	Vocab        int
 	Output       string
 	RandomQuants string // auto, yes, no
 	Skew         float64
@@ -49,6 +50,7 @@ func mkmodelCommand(io *IOStreams) *cli.Command {
 			&cli.IntFlag{Name: "layers", Usage: "override the number of layers", Destination: &opts.Layers},
 			&cli.IntFlag{Name: "experts", Usage: "override the number of experts", Destination: &opts.Experts},
 			&cli.IntFlag{Name: "experts-used", Usage: "override the number of experts used per token", Destination: &opts.ExpertsUsed},
+			&cli.IntFlag{Name: "vocab", Usage: "pad the vocabulary to N tokens (published shapes default to their real size)", Destination: &opts.Vocab},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (required)", Destination: &opts.Output},
 			&cli.StringFlag{Name: "random-quants", Value: "auto", Usage: "q4_0/q8_0 as random blocks rather than quantized Gaussians: auto (yes for big shapes), yes, no", Destination: &opts.RandomQuants},
 			&cli.Float64Flag{Name: "skew", Usage: "router skew (e.g. 4): a few experts per layer win the top-k much more often", Destination: &opts.Skew},
@@ -80,8 +82,11 @@ func runMkmodel(ctx context.Context, streams *IOStreams, o *mkmodelOptions) erro
 	if o.ExpertsUsed > 0 {
 		shape.ExpertsUsed = o.ExpertsUsed
 	}
-	if o.Layers < 0 || o.Experts < 0 || o.ExpertsUsed < 0 || o.Skew < 0 {
-		return usagef("mkmodel: --layers, --experts, --experts-used and --skew must not be negative")
+	if o.Vocab > 0 {
+		shape.Vocab = o.Vocab
+	}
+	if o.Layers < 0 || o.Experts < 0 || o.ExpertsUsed < 0 || o.Vocab < 0 || o.Skew < 0 {
+		return usagef("mkmodel: --layers, --experts, --experts-used, --vocab and --skew must not be negative")
 	}
 	if err := shape.Validate(); err != nil {
 		return usageError{err}

@@ -60,6 +60,9 @@ func TestMkmodelRejectsBadUsage(t *testing.T) {
 		{[]string{"mkmodel", "--shape", "qwen35-35b-a3b", "--arch", "olmoe", "-o", out}, "not olmoe"},
 		{[]string{"mkmodel", "--experts-used", "99", "-o", out}, "not a valid MoE"},
 		{[]string{"mkmodel", "--random-quants", "maybe", "-o", out}, "--random-quants"},
+		{[]string{"mkmodel", "--vocab", "12", "-o", out}, "smaller than the tokenizer"},
+		{[]string{"mkmodel", "--layers", "-1", "-o", out}, "must not be negative"},
+		{[]string{"mkmodel", "extra", "-o", out}, "no arguments"},
 	}
 	for _, c := range cases {
 		code, _, errOut := runAgentForMkmodel(t, c.args...)
