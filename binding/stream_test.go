@@ -131,3 +131,130 @@ func TestStreamedReadErrorStopsDecode(t *testing.T) {
 		m.Close()
 	}
 }
+
+// batchLogits decodes, in one context, sequences prompts[s] in parallel (sequence s, one batch per
+// chunk of n_batch tokens split into micro-batches of n_ubatch) and returns every logit row.
+func batchLogits(t *testing.T, m *Model, prompts [][]Token, nBatch, nUBatch int) [][]float32 {
+	t.Helper()
+	total := 0
+	for _, p := range prompts {
+		total += len(p)
+	}
+	c, err := m.NewContext(WithContextSize(total+16), WithBatch(nBatch, nUBatch), WithSequences(len(prompts)), WithThreads(2, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, err := NewBatch(nBatch, len(prompts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// Interleave the sequences token by token, as a server batching several requests does.
+	type item struct{ seq, pos int }
+	var order []item
+	for pos := 0; ; pos++ {
+		added := false
+		for s, p := range prompts {
+			if pos < len(p) {
+				order = append(order, item{s, pos})
+				added = true
+			}
+		}
+		if !added {
+			break
+		}
+	}
+	var rows [][]float32
+	for start := 0; start < len(order); start += nBatch {
+		b.Clear()
+		end := min(start+nBatch, len(order))
+		for _, it := range order[start:end] {
+			if err := b.Add(prompts[it.seq][it.pos], it.pos, []int{it.seq}, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Decode(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < end-start; i++ {
+			l, err := c.Logits(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows, l)
+		}
+	}
+	return rows
+}
+
+// TestStreamedLongPromptAndSeveralSequences: prefill of a prompt longer than a micro-batch, and of
+// three sequences interleaved in one batch, touches the union of many experts per micro-batch.
+func TestStreamedLongPromptAndSeveralSequences(t *testing.T) {
+	path := tinyModelPath(t)
+	ctx := context.Background()
+	ram, err := LoadModel(ctx, path, WithExtraBufts(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ram.Close()
+	text := strings.Repeat("a long prompt about experts, routers and disks; ", 12)
+	long, err := ram.Tokenize(text, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(long) < 300 {
+		t.Fatalf("long prompt has only %d tokens", len(long))
+	}
+	var seqs [][]Token
+	for _, s := range []string{"first sequence of tokens", "the second one, a little longer than the first", "third"} {
+		toks, err := ram.Tokenize(s, false, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, toks)
+	}
+	cases := []struct {
+		name            string
+		prompts         [][]Token
+		nBatch, nUBatch int
+	}{
+		{"long prompt, micro-batches of 128", [][]Token{long}, 256, 128},
+		{"three sequences in one batch", seqs, 64, 64},
+		{"three sequences, micro-batches of 16", seqs, 64, 16},
+	}
+	for _, c := range cases {
+		want := batchLogits(t, ram, c.prompts, c.nBatch, c.nUBatch)
+		for _, budget := range []int64{0, sniper.Unlimited} {
+			m, err := LoadStreamed(ctx, path, StreamOptions{CacheBudget: budget})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := batchLogits(t, m, c.prompts, c.nBatch, c.nUBatch)
+			sameLogits(t, c.name, want, got)
+			if err := m.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func TestLoadStreamedRejectsBadInput(t *testing.T) {
+	ctx := context.Background()
+	if _, err := LoadStreamed(ctx, "/nonexistent/model.gguf", StreamOptions{}); err == nil || !strings.Contains(err.Error(), "/nonexistent/model.gguf") {
+		t.Fatalf("missing file: %v", err)
+	}
+	if _, err := LoadStreamed(ctx, tinyModelPath(t), StreamOptions{Mode: sniper.ModeDense}); err == nil || !strings.Contains(err.Error(), "no tensors to stream") {
+		t.Fatalf("dense mode on a MoE model: %v", err)
+	}
+	// A failed open of the model file for streaming names the file.
+	inj := faultfs.InjectorFunc(func(op faultfs.Op) faultfs.Fault {
+		if op.Kind == faultfs.OpOpen {
+			return faultfs.Fault{Err: faultfs.ErrInjected}
+		}
+		return faultfs.Fault{}
+	})
+	if _, err := LoadStreamed(ctx, tinyModelPath(t), StreamOptions{FS: faultfs.Wrap(sniper.DirectFS{}, inj)}); err == nil || !errors.Is(err, faultfs.ErrInjected) {
+		t.Fatalf("failed open: %v", err)
+	}
+}
