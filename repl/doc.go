@@ -31,7 +31,8 @@ type DocAnswer struct {
 	Usage  agentmode.Usage
 }
 
-const maxDocRounds = 6
+// maxDocRounds bounds the condensing passes; each must shrink the text, so this is only a backstop.
+const maxDocRounds = 12
 
 // AnswerDocument answers question about doc, which may be far longer than the model's context: the
 // document is cut into pages that fit (at line boundaries where possible), the model takes notes on each
@@ -108,7 +109,7 @@ func AnswerDocument(ctx context.Context, eng engine.Engine, question, doc string
 			if text == "" || strings.HasPrefix(strings.ToUpper(text), "NOTHING RELEVANT") {
 				continue
 			}
-			fmt.Fprintf(&notes, "Notes from part %d of %d:\n%s\n\n", i+1, len(pages), text)
+			fmt.Fprintf(&notes, "[part %d/%d] %s\n", i+1, len(pages), text)
 		}
 		next := notes.String()
 		if strings.TrimSpace(next) == "" {
