@@ -402,3 +402,50 @@ func TestDiskProbeRejectsNonModels(t *testing.T) {
 		t.Fatalf("dense probe %+v", d)
 	}
 }
+
+// wordTokenizer makes every space-separated word one token, and adds a BOS like most models.
+type wordTokenizer struct{ bos bool }
+
+func (w wordTokenizer) Tokenize(text string, addSpecial bool) ([]int32, error) {
+	var out []int32
+	if addSpecial && w.bos {
+		out = append(out, 1)
+	}
+	for _, f := range strings.Fields(text) {
+		out = append(out, int32(len(f)))
+	}
+	return out, nil
+}
+
+func (w wordTokenizer) Detokenize(toks []int32) (string, error) {
+	words := make([]string, len(toks))
+	for i, n := range toks {
+		words[i] = strings.Repeat("x", int(n))
+	}
+	return strings.Join(words, " "), nil
+}
+
+func TestFitPromptHitsTheTokenCountAsRunTokenizes(t *testing.T) {
+	for _, bos := range []bool{true, false} {
+		for _, target := range []int{1, 2, 32, 200} {
+			text, n, err := FitPrompt(wordTokenizer{bos: bos}, target)
+			if bos && target == 1 {
+				// Only the BOS fits in one token: no text can do that.
+				if err == nil && n != 1 {
+					t.Errorf("bos, 1 token: got %d", n)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("bos=%v target %d: %v", bos, target, err)
+			}
+			got, _ := wordTokenizer{bos: bos}.Tokenize(text, true)
+			if n != target || len(got) != target {
+				t.Errorf("bos=%v target %d: reported %d, text tokenizes to %d", bos, target, n, len(got))
+			}
+		}
+	}
+	if _, _, err := FitPrompt(wordTokenizer{}, 0); err == nil {
+		t.Error("0 tokens accepted")
+	}
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/expertsniper/expertsniper/bench"
+	"github.com/expertsniper/expertsniper/binding"
+	"github.com/expertsniper/expertsniper/gguf"
+	"github.com/expertsniper/expertsniper/memcap"
+	"github.com/expertsniper/expertsniper/sniper"
+)
+
+func init() { register(benchCommand) }
+
+type benchOptions struct {
+	Model        string
+	PromptTokens int
+	GenTokens    int
+	Threads      int
+	Configs      string
+	Budgets      string
+	Caps         string
+	JSON         bool
+	Markdown     bool
+	Cold         bool
+	Repetitions  int
+	PeerWarmup   bool
+	Probe        time.Duration
+	LlamaBench   string
+	Agent        string
+	Verbose      bool
+}
+
+func benchCommand(streams *IOStreams) *cli.Command {
+	o := &benchOptions{}
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure a workload against stock llama.cpp under memory caps that include the page cache",
+		Description: "Runs one workload (a prompt of -p tokens, then -n generated) in several configurations, each a\n" +
+			"child process in its own memory cgroup capped at each of --caps (page cache included, so a model\n" +
+			"bigger than the cap really does not fit): stock llama.cpp (llama-bench, mmap, --repack 0), our\n" +
+			"in-RAM mode (--no-repack), and the sniper (MoE) or dense streaming with each of --budgets as the\n" +
+			"expert cache. Prints prefill and decode tok/s, ratios to the peer under the same cap and to our\n" +
+			"uncapped in-RAM run, peak RSS and cgroup peak, decode bytes read per token, disk GB/s and the cache\n" +
+			"hit rate, plus the disk-bound ceiling measured with direct reads of the model's experts.\n" +
+			"Linux only (memory cgroups); runs as root or with a delegated cgroup.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", Destination: &o.Model, Required: true},
+			&cli.IntFlag{Name: "prompt-tokens", Aliases: []string{"p"}, Value: 32, Usage: "prompt length in tokens", Destination: &o.PromptTokens},
+			&cli.IntFlag{Name: "gen-tokens", Aliases: []string{"n"}, Value: 16, Usage: "tokens to generate", Destination: &o.GenTokens},
+			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads (every configuration)", Destination: &o.Threads},
+			&cli.StringFlag{Name: "configs", Value: "auto", Usage: "comma-separated `KINDS`: llama.cpp, ram, sniper, stream (auto: llama.cpp,ram and sniper or stream by model)", Destination: &o.Configs},
+			&cli.StringFlag{Name: "budgets", Value: "1GiB,2GiB,4GiB", Usage: "expert cache `SIZES` for sniper/stream (unlimited allowed)", Destination: &o.Budgets},
+			&cli.StringFlag{Name: "caps", Value: "none,8GiB,4GiB", Usage: "memory caps `SIZES` (page cache included; none = uncapped, still measured)", Destination: &o.Caps},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON", Destination: &o.JSON},
+			&cli.BoolFlag{Name: "markdown", Usage: "print the report as a markdown table", Destination: &o.Markdown},
+			&cli.BoolFlag{Name: "cold", Usage: "drop the whole page cache before every configuration (needs root; otherwise only the model file is evicted)", Destination: &o.Cold},
+			&cli.IntFlag{Name: "reps", Value: 1, Usage: "llama-bench repetitions", Destination: &o.Repetitions},
+			&cli.BoolFlag{Name: "peer-warmup", Usage: "let llama-bench warm up first (our runs have no warmup, so off by default)", Destination: &o.PeerWarmup},
+			&cli.DurationFlag{Name: "probe", Value: 3 * time.Second, Usage: "duration of the direct-read disk probe (0: skip)", Destination: &o.Probe},
+			&cli.StringFlag{Name: "llama-bench", Usage: "llama-bench `PATH` (default: found on PATH)", Destination: &o.LlamaBench},
+			&cli.StringFlag{Name: "agent", Hidden: true, Usage: "agent `BINARY` that runs our configurations (default: this one)", Destination: &o.Agent},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "copy the children's stderr to ours", Destination: &o.Verbose},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("bench takes no arguments, got %q", c.Args().Slice())
+			}
+			return runBench(c.Context, streams, o, strings.Join(os.Args, " "))
+		},
+	}
+}
+
+func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command string) error {
+	w := bench.Workload{Model: o.Model, PromptTokens: o.PromptTokens, GenTokens: o.GenTokens, Threads: o.Threads}
+	if err := w.Validate(); err != nil {
+		return usageError{err}
+	}
+	if o.JSON && o.Markdown {
+		return usagef("bench: --json and --markdown exclude each other")
+	}
+	budgets, err := bench.ParseSizes(o.Budgets)
+	if err != nil {
+		return usagef("bench --budgets: %v", err)
+	}
+	caps, err := bench.ParseSizes(o.Caps)
+	if err != nil {
+		return usagef("bench --caps: %v", err)
+	}
+	f, err := gguf.Open(o.Model)
+	if err != nil {
+		return err
+	}
+	kinds, err := benchKinds(o.Configs, sniper.IsMoE(f))
+	if err != nil {
+		return usageError{err}
+	}
+	if err := memcap.Supported(); err != nil {
+		return fmt.Errorf("bench runs every configuration under a memory cap: %w", err)
+	}
+
+	r := &bench.Runner{Repetitions: o.Repetitions, PeerWarmup: o.PeerWarmup, Cold: o.Cold,
+		Log: streams.ErrOut, Verbose: o.Verbose}
+	for _, k := range kinds {
+		if k == bench.KindPeer {
+			r.LlamaBench = o.LlamaBench
+			if r.LlamaBench == "" {
+				if r.LlamaBench, err = exec.LookPath("llama-bench"); err != nil {
+					return fmt.Errorf("bench: llama-bench (stock llama.cpp, the peer) is not on PATH: install llama.cpp's tools, pass --llama-bench PATH, or leave llama.cpp out of --configs")
+				}
+			}
+		} else if r.Agent == "" {
+			if r.Agent = o.Agent; r.Agent == "" {
+				if r.Agent, err = os.Executable(); err != nil {
+					return fmt.Errorf("bench: find the agent binary to run our configurations: %w", err)
+				}
+			}
+			if r.Prompt, err = benchPrompt(ctx, o.Model, o.PromptTokens); err != nil {
+				return err
+			}
+		}
+	}
+
+	var bound *bench.DiskBound
+	if o.Probe > 0 {
+		fmt.Fprintf(streams.ErrOut, "probing direct reads of %s's experts for %s\n", o.Model, o.Probe)
+		d, err := bench.ProbeDisk(ctx, o.Model, bench.ProbeOptions{Duration: o.Probe})
+		if err != nil {
+			return err
+		}
+		bound = &d
+	}
+	rep, err := r.Run(ctx, w, bench.Matrix(kinds, budgets, caps))
+	if err != nil {
+		return err
+	}
+	rep.DiskBound, rep.Command = bound, command
+	switch {
+	case o.JSON:
+		return rep.WriteJSON(streams.Out)
+	case o.Markdown:
+		return rep.WriteMarkdown(streams.Out)
+	}
+	return rep.WriteText(streams.Out)
+}
+
+// benchKinds parses --configs; auto picks the streaming kind the model supports.
+func benchKinds(s string, moe bool) ([]bench.Kind, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "auto") {
+		if moe {
+			return []bench.Kind{bench.KindPeer, bench.KindRAM, bench.KindSniper}, nil
+		}
+		return []bench.Kind{bench.KindPeer, bench.KindRAM, bench.KindStream}, nil
+	}
+	var out []bench.Kind
+	for _, part := range strings.Split(s, ",") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		k, err := bench.ParseKind(part)
+		if err != nil {
+			return nil, fmt.Errorf("bench --configs: %w", err)
+		}
+		if k == bench.KindSniper && !moe {
+			return nil, fmt.Errorf("bench --configs: sniper needs a Mixture-of-Experts model; this one is dense (use stream)")
+		}
+		if k == bench.KindStream && moe {
+			return nil, fmt.Errorf("bench --configs: stream is for dense models; this one has experts (use sniper)")
+		}
+		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("bench --configs: no configuration given")
+	}
+	return out, nil
+}
+
+// benchPrompt makes a prompt that `agent run` tokenizes to exactly n tokens, using the model's own
+// vocabulary (loaded alone, without weights).
+func benchPrompt(ctx context.Context, model string, n int) (string, error) {
+	if err := binding.Init(); err != nil {
+		return "", err
+	}
+	m, err := binding.LoadModel(ctx, model, binding.WithVocabOnly())
+	if err != nil {
+		return "", fmt.Errorf("bench: load the vocabulary of %q: %w", model, err)
+	}
+	defer m.Close()
+	text, got, err := bench.FitPrompt(vocabTokenizer{m}, n)
+	if err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	if got != n {
+		return "", fmt.Errorf("bench: could not make a prompt of exactly %d tokens for this vocabulary (closest: %d)", n, got)
+	}
+	return text, nil
+}
+
+// vocabTokenizer tokenizes as `agent run` does (special tokens parsed).
+type vocabTokenizer struct{ m *binding.Model }
+
+func (v vocabTokenizer) Tokenize(text string, addSpecial bool) ([]int32, error) {
+	return v.m.Tokenize(text, addSpecial, true)
+}
+
+func (v vocabTokenizer) Detokenize(toks []int32) (string, error) {
+	return v.m.Detokenize(toks, false, false)
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/expertsniper/expertsniper/bench"
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
+)
+
+func TestBenchKinds(t *testing.T) {
+	got, err := benchKinds("auto", true)
+	if err != nil || len(got) != 3 || got[2] != bench.KindSniper {
+		t.Fatalf("auto for MoE: %v %v", got, err)
+	}
+	got, err = benchKinds("auto", false)
+	if err != nil || got[2] != bench.KindStream {
+		t.Fatalf("auto for dense: %v %v", got, err)
+	}
+	if got, err = benchKinds("peer, sniper", true); err != nil || len(got) != 2 || got[0] != bench.KindPeer {
+		t.Fatalf("peer,sniper: %v %v", got, err)
+	}
+	for _, bad := range []string{"sniper", "bogus", ","} {
+		if _, err := benchKinds(bad, false); err == nil {
+			t.Errorf("benchKinds(%q, dense) accepted", bad)
+		}
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench"}, "model"},
+		{[]string{"bench", "-m", model, "--caps", "4XB"}, "--caps"},
+		{[]string{"bench", "-m", model, "--budgets", ""}, "--budgets"},
+		{[]string{"bench", "-m", model, "-p", "0"}, "prompt tokens"},
+		{[]string{"bench", "-m", model, "--json", "--markdown"}, "exclude"},
+		{[]string{"bench", "-m", model, "--configs", "stream"}, "dense models"},
+		{[]string{"bench", "-m", "/nonexistent.gguf", "--caps", "none"}, "/nonexistent.gguf"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"agent"}, tc.args...), &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+		if code == exitOK || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q, want an error about %q", tc.args, code, errOut.String(), tc.want)
+		}
+	}
+}
+
+// A whole bench on a tiny model: the peer and our RAM and sniper modes, uncapped and capped, as JSON.
+// Our configurations run the built binary (the test binary is not an agent).
+func TestBenchEndToEndOnTinyModel(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "agent")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	var out, errOut bytes.Buffer
+	code := run(t.Context(), []string{"agent", "bench", "-m", model, "-p", "8", "-n", "4", "-t", "2", "--budgets", "1MiB",
+		"--caps", "none,256MiB", "--probe", "200ms", "--json", "--agent", bin}, &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	t.Log(errOut.String())
+	if !strings.Contains(out.String(), `"kind": "sniper"`) || !strings.Contains(out.String(), `"direct_read_gb_s"`) {
+		t.Fatalf("JSON report lacks the sniper rows or the disk bound:\n%s", out.String())
+	}
+}
