@@ -172,12 +172,30 @@ func (c *Config) ModelNames() []string {
 	return names
 }
 
+// expandHome turns a leading "~/" into the home directory, as a shell would in config.json paths.
+func expandHome(p string) string {
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, rest)
+		}
+	}
+	return p
+}
+
 // ResolveModel finds a model by configured name, or treats arg as a path to a GGUF file.
 func (c *Config) ResolveModel(arg string) (ModelConfig, error) {
 	if m, ok := c.Models[arg]; ok {
 		m.Name = arg
+		m.Path = expandHome(m.Path)
+		// A configured path may also name a pulled model (OWNER/REPO[:QUANT]).
+		if _, err := os.Stat(m.Path); err != nil {
+			if p, herr := hub.ResolveModel(m.Path); herr == nil {
+				m.Path = p
+			}
+		}
 		return m, nil
 	}
+	arg = expandHome(arg)
 	// Pulled models: OWNER/REPO[:QUANT], REPO[:QUANT] or a file name in the models directory.
 	if _, err := os.Stat(arg); err != nil {
 		if p, herr := hub.ResolveModel(arg); herr == nil {

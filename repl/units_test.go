@@ -247,6 +247,19 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
+func TestResolveModelExpandsHome(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	os.WriteFile(filepath.Join(home, "m.gguf"), []byte("x"), 0o644)
+	c := Config{Models: map[string]ModelConfig{"m": {Path: "~/m.gguf"}}}
+	for _, arg := range []string{"m", "~/m.gguf"} {
+		m, err := c.ResolveModel(arg)
+		if err != nil || m.Path != filepath.Join(home, "m.gguf") {
+			t.Errorf("ResolveModel(%q) = %+v, %v", arg, m, err)
+		}
+	}
+}
+
 func TestDefaultDirsFollowXDG(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", "/x/config")
 	t.Setenv("XDG_DATA_HOME", "/x/data")
