@@ -289,3 +289,6 @@ func neutralFill(name string, t *C.struct_ggml_tensor, dst []byte) error {
 	}
 	return nil
 }
+
+// bigAllocations counts llama.cpp allocations the hook served with unreserved memory (Linux).
+func bigAllocations() int { return int(C.es_big_alloc_count()) }
