@@ -120,13 +120,67 @@ func SetLogger(min LogLevel, fn Logger) {
 	logger.Store(&logSink{fn: fn, min: min})
 }
 
+// captures collect error lines while a call that reports failure only as NULL runs, so that its
+// error can say why. Log lines are process-wide: a concurrent load may add its lines too.
+var (
+	captureMu sync.Mutex
+	captures  map[*[]string]struct{}
+	capturing atomic.Int32
+)
+
+// captureErrors runs fn and returns the warning and error lines llama.cpp logged meanwhile.
+func captureErrors(fn func()) string {
+	lines := new([]string)
+	captureMu.Lock()
+	if captures == nil {
+		captures = map[*[]string]struct{}{}
+	}
+	captures[lines] = struct{}{}
+	capturing.Add(1)
+	captureMu.Unlock()
+	defer func() {
+		captureMu.Lock()
+		delete(captures, lines)
+		capturing.Add(-1)
+		captureMu.Unlock()
+	}()
+	fn()
+	captureMu.Lock()
+	defer captureMu.Unlock()
+	const keep = 4
+	l := *lines
+	if len(l) > keep {
+		l = l[len(l)-keep:]
+	}
+	return strings.Join(l, "; ")
+}
+
+func captureLine(level C.int, text string) {
+	if capturing.Load() == 0 || (level != C.GGML_LOG_LEVEL_ERROR && level != C.GGML_LOG_LEVEL_WARN) {
+		return
+	}
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return
+	}
+	captureMu.Lock()
+	for l := range captures {
+		*l = append(*l, text)
+	}
+	captureMu.Unlock()
+}
+
 //export goLogTramp
 func goLogTramp(level C.int, text *C.char) {
 	sink := logger.Load()
-	if sink == nil {
+	if sink == nil && capturing.Load() == 0 {
 		return
 	}
 	msg := C.GoString(text)
+	captureLine(level, msg)
+	if sink == nil {
+		return
+	}
 	lvl := LogLevel(level)
 	logMu.Lock()
 	if lvl != 5 { // not a continuation: this fragment starts a new line

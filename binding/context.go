@@ -13,15 +13,49 @@ import (
 	"unsafe"
 )
 
-// FlashAttn selects flash attention.
+// FlashAttn selects flash attention. The zero value is FlashAttnAuto (llama.cpp decides).
 type FlashAttn int
 
-// Flash attention modes as in llama.h.
+// Flash attention modes.
 const (
-	FlashAttnAuto FlashAttn = C.LLAMA_FLASH_ATTN_TYPE_AUTO
-	FlashAttnOff  FlashAttn = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
-	FlashAttnOn   FlashAttn = C.LLAMA_FLASH_ATTN_TYPE_ENABLED
+	FlashAttnAuto FlashAttn = iota
+	FlashAttnOn
+	FlashAttnOff
 )
+
+func (f FlashAttn) c() C.enum_llama_flash_attn_type {
+	switch f {
+	case FlashAttnOn:
+		return C.LLAMA_FLASH_ATTN_TYPE_ENABLED
+	case FlashAttnOff:
+		return C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+	}
+	return C.LLAMA_FLASH_ATTN_TYPE_AUTO
+}
+
+// String is the llama-server flag spelling (auto, on, off).
+func (f FlashAttn) String() string {
+	switch f {
+	case FlashAttnOn:
+		return "on"
+	case FlashAttnOff:
+		return "off"
+	}
+	return "auto"
+}
+
+// ParseFlashAttn parses "auto", "on"/"true"/"1" or "off"/"false"/"0".
+func ParseFlashAttn(s string) (FlashAttn, error) {
+	switch s {
+	case "", "auto":
+		return FlashAttnAuto, nil
+	case "on", "true", "1", "enabled":
+		return FlashAttnOn, nil
+	case "off", "false", "0", "disabled":
+		return FlashAttnOff, nil
+	}
+	return FlashAttnAuto, fmt.Errorf("flash attention %q: want auto, on or off", s)
+}
 
 // CacheType is the element type of the K or V cache.
 type CacheType string
@@ -140,14 +174,14 @@ func WithSequences(n int) ContextOption { return func(p *ContextParams) { p.NSeq
 
 // toC builds llama_context_params from llama.cpp's defaults and p. abortFlag is the C-heap flag the
 // context's abort callback reads.
-func (p *ContextParams) toC(m *Model, abortFlag *C.int) (C.struct_llama_context_params, error) {
+func (p *ContextParams) toC(ctxTrain int, abortFlag *C.int) (C.struct_llama_context_params, error) {
 	cp := C.llama_context_default_params()
 	nctx := p.NCtx
 	if nctx < 0 {
 		return cp, fmt.Errorf("context size %d is negative", nctx)
 	}
 	if nctx == 0 {
-		nctx = min(m.Stats().ContextTrain, 4096)
+		nctx = min(ctxTrain, 4096)
 	}
 	cp.n_ctx = C.uint32_t(nctx)
 	if p.NBatch < 0 || p.NUBatch < 0 || p.NSeqMax < 0 || p.Threads < 0 || p.ThreadsBatch < 0 {
@@ -193,7 +227,7 @@ func (p *ContextParams) toC(m *Model, abortFlag *C.int) (C.struct_llama_context_
 			fa = FlashAttnOn
 		}
 	}
-	cp.flash_attn_type = C.enum_llama_flash_attn_type(fa)
+	cp.flash_attn_type = fa.c()
 	cp.embeddings = C.bool(p.Embeddings)
 	if p.Embeddings {
 		cp.pooling_type = C.enum_llama_pooling_type(p.Pooling)
@@ -237,6 +271,7 @@ func (m *Model) NewContext(opts ...ContextOption) (*Context, error) {
 
 // NewContextWithParams creates a context from explicit parameters.
 func (m *Model) NewContextWithParams(p ContextParams) (*Context, error) {
+	ctxTrain := m.Stats().ContextTrain // before locking: Stats locks too
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.c == nil {
@@ -251,18 +286,22 @@ func (m *Model) NewContextWithParams(p ContextParams) (*Context, error) {
 		C.free(unsafe.Pointer(flag))
 		return nil, fmt.Errorf("new context for %q: %w", m.Name(), err)
 	}
-	cp, err := p.toC(m, flag)
+	cp, err := p.toC(ctxTrain, flag)
 	if err != nil {
 		hook.free()
 		C.free(unsafe.Pointer(flag))
 		return nil, fmt.Errorf("new context for %q: %w", m.Name(), err)
 	}
-	cc := C.llama_init_from_model(m.c, cp)
+	var cc *C.struct_llama_context
+	logged := captureErrors(func() { cc = C.llama_init_from_model(m.c, cp) })
 	if cc == nil {
 		hook.free()
 		C.free(unsafe.Pointer(flag))
-		return nil, fmt.Errorf("new context for %q: %w", m.Name(), &Error{Op: "llama_init_from_model",
-			Msg: fmt.Sprintf("llama.cpp could not create a context of %d tokens (out of memory, or unsupported options; SetLogger shows why)", cp.n_ctx)})
+		msg := fmt.Sprintf("llama.cpp could not create a context of %d tokens", cp.n_ctx)
+		if logged != "" {
+			msg += ": " + logged
+		}
+		return nil, fmt.Errorf("new context for %q: %w", m.Name(), &Error{Op: "llama_init_from_model", Msg: msg})
 	}
 	m.contexts++
 	ctx := &Context{c: cc, model: m, params: p, abort: flag, hook: hook,

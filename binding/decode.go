@@ -91,6 +91,11 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
+	return c.decode(ctx, cc, b)
+}
+
+// decode calls llama_decode with the abort flag armed on ctx.
+func (c *Context) decode(ctx context.Context, cc *C.struct_llama_context, b *Batch) error {
 	disarm := c.abortOn(ctx)
 	c.hook.begin(ctx)
 	code := int(C.llama_decode(cc, b.c))

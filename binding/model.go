@@ -15,6 +15,8 @@ import (
 	"runtime/cgo"
 	"sync"
 	"unsafe"
+
+	"github.com/expertsniper/expertsniper/gguf"
 )
 
 // LoadMode is how llama.cpp brings the weights into memory (llama_load_mode).
@@ -251,6 +253,11 @@ func LoadModel(ctx context.Context, path string, opts ...ModelOption) (*Model, e
 	if err := checkGGUFFile(path); err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}
+	// llama.cpp's own reader trusts more of the file than it should on some inputs; the pure-Go
+	// reader validates the whole header, metadata and tensor table first and names the problem.
+	if _, err := gguf.Open(path); err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
 	cp, err := p.toC(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
@@ -258,13 +265,17 @@ func LoadModel(ctx context.Context, path string, opts ...ModelOption) (*Model, e
 	defer cp.free()
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	cm := C.llama_model_load_from_file(cpath, cp.C)
+	var cm *C.struct_llama_model
+	logged := captureErrors(func() { cm = C.llama_model_load_from_file(cpath, cp.C) })
 	if cm == nil {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("load model %q: cancelled: %w", path, err)
 		}
-		return nil, fmt.Errorf("load model %q: %w", path,
-			&Error{Op: "llama_model_load_from_file", Msg: "llama.cpp could not load the model (unsupported architecture, missing tensors or metadata; set a logger with SetLogger for details)"})
+		msg := "llama.cpp could not load the model"
+		if logged != "" {
+			msg += ": " + logged
+		}
+		return nil, fmt.Errorf("load model %q: %w", path, &Error{Op: "llama_model_load_from_file", Msg: msg})
 	}
 	return newModelFromC(cm, path), nil
 }
