@@ -191,8 +191,15 @@ func (d *fileDownload) newHasher() hash.Hash {
 	return sha256.New()
 }
 
-func (d *fileDownload) run(ctx context.Context) error {
+func (d *fileDownload) run(ctx context.Context) (err error) {
 	name := d.file.Path
+	defer func() {
+		// An empty partial file (e.g. after a 404) is no progress worth keeping: leave nothing behind.
+		if st, serr := os.Stat(d.partial); err != nil && serr == nil && st.Size() == 0 {
+			os.Remove(d.partial)
+			os.Remove(d.metaPath())
+		}
+	}()
 	// Lock before looking at the partial file: another pull of the same file may be writing it.
 	out, err := os.OpenFile(d.partial, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {

@@ -336,11 +336,13 @@ func TestErrorsAreClear(t *testing.T) {
 	})
 	t.Run("file missing on the hub (404)", func(t *testing.T) {
 		c := h.client()
+		dir := t.TempDir()
 		err := c.DownloadFile(context.Background(), "org/Public", RepoFile{Path: "gone.gguf", Size: 10, SHA256: strings.Repeat("0", 64)},
-			filepath.Join(t.TempDir(), "gone.gguf"), nil)
+			filepath.Join(dir, "gone.gguf"), nil)
 		if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "HTTP 404") || !strings.Contains(err.Error(), "gone.gguf") {
 			t.Fatalf("err = %v", err)
 		}
+		assertNoLeftovers(t, dir)
 	})
 	t.Run("server errors are retried a bounded number of times", func(t *testing.T) {
 		f := h.repos["org/Public"].files["P-Q4_0.gguf"]
