@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expertsniper/expertsniper/gguf"
 	"github.com/expertsniper/expertsniper/memcap"
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 	"github.com/expertsniper/expertsniper/sniper"
@@ -229,7 +230,8 @@ const sampleRunStats = `{
   "hits": 40, "misses": 120, "hit_rate": 0.25, "peak_cache_bytes": 2000000000,
   "read_p50_us": 300, "read_p99_us": 900,
   "prompt_bytes_read": 1000, "decode_bytes_read": 3500000000, "decode_evals": 7,
-  "decode_bytes_per_token": 500000000, "missed_expert_bytes": 3500001000
+  "decode_bytes_per_token": 500000000, "missed_expert_bytes": 3500001000,
+  "prompt_hits": 10, "prompt_misses": 90
 }`
 
 func TestOurRunIsMeasuredFromItsStatistics(t *testing.T) {
@@ -250,8 +252,8 @@ func TestOurRunIsMeasuredFromItsStatistics(t *testing.T) {
 	if !m.OK() || m.PrefillTPS != 4 || m.DecodeTPS != 2 || m.PromptTokens != 32 || m.GenTokens != 8 {
 		t.Fatalf("measurement %+v", m)
 	}
-	// Decode read 3.5 GB over 7 evaluated tokens in 8/2 = 4 s.
-	if m.ReadPerToken != 500e6 || math.Abs(float64(m.DiskGBps)-0.875) > 1e-9 || m.HitRate != 0.25 {
+	// Decode read 3.5 GB over 7 evaluated tokens in 8/2 = 4 s, with 30 hits and 30 misses.
+	if m.ReadPerToken != 500e6 || math.Abs(float64(m.DiskGBps)-0.875) > 1e-9 || m.HitRate != 0.5 {
 		t.Fatalf("decode reads: %v B/token, %v GB/s, hit rate %v", m.ReadPerToken, m.DiskGBps, m.HitRate)
 	}
 	if m.PeakRSS != 3<<30 || m.PeakUsage != 4<<30 || m.DiskRead != 5e9 {
@@ -447,5 +449,109 @@ func TestFitPromptHitsTheTokenCountAsRunTokenizes(t *testing.T) {
 	}
 	if _, _, err := FitPrompt(wordTokenizer{}, 0); err == nil {
 		t.Error("0 tokens accepted")
+	}
+}
+
+func TestHitRateFallsBackToTheWholeRunWithoutPrefillLookups(t *testing.T) {
+	s, err := ParseRunStats([]byte(`{"mode":"sniper","prompt_tokens":4,"prompt_tok_per_sec":2,"generated_tokens":2,
+		"decode_tok_per_sec":1,"hits":1,"misses":3,"decode_bytes_read":10,"decode_evals":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := measurementFromRun(Config{Kind: KindSniper}, s); m.HitRate != 0.25 || m.ReadPerToken != 10 {
+		t.Fatalf("hit rate %v, read/token %v", m.HitRate, m.ReadPerToken)
+	}
+}
+
+// embeddingRows decodes every row of a model's token embeddings.
+func embeddingRows(t *testing.T, path string) [][]float32 {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, _ := f.Tensor(TokenEmbeddingName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, rb := ti.Dims[0], ti.Type.RowSize(ti.Dims[0])
+	rows := make([][]float32, ti.Dims[1])
+	for r := range rows {
+		rows[r] = make([]float32, n)
+		off := f.TensorFileOffset(ti) + int64(r)*rb
+		decodeRow(ti.Type, data[off:off+rb], rows[r])
+	}
+	return rows
+}
+
+func meanCosine(rows [][]float32) float64 {
+	var sum float64
+	var pairs int
+	for i := 0; i+1 < len(rows); i += 7 {
+		a, b := rows[i], rows[i+1]
+		var ab, aa, bb float64
+		for j := range a {
+			ab += float64(a[j]) * float64(b[j])
+			aa += float64(a[j]) * float64(a[j])
+			bb += float64(b[j]) * float64(b[j])
+		}
+		sum += ab / math.Sqrt(aa*bb)
+		pairs++
+	}
+	return sum / float64(pairs)
+}
+
+func TestCorrelateRoutingSharesADirectionAcrossTokens(t *testing.T) {
+	for _, name := range []string{"qwen35moe-q4_0", "qwen3moe-q8_0", "qwen3moe-f32"} {
+		src := testmodels.Path(t, name)
+		dst := filepath.Join(t.TempDir(), "m.gguf")
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(dst, data, 0o644)
+		before := meanCosine(embeddingRows(t, dst))
+		if err := CorrelateRouting(dst, 2, 1); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		after := meanCosine(embeddingRows(t, dst))
+		// Rows of size r plus a shared part of size 2r: cosine 4/5 between any two tokens.
+		if math.Abs(before) > 0.1 || after < 0.7 || after > 0.9 {
+			t.Fatalf("%s: mean cosine between token embeddings %.3f → %.3f, want ≈0 → ≈0.8", name, before, after)
+		}
+		got, _ := os.ReadFile(dst)
+		if len(got) != len(data) {
+			t.Fatalf("%s: file size changed", name)
+		}
+		f, _ := gguf.Open(dst)
+		ti, _ := f.Tensor(TokenEmbeddingName)
+		start, end := f.TensorFileOffset(ti), f.TensorFileOffset(ti)+ti.Bytes()
+		if !bytes.Equal(got[:start], data[:start]) || !bytes.Equal(got[end:], data[end:]) {
+			t.Fatalf("%s: bytes outside %s changed", name, TokenEmbeddingName)
+		}
+	}
+}
+
+func TestCorrelateRoutingRejectsBadInput(t *testing.T) {
+	junk := filepath.Join(t.TempDir(), "junk.gguf")
+	os.WriteFile(junk, []byte("not a model"), 0o644)
+	if err := CorrelateRouting(junk, 1, 1); err == nil || !strings.Contains(err.Error(), junk) {
+		t.Errorf("junk file: %v", err)
+	}
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	if err := CorrelateRouting(model, -1, 1); err == nil || !strings.Contains(err.Error(), "strength") {
+		t.Errorf("negative strength: %v", err)
+	}
+	if err := CorrelateRouting(model, math.NaN(), 1); err == nil {
+		t.Error("NaN strength accepted")
+	}
+}
+
+func TestHalfToFloat(t *testing.T) {
+	for h, want := range map[uint16]float32{0x3c00: 1, 0xc000: -2, 0x0001: 5.960464477539063e-08, 0x7bff: 65504, 0x0000: 0, 0x3555: 0.33325195} {
+		if got := halfToFloat(h); got != want {
+			t.Errorf("halfToFloat(%#x) = %g, want %g", h, got, want)
+		}
 	}
 }

@@ -25,6 +25,9 @@ type RunStats struct {
 	// DecodeEvals counts the generated tokens that were evaluated (the last one is only sampled).
 	DecodeEvals      int     `json:"decode_evals"`
 	DecodeBytesPerTk float64 `json:"decode_bytes_per_token"`
+	// Prefill's cache lookups, so that decode's hit rate can be told apart (absent in older runs).
+	PromptHits   *int64 `json:"prompt_hits"`
+	PromptMisses *int64 `json:"prompt_misses"`
 }
 
 // ParseRunStats reads `agent run --stats-json` output and checks it has the timings the bench needs.
@@ -61,8 +64,9 @@ func OursArgs(w Workload, c Config, prompt, statsPath string) []string {
 	return args
 }
 
-// measurementFromRun turns our run's statistics into a measurement. Reads per token and disk
-// throughput are decode's own (prefill's reads are split off); the hit rate covers the whole run.
+// measurementFromRun turns our run's statistics into a measurement. Reads per token, disk throughput
+// and the hit rate are decode's own (prefill's are split off; the hit rate covers the whole run only
+// when the statistics lack prefill's lookups).
 func measurementFromRun(c Config, s RunStats) Measurement {
 	m := Measurement{Config: c, PromptTokens: s.PromptTokens, GenTokens: s.GeneratedTokens,
 		PrefillTPS: s.PromptPerSec, DecodeTPS: s.DecodePerSec}
@@ -75,8 +79,12 @@ func measurementFromRun(c Config, s RunStats) Measurement {
 	}
 	decodeSeconds := float64(s.GeneratedTokens) / s.DecodePerSec
 	m.DiskGBps = Num(float64(s.DecodeBytesRead) / decodeSeconds / 1e9)
-	if s.Hits+s.Misses > 0 {
-		m.HitRate = Num(float64(s.Hits) / float64(s.Hits+s.Misses))
+	hits, misses := s.Hits, s.Misses
+	if s.PromptHits != nil && s.PromptMisses != nil {
+		hits, misses = hits-*s.PromptHits, misses-*s.PromptMisses
+	}
+	if hits+misses > 0 {
+		m.HitRate = Num(float64(hits) / float64(hits+misses))
 	}
 	return m
 }

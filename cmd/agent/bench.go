@@ -53,7 +53,7 @@ func benchCommand(streams *IOStreams) *cli.Command {
 			"hit rate, plus the disk-bound ceiling measured with direct reads of the model's experts.\n" +
 			"Linux only (memory cgroups); runs as root or with a delegated cgroup.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", Destination: &o.Model, Required: true},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE` (required)", Destination: &o.Model},
 			&cli.IntFlag{Name: "prompt-tokens", Aliases: []string{"p"}, Value: 32, Usage: "prompt length in tokens", Destination: &o.PromptTokens},
 			&cli.IntFlag{Name: "gen-tokens", Aliases: []string{"n"}, Value: 16, Usage: "tokens to generate", Destination: &o.GenTokens},
 			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads (every configuration)", Destination: &o.Threads},
@@ -70,11 +70,46 @@ func benchCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "agent", Hidden: true, Usage: "agent `BINARY` that runs our configurations (default: this one)", Destination: &o.Agent},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "copy the children's stderr to ours", Destination: &o.Verbose},
 		},
+		Subcommands: []*cli.Command{correlateCommand(streams)},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("bench takes no arguments, got %q", c.Args().Slice())
 			}
+			if o.Model == "" {
+				return usagef("bench: -m/--model FILE is required")
+			}
 			return runBench(c.Context, streams, o, strings.Join(os.Args, " "))
+		},
+	}
+}
+
+// correlateCommand rewrites a generated model so that its routing is skewed and temporally
+// correlated (bench.CorrelateRouting).
+func correlateCommand(streams *IOStreams) *cli.Command {
+	var model string
+	var strength float64
+	var seed uint64
+	return &cli.Command{
+		Name:  "correlate",
+		Usage: "make a generated model route like a real one: skewed and temporally correlated (rewrites it in place)",
+		Description: "Random weights route almost uniformly, the worst case for an expert cache. This adds one shared\n" +
+			"random direction, of --strength times each row's own size, to every token embedding, so that every\n" +
+			"hidden state carries it and each layer's router keeps favouring the same experts. Apply it once to a\n" +
+			"freshly generated F32/F16/Q8_0/Q4_0 model (e.g. from agent mkmodel, optionally with --skew).",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE` to rewrite", Destination: &model, Required: true},
+			&cli.Float64Flag{Name: "strength", Value: 1, Usage: "size of the shared component relative to each token's own", Destination: &strength},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the shared direction", Destination: &seed},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("bench correlate takes no arguments, got %q", c.Args().Slice())
+			}
+			if err := bench.CorrelateRouting(model, strength, seed); err != nil {
+				return err
+			}
+			fmt.Fprintf(streams.ErrOut, "rewrote the token embeddings of %s (shared direction, strength %g)\n", model, strength)
+			return nil
 		},
 	}
 }
