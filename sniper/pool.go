@@ -13,10 +13,14 @@ import (
 // saturate a fast SSD; more hide latency of smaller reads.
 const DefaultReaders = 8
 
-// ReadRequest asks for file bytes [Offset, Offset+len(Dst)) to be read into Dst.
+// ReadRequest asks for file bytes [Offset, Offset+len(Dst)) to be read into Dst. With Dst nil, the
+// pool reads Len bytes into one of its own aligned bounce buffers and hands them to Then, on the
+// reading goroutine, before reusing the buffer: at most one buffer per reader is ever live.
 type ReadRequest struct {
 	Offset int64
 	Dst    []byte
+	Len    int
+	Then   func(b []byte)
 }
 
 // Pool runs preads of one file in parallel, at most n at a time.
@@ -26,6 +30,8 @@ type Pool struct {
 	lat     *latencies
 	reads   atomic.Int64
 	issued  atomic.Int64
+	bufMu   sync.Mutex
+	bufs    map[int][][]byte // free bounce buffers by size
 	closeMu sync.RWMutex
 	closed  bool
 }
@@ -35,7 +41,7 @@ func NewPool(f File, readers int) *Pool {
 	if readers <= 0 {
 		readers = DefaultReaders
 	}
-	return &Pool{file: f, sem: make(chan struct{}, readers), lat: &latencies{}}
+	return &Pool{file: f, sem: make(chan struct{}, readers), lat: &latencies{}, bufs: map[int][][]byte{}}
 }
 
 // ErrClosed is returned by a pool or sniper used after Close.
@@ -84,6 +90,40 @@ func (p *Pool) Read(ctx context.Context, reqs []ReadRequest) error {
 }
 
 func (p *Pool) readOne(ctx context.Context, r ReadRequest) error {
+	if r.Dst == nil {
+		buf := p.getBuf(r.Len)
+		defer p.putBuf(buf)
+		r.Dst = buf
+	}
+	if err := p.readInto(ctx, r); err != nil {
+		return err
+	}
+	if r.Then != nil {
+		r.Then(r.Dst)
+	}
+	return nil
+}
+
+func (p *Pool) getBuf(n int) []byte {
+	p.bufMu.Lock()
+	defer p.bufMu.Unlock()
+	if free := p.bufs[n]; len(free) > 0 {
+		b := free[len(free)-1]
+		p.bufs[n] = free[:len(free)-1]
+		return b
+	}
+	return alignedBuffer(n, pageSize)
+}
+
+func (p *Pool) putBuf(b []byte) {
+	p.bufMu.Lock()
+	defer p.bufMu.Unlock()
+	if len(p.bufs[len(b)]) < cap(p.sem) {
+		p.bufs[len(b)] = append(p.bufs[len(b)], b)
+	}
+}
+
+func (p *Pool) readInto(ctx context.Context, r ReadRequest) error {
 	if r.Offset < 0 || r.Offset+int64(len(r.Dst)) > p.file.Size() {
 		return &ReadError{Path: p.file.Path(), Offset: r.Offset, Len: len(r.Dst),
 			Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", r.Offset+int64(len(r.Dst)), p.file.Size())}

@@ -271,17 +271,10 @@ func (s *Sniper) checkFile(layer, expert int) error {
 	return nil
 }
 
-// copyJob moves bytes read into a bounce buffer to where they belong (non-mirrored tensors).
-type copyJob struct {
-	from []byte
-	to   []byte
-}
-
-// read loads experts of layer: aligned supersets straight into mirrored tensors' memory, through
-// bounce buffers for the others.
+// read loads experts of layer: aligned supersets straight into mirrored tensors' memory, through the
+// pool's bounce buffers (copied into place on the reading goroutine) for the others.
 func (s *Sniper) read(ctx context.Context, layer int, experts []int) error {
 	var reqs []ReadRequest
-	var copies []copyJob
 	size := s.file.Size()
 	for _, t := range s.layers[layer] {
 		for _, e := range experts {
@@ -297,22 +290,15 @@ func (s *Sniper) read(ctx context.Context, layer int, experts []int) error {
 					reqs = append(reqs, ReadRequest{Offset: start, Dst: dst})
 					continue
 				}
-				buf := alignedBuffer(int(end-start), pageSize)
-				reqs = append(reqs, ReadRequest{Offset: start, Dst: buf})
-				copies = append(copies, copyJob{
-					from: buf[off-start : off-start+p.Len],
-					to:   t.mem.slice(int64(e)*t.ExpertBytes+p.MemOffset, p.Len),
-				})
+				to := t.mem.slice(int64(e)*t.ExpertBytes+p.MemOffset, p.Len)
+				skip := off - start
+				reqs = append(reqs, ReadRequest{Offset: start, Len: int(end - start), Then: func(b []byte) {
+					copy(to, b[skip:skip+int64(len(to))])
+				}})
 			}
 		}
 	}
-	if err := s.pool.Read(ctx, reqs); err != nil {
-		return err
-	}
-	for _, c := range copies {
-		copy(c.to, c.from)
-	}
-	return nil
+	return s.pool.Read(ctx, reqs)
 }
 
 // Resident reports whether expert e of layer is resident.

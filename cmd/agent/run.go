@@ -117,6 +117,10 @@ type runStats struct {
 	// MissedExpertBytes is the sum of the index's sizes of every missed expert (computed from the
 	// per-layer miss counts, independently of the sniper's byte counter).
 	MissedExpertBytes int64 `json:"missed_expert_bytes"`
+	// DecodeBytesIssued is what the sniper asked the disk for while generating (aligned supersets);
+	// DecodeIOReadBytes what the kernel says this process read from storage meanwhile (-1: unknown).
+	DecodeBytesIssued int64 `json:"decode_bytes_issued"`
+	DecodeIOReadBytes int64 `json:"decode_io_read_bytes"`
 
 	// PromptHits and PromptMisses are the cache lookups of prefill (the rest are decode's).
 	PromptHits   int64 `json:"prompt_hits"`
@@ -214,6 +218,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	sn := m.Sniper()
 	var atPrompt sniper.Stats
+	ioAtPrompt := int64(-1)
 	first := true
 	opts := []binding.GenerateOption{
 		binding.WithMaxTokens(o.Tokens),
@@ -221,7 +226,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		binding.WithoutCacheReuse(),
 		binding.WithTokenCallback(func(_ binding.Token, text string) error {
 			if first && sn != nil {
-				atPrompt = sn.Stats()
+				atPrompt, ioAtPrompt = sn.Stats(), ioReadBytes()
 			}
 			first = false
 			_, err := io.WriteString(streams.Out, text)
@@ -252,6 +257,12 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	rs := runStats{
 		PromptTokens: res.Timings.PromptTokens, GeneratedTokens: res.Timings.Generated,
 		PromptPerSec: res.Timings.PromptPerSecond(), DecodePerSec: res.Timings.GeneratedPerSecond(),
+	}
+	rs.DecodeIOReadBytes = -1
+	if ioAtPrompt >= 0 {
+		if now := ioReadBytes(); now >= 0 {
+			rs.DecodeIOReadBytes = now - ioAtPrompt
+		}
 	}
 	return report(streams, o, m, mode, cacheBudget, rs, rssBefore, sampler, atPrompt, evals)
 }
@@ -370,6 +381,7 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 		rs.PromptBytesRead = atPrompt.BytesRead
 		rs.PromptHits, rs.PromptMisses = atPrompt.Hits, atPrompt.Misses
 		rs.DecodeBytesRead = st.BytesRead - atPrompt.BytesRead
+		rs.DecodeBytesIssued = st.BytesIssued - atPrompt.BytesIssued
 		rs.DecodeEvals = decodeEvals
 		if decodeEvals > 0 {
 			rs.DecodeBytesPerTk = float64(rs.DecodeBytesRead) / float64(decodeEvals)
@@ -395,8 +407,8 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 			sizeString(rs.PinnedBytes), sizeString(rs.StreamedBytes), cacheString(rs.CacheBudget), sizeString(rs.PeakCacheBytes))
 		fmt.Fprintf(streams.ErrOut, "  reads %d, %s of experts (%s issued, aligned), hits %d, misses %d, read latency p50 %dµs p99 %dµs\n",
 			rs.Reads, sizeString(rs.BytesRead), sizeString(rs.BytesIssued), rs.Hits, rs.Misses, rs.ReadP50Micros, rs.ReadP99Micros)
-		fmt.Fprintf(streams.ErrOut, "  prompt read %s; decode read %s over %d tokens\n",
-			sizeString(rs.PromptBytesRead), sizeString(rs.DecodeBytesRead), rs.DecodeEvals)
+		fmt.Fprintf(streams.ErrOut, "  prompt read %s; decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",
+			sizeString(rs.PromptBytesRead), sizeString(rs.DecodeBytesRead), rs.DecodeEvals, rs.DecodeBytesIssued, rs.DecodeIOReadBytes)
 	}
 	if o.StatsJSON != "" {
 		b, err := json.MarshalIndent(rs, "", "  ")
