@@ -1,0 +1,285 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
+)
+
+const prompt = "<|im_start|>user\nhello there, tell me about the cat<|im_end|>\n<|im_start|>assistant\n"
+
+func open(t *testing.T, o Options) *Engine {
+	t.Helper()
+	if o.Context == 0 {
+		o.Context = 512
+	}
+	if o.Threads == 0 {
+		o.Threads = 2
+	}
+	o.NoRepack = true
+	e, err := Open(context.Background(), testmodels.Path(t, "qwen3moe-f32"), o)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return e
+}
+
+func complete(t *testing.T, e engine.Engine, req engine.Request) engine.Result {
+	t.Helper()
+	var streamed strings.Builder
+	r, err := e.Complete(context.Background(), req, func(tok engine.Token) error {
+		streamed.WriteString(tok.Text)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	if streamed.String() != r.Text {
+		t.Fatalf("streamed %q but result text %q", streamed.String(), r.Text)
+	}
+	return r
+}
+
+func TestInfoTemplateAndTokenize(t *testing.T) {
+	e := open(t, Options{Slots: 2})
+	info := e.Info()
+	if info.Architecture != "qwen3moe" || info.Slots != 2 || info.Context < 512 || info.Vocab == 0 || info.Mode != "ram" || !info.HasChatTemplate {
+		t.Fatalf("info %+v", info)
+	}
+	p, err := e.ApplyTemplate([]engine.Message{{Role: "user", Content: "hello there, tell me about the cat"}}, true)
+	if err != nil || p != prompt {
+		t.Fatalf("template %q %v", p, err)
+	}
+	toks, err := e.Tokenize(prompt, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := e.Detokenize(toks)
+	if err != nil || back != prompt {
+		t.Fatalf("detokenize %q %v", back, err)
+	}
+}
+
+func TestPrefixReuseGivesSameText(t *testing.T) {
+	e := open(t, Options{})
+	first := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1})
+	if first.Timings.CachedTokens != 0 || first.Timings.PromptTokens == 0 || first.Timings.PredictedTokens == 0 {
+		t.Fatalf("first timings %+v", first.Timings)
+	}
+	// The same prompt again: everything but the last token comes from the cache.
+	again := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1})
+	if again.Timings.PromptTokens != 1 || again.Text != first.Text {
+		t.Fatalf("repeat: %+v %q vs %q", again.Timings, again.Text, first.Text)
+	}
+	// A follow-up that extends the conversation evaluates only the new part.
+	follow := prompt + first.Text + "<|im_end|>\n<|im_start|>user\nand the dog?<|im_end|>\n<|im_start|>assistant\n"
+	reused := complete(t, e, engine.Request{Prompt: follow, MaxTokens: 8, Slot: -1})
+	if reused.Timings.CachedTokens < first.Timings.PromptTokens-1 {
+		t.Fatalf("follow-up reused %d tokens, want at least %d", reused.Timings.CachedTokens, first.Timings.PromptTokens-1)
+	}
+	fresh := complete(t, open(t, Options{}), engine.Request{Prompt: follow, MaxTokens: 8, Slot: -1})
+	if fresh.Text != reused.Text {
+		t.Fatalf("with cache reuse %q, from scratch %q", reused.Text, fresh.Text)
+	}
+	st := e.Stats()
+	if st.RSSBytes <= 0 || st.GeneratedTokens != int64(first.Timings.PredictedTokens+again.Timings.PredictedTokens+reused.Timings.PredictedTokens) {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestStopStringAndLimits(t *testing.T) {
+	e := open(t, Options{})
+	base := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 16, Slot: -1})
+	if base.FinishReason != "length" && base.FinishReason != "stop" {
+		t.Fatalf("finish %q", base.FinishReason)
+	}
+	if len(base.Text) >= 6 {
+		stop := base.Text[3:6]
+		r := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 16, Slot: -1, Stop: []string{stop}})
+		if r.Text != base.Text[:strings.Index(base.Text, stop)] || r.StoppingWord != stop || r.FinishReason != "stop" {
+			t.Fatalf("stop %q: %+v", stop, r)
+		}
+	}
+	_, err := e.Complete(context.Background(), engine.Request{Prompt: strings.Repeat("cat ", 2000), Slot: -1}, nil)
+	if !errors.Is(err, engine.ErrContextFull) {
+		t.Fatalf("huge prompt: %v", err)
+	}
+	if _, err := e.Complete(context.Background(), engine.Request{Prompt: prompt, Slot: 5}, nil); err == nil || !strings.Contains(err.Error(), "slot 5") {
+		t.Fatalf("bad slot: %v", err)
+	}
+}
+
+func TestQueueAndCancel(t *testing.T) {
+	e := open(t, Options{Slots: 1})
+	// Hold the only slot from a request that blocks in its token callback.
+	started, unblock := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n := 0
+		e.Complete(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 4, Slot: -1}, func(engine.Token) error {
+			if n++; n == 1 {
+				close(started)
+				<-unblock
+			}
+			return nil
+		})
+	}()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := e.Complete(ctx, engine.Request{Prompt: prompt, MaxTokens: 4, Slot: -1}, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("queued request with a deadline: %v", err)
+	}
+	done := make(chan engine.Result)
+	go func() {
+		r, _ := e.Complete(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 4, Slot: -1}, nil)
+		done <- r
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(unblock)
+	wg.Wait()
+	if r := <-done; r.Timings.PredictedTokens == 0 {
+		t.Fatalf("queued request got %+v", r)
+	}
+	// Cancelling during generation stops within one token and frees the slot.
+	cctx, ccancel := context.WithCancel(context.Background())
+	n := 0
+	_, err := e.Complete(cctx, engine.Request{Prompt: prompt, MaxTokens: 64, Slot: -1}, func(engine.Token) error {
+		if n++; n == 2 {
+			ccancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || n != 2 {
+		t.Fatalf("cancel: err %v after %d tokens", err, n)
+	}
+	complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 2, Slot: -1})
+}
+
+func TestParallelSlots(t *testing.T) {
+	e := open(t, Options{Slots: 2})
+	want := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 8, Slot: 0})
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.Complete(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1}, nil)
+			if err == nil && r.Text != want.Text {
+				err = errors.New("different text: " + r.Text)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSaveLoadState(t *testing.T) {
+	e := open(t, Options{})
+	path := filepath.Join(t.TempDir(), "ctx.state")
+	n, err := e.SaveState(context.Background(), 0, prompt, path)
+	if err != nil || n == 0 {
+		t.Fatalf("SaveState: %d %v", n, err)
+	}
+	want := complete(t, open(t, Options{}), engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1})
+	e2 := open(t, Options{Slots: 2})
+	got, err := e2.LoadState(context.Background(), 1, path)
+	if err != nil || got != n {
+		t.Fatalf("LoadState: %d %v (saved %d)", got, err, n)
+	}
+	// Any free slot: the engine picks the one holding the prompt.
+	r := complete(t, e2, engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1})
+	if r.Timings.CachedTokens != n-1 || r.Text != want.Text {
+		t.Fatalf("after load: %+v %q, want %d cached and %q", r.Timings, r.Text, n-1, want.Text)
+	}
+	if _, err := e2.LoadState(context.Background(), 0, filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("loading a missing state file succeeded")
+	}
+}
+
+func TestEmbed(t *testing.T) {
+	e := open(t, Options{})
+	a, err := e.Embed(context.Background(), "the cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != e.Info().Embedding {
+		t.Fatalf("embedding of %d, want %d", len(a), e.Info().Embedding)
+	}
+	b, _ := e.Embed(context.Background(), "the cat")
+	c, _ := e.Embed(context.Background(), "a dog")
+	if !equal(a, b) || equal(a, c) {
+		t.Fatal("embeddings not deterministic or not text-dependent")
+	}
+}
+
+func equal(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestOpenErrorsAndClose(t *testing.T) {
+	if _, err := Open(context.Background(), filepath.Join(t.TempDir(), "none.gguf"), Options{}); err == nil {
+		t.Fatal("opening a missing model succeeded")
+	}
+	if _, err := Open(context.Background(), testmodels.Path(t, "qwen3moe-f32"), Options{Mode: "warp"}); err == nil {
+		t.Fatal("unknown mode accepted")
+	}
+	if _, err := Open(context.Background(), testmodels.Path(t, "qwen3moe-f32"), Options{FlashAttn: "sometimes"}); err == nil {
+		t.Fatal("bad flash attention value accepted")
+	}
+	e, err := Open(context.Background(), testmodels.Path(t, "qwen3moe-f32"), Options{CacheTypeK: "q4_0", CacheTypeV: "q4_0", Context: 256})
+	if err != nil {
+		t.Fatalf("q4_0 KV cache: %v", err)
+	}
+	e.Close()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Complete(context.Background(), engine.Request{Prompt: prompt}, nil); err == nil {
+		t.Fatal("Complete after Close succeeded")
+	}
+}
+
+func TestSniperModeMatchesRAM(t *testing.T) {
+	want := complete(t, open(t, Options{}), engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1})
+	e := open(t, Options{Mode: "sniper", CacheBudget: 0})
+	if e.Info().Mode != "sniper" {
+		t.Fatalf("mode %q", e.Info().Mode)
+	}
+	got := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1})
+	if got.Text != want.Text {
+		t.Fatalf("sniper %q, ram %q", got.Text, want.Text)
+	}
+	if st := e.Stats(); st.BytesRead == 0 || st.CacheMisses == 0 || len(st.LayerExpertActivations) == 0 {
+		t.Fatalf("sniper stats not filled: %+v", st)
+	}
+}
