@@ -292,12 +292,14 @@ func TestFailuresBecomeRows(t *testing.T) {
 	}
 	r := &Runner{Agent: "/bin/agent", LlamaBench: "/bin/llama-bench", Prompt: "hi", Exec: oom}
 	rep, err := r.Run(t.Context(), Workload{Model: model, PromptTokens: 4, GenTokens: 2, Threads: 1}, []Config{
-		{Kind: KindPeer, Cap: 1 << 30}, {Kind: KindRAM, Cap: 1 << 30}, {Kind: KindSniper, Budget: 2 << 30, Cap: 1 << 30}})
+		{Kind: KindPeer, Cap: 1 << 30}, {Kind: KindRAM, Cap: 1 << 30}, {Kind: KindSniper, Budget: 2 << 30, Cap: 1 << 30},
+		{Kind: KindSniper, Budget: memcap.NoLimit, Cap: 1 << 30}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, want := range []string{"llama-bench killed by the kernel for running out of memory under a cap of 1.00 GiB: loading... / Killed",
-		"agent run killed by the kernel", "skipped: a cache budget of 2.00 GiB cannot fit under a cap of 1.00 GiB"} {
+		"agent run killed by the kernel", "skipped: a cache budget of 2.00 GiB cannot fit under a cap of 1.00 GiB",
+		"skipped: a cache budget of unlimited cannot fit under a cap of 1.00 GiB"} {
 		if m := rep.Results[i]; m.OK() || !strings.Contains(m.Err, want) {
 			t.Errorf("row %d: error %q, want %q", i, m.Err, want)
 		}

@@ -97,8 +97,12 @@ func (r *Runner) Run(ctx context.Context, w Workload, configs []Config) (*Report
 }
 
 func (r *Runner) one(ctx context.Context, w Workload, c Config) (Measurement, error) {
-	if c.Cap >= 0 && (c.Kind == KindSniper || c.Kind == KindStream) && c.Budget >= c.Cap {
-		return failed(c, fmt.Errorf("skipped: a cache budget of %s cannot fit under a cap of %s", FormatSize(c.Budget), FormatSize(c.Cap))), nil
+	if c.Cap >= 0 && (c.Kind == KindSniper || c.Kind == KindStream) && (c.Budget < 0 || c.Budget >= c.Cap) {
+		budget := FormatSize(c.Budget)
+		if c.Budget < 0 {
+			budget = "unlimited"
+		}
+		return failed(c, fmt.Errorf("skipped: a cache budget of %s cannot fit under a cap of %s", budget, FormatSize(c.Cap))), nil
 	}
 	if r.Cold {
 		if err := r.dropCaches(); err != nil {
