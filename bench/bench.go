@@ -100,7 +100,8 @@ type Measurement struct {
 	// PeakRSS is the process's own high-water mark; PeakUsage the cgroup's (RSS + page cache).
 	PeakRSS   int64 `json:"peak_rss"`
 	PeakUsage int64 `json:"cgroup_peak"`
-	// DiskRead is what the process read from the block device over its whole life (load included).
+	// DiskRead is what the process read from the block device over its whole life (load included;
+	// page-cache misses, mmap faults and direct reads alike).
 	DiskRead int64 `json:"disk_read_bytes"`
 	// Streaming kinds only (NaN/absent otherwise): bytes of experts read per decoded token, the disk
 	// throughput achieved while decoding, and the expert cache hit rate during decode.

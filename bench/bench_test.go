@@ -91,7 +91,7 @@ func sampleReport() *Report {
 	nan := Num(math.NaN())
 	mk := func(c Config, pp, tg float64) Measurement {
 		return Measurement{Config: c, PromptTokens: 32, GenTokens: 8, PrefillTPS: pp, DecodeTPS: tg, PeakRSS: 3 << 30, PeakUsage: 4 << 30,
-			ReadPerToken: nan, DiskGBps: nan, HitRate: nan}
+			DiskRead: 25 << 30, ReadPerToken: nan, DiskGBps: nan, HitRate: nan}
 	}
 	sn := mk(Config{Kind: KindSniper, Budget: 2 << 30, Cap: 4 << 30}, 4, 2.2)
 	sn.ReadPerToken, sn.DiskGBps, sn.HitRate = 400e6, 0.9, 0.25
@@ -140,7 +140,7 @@ func TestTextTable(t *testing.T) {
 		"machine: linux/amd64, Test CPU (2 cores), 24.00 GiB RAM",
 		"disk bound: 2.30 GB/s direct reads of 576.00 KiB (2 threads) ÷ 540.00 MiB missed per token (960 reads) = 4.06 tok/s",
 		"decode ×peer", "cgroup peak",
-		"20.00×", "25.0%", "0.90", "381.47 MiB",
+		"20.00×", "25.0%", "0.90", "381.47 MiB", "25.00 GiB",
 		"failed: agent run killed by the kernel",
 	} {
 		if !strings.Contains(out, want) {

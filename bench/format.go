@@ -9,7 +9,7 @@ import (
 )
 
 var columns = []string{"config", "cap", "prefill tok/s", "decode tok/s", "prefill ×peer", "decode ×peer",
-	"prefill ×ram", "decode ×ram", "peak RSS", "cgroup peak", "read/token", "disk GB/s", "hit rate"}
+	"prefill ×ram", "decode ×ram", "peak RSS", "cgroup peak", "disk read", "read/token", "disk GB/s", "hit rate"}
 
 // rows renders every measurement as table cells; failed ones carry their error in the last column.
 func (r *Report) rows() [][]string {
@@ -17,12 +17,15 @@ func (r *Report) rows() [][]string {
 	for _, m := range r.Results {
 		row := []string{m.Name(), FormatSize(m.Cap)}
 		if !m.OK() {
-			row = append(row, "—", "—", "—", "—", "—", "—", "—", "—", "—", "—", "failed: "+m.Err)
+			for len(row) < len(columns)-1 {
+				row = append(row, "—")
+			}
+			row = append(row, "failed: "+m.Err)
 			out = append(out, row)
 			continue
 		}
 		row = append(row, rate(m.PrefillTPS), rate(m.DecodeTPS), times(m.PrefillVsPeer), times(m.DecodeVsPeer),
-			times(m.PrefillVsRAM), times(m.DecodeVsRAM), FormatSize(m.PeakRSS), FormatSize(m.PeakUsage))
+			times(m.PrefillVsRAM), times(m.DecodeVsRAM), FormatSize(m.PeakRSS), FormatSize(m.PeakUsage), FormatSize(m.DiskRead))
 		if m.ReadPerToken.Missing() {
 			row = append(row, "—")
 		} else {
