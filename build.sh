@@ -174,12 +174,17 @@ in_root() {
 		mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"; mount --rbind /sys "$R/sys"
 		mkdir -p "$R/tmp"; chmod 1777 "$R/tmp"
 		cp /etc/resolv.conf "$R/etc/resolv.conf"
+		# Trust what the host trusts (e.g. a proxy CA for the package registries).
+		if [ -s /etc/ssl/certs/ca-certificates.crt ] && [ -e "$R/etc/ssl/certs/ca-certificates.crt" ]; then
+			mount --bind /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/ca-certificates.crt"
+		fi
 		exec chroot "$R" env -i HOME=/root TERM="${TERM:-dumb}" CI="${CI:-}" \
 			PATH="$GOROOT_HOST/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
 			GOROOT="$GOROOT_HOST" GOMODCACHE="$GOMODCACHE_HOST" GOCACHE="$GOCACHE_HOST" \
 			GOFLAGS="-buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=1 \
 			CGO_LDFLAGS="$CGO_LDFLAGS_EXTRA" EXPERTSNIPER_BACKEND_DIR="$BACKEND_DIR" \
 			EXPERTSNIPER_IN_ROOT=1 EXPERTSNIPER_ROOT="$R" ${GOPROXY:+GOPROXY=$GOPROXY} \
+			NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
 			bash -c "cd \"\$0\" && exec \"\$@\"" "$PWD" "$@"
 	' -- "$ROOT" "$@"
 }
