@@ -293,13 +293,18 @@ func TestSlotSaveAndRestore(t *testing.T) {
 
 func TestEmbeddings501WhenUnsupportedAndVectorsWhenSupported(t *testing.T) {
 	fake := fakeengine.New(1, 512)
+	fake.Embeddings = true
 	ts := newTestServer(t, fake)
 	resp, body := ts.do(t, "POST", "/v1/embeddings", map[string]any{"input": "hello"})
-	expectError(t, resp, body, 501, "not_supported_error")
+	expectError(t, resp, body, 501, "not_supported_error") // not enabled with --embeddings
+
+	ts1 := newTestServer(t, fakeengine.New(1, 512), func(c *Config) { c.Embeddings = true })
+	resp, body = ts1.do(t, "POST", "/v1/embeddings", map[string]any{"input": "hello"})
+	expectError(t, resp, body, 501, "not_supported_error") // the model has none
 
 	fake2 := fakeengine.New(1, 512)
 	fake2.Embeddings = true
-	ts2 := newTestServer(t, fake2)
+	ts2 := newTestServer(t, fake2, func(c *Config) { c.Embeddings = true })
 	resp, body = ts2.do(t, "POST", "/v1/embeddings", map[string]any{"input": []string{"a", "b"}})
 	v := decode[map[string]any](t, body)
 	if resp.StatusCode != 200 || len(v["data"].([]any)) != 2 ||

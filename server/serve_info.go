@@ -95,6 +95,11 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 	if l == nil {
 		return
 	}
+	if !s.cfg.Embeddings {
+		writeError(w, http.StatusNotImplemented, errTypeNotSupported,
+			"This server does not support embeddings. Start it with `--embeddings`")
+		return
+	}
 	var req openai.EmbeddingRequest
 	if err := decodeJSON(r, &req); err != nil {
 		fail(w, r, err)

@@ -40,6 +40,9 @@ type Config struct {
 	Sampling *engine.Sampling
 	// Fingerprint is reported as system_fingerprint.
 	Fingerprint string
+	// Embeddings enables /v1/embeddings; without it the endpoint answers 501 as llama-server does
+	// without --embeddings.
+	Embeddings bool
 	// Log receives one line per request and server events; nil discards them.
 	Log io.Writer
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/engine/local"
 	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/server"
@@ -42,12 +42,14 @@ type serveOptions struct {
 	ContextDir string
 	MaxBody    string
 
-	// ramBytes and cacheBytes are RAM and Cache parsed (-1: not set).
-	ramBytes, cacheBytes int64
 	// open loads the model; tests replace it.
 	open func(ctx context.Context, o *serveOptions) (engine.Engine, error)
 	// ready, when set, receives the address once the server listens (tests).
 	ready func(addr string)
+	// status prints progress lines (set by runServe).
+	status func(format string, args ...any)
+	// Embeddings enables /v1/embeddings (llama-server's --embeddings).
+	Embeddings bool
 }
 
 func serveEnv(name string) []string { return []string{"EXPERTSNIPER_" + name} }
@@ -64,7 +66,8 @@ func serveFlags(o *serveOptions) []cli.Flag {
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads", EnvVars: serveEnv("THREADS"), Destination: &o.Threads},
 		&cli.StringFlag{Name: "mode", Value: "auto", Usage: "auto, ram, sniper or stream", EnvVars: serveEnv("MODE"), Destination: &o.Mode},
 		&cli.StringFlag{Name: "ram", Usage: "memory budget for the model's weights, e.g. 8GiB (default: available memory)", EnvVars: serveEnv("RAM"), Destination: &o.RAM},
-		&cli.StringFlag{Name: "cache", Usage: "expert cache `SIZE` (default: what --ram leaves after the pinned part)", EnvVars: serveEnv("CACHE"), Destination: &o.Cache},
+		&cli.StringFlag{Name: "cache", Usage: "expert cache `SIZE`, 0, or unlimited (default: what --ram leaves after the pinned part)", EnvVars: serveEnv("CACHE"), Destination: &o.Cache},
+		&cli.BoolFlag{Name: "embeddings", Usage: "enable /v1/embeddings (mean-pooled; off by default, as in llama-server)", Destination: &o.Embeddings},
 	}
 }
 
@@ -131,15 +134,13 @@ func (o *serveOptions) check() error {
 	default:
 		return usagef("--mode must be auto, ram, sniper or stream, got %q", o.Mode)
 	}
-	o.ramBytes, o.cacheBytes = -1, -1
-	var err error
 	if o.RAM != "" {
-		if o.ramBytes, err = plan.ParseSize(o.RAM); err != nil {
+		if _, err := plan.ParseSize(o.RAM); err != nil {
 			return usagef("--ram: %v", err)
 		}
 	}
-	if o.Cache != "" {
-		if o.cacheBytes, err = plan.ParseSize(o.Cache); err != nil {
+	if o.Cache != "" && !strings.EqualFold(o.Cache, "unlimited") && o.Cache != "-1" {
+		if _, err := plan.ParseSize(o.Cache); err != nil {
 			return usagef("--cache: %v", err)
 		}
 	}
@@ -161,7 +162,7 @@ func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
 	defer stop()
 
 	srv, err := server.New(server.Config{Host: o.Host, APIKey: o.APIKey, MaxBodyBytes: maxBody, ContextDir: o.ContextDir,
-		ModelAlias: o.Alias, Fingerprint: "expertsniper-b11669", Log: streams.ErrOut})
+		ModelAlias: o.Alias, Fingerprint: "expertsniper-b11669", Embeddings: o.Embeddings, Log: streams.ErrOut})
 	if err != nil {
 		return err
 	}
@@ -184,6 +185,7 @@ func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
 	go func() { served <- srv.Serve(serveCtx, ln) }()
 
 	start := time.Now()
+	o.status = func(format string, args ...any) { fmt.Fprintf(streams.ErrOut, format+"\n", args...) }
 	open := o.open
 	if open == nil {
 		open = serveEngineOpener
@@ -224,7 +226,43 @@ func isLoopback(host string) bool {
 // serveEngineOpener is the seam tests replace to serve a scripted engine.
 var serveEngineOpener = openServeEngine
 
-// openServeEngine loads the model with the real engine (engine/local).
+// openServeEngine loads the model with the real engine (engine/local): --mode auto picks RAM when the
+// weights fit the budget, else the sniper (MoE) or dense streaming, as agent run does. -c is shared by
+// the slots, as llama-server's is.
 func openServeEngine(ctx context.Context, o *serveOptions) (engine.Engine, error) {
-	return nil, errors.New("this build has no local engine (engine/local is not in the tree yet)")
+	pm, err := plan.Open(o.Model)
+	if err != nil {
+		return nil, err
+	}
+	status := o.status
+	if status == nil {
+		status = func(string, ...any) {}
+	}
+	mode, cache, err := chooseMode(&runOptions{Mode: o.Mode, RAM: o.RAM, Cache: o.Cache}, pm, status)
+	if err != nil {
+		return nil, err
+	}
+	perSlot := 0
+	if o.Ctx > 0 {
+		perSlot = o.Ctx / o.Parallel
+		if perSlot < 64 {
+			return nil, usagef("-c %d over %d slots leaves %d tokens per slot; give each slot at least 64", o.Ctx, o.Parallel, perSlot)
+		}
+	}
+	return local.Open(ctx, o.Model, local.Options{
+		Slots: o.Parallel, Context: perSlot, Threads: o.Threads,
+		CacheTypeK: strings.ToLower(o.CacheTypeK), CacheTypeV: strings.ToLower(o.CacheTypeV), FlashAttn: o.flashAttn(),
+		Mode: mode, CacheBudget: cache,
+	})
+}
+
+// flashAttn normalises -fa's spellings to on, off or auto.
+func (o *serveOptions) flashAttn() string {
+	switch strings.ToLower(o.FlashAttn) {
+	case "on", "1", "true":
+		return "on"
+	case "off", "0", "false":
+		return "off"
+	}
+	return "auto"
 }

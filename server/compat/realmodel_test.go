@@ -1,0 +1,164 @@
+package compat
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
+	"github.com/expertsniper/expertsniper/server"
+)
+
+// Tests of agent serve on a generated model with the real engine.
+
+type ourServer struct {
+	url string
+	srv *server.Server
+}
+
+func startOursWith(t *testing.T, model string, ctx, slots int, contextDir string) ourServer {
+	t.Helper()
+	eng := openEngine(t, model, ctx, slots)
+	srv, err := server.New(server.Config{Host: "127.0.0.1", ContextDir: contextDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SetEngine(eng); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return ourServer{url: ts.URL, srv: srv}
+}
+
+func postJSON(t *testing.T, url string, body any) (*http.Response, map[string]any) {
+	t.Helper()
+	data, _ := json.Marshal(body)
+	resp, err := http.Post(url, "application/json", strings.NewReader(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatalf("POST %s: decode: %v", url, err)
+	}
+	return resp, v
+}
+
+func chatText(v map[string]any) string {
+	return v["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"].(string)
+}
+
+func TestRealModelStreamedAndPlainChatAgree(t *testing.T) {
+	model := testmodels.Path(t, compatModel)
+	ours := startOursWith(t, model, 1024, 1, t.TempDir())
+	req := map[string]any{"messages": []map[string]string{{"role": "user", "content": "Tell me a story"}}, "max_tokens": 12, "temperature": 0}
+	resp, plain := postJSON(t, ours.url+"/v1/chat/completions", req)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, plain)
+	}
+	req["stream"] = true
+	a := call(t, ours.url, "POST", "/v1/chat/completions", mustMarshal(req))
+	var text strings.Builder
+	for _, ev := range a.events[:len(a.events)-1] {
+		c := ev.(map[string]any)["choices"].([]any)
+		if len(c) == 0 {
+			continue
+		}
+		if s, ok := c[0].(map[string]any)["delta"].(map[string]any)["content"].(string); ok {
+			text.WriteString(s)
+		}
+	}
+	if text.String() != chatText(plain) {
+		t.Fatalf("streamed %q, plain %q", text.String(), chatText(plain))
+	}
+	usage := plain["usage"].(map[string]any)
+	if usage["completion_tokens"].(float64) < 1 || usage["completion_tokens"].(float64) > 12 {
+		t.Fatalf("usage %v", usage)
+	}
+}
+
+func TestRealModelGreedyTextMatchesLlamaServer(t *testing.T) {
+	model := testmodels.Path(t, compatModel)
+	theirs := startLlamaServer(t, model)
+	ours := startOursWith(t, model, compatCtx, compatSlots, t.TempDir())
+	body := map[string]any{"prompt": "The quick brown fox", "n_predict": 8, "temperature": 0}
+	_, tv := postJSON(t, theirs+"/completion", body)
+	_, ov := postJSON(t, ours.url+"/completion", body)
+	if tv["content"] != ov["content"] {
+		t.Errorf("greedy /completion: ours %q, llama-server %q", ov["content"], tv["content"])
+	}
+	if tv["tokens_evaluated"] != ov["tokens_evaluated"] {
+		t.Errorf("tokens_evaluated: ours %v, llama-server %v", ov["tokens_evaluated"], tv["tokens_evaluated"])
+	}
+}
+
+func TestRealModelSavedContextResumesWithTheSameAnswer(t *testing.T) {
+	model := testmodels.Path(t, compatModel)
+	doc := "<|im_start|>system\n" + strings.Repeat("The manual says the valve must stay closed. ", 12) + "<|im_end|>\n"
+	question := "<|im_start|>user\nWhat must stay closed?<|im_end|>\n<|im_start|>assistant\n"
+	req := map[string]any{"prompt": doc + question, "n_predict": 8, "temperature": 0}
+
+	fresh := startOursWith(t, model, 2048, 1, t.TempDir())
+	_, want := postJSON(t, fresh.url+"/completion", req)
+
+	dir := t.TempDir()
+	first := startOursWith(t, model, 2048, 1, dir)
+	resp, saved := postJSON(t, first.url+"/v1/context/save", map[string]any{"name": "manual", "prompt": doc})
+	if resp.StatusCode != 200 {
+		t.Fatalf("save: %d %v", resp.StatusCode, saved)
+	}
+	// A restarted server on the same directory: the slot is empty, only the saved state can help.
+	second := startOursWith(t, model, 2048, 1, dir)
+	resp, got := postJSON(t, second.url+"/completion", req)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Context-Resumed") != "manual" {
+		t.Fatalf("no resume: %d %q %v", resp.StatusCode, resp.Header.Get("X-Context-Resumed"), got)
+	}
+	savedTokens := saved["saved"].(map[string]any)["tokens"].(float64)
+	if cached := got["tokens_cached"].(float64); cached < savedTokens-1 {
+		t.Errorf("tokens_cached %v, want at least the saved %v - 1", cached, savedTokens)
+	}
+	if got["content"] != want["content"] {
+		t.Errorf("resumed answer %q differs from a fresh evaluation's %q", got["content"], want["content"])
+	}
+}
+
+func TestRealModelDisconnectFreesTheOnlySlot(t *testing.T) {
+	model := testmodels.Path(t, compatModel)
+	ours := startOursWith(t, model, 4096, 1, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	body := mustMarshal(map[string]any{"prompt": "Once upon a time", "n_predict": 3000, "stream": true, "temperature": 0})
+	req, _ := http.NewRequestWithContext(ctx, "POST", ours.url+"/completion", strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	start := time.Now()
+	r2, v := postJSON(t, ours.url+"/completion", map[string]any{"prompt": "Hello", "n_predict": 2})
+	if r2.StatusCode != 200 || v["stop"] != true {
+		t.Fatalf("after the disconnect: %d %v", r2.StatusCode, v)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the next request waited %v for the slot", d)
+	}
+}
+
+func mustMarshal(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
