@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -36,6 +37,7 @@ type benchOptions struct {
 	Probe        time.Duration
 	LlamaBench   string
 	Agent        string
+	From         string
 	Verbose      bool
 }
 
@@ -67,6 +69,7 @@ func benchCommand(streams *IOStreams) *cli.Command {
 			&cli.BoolFlag{Name: "peer-warmup", Usage: "let llama-bench warm up first (our runs have no warmup, so off by default)", Destination: &o.PeerWarmup},
 			&cli.DurationFlag{Name: "probe", Value: 3 * time.Second, Usage: "duration of the direct-read disk probe (0: skip)", Destination: &o.Probe},
 			&cli.StringFlag{Name: "llama-bench", Usage: "llama-bench `PATH` (default: found on PATH)", Destination: &o.LlamaBench},
+			&cli.StringFlag{Name: "from", Usage: "print a report saved with --json from `FILE` (as a table, markdown or JSON) instead of running", Destination: &o.From},
 			&cli.StringFlag{Name: "agent", Hidden: true, Usage: "agent `BINARY` that runs our configurations (default: this one)", Destination: &o.Agent},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "copy the children's stderr to ours", Destination: &o.Verbose},
 		},
@@ -74,6 +77,9 @@ func benchCommand(streams *IOStreams) *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("bench takes no arguments, got %q", c.Args().Slice())
+			}
+			if o.From != "" {
+				return printSavedBench(streams, o)
 			}
 			if o.Model == "" {
 				return usagef("bench: -m/--model FILE is required")
@@ -178,6 +184,23 @@ func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command 
 		return err
 	}
 	rep.DiskBound, rep.Command = bound, command
+	return writeBenchReport(streams, o, rep)
+}
+
+// printSavedBench re-renders a report saved with --json.
+func printSavedBench(streams *IOStreams, o *benchOptions) error {
+	data, err := os.ReadFile(o.From)
+	if err != nil {
+		return fmt.Errorf("bench --from: %w", err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return fmt.Errorf("bench --from %q: not a saved report: %w", o.From, err)
+	}
+	return writeBenchReport(streams, o, &rep)
+}
+
+func writeBenchReport(streams *IOStreams, o *benchOptions, rep *bench.Report) error {
 	switch {
 	case o.JSON:
 		return rep.WriteJSON(streams.Out)

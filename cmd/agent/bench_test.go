@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -70,5 +71,18 @@ func TestBenchEndToEndOnTinyModel(t *testing.T) {
 	t.Log(errOut.String())
 	if !strings.Contains(out.String(), `"kind": "sniper"`) || !strings.Contains(out.String(), `"direct_read_gb_s"`) {
 		t.Fatalf("JSON report lacks the sniper rows or the disk bound:\n%s", out.String())
+	}
+
+	// The saved report prints again as markdown without running anything.
+	saved := filepath.Join(t.TempDir(), "report.json")
+	if err := os.WriteFile(saved, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var md, mdErr bytes.Buffer
+	if code := run(t.Context(), []string{"agent", "bench", "--from", saved, "--markdown"}, &IOStreams{In: strings.NewReader(""), Out: &md, ErrOut: &mdErr}); code != exitOK {
+		t.Fatalf("--from: exit %d: %s", code, mdErr.String())
+	}
+	if !strings.Contains(md.String(), "| sniper 1.00 MiB | 256.00 MiB |") || !strings.Contains(md.String(), "| llama.cpp mmap | none |") {
+		t.Fatalf("markdown from the saved report:\n%s", md.String())
 	}
 }
