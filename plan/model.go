@@ -51,6 +51,7 @@ type Model struct {
 	// recurrent state per sequence instead.
 	AttentionLayers     int   `json:"attention_layers"`
 	RecurrentStateBytes int64 `json:"recurrent_state_bytes"` // per sequence, all recurrent layers
+	SSMInner            int   `json:"ssm_inner_size"`        // Gated DeltaNet value width (0 without)
 
 	MoE           bool    `json:"moe"`
 	Experts       int     `json:"expert_count"`
@@ -185,6 +186,9 @@ func analyze(path string, f *gguf.File, tensors []gguf.TensorInfo) (*Model, erro
 		m.ChatTemplate = true
 	}
 	m.AttentionLayers, m.RecurrentStateBytes = attentionLayers(f, m.Layers)
+	if m.RecurrentStateBytes > 0 {
+		m.SSMInner = archUint("ssm.inner_size")
+	}
 
 	descs := make([]sniper.TensorDesc, len(tensors))
 	for i, t := range tensors {

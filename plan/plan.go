@@ -22,7 +22,7 @@ const microBatch = 512
 
 // runtimeOverhead covers what is not weights, KV or compute buffers: the tokenizer, the Go runtime,
 // llama.cpp's bookkeeping, thread stacks.
-const runtimeOverhead = 96 << 20
+const runtimeOverhead = 64 << 20
 
 // Options are the inputs of a memory plan.
 type Options struct {
@@ -89,17 +89,17 @@ func KVCacheBytes(m *Model, n int, kType, vType string) (int64, error) {
 	return int64(math.Ceil(perToken * float64(n))), nil
 }
 
-// computeBytes estimates llama.cpp's CPU compute buffers for a micro-batch: the larger of the logits
-// and the attention scores, plus the FFN and hidden-state intermediates (the graph allocator reuses
-// memory, so the biggest live tensors dominate, not the sum of all).
+// computeBytes estimates llama.cpp's CPU compute buffers (n_ubatch 512, flash attention on, as
+// llama.cpp picks on CPU) plus a runtime allowance. The graph allocator reuses memory, so the size is
+// the peak of one micro-batch: the larger of the logits (n_vocab floats per token) and Gated
+// DeltaNet's chunked state (about 23 floats per ssm.inner_size per token), plus the attention mask
+// (n_ctx f16 per token) and a few hidden-state-wide tensors. Calibrated against llama.cpp b11669's
+// "compute buffer size" on generated models: Qwen3-30B-A3B shape 320.8 MiB (estimate 341) at 4096
+// context and 348.8 (369) at 32768; Qwen3.5-35B-A3B shape 509.0 (529); tiny test models 9.5 (9.9–14.8).
 func computeBytes(m *Model, n int) int64 {
-	ff := int64(m.ExpertFF) * int64(max(m.ExpertsUsed, 1))
-	if !m.MoE {
-		ff = int64(m.FeedForward)
-	}
-	scores := int64(n) * int64(m.Heads)
-	big := max(int64(m.Vocab), scores)
-	return 4*microBatch*(big+3*ff+4*int64(m.Embedding)) + runtimeOverhead
+	widest := max(4*int64(m.Vocab), 4*23*int64(m.SSMInner))
+	perToken := widest + 2*int64(n) + 4*10*int64(m.Embedding)
+	return microBatch*perToken + runtimeOverhead
 }
 
 // Make plans m for the options.

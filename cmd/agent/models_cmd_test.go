@@ -10,7 +10,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -292,5 +295,38 @@ func TestInspectMatchesWhatTheSniperReads(t *testing.T) {
 			t.Logf("%s: %d bytes per decoded token, %d streamed, pinned %d (inspect %d)", name, rep.Plan.TokenReadBytes,
 				stats.StreamedBytes, stats.PinnedBytes, rep.Model.PinnedBytes)
 		})
+	}
+}
+
+// TestComputeEstimateCoversLlamaCpp compares inspect's compute-buffer estimate with what llama.cpp
+// itself reserves for each generated architecture (its "compute buffer size" log line): the estimate
+// must cover it and not exceed it by more than the runtime allowance plus 16 MiB.
+func TestComputeEstimateCoversLlamaCpp(t *testing.T) {
+	bin, err := exec.LookPath("llama-completion")
+	if err != nil {
+		t.Fatalf("llama-completion not found (run the tests in the build environment: ./build.sh test): %v", err)
+	}
+	re := regexp.MustCompile(`CPU compute buffer size =\s+([0-9.]+) MiB`)
+	for _, name := range []string{"qwen3moe-q8_0", "qwen35moe-q8_0", "olmoe-q8_0", "qwen2moe-q8_0", "qwen3-q8_0"} {
+		path := testmodels.Path(t, name)
+		cmd := exec.Command(bin, "-m", path, "-c", "4096", "-n", "1", "-p", "hi", "--temp", "0", "-no-cnv", "-v", "-t", "1")
+		out, err := cmd.CombinedOutput()
+		m := re.FindSubmatch(out)
+		if err != nil || m == nil {
+			t.Fatalf("%s: llama-completion: %v\n%s", name, err, out)
+		}
+		mib, _ := strconv.ParseFloat(string(m[1]), 64)
+		actual := int64(mib * (1 << 20))
+		o, errOut, code := runAgentForTest(t, "inspect", path, "-c", "4096", "--ram", "8GiB", "--disk-gbps", "1", "--json")
+		if code != exitOK {
+			t.Fatalf("inspect: %s", errOut)
+		}
+		var rep plan.Report
+		if err := json.Unmarshal([]byte(o), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if est := rep.Plan.ComputeBytes; est < actual || est > actual+(64+16)<<20 {
+			t.Errorf("%s: compute estimate %.1f MiB, llama.cpp reserves %.1f MiB", name, float64(est)/(1<<20), mib)
+		}
 	}
 }
