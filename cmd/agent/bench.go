@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"strings"
 	"time"
@@ -121,6 +122,9 @@ func correlateCommand(streams *IOStreams) *cli.Command {
 }
 
 func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command string) error {
+	// Ctrl-C cancels the run, so that the child is killed and its cgroup removed before we exit.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
 	w := bench.Workload{Model: o.Model, PromptTokens: o.PromptTokens, GenTokens: o.GenTokens, Threads: o.Threads}
 	if err := w.Validate(); err != nil {
 		return usageError{err}
