@@ -298,7 +298,8 @@ func TestInspectMatchesWhatTheSniperReads(t *testing.T) {
 	}
 }
 
-// TestComputeEstimateCoversLlamaCpp compares inspect's compute-buffer estimate with what llama.cpp
+// TestComputeEstimateCoversLlamaCpp compares inspect's compute-buffer estimate (and its exact KV cache and
+// recurrent state sizes) with what llama.cpp
 // itself reserves for each generated architecture (its "compute buffer size" log line): the estimate
 // must cover it and not exceed it by more than the runtime allowance plus 16 MiB.
 func TestComputeEstimateCoversLlamaCpp(t *testing.T) {
@@ -307,6 +308,8 @@ func TestComputeEstimateCoversLlamaCpp(t *testing.T) {
 		t.Fatalf("llama-completion not found (run the tests in the build environment: ./build.sh test): %v", err)
 	}
 	re := regexp.MustCompile(`CPU compute buffer size =\s+([0-9.]+) MiB`)
+	kvRE := regexp.MustCompile(`llama_kv_cache: size =\s+([0-9.]+) MiB`)
+	recurrentRE := regexp.MustCompile(`llama_memory_recurrent: size =\s+([0-9.]+) MiB`)
 	for _, name := range []string{"qwen3moe-q8_0", "qwen35moe-q8_0", "olmoe-q8_0", "qwen2moe-q8_0", "qwen3-q8_0"} {
 		path := testmodels.Path(t, name)
 		cmd := exec.Command(bin, "-m", path, "-c", "4096", "-n", "1", "-p", "hi", "--temp", "0", "-no-cnv", "-v", "-t", "1")
@@ -327,6 +330,27 @@ func TestComputeEstimateCoversLlamaCpp(t *testing.T) {
 		}
 		if est := rep.Plan.ComputeBytes; est < actual || est > actual+(64+16)<<20 {
 			t.Errorf("%s: compute estimate %.1f MiB, llama.cpp reserves %.1f MiB", name, float64(est)/(1<<20), mib)
+		}
+		// The KV cache and the recurrent state are exact; llama.cpp logs them rounded to 0.01 MiB.
+		for _, c := range []struct {
+			what string
+			re   *regexp.Regexp
+			plan int64
+		}{
+			{"KV cache", kvRE, rep.Plan.KVCacheBytes},
+			{"recurrent state", recurrentRE, rep.Plan.RecurrentStateBytes},
+		} {
+			m := c.re.FindSubmatch(out)
+			if m == nil {
+				if c.plan != 0 {
+					t.Errorf("%s: inspect plans %d bytes of %s, llama.cpp logs none", name, c.plan, c.what)
+				}
+				continue
+			}
+			got, _ := strconv.ParseFloat(string(m[1]), 64)
+			if diff := got - float64(c.plan)/(1<<20); diff > 0.005 || diff < -0.005 {
+				t.Errorf("%s: %s is %.2f MiB in llama.cpp, inspect says %.4f MiB", name, c.what, got, float64(c.plan)/(1<<20))
+			}
 		}
 	}
 }
