@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -209,7 +210,9 @@ type HTTPError struct {
 	URL        string
 	StatusCode int
 	Message    string // the hub's error message (X-Error-Message or a JSON "error"), if any
-	kind       error  // ErrNotFound, ErrAuth or nil
+	// RetryAfter is the server's Retry-After (429, 503), 0 if absent.
+	RetryAfter time.Duration
+	kind       error // ErrNotFound, ErrAuth or nil
 }
 
 func (e *HTTPError) Error() string {
@@ -251,10 +254,11 @@ func statusError(resp *http.Response, u string) error {
 			e.kind = ErrAuth
 		}
 	}
-	if resp.StatusCode == http.StatusTooManyRequests {
-		// Honour Retry-After as a hint through the message; the backoff already slows down.
-		if ra := resp.Header.Get("Retry-After"); ra != "" && e.Message == "" {
-			e.Message = "retry after " + ra
+	if ra := resp.Header.Get("Retry-After"); ra != "" {
+		if secs, err := strconv.Atoi(strings.TrimSpace(ra)); err == nil && secs >= 0 {
+			e.RetryAfter = time.Duration(secs) * time.Second
+		} else if at, err := http.ParseTime(ra); err == nil {
+			e.RetryAfter = max(time.Until(at), 0)
 		}
 	}
 	return e
@@ -305,6 +309,7 @@ func (c *Client) retry(ctx context.Context, attempt func() error) error {
 		if i > 0 {
 			// Jitter spreads retries of parallel clients; it never shortens the wait below half.
 			d := wait/2 + time.Duration(rand.Int64N(int64(wait/2)+1))
+			d = max(d, retryAfter(err))
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -328,6 +333,15 @@ func (c *Client) retry(ctx context.Context, attempt func() error) error {
 		}
 	}
 	return fmt.Errorf("gave up after %d attempts: %w", attempts, err)
+}
+
+// retryAfter is how long the server asked us to wait before trying again (at most 5 minutes).
+func retryAfter(err error) time.Duration {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return min(he.RetryAfter, 5*time.Minute)
+	}
+	return 0
 }
 
 // ValidateRepo checks that repo looks like "owner/name" and cannot escape a URL path or a directory.

@@ -255,11 +255,12 @@ func (d *fileDownload) run(ctx context.Context) (err error) {
 		if failures >= attempts {
 			return fmt.Errorf("download %s: gave up after %d attempts without progress: %w", name, attempts, err)
 		}
-		d.progress.Retry(err, wait)
+		pause := max(wait, retryAfter(err))
+		d.progress.Retry(err, pause)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("download %s: %w", name, ctx.Err())
-		case <-time.After(wait):
+		case <-time.After(pause):
 		}
 		wait = min(wait*2, max(c.MaxBackoff, c.Backoff))
 	}

@@ -418,3 +418,22 @@ func TestStalledConnectionIsRetried(t *testing.T) {
 		t.Fatalf("requests = %v, want a resume at 1024", h.ranges)
 	}
 }
+
+func TestRateLimitHonoursRetryAfter(t *testing.T) {
+	h := newFakeHub(t)
+	f := fakeFile{content: randomBytes(22, 5000), lfs: true}
+	h.addRepo("org/M", false, map[string]fakeFile{"M-Q4_0.gguf": f})
+	h.status[f.sha256()] = []int{429}
+	start := time.Now()
+	paths, rec, err := pull(t, h.client(), "org/M", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertFile(t, paths[0], f.content)
+	if waited := time.Since(start); waited < time.Second {
+		t.Fatalf("retried after %s, the server asked for 1s", waited)
+	}
+	if len(rec.retries) != 1 || !strings.Contains(rec.retries[0], "HTTP 429") {
+		t.Fatalf("retries = %v", rec.retries)
+	}
+}

@@ -253,6 +253,9 @@ func (h *fakeHub) serveCDN(w http.ResponseWriter, r *http.Request, sha string) {
 		return
 	}
 	if status != 0 {
+		if status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "1")
+		}
 		w.WriteHeader(status)
 		return
 	}
