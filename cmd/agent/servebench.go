@@ -99,7 +99,8 @@ func runServeBench(ctx context.Context, streams *IOStreams, o *serveBenchOptions
 		enc := json.NewEncoder(streams.Out)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(map[string]any{"report": rep, "requests_per_second": rep.RequestsPerSecond(),
-			"tokens_per_second": rep.TokensPerSecond(), "rss_growth_bytes": rep.RSSGrowth()}); err != nil {
+			"tokens_per_second": rep.TokensPerSecond(), "rss_growth_bytes": rep.RSSGrowth(),
+			"rss_growth_after_warmup_bytes": rep.RSSGrowthAfterWarmup()}); err != nil {
 			return err
 		}
 	} else {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 	"github.com/expertsniper/expertsniper/server"
+	"github.com/expertsniper/expertsniper/server/loadgen"
 )
 
 // Tests of agent serve on a generated model with the real engine.
@@ -161,4 +162,23 @@ func mustMarshal(v any) string {
 		panic(err)
 	}
 	return string(b)
+}
+
+// A short `agent serve-bench` on the generated model: 8 clients on 4 slots, every answer complete.
+func TestRealModelLoadEightClientsFourSlots(t *testing.T) {
+	model := testmodels.Path(t, compatModel)
+	ours := startOursWith(t, model, 4*512, 4, t.TempDir())
+	rep, err := loadgen.Run(context.Background(), loadgen.Config{URL: ours.url, Clients: 8, Requests: 10, MaxTokens: 8, Stream: "mixed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	rep.Print(&out)
+	t.Logf("\n%s", out.String())
+	if rep.Failed != 0 || rep.OK != 80 {
+		t.Fatalf("%d failed: %v", rep.Failed, rep.Errors)
+	}
+	if rep.MaxQueue == 0 {
+		t.Errorf("8 clients on 4 slots never queued")
+	}
 }

@@ -48,7 +48,10 @@ type Report struct {
 	MaxQueue                   int
 	RSSStart, RSSEnd           int64
 	RSSMin, RSSMax             int64
-	RSSSamples                 int
+	// RSSWarm is the sample a quarter into the run: growth before it is warm-up (slots' caches and
+	// buffers touched for the first time), growth after it would be a leak.
+	RSSWarm    int64
+	RSSSamples int
 }
 
 // RequestsPerSecond and TokensPerSecond summarise throughput.
@@ -57,6 +60,9 @@ func (r Report) TokensPerSecond() float64   { return float64(r.CompletionTokens)
 
 // RSSGrowth is the growth from the first to the last sample (negative when it shrank).
 func (r Report) RSSGrowth() int64 { return r.RSSEnd - r.RSSStart }
+
+// RSSGrowthAfterWarmup is the growth over the last three quarters of the run.
+func (r Report) RSSGrowthAfterWarmup() int64 { return r.RSSEnd - r.RSSWarm }
 
 // Print writes the report as a small table.
 func (r Report) Print(w io.Writer) {
@@ -72,8 +78,10 @@ func (r Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "first token p50        %v (streamed requests)\n", r.FirstTokenP50.Round(time.Millisecond))
 	}
 	fmt.Fprintf(w, "max queued             %d\n", r.MaxQueue)
-	fmt.Fprintf(w, "server RSS             start %s, end %s, min %s, max %s (%d samples; growth %s)\n",
-		mib(r.RSSStart), mib(r.RSSEnd), mib(r.RSSMin), mib(r.RSSMax), r.RSSSamples, mib(r.RSSGrowth()))
+	fmt.Fprintf(w, "server RSS             start %s, end %s, min %s, max %s (%d samples)\n",
+		mib(r.RSSStart), mib(r.RSSEnd), mib(r.RSSMin), mib(r.RSSMax), r.RSSSamples)
+	fmt.Fprintf(w, "RSS growth             %s in all, %s after the first quarter of the run\n",
+		mib(r.RSSGrowth()), mib(r.RSSGrowthAfterWarmup()))
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
@@ -188,7 +196,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rep.FirstTokenP50 = percentile(ttft, 50)
 	if len(rss) > 0 {
 		rep.RSSSamples = len(rss)
-		rep.RSSStart, rep.RSSEnd = rss[0], rss[len(rss)-1]
+		rep.RSSStart, rep.RSSEnd, rep.RSSWarm = rss[0], rss[len(rss)-1], rss[len(rss)/4]
 		rep.RSSMin, rep.RSSMax = rss[0], rss[0]
 		for _, v := range rss {
 			rep.RSSMin, rep.RSSMax = min(rep.RSSMin, v), max(rep.RSSMax, v)
