@@ -153,6 +153,10 @@ func TestPullResumesPartialFileOfEarlierRun(t *testing.T) {
 	if err != nil || st.Size() == 0 {
 		t.Fatalf("no partial file kept after cancel: %v", err)
 	}
+	partial, err := ListPartial(dir)
+	if err != nil || len(partial) != 1 || partial[0] != (PartialDownload{Repo: "org/M", File: "M-Q8_0.gguf", Have: st.Size(), Size: int64(len(model))}) {
+		t.Fatalf("ListPartial = %+v, %v", partial, err)
+	}
 	// The second run asks only for the rest.
 	h.ranges = nil
 	paths, rec, err := pull(t, h.client(), "org/M:Q8_0", dir)

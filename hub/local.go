@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -228,4 +229,50 @@ func ResolveModelIn(dir, name string) (string, error) {
 		refs[i] = m.Ref()
 	}
 	return "", fmt.Errorf("model %q is ambiguous; name one of: %s", name, strings.Join(refs, ", "))
+}
+
+// PartialDownload is a download that stopped before completing; `agent pull` resumes it.
+type PartialDownload struct {
+	Repo string // owner/name, "" if directly in the models directory
+	File string // path inside the repository
+	Have int64  // bytes on disk
+	Size int64  // bytes in all (0 if unknown)
+}
+
+// ListPartial lists the unfinished downloads under dir.
+func ListPartial(dir string) ([]PartialDownload, error) {
+	var out []PartialDownload
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == dir && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if d.IsDir() || !strings.HasSuffix(d.Name(), ".gguf"+PartialSuffix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, strings.TrimSuffix(p, PartialSuffix))
+		if err != nil {
+			return err
+		}
+		pd := PartialDownload{File: filepath.ToSlash(rel), Have: info.Size()}
+		if parts := strings.SplitN(pd.File, "/", 3); len(parts) == 3 {
+			pd.Repo, pd.File = parts[0]+"/"+parts[1], parts[2]
+		}
+		var meta partialMeta
+		if b, err := os.ReadFile(p + ".json"); err == nil && json.Unmarshal(b, &meta) == nil {
+			pd.Size = meta.Size
+		}
+		out = append(out, pd)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list downloads in %s: %w", dir, err)
+	}
+	return out, nil
 }

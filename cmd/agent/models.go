@@ -81,10 +81,25 @@ func runModels(_ context.Context, streams *IOStreams, opts *modelsOptions) error
 		}
 		entries = append(entries, e)
 	}
+	partial, err := hub.ListPartial(dir)
+	if err != nil {
+		return err
+	}
 	if opts.JSON {
 		enc := json.NewEncoder(streams.Out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(entries)
+	}
+	for _, p := range partial {
+		done := hub.FormatBytes(p.Have)
+		if p.Size > 0 {
+			done = fmt.Sprintf("%s of %s", done, hub.FormatBytes(p.Size))
+		}
+		ref := p.File
+		if p.Repo != "" {
+			ref = p.Repo + ":" + p.File
+		}
+		fmt.Fprintf(streams.ErrOut, "unfinished download: %s (%s; `agent pull %s` resumes it)\n", ref, done, ref)
 	}
 	if len(entries) == 0 {
 		fmt.Fprintf(streams.ErrOut, "no models in %s; download one with: agent pull OWNER/REPO:QUANT\n", dir)
