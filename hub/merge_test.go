@@ -66,7 +66,7 @@ func splitModel(t *testing.T, src string, n int, dir string) []string {
 }
 
 func TestMergeSplitRestoresTheOriginalFile(t *testing.T) {
-	for _, name := range []string{"qwen35moe-q4_0", "qwen3moe-q4_k_m"} {
+	for _, name := range []string{"qwen35moe-q4_0", "qwen3moe-f16"} {
 		t.Run(name, func(t *testing.T) {
 			src := testmodels.Path(t, name)
 			dir := t.TempDir()
