@@ -116,9 +116,10 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	g := C.es_gguf_open(cpath)
+	var g *C.struct_gguf_context
+	logged := captureErrors(func() { g = C.es_gguf_open(cpath) })
 	if g == nil {
-		return nil, fmt.Errorf("load model %q: %w", path, &Error{Op: "gguf_init_from_file", Msg: "ggml could not read the GGUF header"})
+		return nil, fmt.Errorf("load model %q: %w", path, &Error{Op: "gguf_init_from_file", Msg: "ggml could not read the GGUF header: " + logged})
 	}
 	defer func() {
 		if err != nil {
@@ -159,10 +160,12 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}
 	defer cp.free()
-	C.es_big_alloc_arm(1)
-	cm := C.es_init_from_user(g, C.uintptr_t(handle), cp.C)
-	C.es_big_alloc_arm(0)
-	logged := "" // llama.cpp's own log lines: see SetLogger
+	var cm *C.struct_llama_model
+	logged = captureErrors(func() {
+		C.es_big_alloc_arm(1)
+		cm = C.es_init_from_user(g, C.uintptr_t(handle), cp.C)
+		C.es_big_alloc_arm(0)
+	})
 	if cm != nil && ld.err != nil {
 		C.llama_model_free(cm)
 		cm = nil
@@ -225,6 +228,11 @@ func goSetTensorData(handle C.uintptr_t, t *C.struct_ggml_tensor) {
 	if ld.err != nil {
 		return
 	}
+	defer func() { // a panic must never unwind through llama.cpp's frames
+		if r := recover(); r != nil {
+			ld.err = fmt.Errorf("load tensor: internal error: %v", r)
+		}
+	}()
 	if err := ld.fill(t); err != nil {
 		ld.err = err
 	}

@@ -20,6 +20,7 @@ type contextHook struct {
 	c      *C.struct_es_hook
 	handle cgo.Handle
 	sn     *sniper.Sniper
+	pin    *sniper.Pin // this context's working set: never evicted by other contexts' decodes
 	// ctx is the context.Context of the decode in progress (reads honour its cancellation).
 	ctx context.Context
 	// err is the first error of the decode in progress; the C side has set the abort flag.
@@ -37,7 +38,7 @@ func (s *streamState) attach(p *ContextParams, abortFlag *C.int) (*contextHook, 
 	if s.mode == sniper.ModeDense {
 		kind = C.ES_HOOK_DENSE
 	}
-	h := &contextHook{sn: s.sn, ctx: context.Background()}
+	h := &contextHook{sn: s.sn, pin: s.sn.NewPin(), ctx: context.Background()}
 	h.handle = cgo.NewHandle(h)
 	h.c = C.es_hook_new(C.int(kind), C.uintptr_t(h.handle), abortFlag)
 	if h.c == nil {
@@ -76,11 +77,22 @@ func (h *contextHook) free() {
 	C.free(unsafe.Pointer(h.c))
 	h.c = nil
 	h.handle.Delete()
+	h.pin.Release()
+}
+
+// recoverInto turns a panic in a callback from C into the decode's error: a panic must never
+// unwind through llama.cpp's frames.
+func (h *contextHook) recoverInto(ok *C.bool) {
+	if r := recover(); r != nil {
+		h.err = fmt.Errorf("sniper hook: internal error: %v", r)
+		*ok = false
+	}
 }
 
 //export goHookExperts
-func goHookExperts(handle C.uintptr_t, layer C.int, data unsafe.Pointer, ne0, ne1, nb1 C.int64_t) C.bool {
+func goHookExperts(handle C.uintptr_t, layer C.int, data unsafe.Pointer, ne0, ne1, nb1 C.int64_t) (ok C.bool) {
 	h := cgo.Handle(handle).Value().(*contextHook)
+	defer h.recoverInto(&ok)
 	if ne0 <= 0 || ne1 <= 0 || nb1 < ne0*4 {
 		h.err = fmt.Errorf("sniper hook: router ids of layer %d have shape [%d,%d] stride %d", layer, ne0, ne1, nb1)
 		return false
@@ -91,7 +103,7 @@ func goHookExperts(handle C.uintptr_t, layer C.int, data unsafe.Pointer, ne0, ne
 		row := unsafe.Slice((*int32)(unsafe.Add(data, uintptr(tok*nb1))), int(ne0))
 		h.ids = append(h.ids, row...)
 	}
-	if err := h.sn.Ensure(h.ctx, int(layer), h.ids); err != nil {
+	if err := h.pin.Ensure(h.ctx, int(layer), h.ids); err != nil {
 		h.err = err
 		return false
 	}
@@ -99,9 +111,10 @@ func goHookExperts(handle C.uintptr_t, layer C.int, data unsafe.Pointer, ne0, ne
 }
 
 //export goHookDense
-func goHookDense(handle C.uintptr_t, layer C.int) C.bool {
+func goHookDense(handle C.uintptr_t, layer C.int) (ok C.bool) {
 	h := cgo.Handle(handle).Value().(*contextHook)
-	if err := h.sn.Ensure(h.ctx, int(layer), nil); err != nil {
+	defer h.recoverInto(&ok)
+	if err := h.pin.Ensure(h.ctx, int(layer), nil); err != nil {
 		h.err = err
 		return false
 	}

@@ -3,6 +3,7 @@ package binding
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"strings"
@@ -256,5 +257,53 @@ func TestLoadStreamedRejectsBadInput(t *testing.T) {
 	})
 	if _, err := LoadStreamed(ctx, tinyModelPath(t), StreamOptions{FS: faultfs.Wrap(sniper.DirectFS{}, inj)}); err == nil || !errors.Is(err, faultfs.ErrInjected) {
 		t.Fatalf("failed open: %v", err)
+	}
+}
+
+// TestStreamedContextsDecodeConcurrently: two contexts of one streamed model decode at the same time
+// with no cache; each context's working set is pinned for it, so both stay bit-exact.
+func TestStreamedContextsDecodeConcurrently(t *testing.T) {
+	path := tinyModelPath(t)
+	ctx := context.Background()
+	ram, err := LoadModel(ctx, path, WithExtraBufts(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ram.Close()
+	prompts := [][]Token{streamPrompt(t, ram)}
+	other, err := ram.Tokenize("a different prompt, so that the two contexts pick other experts", false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompts = append(prompts, other)
+	var want [2][][]float32
+	for i, p := range prompts {
+		if want[i], err = evalLogits(t, ram, p, 6, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := LoadStreamed(ctx, path, StreamOptions{CacheBudget: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for round := 0; round < 3; round++ {
+		var got [2][][]float32
+		var errs [2]error
+		done := make(chan int)
+		for i := range prompts {
+			go func(i int) {
+				got[i], errs[i] = evalLogits(t, m, prompts[i], 6, 1)
+				done <- i
+			}(i)
+		}
+		<-done
+		<-done
+		for i := range prompts {
+			if errs[i] != nil {
+				t.Fatal(errs[i])
+			}
+			sameLogits(t, fmt.Sprintf("context %d, round %d", i, round), want[i], got[i])
+		}
 	}
 }

@@ -48,10 +48,12 @@ type Sniper struct {
 	bound    map[string]*boundTensor
 	layers   [][]*boundTensor
 	resident map[Key]int64 // bytes charged per resident expert
-	pinned   map[Key]bool
-	stats    Stats
-	union    []int
-	seen     []bool
+	// pinned counts, per expert, the Pins whose working set holds it; pinned experts are never evicted.
+	pinned     map[Key]int
+	defaultPin *Pin
+	stats      Stats
+	union      []int
+	seen       []bool
 }
 
 // Open opens the model file of idx for streaming. Bind the streamed tensors, then call Ensure.
@@ -75,9 +77,10 @@ func Open(idx *Index, opts Options) (*Sniper, error) {
 	s := &Sniper{
 		idx: idx, file: f, pool: NewPool(f, opts.Readers), policy: pol, budget: opts.CacheBudget, stat: st,
 		bound: map[string]*boundTensor{}, layers: make([][]*boundTensor, idx.Layers),
-		resident: map[Key]int64{}, pinned: map[Key]bool{}, seen: make([]bool, max(idx.Experts, 1)),
+		resident: map[Key]int64{}, pinned: map[Key]int{}, seen: make([]bool, max(idx.Experts, 1)),
 	}
 	s.stats.CacheBudget = opts.CacheBudget
+	s.defaultPin = &Pin{s: s}
 	s.stats.LayerActivations = make([]int64, idx.Layers)
 	s.stats.LayerMisses = make([]int64, idx.Layers)
 	s.stats.ExpertActivations = make([][]int64, idx.Layers)
@@ -145,12 +148,44 @@ func (s *Sniper) expertBytes(layer int) int64 {
 	return n
 }
 
+// Pin is the working set of one user of the sniper (one llama.cpp context): the experts of its last
+// Ensure stay resident until its next Ensure or Release, whatever other contexts do meanwhile.
+type Pin struct {
+	s    *Sniper
+	keys []Key
+}
+
+// NewPin returns a new, empty working set. Release it when its user is done.
+func (s *Sniper) NewPin() *Pin { return &Pin{s: s} }
+
+// Release unpins the working set.
+func (p *Pin) Release() {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	p.unpin()
+}
+
+func (p *Pin) unpin() {
+	for _, k := range p.keys {
+		if p.s.pinned[k]--; p.s.pinned[k] <= 0 {
+			delete(p.s.pinned, k)
+		}
+	}
+	p.keys = p.keys[:0]
+}
+
+// Ensure is Pin.Ensure on the sniper's default working set (for a single user).
+func (s *Sniper) Ensure(ctx context.Context, layer int, ids []int32) error {
+	return s.defaultPin.Ensure(ctx, layer, ids)
+}
+
 // Ensure makes experts ids (the router's choices for every token of a micro-batch; duplicates are
 // fine) of layer resident, reading the missing ones. In dense mode ids is ignored: the layer's FFN is
-// made resident. The experts of this call stay pinned until the next call; others may be evicted to
-// stay within the budget. On error nothing of the failed experts is considered resident and the error
-// names the file and offset.
-func (s *Sniper) Ensure(ctx context.Context, layer int, ids []int32) error {
+// made resident. The experts of this call stay pinned until the pin's next call; others may be
+// evicted to stay within the budget. On error nothing of the failed experts is considered resident
+// and the error names the file and offset.
+func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
+	s := p.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -159,21 +194,16 @@ func (s *Sniper) Ensure(ctx context.Context, layer int, ids []int32) error {
 	if layer < 0 || layer >= len(s.layers) || len(s.layers[layer]) == 0 {
 		return fmt.Errorf("ensure layer %d: no streamed tensors bound for this layer of %q", layer, s.idx.Path)
 	}
-	s.stats.Ensures++
 	// The union of the chosen experts, and the activation counts.
 	clear(s.seen)
 	s.union = s.union[:0]
 	if s.idx.Mode == ModeDense {
 		s.union = append(s.union, 0)
-		s.stats.LayerActivations[layer]++
-		s.stats.ExpertActivations[layer][0]++
 	} else {
 		for _, id := range ids {
 			if id < 0 || int(id) >= s.idx.Experts {
 				return fmt.Errorf("ensure layer %d: router chose expert %d, the model has %d", layer, id, s.idx.Experts)
 			}
-			s.stats.LayerActivations[layer]++
-			s.stats.ExpertActivations[layer][id]++
 			if !s.seen[id] {
 				s.seen[id] = true
 				s.union = append(s.union, int(id))
@@ -181,12 +211,26 @@ func (s *Sniper) Ensure(ctx context.Context, layer int, ids []int32) error {
 		}
 		slices.Sort(s.union)
 	}
-	// Pin this layer's working set; the previous one (whose matmuls have run) becomes evictable.
-	clear(s.pinned)
+	s.stats.Ensures++
+	if s.idx.Mode == ModeDense {
+		s.stats.LayerActivations[layer]++
+		s.stats.ExpertActivations[layer][0]++
+	} else {
+		for _, id := range ids {
+			s.stats.LayerActivations[layer]++
+			s.stats.ExpertActivations[layer][id]++
+		}
+	}
+	// Pin this layer's working set; this pin's previous one (whose matmuls have run) becomes evictable.
+	p.unpin()
+	for _, e := range s.union {
+		k := Key{layer, e}
+		s.pinned[k]++
+		p.keys = append(p.keys, k)
+	}
 	var missing []int
 	for _, e := range s.union {
 		k := Key{layer, e}
-		s.pinned[k] = true
 		if _, ok := s.resident[k]; ok {
 			s.stats.Hits++
 			s.policy.Touched(k)
@@ -227,7 +271,7 @@ func (s *Sniper) makeRoom(need int64) error {
 		return nil
 	}
 	for s.stats.CacheBytes+need > s.budget {
-		k, ok := s.policy.Victim(func(k Key) bool { return !s.pinned[k] })
+		k, ok := s.policy.Victim(func(k Key) bool { return s.pinned[k] == 0 })
 		if !ok {
 			return nil
 		}

@@ -459,3 +459,38 @@ func TestEvictionReleasesMemory(t *testing.T) {
 		t.Fatalf("evicting 48 MiB (and loading 12) left RSS at %d MiB (was %d)", after>>20, loaded>>20)
 	}
 }
+
+// TestPinsKeepEachContextsWorkingSet: two contexts decoding with the same model each hold their own
+// layer's experts; one's Ensure never evicts what the other is computing with.
+func TestPinsKeepEachContextsWorkingSet(t *testing.T) {
+	const per = 4096
+	m := newFakeModel(t, t.TempDir(), 2, 4, per, false)
+	s, mem := boundSniper(t, m, sniper.ModeExperts, false, sniper.Options{})
+	a, b := s.NewPin(), s.NewPin()
+	ctx := context.Background()
+	if err := a.Ensure(ctx, 0, []int32{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ensure(ctx, 1, []int32{2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ensure(ctx, 0, []int32{3}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []int{0, 1} {
+		if !s.Resident(0, e) {
+			t.Fatalf("context A's expert %d of layer 0 was evicted by context B", e)
+		}
+		checkExpert(t, m, mem, 0, e, per)
+	}
+	if s.Resident(1, 2) {
+		t.Fatal("B's previous working set was not released (budget 0)")
+	}
+	a.Release()
+	if err := b.Ensure(ctx, 1, []int32{0}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Resident(0, 0) || s.Resident(0, 1) {
+		t.Fatal("released working set still held with budget 0")
+	}
+}
