@@ -51,6 +51,9 @@ func register(f commandFactory) { commandFactories = append(commandFactories, f)
 // defaultAction, when set (by the REPL), runs for a bare `agent`.
 var defaultAction func(io *IOStreams) cli.ActionFunc
 
+// defaultFlags, when set (by the REPL), are the top-level flags that defaultAction reads.
+var defaultFlags func() []cli.Flag
+
 // usageError marks errors in how the command was called (exit code 2).
 type usageError struct{ err error }
 
@@ -76,6 +79,9 @@ func newApp(streams *IOStreams) *cli.App {
 		app.Commands = append(app.Commands, f(streams))
 	}
 	sort.Slice(app.Commands, func(i, j int) bool { return app.Commands[i].Name < app.Commands[j].Name })
+	if defaultFlags != nil {
+		app.Flags = defaultFlags()
+	}
 	if defaultAction != nil {
 		app.Action = defaultAction(streams)
 	}
