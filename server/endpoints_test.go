@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/expertsniper/expertsniper/server/internal/fakeengine"
 )
@@ -433,5 +435,29 @@ func TestLoopbackBindRefusesForeignHostHeaders(t *testing.T) {
 	resp, _ = open.do(t, "GET", "/health", nil, "Host", "my-box.lan")
 	if resp.StatusCode != 200 {
 		t.Fatalf("a 0.0.0.0 bind accepts any Host: %d", resp.StatusCode)
+	}
+}
+
+func TestStatsMoveWhileALongAnswerRuns(t *testing.T) {
+	fake := fakeengine.New(1, 1<<20)
+	fake.StatsAtEnd = true // like engine/local: the engine counts a request's tokens when it ends
+	fake.TokenDelay = 5 * time.Millisecond
+	fake.Reply = func(string) string { return strings.Repeat("more ", 400) }
+	ts := newTestServer(t, fake)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp := ts.stream(t, ctx, "/v1/chat/completions", chatBody("go", map[string]any{"stream": true}))
+	defer resp.Body.Close()
+	go io.Copy(io.Discard, resp.Body)
+	generated := func() float64 {
+		_, body := ts.do(t, "GET", "/stats", nil)
+		return decode[map[string]any](t, body)["generated_tokens"].(float64)
+	}
+	time.Sleep(100 * time.Millisecond)
+	a := generated()
+	time.Sleep(100 * time.Millisecond)
+	b := generated()
+	if !(b > a && a > 0) {
+		t.Fatalf("generated_tokens %v then %v while streaming: want a live count", a, b)
 	}
 }

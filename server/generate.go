@@ -77,6 +77,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req e
 	l.slots.progress(sl, 0, params)
 	res, err := l.eng.Complete(ctx, req, func(t engine.Token) error {
 		g.tokens = append(g.tokens, t.ID)
+		s.metrics.tokensLive.Add(1)
 		l.slots.progress(sl, len(g.tokens), params)
 		return onToken(t)
 	})

@@ -23,6 +23,9 @@ type metrics struct {
 	completions    atomic.Int64
 	promptTokens   atomic.Int64
 	predicted      atomic.Int64
+	// tokensLive counts generated tokens as they are streamed out of the engine (predicted only
+	// counts finished requests), so that rates move while a long answer runs.
+	tokensLive atomic.Int64
 
 	mu          sync.Mutex
 	promptMS    float64
@@ -144,7 +147,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		TimeMS: time.Now().UnixMilli(), UptimeS: time.Since(s.started).Seconds(),
 		Model: s.modelName(l), Mode: l.info.Mode, Slots: len(l.slots.slots), SlotsBusy: busy, Queue: waiting,
 		Requests: s.metrics.requests.Load(), Completions: s.metrics.completions.Load(),
-		RSSBytes: processRSS(st), PromptTokens: st.PromptTokens, Generated: st.GeneratedTokens,
+		RSSBytes: processRSS(st), PromptTokens: st.PromptTokens, Generated: max(st.GeneratedTokens, s.metrics.tokensLive.Load()),
 		BytesRead: st.BytesRead, Reads: st.Reads, CacheHits: st.CacheHits, CacheMisses: st.CacheMisses,
 		CacheBytes: st.CacheBytes, CacheBudget: st.CacheBudget, ReadP50US: st.ReadP50Micros, ReadP99US: st.ReadP99Micros,
 		Activations: st.LayerExpertActivations, Running: []slotRunning{},

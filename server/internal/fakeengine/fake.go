@@ -32,6 +32,8 @@ type Engine struct {
 	TokenDelay time.Duration
 	// Embeddings enables Embed; otherwise it returns engine.ErrNotSupported.
 	Embeddings bool
+	// StatsAtEnd counts generated tokens in Stats only when a request finishes, as engine/local does.
+	StatsAtEnd bool
 
 	info engine.ModelInfo
 
@@ -277,6 +279,9 @@ loop:
 	e.mu.Lock()
 	e.slotKV[slot] = req.Prompt + res.Text
 	e.completed++
+	if e.StatsAtEnd {
+		e.stats.GeneratedTokens += int64(generated)
+	}
 	e.mu.Unlock()
 	return res, nil
 }
@@ -305,7 +310,9 @@ func (e *Engine) touchExperts(piece string) {
 			e.stats.BytesRead += 1 << 16
 		}
 	}
-	e.stats.GeneratedTokens++
+	if !e.StatsAtEnd {
+		e.stats.GeneratedTokens++
+	}
 }
 
 func (e *Engine) Embed(ctx context.Context, text string) ([]float32, error) {
