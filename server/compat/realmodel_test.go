@@ -23,9 +23,13 @@ type ourServer struct {
 }
 
 func startOursWith(t *testing.T, model string, ctx, slots int, contextDir string) ourServer {
+	return startOursConfig(t, model, ctx, slots, server.Config{Host: "127.0.0.1", ContextDir: contextDir})
+}
+
+func startOursConfig(t *testing.T, model string, ctx, slots int, cfg server.Config) ourServer {
 	t.Helper()
 	eng := openEngine(t, model, ctx, slots)
-	srv, err := server.New(server.Config{Host: "127.0.0.1", ContextDir: contextDir})
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
