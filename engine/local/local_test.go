@@ -283,3 +283,31 @@ func TestSniperModeMatchesRAM(t *testing.T) {
 		t.Fatalf("sniper stats not filled: %+v", st)
 	}
 }
+
+// TestRecurrentModelFallsBackToFullEvaluation: qwen35moe's recurrent layers cannot drop a suffix of
+// a sequence, so a prompt that diverges from the slot's cache is evaluated from scratch; the text
+// must still equal a fresh engine's.
+func TestRecurrentModelFallsBackToFullEvaluation(t *testing.T) {
+	path := testmodels.Path(t, "qwen35moe-f32")
+	openIt := func() *Engine {
+		e, err := Open(context.Background(), path, Options{Context: 512, Threads: 2, NoRepack: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		return e
+	}
+	e := openIt()
+	first := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 6, Slot: -1})
+	other := "<|im_start|>user\nsomething else<|im_end|>\n<|im_start|>assistant\n"
+	r := complete(t, e, engine.Request{Prompt: other, MaxTokens: 6, Slot: -1})
+	fresh := complete(t, openIt(), engine.Request{Prompt: other, MaxTokens: 6, Slot: -1})
+	if r.Text != fresh.Text || r.Timings.CachedTokens != 0 {
+		t.Fatalf("after another prompt: %q (cached %d), fresh %q", r.Text, r.Timings.CachedTokens, fresh.Text)
+	}
+	// Extending the cache exactly (no suffix to drop) still reuses it.
+	again := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 6, Slot: -1})
+	if again.Text != first.Text {
+		t.Fatalf("repeat: %q vs %q", again.Text, first.Text)
+	}
+}
