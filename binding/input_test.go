@@ -206,13 +206,28 @@ func TestChatTemplates(t *testing.T) {
 	if names := BuiltinChatTemplates(); !slices.Contains(names, "chatml") {
 		t.Fatalf("builtin templates: %v", names)
 	}
-	// A model without a template falls back to ChatML.
-	noTmpl := loadTiny(t, WithKVOverride(KVOverride{Key: "tokenizer.chat_template", Type: KVStr, Str: ""}))
-	if noTmpl.ChatTemplate() == "" {
-		fb, err := noTmpl.ApplyChatTemplate(msgs, true)
-		if err != nil || fb != want {
-			t.Fatalf("fallback: %q %v", fb, err)
-		}
+	// A model without a template falls back to ChatML: rename the key in a copy of the file (same
+	// length, so every offset stays valid).
+	raw, err := os.ReadFile(tinyModelPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = bytes.Replace(raw, []byte("tokenizer.chat_template"), []byte("tokenizer.chat_templatX"), 1)
+	noTmplPath := filepath.Join(t.TempDir(), "no-template.gguf")
+	if err := os.WriteFile(noTmplPath, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noTmpl, err := LoadModel(context.Background(), noTmplPath, WithExtraBufts(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer noTmpl.Close()
+	if tm := noTmpl.ChatTemplate(); tm != "" {
+		t.Fatalf("template of the model without one: %q", tm)
+	}
+	fb, err := noTmpl.ApplyChatTemplate(msgs, true)
+	if err != nil || fb != want {
+		t.Fatalf("ChatML fallback: %q %v", fb, err)
 	}
 }
 
