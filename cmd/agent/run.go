@@ -98,8 +98,14 @@ type runStats struct {
 	RSSBytes        int64   `json:"rss_bytes"`
 	PeakRSSBytes    int64   `json:"peak_rss_bytes"`
 	RSSSamples      int     `json:"rss_samples"`
-	// RSSBeforeLoad is the process before the model was loaded (runtime, libraries).
-	RSSBeforeLoad int64 `json:"rss_before_load"`
+	// RSSBeforeLoad is the process before the model was loaded (runtime, libraries); RSSAfterLoad
+	// with the model loaded (pinned weights), RSSAfterContext with the context made (KV cache),
+	// RSSAfterPrompt after prefill (compute buffers touched, experts of the prompt held).
+	RSSBeforeLoad    int64 `json:"rss_before_load"`
+	RSSAfterLoad     int64 `json:"rss_after_load"`
+	RSSAfterContext  int64 `json:"rss_after_context"`
+	RSSAfterPrompt   int64 `json:"rss_after_prompt"`
+	CacheAfterPrompt int64 `json:"cache_bytes_after_prompt"`
 
 	BytesRead        int64   `json:"bytes_read"`
 	BytesIssued      int64   `json:"bytes_issued"`
@@ -193,6 +199,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		}
 	}()
 	status("loaded %s in %s mode in %.2fs", m.Name(), mode, time.Since(start).Seconds())
+	rssAfterLoad := sniper.CurrentRSS()
 
 	toks, err := m.Tokenize(prompt, true, true)
 	if err != nil {
@@ -204,6 +211,8 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		return err
 	}
 	defer c.Close()
+	rssAfterContext := sniper.CurrentRSS()
+	rssAfterPrompt := int64(0)
 
 	var logits *logitsWriter
 	if o.LogitsOut != "" {
@@ -227,6 +236,9 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		binding.WithTokenCallback(func(_ binding.Token, text string) error {
 			if first && sn != nil {
 				atPrompt, ioAtPrompt = sn.Stats(), ioReadBytes()
+			}
+			if first {
+				rssAfterPrompt = sniper.CurrentRSS()
 			}
 			first = false
 			_, err := io.WriteString(streams.Out, text)
@@ -258,6 +270,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		PromptTokens: res.Timings.PromptTokens, GeneratedTokens: res.Timings.Generated,
 		PromptPerSec: res.Timings.PromptPerSecond(), DecodePerSec: res.Timings.GeneratedPerSecond(),
 	}
+	rs.RSSAfterLoad, rs.RSSAfterContext, rs.RSSAfterPrompt, rs.CacheAfterPrompt = rssAfterLoad, rssAfterContext, rssAfterPrompt, atPrompt.CacheBytes
 	rs.DecodeIOReadBytes = -1
 	if ioAtPrompt >= 0 {
 		if now := ioReadBytes(); now >= 0 {
@@ -407,6 +420,8 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 			sizeString(rs.PinnedBytes), sizeString(rs.StreamedBytes), cacheString(rs.CacheBudget), sizeString(rs.PeakCacheBytes))
 		fmt.Fprintf(streams.ErrOut, "  reads %d, %s of experts (%s issued, aligned), hits %d, misses %d, read latency p50 %dµs p99 %dµs\n",
 			rs.Reads, sizeString(rs.BytesRead), sizeString(rs.BytesIssued), rs.Hits, rs.Misses, rs.ReadP50Micros, rs.ReadP99Micros)
+		fmt.Fprintf(streams.ErrOut, "  RSS: %s before load, %s loaded, %s with the context, %s after the prompt (%s of experts held)\n",
+			sizeString(rs.RSSBeforeLoad), sizeString(rs.RSSAfterLoad), sizeString(rs.RSSAfterContext), sizeString(rs.RSSAfterPrompt), sizeString(rs.CacheAfterPrompt))
 		fmt.Fprintf(streams.ErrOut, "  prompt read %s; decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",
 			sizeString(rs.PromptBytesRead), sizeString(rs.DecodeBytesRead), rs.DecodeEvals, rs.DecodeBytesIssued, rs.DecodeIOReadBytes)
 	}
