@@ -176,7 +176,8 @@ func (r *REPL) Run(ctx context.Context) error {
 }
 
 func (r *REPL) prompt() string {
-	return accent(r.mode) + dim("@"+r.model.Name) + accent("> ")
+	name := strings.TrimSuffix(r.model.Name, ".gguf")
+	return accent(r.mode) + dim("@"+name) + accent("> ")
 }
 
 func (r *REPL) reportError(err error) {
