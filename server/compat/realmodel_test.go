@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expertsniper/expertsniper/engine/local"
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 	"github.com/expertsniper/expertsniper/server"
 	"github.com/expertsniper/expertsniper/server/loadgen"
@@ -184,5 +185,43 @@ func TestRealModelLoadEightClientsFourSlots(t *testing.T) {
 	}
 	if rep.MaxQueue == 0 {
 		t.Errorf("8 clients on 4 slots never queued")
+	}
+}
+
+// A prompt longer than one micro-batch in sniper mode (the last layer of a micro-batch that needs no
+// output routes no token) gives the same greedy answer as RAM mode, through the server, and can be
+// saved as a context.
+func TestRealModelSniperLongPromptMatchesRAM(t *testing.T) {
+	model := testmodels.Path(t, compatModel)
+	open := func(o local.Options) string {
+		e, err := local.Open(context.Background(), model, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		srv, err := server.New(server.Config{Host: "127.0.0.1", ContextDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.SetEngine(e)
+		ts := httptest.NewServer(srv.Handler())
+		t.Cleanup(ts.Close)
+		return ts.URL
+	}
+	ram := open(local.Options{Context: 2048, Threads: 2, Mode: "ram", NoRepack: true})
+	sn := open(local.Options{Context: 2048, Threads: 2, Mode: "sniper", CacheBudget: 1 << 20})
+	prompt := strings.Repeat("The valve must stay closed. ", 80)
+	req := map[string]any{"prompt": prompt, "n_predict": 8, "temperature": 0}
+	_, want := postJSON(t, ram+"/completion", req)
+	resp, got := postJSON(t, sn+"/completion", req)
+	if resp.StatusCode != 200 || got["content"] != want["content"] {
+		t.Fatalf("sniper %d %v; RAM %q", resp.StatusCode, got, want["content"])
+	}
+	if n := got["tokens_evaluated"].(float64); n <= 512 {
+		t.Fatalf("the prompt has %v tokens; it must span more than one 512-token micro-batch", n)
+	}
+	resp, saved := postJSON(t, sn+"/v1/context/save", map[string]any{"name": "valve", "prompt": prompt})
+	if resp.StatusCode != 200 {
+		t.Fatalf("save in sniper mode: %d %v", resp.StatusCode, saved)
 	}
 }
