@@ -58,7 +58,7 @@ func serveFlags(o *serveOptions) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", EnvVars: serveEnv("MODEL"), Destination: &o.Model},
 		&cli.StringFlag{Name: "alias", Usage: "model id reported to clients (default: the file name)", Destination: &o.Alias},
-		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens, shared by the slots (0: the model's training context)", EnvVars: serveEnv("CTX_SIZE"), Destination: &o.Ctx},
+		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens, shared by the slots (0: each slot gets the model's training context, at most 4096)", EnvVars: serveEnv("CTX_SIZE"), Destination: &o.Ctx},
 		&cli.IntFlag{Name: "parallel", Aliases: []string{"np"}, Value: 1, Usage: "parallel slots; further requests wait in a queue", EnvVars: serveEnv("PARALLEL"), Destination: &o.Parallel},
 		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "KV cache type for K: f16, q8_0 or q4_0", Destination: &o.CacheTypeK},
 		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "KV cache type for V: f16, q8_0 or q4_0", Destination: &o.CacheTypeV},
