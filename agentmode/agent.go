@@ -120,25 +120,28 @@ type Agent struct {
 	// Sampling and MaxTokens apply to answers; the short routing calls are always greedy.
 	Sampling  engine.Sampling
 	MaxTokens int
-	// Slot holds the conversation (its KV cache is reused turn to turn); AuxSlot takes the short
-	// routing calls so that they do not evict the conversation when the engine has a second slot.
-	Slot, AuxSlot int
+	// Slot holds the conversation; its KV cache is reused turn to turn and between the routing calls
+	// and the answer.
+	Slot int
 	// SearchResults is how many results go into the prompt (0 = 5).
 	SearchResults int
 }
 
-const classifyPrompt = `You route requests for a terminal assistant. Reply with exactly one word:
-search - the request needs current facts from the web (news, prices, versions, weather, "look up").
-shell - the request needs a command run on this computer (files, processes, disk, git, system info).
+// The routing instructions follow the conversation as one more user message, so that a routing call
+// and the answer after it share the conversation's prefix in the slot's KV cache: the answer then only
+// evaluates its last message, not the whole history again.
+const classifyPrompt = `How should my last request be handled? Reply with exactly one word:
+search - it needs current facts from the web (news, prices, versions, weather, "look up").
+shell - it needs a command run on this computer (files, processes, disk, git, system info).
 chat - anything else (explanations, writing, code, conversation).`
 
-const rewritePrompt = `Rewrite the user's request as a short web search query of a few keywords. Reply with the query only.`
+const rewritePrompt = `Rewrite my last request as a short web search query of a few keywords. Reply with the query only.`
 
-const commandPrompt = `Write one POSIX shell command that does what the user asks on this computer. Reply with the command only, on one line, no explanation and no code fences. Prefer read-only commands.`
+const commandPrompt = `Write one POSIX shell command that does what my last request asks on this computer. Reply with the command only, on one line, no explanation and no code fences. Prefer read-only commands.`
 
-// Classify asks the model for the route of request.
-func (a *Agent) Classify(ctx context.Context, request string, usage *Usage) (Route, error) {
-	answer, err := a.short(ctx, classifyPrompt, request, 8, usage)
+// Classify asks the model for the route of request, which follows history.
+func (a *Agent) Classify(ctx context.Context, history []engine.Message, request string, usage *Usage) (Route, error) {
+	answer, err := a.short(ctx, history, request, classifyPrompt, 8, usage)
 	if err != nil {
 		return RouteChat, fmt.Errorf("classify the request: %w", err)
 	}
@@ -148,7 +151,7 @@ func (a *Agent) Classify(ctx context.Context, request string, usage *Usage) (Rou
 // Respond routes request and answers it. history holds earlier turns (without the system prompt).
 func (a *Agent) Respond(ctx context.Context, history []engine.Message, request string, h Hooks) (Reply, error) {
 	var r Reply
-	route, err := a.Classify(ctx, request, &r.Usage)
+	route, err := a.Classify(ctx, history, request, &r.Usage)
 	if err != nil {
 		return r, err
 	}
@@ -185,7 +188,7 @@ func (a *Agent) search(ctx context.Context, history []engine.Message, request, q
 		return a.answer(ctx, a.messages(history, request), h, r)
 	}
 	if strings.TrimSpace(query) == "" {
-		rewritten, err := a.short(ctx, rewritePrompt, request, 32, &r.Usage)
+		rewritten, err := a.short(ctx, history, request, rewritePrompt, 32, &r.Usage)
 		if err != nil {
 			return r, fmt.Errorf("rewrite the request as a query: %w", err)
 		}
@@ -259,7 +262,7 @@ func (a *Agent) shell(ctx context.Context, history []engine.Message, request str
 		h.status("shell commands are disabled; answering from the model alone")
 		return a.answer(ctx, a.messages(history, request), h, r)
 	}
-	written, err := a.short(ctx, commandPrompt, request, 64, &r.Usage)
+	written, err := a.short(ctx, history, request, commandPrompt, 64, &r.Usage)
 	if err != nil {
 		return r, fmt.Errorf("write a command: %w", err)
 	}
@@ -373,16 +376,19 @@ func (a *Agent) answer(ctx context.Context, msgs []engine.Message, h Hooks, r Re
 	return r, nil
 }
 
-// short runs a greedy call of at most maxTokens for the routing steps and returns its text.
-func (a *Agent) short(ctx context.Context, system, request string, maxTokens int, usage *Usage) (string, error) {
-	prompt, err := a.Engine.ApplyTemplate([]engine.Message{
-		{Role: "system", Content: system},
-		{Role: "user", Content: request},
-	}, true)
+// short runs a greedy call of at most maxTokens for a routing step: the conversation, the request,
+// then the instruction. It returns the generated text.
+func (a *Agent) short(ctx context.Context, history []engine.Message, request, instruction string, maxTokens int, usage *Usage) (string, error) {
+	msgs := append(a.messages(history, request), engine.Message{Role: "user", Content: instruction})
+	prompt, err := a.Engine.ApplyTemplate(msgs, true)
 	if err != nil {
-		return "", fmt.Errorf("apply the chat template: %w", err)
+		// A template that insists on alternating roles: ask with the request alone.
+		prompt, err = a.Engine.ApplyTemplate([]engine.Message{{Role: "user", Content: request + "\n\n" + instruction}}, true)
+		if err != nil {
+			return "", fmt.Errorf("apply the chat template: %w", err)
+		}
 	}
-	res, err := a.Engine.Complete(ctx, engine.Request{Prompt: prompt, MaxTokens: maxTokens, Slot: a.AuxSlot},
+	res, err := a.Engine.Complete(ctx, engine.Request{Prompt: prompt, MaxTokens: maxTokens, Slot: a.Slot},
 		func(engine.Token) error { return nil })
 	usage.Add(res.Timings)
 	if err != nil {

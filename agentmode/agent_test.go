@@ -61,11 +61,11 @@ func TestExtractCommand(t *testing.T) {
 func script(classify, rewrite, command, answer string) func(engine.Request) string {
 	return func(req engine.Request) string {
 		switch {
-		case strings.Contains(req.Prompt, "You route requests"):
+		case strings.HasSuffix(req.Prompt, "chat - anything else (explanations, writing, code, conversation).<|im_end|>\n<|im_start|>assistant\n"):
 			return classify
-		case strings.Contains(req.Prompt, "Rewrite the user's request"):
+		case strings.HasSuffix(req.Prompt, "Reply with the query only.<|im_end|>\n<|im_start|>assistant\n"):
 			return rewrite
-		case strings.Contains(req.Prompt, "Write one POSIX shell command"):
+		case strings.HasSuffix(req.Prompt, "Prefer read-only commands.<|im_end|>\n<|im_start|>assistant\n"):
 			return command
 		}
 		return answer
@@ -103,7 +103,7 @@ func (f *fakeSearcher) Search(_ context.Context, q string, max int) ([]websearch
 
 func TestChatRouteStreamsTheAnswer(t *testing.T) {
 	eng := &scripted.Engine{Reply: script("Chat", "", "", "Hello there, friend.")}
-	a := &Agent{Engine: eng, Slot: 0, AuxSlot: 1, System: "be brief"}
+	a := &Agent{Engine: eng, Slot: 2, System: "be brief"}
 	var rec recordHooks
 	history := []engine.Message{{Role: "user", Content: "earlier"}, {Role: "assistant", Content: "reply"}}
 	r, err := a.Respond(context.Background(), history, "say hi", rec.hooks())
@@ -117,12 +117,17 @@ func TestChatRouteStreamsTheAnswer(t *testing.T) {
 		t.Fatalf("routes shown: %v", rec.routes)
 	}
 	reqs := eng.Requests()
-	if len(reqs) != 2 || reqs[0].Slot != 1 || reqs[1].Slot != 0 {
-		t.Fatalf("want a classify call on the aux slot then the answer on the conversation slot: %+v", reqs)
+	if len(reqs) != 2 || reqs[0].Slot != 2 || reqs[1].Slot != 2 {
+		t.Fatalf("want a classify call then the answer, both on the conversation's slot: %+v", reqs)
 	}
 	want := "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nearlier<|im_end|>\n<|im_start|>assistant\nreply<|im_end|>\n<|im_start|>user\nsay hi<|im_end|>\n<|im_start|>assistant\n"
 	if reqs[1].Prompt != want {
 		t.Fatalf("answer prompt:\n%q\nwant\n%q", reqs[1].Prompt, want)
+	}
+	// The classify call ran over the same conversation, so the answer reuses all of it but its last line.
+	shared := strings.TrimSuffix(want, "<|im_start|>assistant\n")
+	if !strings.HasPrefix(reqs[0].Prompt, shared) {
+		t.Fatalf("the classify prompt does not start with the conversation:\n%q", reqs[0].Prompt)
 	}
 	if r.Usage.Calls != 2 || r.Usage.GeneratedTokens != 3+1 {
 		t.Fatalf("usage %+v", r.Usage)

@@ -165,7 +165,7 @@ func (r *REPL) cmdBench(ctx context.Context, _ string) (bool, error) {
 	var res engine.Result
 	err := r.op(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = r.eng.Complete(ctx, engine.Request{Prompt: b.String(), MaxTokens: genTokens, Slot: r.agent.AuxSlot},
+		res, err = r.eng.Complete(ctx, engine.Request{Prompt: b.String(), MaxTokens: genTokens, Slot: -1},
 			func(engine.Token) error { return nil })
 		return err
 	})

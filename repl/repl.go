@@ -276,10 +276,7 @@ func (r *REPL) load(ctx context.Context, m ModelConfig) error {
 	r.eng, r.model = eng, m
 	r.agent.Engine = eng
 	info := eng.Info()
-	r.agent.Slot, r.agent.AuxSlot = 0, 0
-	if info.Slots > 1 {
-		r.agent.AuxSlot = 1 // routing calls then leave the conversation's KV cache alone
-	}
+	r.agent.Slot = 0
 	fmt.Fprintf(r.err, "%s %s · %s · %s mode · context %d · loaded in %.1fs\n", accent("model"), info.Name,
 		info.Architecture, info.Mode, info.Context, time.Since(start).Seconds())
 	if kv := r.kvReport(); kv != "" {

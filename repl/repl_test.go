@@ -40,11 +40,11 @@ func (s *syncBuffer) String() string {
 func replies(route, command string, answer func(prompt string) string) func(engine.Request) string {
 	return func(req engine.Request) string {
 		switch {
-		case strings.Contains(req.Prompt, "You route requests"):
+		case strings.HasSuffix(req.Prompt, "conversation).<|im_end|>\n<|im_start|>assistant\n"):
 			return route
-		case strings.Contains(req.Prompt, "Rewrite the user's request"):
+		case strings.HasSuffix(req.Prompt, "Reply with the query only.<|im_end|>\n<|im_start|>assistant\n"):
 			return "rewritten query"
-		case strings.Contains(req.Prompt, "Write one POSIX shell command"):
+		case strings.HasSuffix(req.Prompt, "Prefer read-only commands.<|im_end|>\n<|im_start|>assistant\n"):
 			return command
 		}
 		return answer(req.Prompt)
