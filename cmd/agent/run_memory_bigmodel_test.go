@@ -3,13 +3,15 @@
 // The memory check on a big model (not part of the quick test run):
 //
 //	./bin/agent mkmodel --shape qwen35-35b-a3b --type q4_0 -o models/qwen35-35b-a3b-q4_0.gguf
-//	EXPERTSNIPER_BIG_MODEL=$PWD/models/qwen35-35b-a3b-q4_0.gguf \
-//	  ./build.sh exec go test -tags bigmodel ./cmd/agent/ -run TestSniperMemoryBudgets -v -timeout 3h
+//	./build.sh exec env EXPERTSNIPER_BIG_MODEL=$PWD/models/qwen35-35b-a3b-q4_0.gguf \
+//	  go test -tags bigmodel ./cmd/agent/ -run TestSniperMemoryBudgets -v -timeout 3h
 //
 // For expert cache budgets of 1, 2 and 4 GiB it runs the built agent in sniper mode through 64
 // generated tokens, sampling RSS every 10 ms, and checks that the peak stays within
 // (pinned weights + budget) + 5%, that the bytes read are exactly the sizes of the missed experts,
 // and that the kernel's count of bytes read from storage equals what the sniper issued.
+// EXPERTSNIPER_BUDGETS_GIB=0,0.25,0.5 and EXPERTSNIPER_TOKENS=16 (passed through env as above)
+// choose other budgets and lengths.
 
 package main
 
