@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -44,7 +45,7 @@ func tinyModel(t *testing.T, ctx int) repl.ModelConfig {
 func TestPlumbingSaveAndLoadKVStateOnAGeneratedModel(t *testing.T) {
 	cfg := repl.DefaultConfig()
 	cfg.MaxTokens = 16
-	_, errs := runREPL(t, tinyModel(t, 1024), cfg, nil, "/raw\nHello there.\n/save first\n/clear\n/load first\nAnd again?\n/stats\n/quit\n")
+	_, errs := runREPL(t, tinyModel(t, 1024), cfg, nil, "/raw\nHello there.\n/save first\n/clear\n/bench\n/load first\nAnd again?\n/stats\n/quit\n")
 	if strings.Contains(errs, "error:") {
 		t.Fatalf("stderr:\n%s", errs)
 	}
@@ -56,6 +57,18 @@ func TestPlumbingSaveAndLoadKVStateOnAGeneratedModel(t *testing.T) {
 	if strings.Count(errs, " tokens · ") != 2 {
 		t.Fatalf("want two answers with status lines:\n%s", errs)
 	}
+	// /bench overwrote the slot's KV cache; the answer after /load evaluates only its new message, so
+	// the restored state served the rest.
+	after := errs[strings.Index(errs, "loaded first"):]
+	cached := regexp.MustCompile(`\(\+(\d+) cached\)`).FindStringSubmatch(after)
+	if cached == nil || atoi(cached[1]) < atoi(saved[1]) {
+		t.Fatalf("the restored KV state was not reused (saved %s tokens):\n%s", saved[1], after)
+	}
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 func TestPlumbingAgentModeOnAGeneratedModel(t *testing.T) {
