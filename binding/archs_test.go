@@ -26,7 +26,12 @@ func TestEveryArchitecture(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer m.Close()
+				// Cleanups run last-in first-out: the contexts registered below close before the model.
+				t.Cleanup(func() {
+					if err := m.Close(); err != nil {
+						t.Error(err)
+					}
+				})
 				run := func(n int) (*Context, Result) {
 					c, err := m.NewContext(WithContextSize(256), WithThreads(2, 2))
 					if err != nil {
@@ -68,7 +73,7 @@ func TestEveryArchitecture(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer second.Close()
+				t.Cleanup(func() { second.Close() })
 				loaded, err := second.LoadState(state)
 				if err != nil {
 					t.Fatal(err)

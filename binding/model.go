@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/cgo"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -513,10 +514,25 @@ func checkGGUFFile(path string) error {
 // setLeakCheck installs a finalizer that never frees anything: it reports a handle that was garbage
 // collected while still open (open must not capture obj, or obj would never be collected).
 func setLeakCheck[T any](obj *T, kind string, open func(*T) bool) {
-	_, file, line, _ := runtime.Caller(2)
+	where := creator()
 	runtime.SetFinalizer(obj, func(o *T) {
 		if open(o) {
-			leakReport(fmt.Sprintf("binding: %s created at %s:%d was garbage collected without Close", kind, file, line))
+			leakReport(fmt.Sprintf("binding: %s created at %s was garbage collected without Close", kind, where))
 		}
 	})
+}
+
+// creator is the first caller outside the binding's own (non-test) files: the code that owns the
+// handle and should have closed it.
+func creator() string {
+	pcs := make([]uintptr, 16)
+	n := runtime.Callers(3, pcs)
+	frames := runtime.CallersFrames(pcs[:n])
+	for {
+		f, more := frames.Next()
+		inBinding := strings.Contains(f.Function, "/binding.") && !strings.HasSuffix(f.File, "_test.go")
+		if !inBinding || !more {
+			return fmt.Sprintf("%s:%d", f.File, f.Line)
+		}
+	}
 }
