@@ -11,34 +11,18 @@ import (
 	"time"
 
 	"github.com/expertsniper/expertsniper/server/internal/fakeengine"
+	"github.com/expertsniper/expertsniper/server/internal/nodetest"
 )
+
+// requireNodeSDK returns node, with the locked clients installed in testdata/node.
+func requireNodeSDK(t *testing.T) string {
+	t.Helper()
+	node, _ := nodetest.Require(t)
+	return node
+}
 
 // nodeSDKDir holds package.json and package-lock.json pinning the official OpenAI SDK for Node.
 var nodeSDKDir = filepath.Join("testdata", "node")
-
-// requireNodeSDK finds node and installs the locked SDK when node_modules is missing. A missing
-// node or npm fails the test: it is a required client, not an optional one.
-func requireNodeSDK(t *testing.T) string {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("Node.js is needed to run the official OpenAI SDK against the server and was not found: " +
-			"install it (apt-get install nodejs npm; ./build.sh test installs them in the build root)")
-	}
-	if _, err := os.Stat(filepath.Join(nodeSDKDir, "node_modules", "openai", "package.json")); err != nil {
-		npm, err := exec.LookPath("npm")
-		if err != nil {
-			t.Fatal("npm is needed to install the OpenAI SDK (npm ci --prefix server/testdata/node) and was not found")
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--prefix", nodeSDKDir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci --prefix %s: %v\n%s", nodeSDKDir, err, out)
-		}
-	}
-	return node
-}
 
 type sdkUsage struct {
 	PromptTokens     int `json:"prompt_tokens"`

@@ -5,30 +5,21 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 	"github.com/expertsniper/expertsniper/server"
+	"github.com/expertsniper/expertsniper/server/internal/nodetest"
 )
 
 // The official OpenAI SDK for Node against agent serve on the generated model (the same script the
 // server package runs against its scripted engine).
 func TestOpenAINodeSDKOnTheGeneratedModel(t *testing.T) {
-	dir := filepath.Join("..", "testdata", "node")
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("Node.js is needed to run the official OpenAI SDK and was not found: install nodejs and npm (./build.sh test installs them in the build root)")
-	}
+	node, dir := nodetest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai", "package.json")); err != nil {
-		if out, err := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--prefix", dir).CombinedOutput(); err != nil {
-			t.Fatalf("npm ci --prefix %s: %v\n%s", dir, err, out)
-		}
-	}
 	model := testmodels.Path(t, compatModel)
 	// The script checks the wrong-key case too, so the server has a key.
 	keyed := startOursConfig(t, model, 2048, 2, server.Config{Host: "127.0.0.1", ContextDir: t.TempDir(), APIKey: "k"}).url
