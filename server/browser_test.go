@@ -41,20 +41,15 @@ func testOutputDir(t *testing.T) string {
 	return dir
 }
 
-// runChromium loads url headless for budget of virtual time and returns its DOM; with screenshot set
-// it takes a picture instead (and returns "").
+// runChromium loads url headless for budget of virtual time, saves a screenshot and returns the DOM
+// (one browser start for both: starting Chromium is the slow part here).
 func runChromium(t *testing.T, url string, budget time.Duration, screenshot string) string {
 	t.Helper()
 	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--disable-dev-shm-usage", "--hide-scrollbars", "--user-data-dir=" + t.TempDir(), "--window-size=1280,900",
 		"--virtual-time-budget=" + strconv.FormatInt(budget.Milliseconds(), 10)}
-	if screenshot != "" {
-		args = append(args, "--screenshot="+screenshot)
-	} else {
-		args = append(args, "--dump-dom")
-	}
-	args = append(args, url)
+	args = append(args, "--screenshot="+screenshot, "--dump-dom", url)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, chromiumPath(t), args...)
@@ -64,13 +59,11 @@ func runChromium(t *testing.T, url string, budget time.Duration, screenshot stri
 	if err != nil {
 		t.Fatalf("chromium %s: %v\n%s", url, err, stderr.String())
 	}
-	if screenshot != "" {
-		if fi, err := os.Stat(screenshot); err != nil || fi.Size() < 1000 {
-			t.Fatalf("no screenshot at %s: %v\n%s", screenshot, err, stderr.String())
-		}
-		abs, _ := filepath.Abs(screenshot)
-		t.Logf("screenshot: %s", abs)
+	if fi, err := os.Stat(screenshot); err != nil || fi.Size() < 1000 {
+		t.Fatalf("no screenshot at %s: %v\n%s", screenshot, err, stderr.String())
 	}
+	abs, _ := filepath.Abs(screenshot)
+	t.Logf("screenshot: %s", abs)
 	return string(out)
 }
 
@@ -82,7 +75,7 @@ func TestWebChatStreamsRendersMarkdownSafelyAndShowsStats(t *testing.T) {
 	}
 	ts := newTestServer(t, fake)
 	url := ts.URL + "/?q=" + "hello%20there"
-	dom := runChromium(t, url, 5*time.Second, "")
+	dom := runChromium(t, url, 5*time.Second, filepath.Join(testOutputDir(t), "chat.png"))
 
 	for _, want := range []string{"<h2>Answer</h2>", "<strong>bold</strong>", "<code>code</code>", "<li>first</li>",
 		`<pre><code class="lang-go">fmt.Println("&lt;hi&gt;")</code></pre>`, "&lt;script&gt;window.pwned=1&lt;/script&gt;",
@@ -103,7 +96,6 @@ func TestWebChatStreamsRendersMarkdownSafelyAndShowsStats(t *testing.T) {
 	if t.Failed() {
 		t.Logf("DOM:\n%s", dom)
 	}
-	runChromium(t, url, 5*time.Second, filepath.Join(testOutputDir(t), "chat.png"))
 }
 
 func TestDashboardUpdatesWhileARequestRuns(t *testing.T) {
@@ -127,7 +119,7 @@ func TestDashboardUpdatesWhileARequestRuns(t *testing.T) {
 	}()
 	waitFor(t, "generation to start", func() bool { return fake.Counters().Running == 1 })
 
-	dom := runChromium(t, ts.URL+"/dashboard", 3*time.Second, "")
+	dom := runChromium(t, ts.URL+"/dashboard", 3*time.Second, filepath.Join(testOutputDir(t), "dashboard.png"))
 	m := regexp.MustCompile(`data-polls="(\d+)"`).FindStringSubmatch(dom)
 	if m == nil || m[1] == "1" {
 		t.Fatalf("the dashboard did not poll /stats repeatedly (data-polls %v)", m)
@@ -141,7 +133,6 @@ func TestDashboardUpdatesWhileARequestRuns(t *testing.T) {
 	if t.Failed() {
 		t.Logf("DOM:\n%s", dom)
 	}
-	runChromium(t, ts.URL+"/dashboard", 3*time.Second, filepath.Join(testOutputDir(t), "dashboard.png"))
 }
 
 // The Stop button, driven by playwright-core in Chromium: the stream stops, the server's generation
