@@ -22,6 +22,26 @@ static int layer_of(const char *name, const char *prefix, size_t plen) {
 	return *p == '\0' ? n : -1;
 }
 
+// es_hook_router_input finds the router's matmul among the ancestors of the topk node (topk is a view
+// of argsort of softmax of MUL_MAT(ffn_gate_inp, x)) and hands x and the router weight to Go, which
+// predicts the next layer's experts. Both are computed and still live here (the expert matmuls that
+// consume x have not run). If the graph has another shape, nothing is predicted.
+static void es_hook_router_input(struct es_hook *h, int layer, struct ggml_tensor *topk) {
+	static const char suffix[] = "ffn_gate_inp.weight";
+	const size_t slen = sizeof(suffix) - 1;
+	struct ggml_tensor *n = topk;
+	for (int depth = 0; n != NULL && depth < 8; depth++, n = n->src[0]) {
+		if (n->op != GGML_OP_MUL_MAT) continue;
+		struct ggml_tensor *w = n->src[0], *x = n->src[1];
+		size_t wl = strlen(w->name);
+		if (wl < slen || strcmp(w->name + wl - slen, suffix) != 0) return;
+		if (x == NULL || x->type != GGML_TYPE_F32 || x->data == NULL || w->data == NULL || x->ne[0] != w->ne[0]) return;
+		goHookRouterInput(h->handle, layer, (int)topk->ne[0], x->data, x->ne[0], x->ne[1], (int64_t)x->nb[1],
+			w->data, (int)w->type, w->ne[0], w->ne[1], (int64_t)w->nb[1]);
+		return;
+	}
+}
+
 static bool es_hook_eval(struct ggml_tensor *t, bool ask, void *ud) {
 	struct es_hook *h = (struct es_hook *)ud;
 	int layer;
@@ -38,6 +58,7 @@ static bool es_hook_eval(struct ggml_tensor *t, bool ask, void *ud) {
 			ok = goHookFail(h->handle, layer, (char *)"router ids tensor is not I32");
 		} else {
 			ok = goHookExperts(h->handle, layer, t->data, t->ne[0], t->ne[1], (int64_t)t->nb[1]);
+			if (ok && h->prefetch) es_hook_router_input(h, layer, t);
 		}
 	} else {
 		ok = goHookDense(h->handle, layer);
@@ -61,6 +82,19 @@ struct es_hook *es_hook_new(int kind, uintptr_t handle, int *abort_flag) {
 }
 
 void es_hook_reset(struct es_hook *h) { h->failed = 0; }
+
+void es_hook_set_prefetch(struct es_hook *h, int on) { h->prefetch = on; }
+
+int es_rows_to_float(const void *data, int type, int64_t ne0, int64_t ne1, size_t nb1, float *out) {
+	const struct ggml_type_traits *tt = ggml_get_type_traits((enum ggml_type)type);
+	if (type == GGML_TYPE_F32) {
+		for (int64_t r = 0; r < ne1; r++) memcpy(out + r * ne0, (const char *)data + r * nb1, ne0 * sizeof(float));
+		return 0;
+	}
+	if (tt == NULL || tt->to_float == NULL) return -1;
+	for (int64_t r = 0; r < ne1; r++) tt->to_float((const char *)data + r * nb1, out + r * ne0, ne0);
+	return 0;
+}
 
 ggml_backend_sched_eval_callback es_hook_eval_fn(void) { return es_hook_eval; }
 

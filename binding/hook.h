@@ -20,10 +20,16 @@ struct es_hook {
 	uintptr_t handle;   // cgo.Handle of the Go hook
 	int *abort_flag;    // the context's abort flag: set when Go reports an error
 	int failed;         // set once Go reported an error in the current decode
+	int prefetch;       // also hand the router's input to Go (goHookRouterInput) for prefetching
 };
 
 struct es_hook *es_hook_new(int kind, uintptr_t handle, int *abort_flag);
 void es_hook_reset(struct es_hook *h);
+void es_hook_set_prefetch(struct es_hook *h, int on);
+
+// es_rows_to_float converts ne1 rows of ne0 values of ggml type `type` (row stride nb1) to float32
+// with ggml's own conversion; returns 0, or -1 if the type has none.
+int es_rows_to_float(const void *data, int type, int64_t ne0, int64_t ne1, size_t nb1, float *out);
 ggml_backend_sched_eval_callback es_hook_eval_fn(void);
 
 // es_set_tensor_data is llama_model_init_from_user's callback; user data is a cgo.Handle.

@@ -36,6 +36,12 @@ type StreamOptions struct {
 	Readers int
 	// FS opens the model file for streaming (nil: direct I/O). Tests inject faults here.
 	FS sniper.FS
+	// NoRecycle releases evicted experts' memory instead of moving it under the next expert read
+	// (sniper.Options.NoRecycle); for measurements.
+	NoRecycle bool
+	// Prefetch reads the experts the next layer's router is predicted to choose while the current
+	// layer computes (see stream_prefetch.go). Results are identical either way.
+	Prefetch bool
 }
 
 // streamState is what a streamed Model owns besides llama_model: the sniper and the gguf context.
@@ -44,6 +50,8 @@ type streamState struct {
 	gguf   *C.struct_gguf_context
 	mode   sniper.Mode
 	pinned int64 // bytes of the tensors read at load (everything not streamed)
+	// routers are the layers' router matrices for prefetching (nil: prefetch off).
+	routers *sniper.Routers
 }
 
 // StreamInfo describes how a model is streamed.
@@ -104,7 +112,7 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 	if err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}
-	sn, err := sniper.Open(idx, sniper.Options{FS: so.FS, Readers: so.Readers, CacheBudget: so.CacheBudget})
+	sn, err := sniper.Open(idx, sniper.Options{FS: so.FS, Readers: so.Readers, CacheBudget: so.CacheBudget, NoRecycle: so.NoRecycle})
 	if err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}
@@ -189,6 +197,9 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 	}
 	m := newModelFromC(cm, path)
 	st := &streamState{sn: sn, gguf: g, mode: mode, pinned: ld.pinned}
+	if so.Prefetch && mode == sniper.ModeExperts {
+		st.routers = sniper.NewRouters(idx.Layers)
+	}
 	m.stream = st
 	m.addOnClose(func() {
 		C.gguf_free(st.gguf)

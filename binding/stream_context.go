@@ -26,6 +26,10 @@ type contextHook struct {
 	// err is the first error of the decode in progress; the C side has set the abort flag.
 	err error
 	ids []int32
+	// pf reads the next layer's predicted experts ahead (nil unless StreamOptions.Prefetch), with
+	// the model's routers.
+	pf      *sniper.Prefetcher
+	routers *sniper.Routers
 }
 
 // attach installs the hook into the parameters of a context being created; abortFlag is that
@@ -47,6 +51,8 @@ func (s *streamState) attach(p *ContextParams, abortFlag *C.int) (*contextHook, 
 	}
 	p.evalCallback = C.es_hook_eval_fn()
 	p.evalCallbackData = unsafe.Pointer(h.c)
+	h.routers = s.routersFor()
+	s.startPrefetch(h)
 	return h, nil
 }
 
@@ -74,6 +80,7 @@ func (h *contextHook) free() {
 	if h == nil || h.c == nil {
 		return
 	}
+	h.pf.Close()
 	C.free(unsafe.Pointer(h.c))
 	h.c = nil
 	h.handle.Delete()

@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -23,6 +25,9 @@ type Options struct {
 	// keeps everything.
 	CacheBudget int64
 	Policy      Policy
+	// NoRecycle releases evicted experts' pages (MADV_DONTNEED) instead of moving them under the next
+	// expert read (see recycle.go); for measuring what recycling buys.
+	NoRecycle bool
 }
 
 // boundTensor is a streamed tensor llama.cpp has allocated, with the memory the sniper gave it.
@@ -54,6 +59,14 @@ type Sniper struct {
 	stats      Stats
 	union      []int
 	seen       []bool
+	rec        *recycler
+	// ensureSeq counts Ensure calls: a prefetch planned after call n is stale once call n+1 began.
+	ensureSeq uint64
+	// prefetched marks experts a prefetch read that no Ensure has used yet.
+	prefetched map[Key]bool
+	ahead      aheadState
+	// ensureWaiting counts Ensure calls waiting for mu.
+	ensureWaiting atomic.Int32
 }
 
 // Open opens the model file of idx for streaming. Bind the streamed tensors, then call Ensure.
@@ -78,6 +91,7 @@ func Open(idx *Index, opts Options) (*Sniper, error) {
 		idx: idx, file: f, pool: NewPool(f, opts.Readers), policy: pol, budget: opts.CacheBudget, stat: st,
 		bound: map[string]*boundTensor{}, layers: make([][]*boundTensor, idx.Layers),
 		resident: map[Key]int64{}, pinned: map[Key]int{}, seen: make([]bool, max(idx.Experts, 1)),
+		rec: newRecycler(!opts.NoRecycle), prefetched: map[Key]bool{},
 	}
 	s.stats.CacheBudget = opts.CacheBudget
 	s.defaultPin = &Pin{s: s}
@@ -186,11 +200,16 @@ func (s *Sniper) Ensure(ctx context.Context, layer int, ids []int32) error {
 // and the error names the file and offset.
 func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 	s := p.s
+	s.ensureWaiting.Add(1) // tells a prefetch holding the lock to yield
 	s.mu.Lock()
+	s.ensureWaiting.Add(-1)
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
+	start := time.Now()
+	defer func() { s.stats.EnsureTime += time.Since(start) }()
+	defer func() { s.ensureSeq++ }() // after scorePrediction; a prefetch planned before is now stale
 	if layer < 0 || layer >= len(s.layers) || len(s.layers[layer]) == 0 {
 		return fmt.Errorf("ensure layer %d: no streamed tensors bound for this layer of %q", layer, s.idx.Path)
 	}
@@ -210,6 +229,7 @@ func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 			}
 		}
 		slices.Sort(s.union)
+		s.scorePrediction(layer)
 	}
 	s.stats.Ensures++
 	if s.idx.Mode == ModeDense {
@@ -234,6 +254,10 @@ func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 		if _, ok := s.resident[k]; ok {
 			s.stats.Hits++
 			s.policy.Touched(k)
+			if s.prefetched[k] {
+				delete(s.prefetched, k)
+				s.stats.PrefetchHits++
+			}
 		} else {
 			s.stats.Misses++
 			s.stats.LayerMisses[layer]++
@@ -243,14 +267,25 @@ func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 	if len(missing) == 0 {
 		return nil
 	}
+	return s.load(ctx, layer, missing)
+}
+
+// load reads experts missing of layer (none of them resident) after making room for them, and marks
+// them resident. Called with s.mu held.
+func (s *Sniper) load(ctx context.Context, layer int, missing []int) error {
 	per := s.expertBytes(layer)
 	if err := s.makeRoom(int64(len(missing)) * per); err != nil {
 		return err
 	}
+	// Spares the reads did not take go back to the system, so that the budget holds.
+	defer s.releaseSpares()
 	if err := s.checkFile(layer, missing[0]); err != nil {
 		return err
 	}
-	if err := s.read(ctx, layer, missing); err != nil {
+	readStart := time.Now()
+	err := s.read(ctx, layer, missing)
+	s.stats.ReadTime += time.Since(readStart)
+	if err != nil {
 		return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
 	}
 	for _, e := range missing {
@@ -291,8 +326,12 @@ func (s *Sniper) evict(k Key) error {
 	delete(s.resident, k)
 	s.stats.CacheBytes -= n
 	s.stats.Evictions++
+	if s.prefetched[k] {
+		delete(s.prefetched, k)
+		s.stats.PrefetchWasted++
+	}
 	for _, t := range s.layers[k.Layer] {
-		if err := t.mem.evictRange(int64(k.Expert)*t.ExpertBytes, t.ExpertBytes); err != nil {
+		if err := s.rec.put(t.mem.interior(int64(k.Expert)*t.ExpertBytes, t.ExpertBytes)); err != nil {
 			return fmt.Errorf("evict expert %d of %s: %w", k.Expert, t.Name, err)
 		}
 	}
@@ -322,6 +361,8 @@ func (s *Sniper) read(ctx context.Context, layer int, experts []int) error {
 	size := s.file.Size()
 	for _, t := range s.layers[layer] {
 		for _, e := range experts {
+			// Resident pages of an evicted expert, moved here, spare faulting fresh ones.
+			s.rec.take(t.mem.interior(int64(e)*t.ExpertBytes, t.ExpertBytes))
 			for _, p := range t.Parts {
 				off := p.FileOffset + int64(e)*p.Stride
 				start := alignDown(off, pageSize)
@@ -363,6 +404,7 @@ func (s *Sniper) Stats() Stats {
 	for i, a := range s.stats.ExpertActivations {
 		st.ExpertActivations[i] = slices.Clone(a)
 	}
+	st.Recycled, st.Released = s.rec.recycled, s.rec.released
 	s.mu.Unlock()
 	st.Reads = s.pool.reads.Load()
 	st.BytesIssued = s.pool.issued.Load()

@@ -31,6 +31,31 @@ type Stats struct {
 	// LayerMisses[l] counts the experts of layer l that had to be read.
 	LayerMisses []int64
 	RSS         int64
+
+	// EnsureTime is the time spent in Ensure (the compute threads wait for it: blocked in the router
+	// hook); ReadTime the part of it spent reading missing experts.
+	EnsureTime, ReadTime time.Duration
+	// Recycled counts expert page ranges moved under a newly read expert instead of being released
+	// and faulted afresh; Released those given back to the system (see recycle.go).
+	Recycled, Released int64
+	// ReleaseErrors counts page ranges the system refused to take back (they stay resident).
+	ReleaseErrors int64
+	// Prefetch: PrefetchReads experts read ahead of their layer, PrefetchHits of them later chosen
+	// by the router while resident, PrefetchWasted evicted unused. PrefetchTime is the time the
+	// prefetcher spent reading (in the background). Predicted counts experts predicted for layers the
+	// router then ran, Chosen the experts it chose there, PredictedChosen those it chose that were
+	// predicted: recall = PredictedChosen / Chosen.
+	PrefetchReads, PrefetchHits, PrefetchWasted int64
+	PrefetchTime                                time.Duration
+	Predicted, Chosen, PredictedChosen          int64
+}
+
+// Recall is the share of the router's choices the prefetcher predicted (0 before any prediction).
+func (s Stats) Recall() float64 {
+	if s.Chosen == 0 {
+		return 0
+	}
+	return float64(s.PredictedChosen) / float64(s.Chosen)
 }
 
 // HitRate is Hits / (Hits + Misses), or 0 before any lookup.

@@ -44,6 +44,8 @@ type runOptions struct {
 	RSSSample time.Duration
 	NoRepack  bool
 	Quiet     bool
+	// NoRecycle and Prefetch are sniper tuning switches (binding.StreamOptions).
+	NoRecycle, Prefetch bool
 
 	// fs opens the model file for streaming; tests inject faults (nil: direct I/O).
 	fs sniper.FS
@@ -74,6 +76,8 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "stats-json", Usage: "write the statistics as JSON to `FILE`", Destination: &o.StatsJSON},
 			&cli.DurationFlag{Name: "rss-sample", Usage: "sample the resident set size at this interval (e.g. 10ms) and report its peak", Destination: &o.RSSSample},
 			&cli.BoolFlag{Name: "no-repack", Usage: "ram mode: no weight repacking (use_extra_bufts=false), the numeric path sniper/stream reproduce bit-exactly", Destination: &o.NoRepack},
+			&cli.BoolFlag{Name: "prefetch", Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (same results)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
+			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines", Destination: &o.Quiet},
 		},
 		Action: func(c *cli.Context) error {
@@ -131,6 +135,21 @@ type runStats struct {
 	// PromptHits and PromptMisses are the cache lookups of prefill (the rest are decode's).
 	PromptHits   int64 `json:"prompt_hits"`
 	PromptMisses int64 `json:"prompt_misses"`
+
+	// DecodeHookMs is the time decode spent blocked in the router hook (making experts resident),
+	// DecodeReadMs the part of it spent reading; per token in the _per_token fields.
+	DecodeHookMs         float64 `json:"decode_hook_ms"`
+	DecodeReadMs         float64 `json:"decode_read_ms"`
+	DecodeHookMsPerToken float64 `json:"decode_hook_ms_per_token"`
+	// Recycled and Released count evicted expert page ranges reused for new reads / given back.
+	Recycled int64 `json:"recycled_ranges"`
+	Released int64 `json:"released_ranges"`
+	// Prefetch counters (--prefetch): experts read ahead, later used, evicted unused; recall is the
+	// share of the router's choices that were predicted.
+	PrefetchReads  int64   `json:"prefetch_reads"`
+	PrefetchHits   int64   `json:"prefetch_hits"`
+	PrefetchWasted int64   `json:"prefetch_wasted"`
+	PrefetchRecall float64 `json:"prefetch_recall"`
 }
 
 func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) {
@@ -188,7 +207,8 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		if mode == "stream" {
 			sm = sniper.ModeDense
 		}
-		m, err = binding.LoadStreamed(ctx, o.Model, binding.StreamOptions{Mode: sm, CacheBudget: cacheBudget, Readers: o.Readers, FS: o.fs})
+		m, err = binding.LoadStreamed(ctx, o.Model, binding.StreamOptions{Mode: sm, CacheBudget: cacheBudget, Readers: o.Readers, FS: o.fs,
+			NoRecycle: o.NoRecycle, Prefetch: o.Prefetch})
 	}
 	if err != nil {
 		return err
@@ -399,6 +419,13 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 		if decodeEvals > 0 {
 			rs.DecodeBytesPerTk = float64(rs.DecodeBytesRead) / float64(decodeEvals)
 		}
+		rs.DecodeHookMs = float64(st.EnsureTime-atPrompt.EnsureTime) / 1e6
+		rs.DecodeReadMs = float64(st.ReadTime-atPrompt.ReadTime) / 1e6
+		if decodeEvals > 0 {
+			rs.DecodeHookMsPerToken = rs.DecodeHookMs / float64(decodeEvals)
+		}
+		rs.Recycled, rs.Released = st.Recycled, st.Released
+		rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, rs.PrefetchRecall = st.PrefetchReads, st.PrefetchHits, st.PrefetchWasted, st.Recall()
 		idx := sn.Index()
 		for l, n := range st.LayerMisses {
 			rs.MissedExpertBytes += n * idx.ExpertBytes(l)
@@ -424,6 +451,12 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 			sizeString(rs.RSSBeforeLoad), sizeString(rs.RSSAfterLoad), sizeString(rs.RSSAfterContext), sizeString(rs.RSSAfterPrompt), sizeString(rs.CacheAfterPrompt))
 		fmt.Fprintf(streams.ErrOut, "  prompt read %s; decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",
 			sizeString(rs.PromptBytesRead), sizeString(rs.DecodeBytesRead), rs.DecodeEvals, rs.DecodeBytesIssued, rs.DecodeIOReadBytes)
+		fmt.Fprintf(streams.ErrOut, "  decode blocked in the router hook %.0f ms (%.1f ms per token, %.0f ms of it reading); memory ranges recycled %d, released %d\n",
+			rs.DecodeHookMs, rs.DecodeHookMsPerToken, rs.DecodeReadMs, rs.Recycled, rs.Released)
+		if o.Prefetch {
+			fmt.Fprintf(streams.ErrOut, "  prefetch: %d experts read ahead, %d used, %d evicted unused; recall %.1f%%\n",
+				rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, 100*rs.PrefetchRecall)
+		}
 	}
 	if o.StatsJSON != "" {
 		b, err := json.MarshalIndent(rs, "", "  ")

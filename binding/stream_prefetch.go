@@ -1,0 +1,69 @@
+package binding
+
+/*
+#include "hook.h"
+*/
+import "C"
+
+import (
+	"runtime/cgo"
+	"unsafe"
+
+	"github.com/expertsniper/expertsniper/sniper"
+)
+
+// Prefetching (StreamOptions.Prefetch): right after layer N's experts are made resident, the hook
+// hands Go the router's input x of layer N (hook.c finds it among the topk node's ancestors) and the
+// router weight. Go keeps each layer's router as float32 (the model's own memory when it is F32,
+// converted once otherwise) and asks the context's sniper.Prefetcher to read the experts layer N+1's
+// router would choose for x, in the background, while layer N's experts compute.
+
+// startPrefetch gives the hook a prefetcher (nil-safe for in-RAM contexts and when prefetch is off).
+func (s *streamState) startPrefetch(h *contextHook) {
+	if s == nil || h == nil || s.routers == nil {
+		return
+	}
+	h.pf = s.sn.NewPrefetcher(s.routers)
+	C.es_hook_set_prefetch(h.c, 1)
+}
+
+//export goHookRouterInput
+func goHookRouterInput(handle C.uintptr_t, layer, k C.int, x unsafe.Pointer, xne0, xne1, xnb1 C.int64_t,
+	w unsafe.Pointer, wtype C.int, wne0, wne1, wnb1 C.int64_t) {
+	h := cgo.Handle(handle).Value().(*contextHook)
+	defer func() { _ = recover() }() // only a prediction: it must never fail or unwind the decode
+	if h.pf == nil || h.routers == nil || xne0 <= 0 || wne0 != xne0 || wne1 <= 0 {
+		return
+	}
+	l := int(layer)
+	if !h.routers.Has(l) {
+		embd, experts := int(wne0), int(wne1)
+		var rows []float32
+		if wtype == C.GGML_TYPE_F32 && wnb1 == wne0*4 {
+			// The model's own pinned weights: no copy (the model outlives its contexts' prefetchers).
+			rows = unsafe.Slice((*float32)(w), embd*experts)
+		} else {
+			rows = make([]float32, embd*experts)
+			if C.es_rows_to_float(w, wtype, wne0, wne1, C.size_t(wnb1), (*C.float)(unsafe.Pointer(&rows[0]))) != 0 {
+				return
+			}
+		}
+		if h.routers.Set(l, embd, experts, rows) != nil {
+			return
+		}
+	}
+	// Decode only: a prompt's micro-batch chooses most experts of every layer anyway.
+	if xne1 != 1 {
+		return
+	}
+	hidden := unsafe.Slice((*float32)(x), int(xne0))
+	h.pf.Predict(l+1, hidden, int(k))
+}
+
+// routersFor is what contexts of this model predict with (nil when prefetch is off).
+func (s *streamState) routersFor() *sniper.Routers {
+	if s == nil {
+		return nil
+	}
+	return s.routers
+}

@@ -1,0 +1,300 @@
+package sniper
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Prefetch: while layer N's experts compute, read the experts layer N+1's router is expected to
+// choose. The prediction applies layer N+1's router matrix to layer N's router input (the normalized
+// hidden state of the FFN of layer N): the residual stream changes little from one layer to the next,
+// so the same top-k mostly comes out. Prefetched experts enter the cache like any other (within the
+// budget); they never change results: Ensure still makes exactly the router's choices resident before
+// the expert matmuls run, whatever was predicted.
+
+// Routers holds each layer's router matrix as float32 (experts rows of embd values), shared by every
+// prefetcher of a model. Safe for concurrent use.
+type Routers struct {
+	mu     sync.RWMutex
+	layers [][]float32
+	embd   int
+}
+
+// NewRouters returns an empty set for a model with layers layers.
+func NewRouters(layers int) *Routers { return &Routers{layers: make([][]float32, layers)} }
+
+// Has reports whether layer's router is known.
+func (r *Routers) Has(layer int) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return layer >= 0 && layer < len(r.layers) && r.layers[layer] != nil
+}
+
+// Set records layer's router: w holds experts rows of embd float32 values each. The slice is kept,
+// not copied (it may alias the model's own weights; the model must outlive every prefetcher).
+func (r *Routers) Set(layer, embd, experts int, w []float32) error {
+	if layer < 0 || layer >= len(r.layers) {
+		return fmt.Errorf("router of layer %d: the model has %d layers", layer, len(r.layers))
+	}
+	if embd <= 0 || experts <= 0 || len(w) != embd*experts {
+		return fmt.Errorf("router of layer %d: %d values for %d experts × %d", layer, len(w), experts, embd)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.embd != 0 && r.embd != embd {
+		return fmt.Errorf("router of layer %d has rows of %d, others %d", layer, embd, r.embd)
+	}
+	r.embd = embd
+	r.layers[layer] = w
+	return nil
+}
+
+// TopK returns the k experts whose router logits for hidden state x are largest at layer (nil if
+// the router is unknown or x has the wrong length), in decreasing order of logit.
+func (r *Routers) TopK(layer int, x []float32, k int) []int {
+	r.mu.RLock()
+	w, embd := []float32(nil), r.embd
+	if layer >= 0 && layer < len(r.layers) {
+		w = r.layers[layer]
+	}
+	r.mu.RUnlock()
+	if w == nil || len(x) != embd || k <= 0 {
+		return nil
+	}
+	experts := len(w) / embd
+	logits := make([]float32, experts)
+	for e := range logits {
+		logits[e] = dot(w[e*embd:(e+1)*embd], x)
+	}
+	ids := make([]int, experts)
+	for i := range ids {
+		ids[i] = i
+	}
+	slices.SortStableFunc(ids, func(a, b int) int {
+		switch {
+		case logits[a] > logits[b]:
+			return -1
+		case logits[a] < logits[b]:
+			return 1
+		}
+		return 0
+	})
+	return ids[:min(k, experts)]
+}
+
+// dot is a float32 dot product, unrolled by four for the compiler.
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return s0 + s1 + s2 + s3
+}
+
+// prediction is the experts predicted for a layer, made after Ensure call number seq.
+type prediction struct {
+	seq uint64
+	ids []int
+}
+
+// aheadState is the sniper's side of prefetching (guarded by s.mu).
+type aheadState struct {
+	pred map[int]prediction // by layer
+}
+
+// scorePrediction compares the router's actual choice (s.union) at layer with the prediction made
+// right after the previous Ensure, if one was made in time. Called by Ensure with s.mu held, after
+// the union is computed and before ensureSeq advances.
+func (s *Sniper) scorePrediction(layer int) {
+	p, ok := s.ahead.pred[layer]
+	if !ok {
+		return
+	}
+	delete(s.ahead.pred, layer)
+	if p.seq != s.ensureSeq {
+		return // made for an earlier pass; another Ensure came in between
+	}
+	s.stats.Predicted += int64(len(p.ids))
+	s.stats.Chosen += int64(len(s.union))
+	for _, e := range s.union {
+		if slices.Contains(p.ids, e) {
+			s.stats.PredictedChosen++
+		}
+	}
+}
+
+// Prefetcher reads predicted experts in the background for one user of the sniper (one llama.cpp
+// context). Predict is cheap and never blocks; Close waits for the goroutine.
+type Prefetcher struct {
+	s       *Sniper
+	routers *Routers
+	jobs    chan prefetchJob
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	// batch is how many experts are read per turn of the sniper's lock: enough to keep two reads in
+	// flight, few enough that an Ensure arriving meanwhile waits little.
+	batch int
+}
+
+type prefetchJob struct {
+	seq   uint64
+	layer int
+	k     int
+	x     []float32
+}
+
+// NewPrefetcher starts a prefetcher that predicts with routers.
+func (s *Sniper) NewPrefetcher(routers *Routers) *Prefetcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Prefetcher{s: s, routers: routers, jobs: make(chan prefetchJob, 1), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), batch: 2}
+	go p.run()
+	return p
+}
+
+// Predict asks for the k experts layer's router would choose for hidden state x (copied) to be read
+// in the background. Call it right after the Ensure of the layer before: the prediction is dropped as
+// stale as soon as another Ensure begins. A pending, not yet started prediction is replaced.
+func (p *Prefetcher) Predict(layer int, x []float32, k int) {
+	if !p.routers.Has(layer) {
+		return
+	}
+	p.s.mu.Lock()
+	seq := p.s.ensureSeq
+	p.s.mu.Unlock()
+	job := prefetchJob{seq: seq, layer: layer, k: k, x: slices.Clone(x)}
+	for {
+		select {
+		case p.jobs <- job:
+			return
+		default:
+		}
+		select { // drop the older pending job
+		case <-p.jobs:
+		default:
+		}
+	}
+}
+
+// Close stops the prefetcher and waits for its goroutine; reads in flight finish first.
+func (p *Prefetcher) Close() {
+	if p == nil || p.cancel == nil {
+		return
+	}
+	p.cancel()
+	close(p.jobs)
+	<-p.done
+	p.cancel = nil
+}
+
+func (p *Prefetcher) run() {
+	defer close(p.done)
+	for job := range p.jobs {
+		if p.ctx.Err() != nil {
+			continue
+		}
+		ids := p.routers.TopK(job.layer, job.x, job.k)
+		if ids == nil || !p.s.notePrediction(job, ids) {
+			continue
+		}
+		for i := 0; i < len(ids); i += p.batch {
+			if !p.s.prefetch(p.ctx, job.seq, job.layer, ids[i:min(i+p.batch, len(ids))]) {
+				break
+			}
+		}
+	}
+}
+
+// notePrediction records ids as the prediction for job's layer, unless the job is already stale.
+func (s *Sniper) notePrediction(job prefetchJob, ids []int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.ensureSeq != job.seq {
+		return false
+	}
+	if s.ahead.pred == nil {
+		s.ahead.pred = map[int]prediction{}
+	}
+	s.ahead.pred[job.layer] = prediction{seq: job.seq, ids: ids}
+	return true
+}
+
+// prefetch reads those of experts of layer that are not resident, if the prediction made after
+// Ensure number seq is still current and the budget has room for them without evicting anything
+// pinned. It reports whether the prefetcher should go on with this prediction. Read errors are
+// dropped: the expert stays missing, and Ensure reads it again and reports what fails.
+func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.ensureSeq != seq || s.ensureWaiting.Load() > 0 || ctx.Err() != nil || layer < 0 || layer >= len(s.layers) || len(s.layers[layer]) == 0 {
+		return false
+	}
+	var missing []int
+	for _, e := range experts {
+		if e < 0 || e >= s.idx.Experts {
+			continue
+		}
+		if _, ok := s.resident[Key{layer, e}]; !ok {
+			missing = append(missing, e)
+		}
+	}
+	if len(missing) == 0 {
+		return true
+	}
+	per := s.expertBytes(layer)
+	need := int64(len(missing)) * per
+	if !s.makeRoomAhead(need, layer) {
+		s.releaseSpares()
+		return false // the pinned working sets (and this layer's experts) fill the budget
+	}
+	start := time.Now()
+	defer func() { s.stats.PrefetchTime += time.Since(start) }()
+	defer s.releaseSpares()
+	if s.checkFile(layer, missing[0]) != nil || s.read(ctx, layer, missing) != nil {
+		return false
+	}
+	for _, e := range missing {
+		k := Key{layer, e}
+		s.resident[k] = per
+		s.prefetched[k] = true
+		s.policy.Touched(k)
+	}
+	s.stats.CacheBytes += need
+	s.stats.PeakCacheBytes = max(s.stats.PeakCacheBytes, s.stats.CacheBytes)
+	s.stats.BytesRead += need
+	s.stats.LayerMisses[layer] += int64(len(missing))
+	s.stats.PrefetchReads += int64(len(missing))
+	return true
+}
+
+// makeRoomAhead evicts until need more bytes fit in the budget, sparing pinned experts and those of
+// layer: they are the ones its router is about to choose from (under LRU, the previous token's
+// experts of the next layer are the least recently used of all: evicting them to read ahead would
+// throw away what the cache is for). It reports whether the bytes fit.
+func (s *Sniper) makeRoomAhead(need int64, layer int) bool {
+	if s.budget < 0 {
+		return true
+	}
+	for s.stats.CacheBytes+need > s.budget {
+		k, ok := s.policy.Victim(func(k Key) bool { return s.pinned[k] == 0 && k.Layer != layer })
+		if !ok {
+			return false
+		}
+		if err := s.evict(k); err != nil {
+			return false
+		}
+	}
+	return true
+}
