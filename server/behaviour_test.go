@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -299,4 +300,26 @@ func TestSavedContextFromMessagesResumesChats(t *testing.T) {
 	}
 	resp, body = ts.do(t, "POST", "/v1/context/save", map[string]any{"name": "both", "prompt": "x", "messages": system})
 	expectError(t, resp, body, 400, "invalid_request_error")
+}
+
+func TestAnEngineErrorMidStreamEndsTheStreamWithAnErrorEvent(t *testing.T) {
+	fake := fakeengine.New(1, 4096)
+	fake.FailAfter = 3
+	fake.FailErr = errors.New("read expert 7 of layer 2 at offset 123456: input/output error")
+	ts := newTestServer(t, fake)
+	resp := ts.stream(t, context.Background(), "/v1/chat/completions", chatBody("x", map[string]any{"stream": true}))
+	defer resp.Body.Close()
+	events := sseEvents(t, resp.Body)
+	last := events[len(events)-1]
+	if len(events) != 5 || !strings.Contains(last, `"error"`) || !strings.Contains(last, "offset 123456") {
+		t.Fatalf("events %q: want the role, 3 tokens and an error event naming the failure, and no [DONE]", events)
+	}
+	r, body := ts.do(t, "POST", "/v1/chat/completions", chatBody("x", nil))
+	e := expectError(t, r, body, 500, "server_error")
+	if !strings.Contains(e["message"].(string), "input/output error") {
+		t.Fatalf("message %q", e["message"])
+	}
+	if c := fake.Counters(); c.BusySlots != 0 {
+		t.Fatalf("the slot was not freed: %+v", c)
+	}
 }

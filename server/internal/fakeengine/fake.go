@@ -32,6 +32,10 @@ type Engine struct {
 	TokenDelay time.Duration
 	// Embeddings enables Embed; otherwise it returns engine.ErrNotSupported.
 	Embeddings bool
+	// FailAfter, when > 0, makes Complete fail with FailErr after that many tokens (a disk error
+	// in the middle of an answer).
+	FailAfter int
+	FailErr   error
 	// StatsAtEnd counts generated tokens in Stats only when a request finishes, as engine/local does.
 	StatsAtEnd bool
 
@@ -245,6 +249,9 @@ loop:
 		if err := ctx.Err(); err != nil {
 			e.countCancel()
 			return res, err
+		}
+		if e.FailAfter > 0 && generated >= e.FailAfter {
+			return res, e.FailErr
 		}
 		emit := p
 		for _, s := range req.Stop {
