@@ -3,7 +3,6 @@ package binding
 import (
 	"bytes"
 	"context"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -16,7 +15,6 @@ import (
 // architecture (qwen35moe is hybrid-recurrent: its memory cannot drop a suffix, which exercises the
 // fallback paths): greedy determinism, agreement with llama-completion, and save/load/continue.
 func TestEveryArchitecture(t *testing.T) {
-	completion, _ := exec.LookPath("llama-completion")
 	for _, arch := range modelgen.Archs {
 		for _, typ := range []string{"f32", "q8_0"} {
 			name := arch + "-" + typ
@@ -49,16 +47,11 @@ func TestEveryArchitecture(t *testing.T) {
 				if len(a.Tokens) == 0 || !slices.Equal(a.Tokens, b.Tokens) {
 					t.Fatalf("greedy runs differ or are empty: %v / %v", a.Tokens, b.Tokens)
 				}
-				if completion != "" {
-					out, err := exec.Command(completion, "-m", path, "-p", testPrompt, "-n", "16", "--temp", "0", "-no-cnv",
-						"--no-repack", "-t", "2", "-c", "256", "--no-warmup").Output()
-					if err != nil {
-						t.Fatalf("llama-completion: %v", err)
-					}
-					// llama-completion prints pieces as C strings: a generated NUL byte vanishes.
-					if want := bytes.ReplaceAll([]byte(testPrompt+a.Text), []byte{0}, nil); !bytes.HasPrefix(out, want) {
-						t.Fatalf("llama-completion printed %q, we generated %q", out, testPrompt+a.Text)
-					}
+				out := llamaCompletion(t, "-m", path, "-p", testPrompt, "-n", "16", "--temp", "0", "-no-cnv",
+					"--no-repack", "-t", "2", "-c", "256", "--no-warmup")
+				// llama-completion prints pieces as C strings: a generated NUL byte vanishes.
+				if want := bytes.ReplaceAll([]byte(testPrompt+a.Text), []byte{0}, nil); !bytes.HasPrefix(out, want) {
+					t.Fatalf("llama-completion printed %q, we generated %q", out, testPrompt+a.Text)
 				}
 				if len(a.Tokens) < 16 {
 					t.Logf("generation ended after %d tokens (%s): no continuation to check", len(a.Tokens), a.FinishReason)

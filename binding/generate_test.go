@@ -46,10 +46,6 @@ func TestGreedyIsDeterministic(t *testing.T) {
 // TestMatchesLlamaCompletion compares greedy output with the stock llama-completion of the same build
 // (F32 and Q8_0, repacking off on both sides: DESIGN.md §3-4).
 func TestMatchesLlamaCompletion(t *testing.T) {
-	bin, err := exec.LookPath("llama-completion")
-	if err != nil {
-		t.Skip("llama-completion is not on PATH (it is in the build root: ./build.sh exec go test ./binding/)")
-	}
 	src := tinyModelPath(t)
 	q8 := filepath.Join(t.TempDir(), "tiny-q8_0.gguf")
 	if out, err := exec.Command("llama-quantize", src, q8, "Q8_0").CombinedOutput(); err != nil {
@@ -69,14 +65,8 @@ func TestMatchesLlamaCompletion(t *testing.T) {
 			}
 			defer c.Close()
 			ours := greedy(t, c, testPrompt, n)
-			var stderr bytes.Buffer
-			cmd := exec.Command(bin, "-m", path, "-p", testPrompt, "-n", "32", "--temp", "0", "-no-cnv",
+			out := llamaCompletion(t, "-m", path, "-p", testPrompt, "-n", "32", "--temp", "0", "-no-cnv",
 				"--no-repack", "-t", "2", "-c", "256", "--no-warmup", "--seed", "1")
-			cmd.Stderr = &stderr
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("llama-completion: %v\n%s", err, tail(stderr.Bytes()))
-			}
 			// llama-completion prints pieces as C strings: a generated NUL byte vanishes.
 			want := strings.ReplaceAll(testPrompt+ours.Text, "\x00", "")
 			if !bytes.HasPrefix(out, []byte(want)) {
