@@ -71,16 +71,56 @@ type Config struct {
 	Budget int64 `json:"budget,omitempty"`
 	// Cap limits the process's memory plus page cache (bytes; memcap.NoLimit = uncapped).
 	Cap int64 `json:"cap"`
+	// Variant names extra `agent run` flags (Flags) of a streaming configuration, e.g. "prefetch".
+	Variant string   `json:"variant,omitempty"`
+	Flags   []string `json:"flags,omitempty"`
+}
+
+// Variant is a named set of extra `agent run` flags for the streaming configurations.
+type Variant struct {
+	Name  string
+	Flags []string
+}
+
+// ParseVariants parses "NAME=FLAGS,..." (flags separated by spaces; "plain=" has none), e.g.
+// "plain=,prefetch=--prefetch". An empty string is one variant without extra flags.
+func ParseVariants(s string) ([]Variant, error) {
+	if strings.TrimSpace(s) == "" {
+		return []Variant{{}}, nil
+	}
+	var out []Variant
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		name, flags, ok := strings.Cut(part, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, fmt.Errorf("variant %q: want NAME=FLAGS (e.g. prefetch=--prefetch, or plain= for none)", part)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("variant %q given twice", name)
+		}
+		seen[name] = true
+		v := Variant{Name: name, Flags: strings.Fields(flags)}
+		if len(v.Flags) > 0 && !strings.HasPrefix(v.Flags[0], "-") {
+			return nil, fmt.Errorf("variant %q: %q is not a flag of agent run", name, v.Flags[0])
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // Name is how the configuration appears in the table, e.g. "sniper 2.00 GiB".
 func (c Config) Name() string {
 	switch c.Kind {
 	case KindSniper, KindStream:
+		name := string(c.Kind) + " " + FormatSize(c.Budget)
 		if c.Budget < 0 {
-			return string(c.Kind) + " unlimited"
+			name = string(c.Kind) + " unlimited"
 		}
-		return string(c.Kind) + " " + FormatSize(c.Budget)
+		if c.Variant != "" {
+			name += " +" + c.Variant
+		}
+		return name
 	case KindPeer:
 		return "llama.cpp mmap"
 	}

@@ -76,12 +76,38 @@ func TestParseSizes(t *testing.T) {
 	}
 }
 
+func TestVariants(t *testing.T) {
+	vs, err := ParseVariants("plain=, prefetch=--prefetch --readers 2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 2 || vs[0].Name != "plain" || len(vs[0].Flags) != 0 || strings.Join(vs[1].Flags, " ") != "--prefetch --readers 2" {
+		t.Fatalf("parsed %+v", vs)
+	}
+	m := Matrix([]Kind{KindPeer, KindSniper}, []int64{1 << 30}, []int64{memcap.NoLimit}, vs...)
+	if len(m) != 3 || m[2].Name() != "sniper 1.00 GiB +prefetch" {
+		t.Fatalf("matrix %+v", m)
+	}
+	args := strings.Join(OursArgs(Workload{Model: "m", GenTokens: 1, Threads: 1}, m[2], "p", "s"), " ")
+	if !strings.HasSuffix(args, "--cache 1073741824 --prefetch --readers 2") {
+		t.Fatalf("args %q lack the variant's flags", args)
+	}
+	for _, bad := range []string{"noequals", "=--x", "a=,a=", "x=prefetch"} {
+		if _, err := ParseVariants(bad); err == nil {
+			t.Errorf("ParseVariants(%q) accepted", bad)
+		}
+	}
+	if vs, err := ParseVariants(""); err != nil || len(vs) != 1 || vs[0].Name != "" {
+		t.Fatalf("empty: %+v %v", vs, err)
+	}
+}
+
 func TestMatrix(t *testing.T) {
 	got := Matrix([]Kind{KindPeer, KindRAM, KindSniper}, []int64{1 << 30, 2 << 30}, []int64{memcap.NoLimit, 4 << 30})
 	if len(got) != 8 {
 		t.Fatalf("%d configurations, want 2 caps × (peer + ram + 2 budgets) = 8: %+v", len(got), got)
 	}
-	if got[0].Kind != KindPeer || got[0].Cap != memcap.NoLimit || got[7] != (Config{Kind: KindSniper, Budget: 2 << 30, Cap: 4 << 30}) {
+	if got[0].Kind != KindPeer || got[0].Cap != memcap.NoLimit || got[7].Name() != "sniper 2.00 GiB" || got[7].Cap != 4<<30 {
 		t.Fatalf("order: %+v", got)
 	}
 }

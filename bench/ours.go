@@ -60,6 +60,7 @@ func OursArgs(w Workload, c Config, prompt, statsPath string) []string {
 			budget = strconv.FormatInt(c.Budget, 10)
 		}
 		args = append(args, "--cache", budget)
+		args = append(args, c.Flags...)
 	}
 	return args
 }

@@ -40,15 +40,20 @@ type Runner struct {
 }
 
 // Matrix builds the configurations to run: for every cap, the peer, our in-RAM mode and one streaming
-// run per budget (kinds in the order given). A budget that cannot fit under its cap is kept as a row
-// that says so, rather than silently dropped.
-func Matrix(kinds []Kind, budgets, caps []int64) []Config {
+// run per budget and variant (kinds in the order given; no variants means one without extra flags). A
+// budget that cannot fit under its cap is kept as a row that says so, rather than silently dropped.
+func Matrix(kinds []Kind, budgets, caps []int64, variants ...Variant) []Config {
+	if len(variants) == 0 {
+		variants = []Variant{{}}
+	}
 	var out []Config
 	for _, cp := range caps {
 		for _, k := range kinds {
 			if k == KindSniper || k == KindStream {
 				for _, b := range budgets {
-					out = append(out, Config{Kind: k, Budget: b, Cap: cp})
+					for _, v := range variants {
+						out = append(out, Config{Kind: k, Budget: b, Cap: cp, Variant: v.Name, Flags: v.Flags})
+					}
 				}
 				continue
 			}

@@ -30,6 +30,7 @@ type benchOptions struct {
 	Configs      string
 	Budgets      string
 	Caps         string
+	Variants     string
 	JSON         bool
 	Markdown     bool
 	Cold         bool
@@ -63,6 +64,7 @@ func benchCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "configs", Value: "auto", Usage: "comma-separated `KINDS`: llama.cpp, ram, sniper, stream (auto: llama.cpp,ram and sniper or stream by model)", Destination: &o.Configs},
 			&cli.StringFlag{Name: "budgets", Value: "1GiB,2GiB,4GiB", Usage: "expert cache `SIZES` for sniper/stream (unlimited allowed)", Destination: &o.Budgets},
 			&cli.StringFlag{Name: "caps", Value: "none,8GiB,4GiB", Usage: "memory caps `SIZES` (page cache included; none = uncapped, still measured)", Destination: &o.Caps},
+			&cli.StringFlag{Name: "variants", Usage: "run each streaming configuration once per `NAME=FLAGS` entry, comma-separated, adding FLAGS to agent run (e.g. plain=,prefetch=--prefetch)", Destination: &o.Variants},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON", Destination: &o.JSON},
 			&cli.BoolFlag{Name: "markdown", Usage: "print the report as a markdown table", Destination: &o.Markdown},
 			&cli.BoolFlag{Name: "cold", Usage: "drop the whole page cache before every configuration (needs root; otherwise only the model file is evicted)", Destination: &o.Cold},
@@ -140,6 +142,10 @@ func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command 
 	if err != nil {
 		return usagef("bench --caps: %v", err)
 	}
+	variants, err := bench.ParseVariants(o.Variants)
+	if err != nil {
+		return usagef("bench --variants: %v", err)
+	}
 	f, err := gguf.Open(o.Model)
 	if err != nil {
 		return err
@@ -183,7 +189,7 @@ func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command 
 		}
 		bound = &d
 	}
-	rep, err := r.Run(ctx, w, bench.Matrix(kinds, budgets, caps))
+	rep, err := r.Run(ctx, w, bench.Matrix(kinds, budgets, caps, variants...))
 	if err != nil {
 		return err
 	}

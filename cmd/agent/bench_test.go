@@ -43,6 +43,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"bench", "-m", model, "--budgets", ""}, "--budgets"},
 		{[]string{"bench", "-m", model, "-p", "0"}, "prompt tokens"},
 		{[]string{"bench", "-m", model, "--json", "--markdown"}, "exclude"},
+		{[]string{"bench", "-m", model, "--variants", "prefetch"}, "--variants"},
 		{[]string{"bench", "-m", model, "--configs", "stream"}, "dense models"},
 		{[]string{"bench", "-m", "/nonexistent.gguf", "--caps", "none"}, "/nonexistent.gguf"},
 	} {
