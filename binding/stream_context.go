@@ -26,6 +26,9 @@ type contextHook struct {
 	// err is the first error of the decode in progress; the C side has set the abort flag.
 	err error
 	ids []int32
+	// calls counts the router (or dense FFN) callbacks of the decode in progress: a decode that
+	// completes without any ran on weights nobody loaded.
+	calls int
 	// pf reads the next layer's predicted experts ahead (nil unless StreamOptions.Prefetch), with
 	// the model's routers.
 	pf      *sniper.Prefetcher
@@ -61,7 +64,7 @@ func (h *contextHook) begin(ctx context.Context) {
 	if h == nil {
 		return
 	}
-	h.ctx, h.err = ctx, nil
+	h.ctx, h.err, h.calls = ctx, nil, 0
 	C.es_hook_reset(h.c)
 }
 
@@ -71,6 +74,10 @@ func (h *contextHook) end() error {
 		return nil
 	}
 	err := h.err
+	if err == nil && h.calls == 0 && h.ctx.Err() == nil {
+		// Only reported when llama_decode says it computed (decode() ignores it otherwise).
+		err = fmt.Errorf("sniper hook: the graph never reached a router (ffn_moe_topk-N) or dense FFN (ffn_norm-N) node; streaming is not supported for this architecture")
+	}
 	h.ctx, h.err = context.Background(), nil
 	return err
 }
@@ -100,6 +107,7 @@ func (h *contextHook) recoverInto(ok *C.bool) {
 func goHookExperts(handle C.uintptr_t, layer C.int, data unsafe.Pointer, ne0, ne1, nb1 C.int64_t) (ok C.bool) {
 	h := cgo.Handle(handle).Value().(*contextHook)
 	defer h.recoverInto(&ok)
+	h.calls++
 	if ne1 == 0 {
 		// llama.cpp computes only the output rows in the last layer; a micro-batch of a long prompt
 		// that needs no output there routes no token, so no expert runs and nothing is loaded.
@@ -126,6 +134,7 @@ func goHookExperts(handle C.uintptr_t, layer C.int, data unsafe.Pointer, ne0, ne
 func goHookDense(handle C.uintptr_t, layer C.int) (ok C.bool) {
 	h := cgo.Handle(handle).Value().(*contextHook)
 	defer h.recoverInto(&ok)
+	h.calls++
 	if err := h.pin.Ensure(h.ctx, int(layer), nil); err != nil {
 		h.err = err
 		return false
