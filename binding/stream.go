@@ -42,6 +42,8 @@ type StreamOptions struct {
 	// Prefetch reads the experts the next layer's router is predicted to choose while the current
 	// layer computes (see stream_prefetch.go). Results are identical either way.
 	Prefetch bool
+	// Policy names the cache's eviction policy (sniper.NewPolicy: "lru", "lfu"; "" is lru).
+	Policy string
 }
 
 // streamState is what a streamed Model owns besides llama_model: the sniper and the gguf context.
@@ -112,7 +114,11 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 	if err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}
-	sn, err := sniper.Open(idx, sniper.Options{FS: so.FS, Readers: so.Readers, CacheBudget: so.CacheBudget, NoRecycle: so.NoRecycle})
+	pol, err := sniper.NewPolicy(so.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	sn, err := sniper.Open(idx, sniper.Options{FS: so.FS, Readers: so.Readers, CacheBudget: so.CacheBudget, NoRecycle: so.NoRecycle, Policy: pol})
 	if err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}

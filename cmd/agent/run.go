@@ -44,8 +44,9 @@ type runOptions struct {
 	RSSSample time.Duration
 	NoRepack  bool
 	Quiet     bool
-	// NoRecycle and Prefetch are sniper tuning switches (binding.StreamOptions).
+	// NoRecycle, Prefetch and Policy are sniper tuning switches (binding.StreamOptions).
 	NoRecycle, Prefetch bool
+	Policy              string
 
 	// fs opens the model file for streaming; tests inject faults (nil: direct I/O).
 	fs sniper.FS
@@ -77,6 +78,7 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.DurationFlag{Name: "rss-sample", Usage: "sample the resident set size at this interval (e.g. 10ms) and report its peak", Destination: &o.RSSSample},
 			&cli.BoolFlag{Name: "no-repack", Usage: "ram mode: no weight repacking (use_extra_bufts=false), the numeric path sniper/stream reproduce bit-exactly", Destination: &o.NoRepack},
 			&cli.BoolFlag{Name: "prefetch", Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (same results)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
+			&cli.StringFlag{Name: "policy", Value: "lru", Usage: "sniper: expert cache eviction policy, lru or lfu", EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
 			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines", Destination: &o.Quiet},
 		},
@@ -164,6 +166,9 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	if o.Threads <= 0 {
 		return usagef("--threads must be positive, got %d", o.Threads)
 	}
+	if _, err := sniper.NewPolicy(o.Policy); err != nil {
+		return usagef("--policy: %v", err)
+	}
 	prompt := o.Prompt
 	if !o.PromptSet || prompt == "-" {
 		b, err := io.ReadAll(streams.In)
@@ -208,7 +213,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			sm = sniper.ModeDense
 		}
 		m, err = binding.LoadStreamed(ctx, o.Model, binding.StreamOptions{Mode: sm, CacheBudget: cacheBudget, Readers: o.Readers, FS: o.fs,
-			NoRecycle: o.NoRecycle, Prefetch: o.Prefetch})
+			NoRecycle: o.NoRecycle, Prefetch: o.Prefetch, Policy: o.Policy})
 	}
 	if err != nil {
 		return err
