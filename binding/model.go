@@ -256,7 +256,11 @@ func LoadModel(ctx context.Context, path string, opts ...ModelOption) (*Model, e
 	}
 	// llama.cpp's own reader trusts more of the file than it should on some inputs; the pure-Go
 	// reader validates the whole header, metadata and tensor table first and names the problem.
-	if _, err := gguf.Open(path); err != nil {
+	gf, err := gguf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	if err := checkHParams(gf, p.KVOverrides); err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}
 	cp, err := p.toC(ctx)
