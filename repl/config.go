@@ -150,11 +150,23 @@ func (c *Config) Validate() error {
 		if m.Context < 0 {
 			return fmt.Errorf("model %q: negative context size", name)
 		}
+		if m.Threads < 0 {
+			return fmt.Errorf("model %q: threads (--threads) must not be negative, got %d", name, m.Threads)
+		}
 	}
 	if c.DefaultModel != "" {
 		if _, ok := c.Models[c.DefaultModel]; !ok {
 			return fmt.Errorf("default_model %q is not among the models", c.DefaultModel)
 		}
+	}
+	if c.MaxTokens < 0 {
+		return fmt.Errorf("max_tokens (--max-tokens) must not be negative, got %d", c.MaxTokens)
+	}
+	if c.Temperature < 0 {
+		return fmt.Errorf("temperature (--temp) must not be negative, got %g", c.Temperature)
+	}
+	if c.Shell.TimeoutSeconds < 0 {
+		return fmt.Errorf("shell timeout_seconds (--shell-timeout) must not be negative, got %d", c.Shell.TimeoutSeconds)
 	}
 	if c.Prices.InputPerMillion < 0 || c.Prices.OutputPerMillion < 0 {
 		return errors.New("prices must not be negative")
@@ -203,8 +215,16 @@ func (c *Config) ResolveModel(arg string) (ModelConfig, error) {
 		}
 	}
 	if strings.HasSuffix(strings.ToLower(arg), ".gguf") || strings.ContainsRune(arg, filepath.Separator) {
-		if _, err := os.Stat(arg); err != nil {
+		st, err := os.Stat(arg)
+		if err != nil {
+			// The hub's message says where else the name was looked for, as `agent run` does.
+			if _, herr := hub.ResolveModel(arg); herr != nil {
+				return ModelConfig{}, herr
+			}
 			return ModelConfig{}, fmt.Errorf("model %q: %w", arg, err)
+		}
+		if st.IsDir() {
+			return ModelConfig{}, fmt.Errorf("model %q is a directory, not a GGUF file", arg)
 		}
 		return ModelConfig{Name: filepath.Base(arg), Path: arg}, nil
 	}

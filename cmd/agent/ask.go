@@ -39,6 +39,9 @@ func askCommand(streams *IOStreams) *cli.Command {
 			if question == "" {
 				return usagef("ask needs a QUESTION")
 			}
+			if opts.NotesTokens < 1 {
+				return usagef("--notes-tokens must be at least 1, got %d", opts.NotesTokens)
+			}
 			return askRun(c, streams, opts, question)
 		},
 	}
