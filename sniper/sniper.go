@@ -200,6 +200,7 @@ func (s *Sniper) Ensure(ctx context.Context, layer int, ids []int32) error {
 // and the error names the file and offset.
 func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 	s := p.s
+	start := time.Now()
 	s.ensureWaiting.Add(1) // tells a prefetch holding the lock to yield
 	s.mu.Lock()
 	s.ensureWaiting.Add(-1)
@@ -207,7 +208,7 @@ func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 	if s.closed {
 		return ErrClosed
 	}
-	start := time.Now()
+	s.stats.LockWaitTime += time.Since(start)
 	defer func() { s.stats.EnsureTime += time.Since(start) }()
 	defer func() { s.ensureSeq++ }() // after scorePrediction; a prefetch planned before is now stale
 	if layer < 0 || layer >= len(s.layers) || len(s.layers[layer]) == 0 {

@@ -33,8 +33,9 @@ type Stats struct {
 	RSS         int64
 
 	// EnsureTime is the time spent in Ensure (the compute threads wait for it: blocked in the router
-	// hook); ReadTime the part of it spent reading missing experts.
-	EnsureTime, ReadTime time.Duration
+	// hook); ReadTime the part of it spent reading missing experts, LockWaitTime the part spent
+	// waiting for another user of the sniper (a prefetch, another context) to finish.
+	EnsureTime, ReadTime, LockWaitTime time.Duration
 	// Recycled counts expert page ranges moved under a newly read expert instead of being released
 	// and faulted afresh; Released those given back to the system (see recycle.go).
 	Recycled, Released int64

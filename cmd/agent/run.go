@@ -142,6 +142,7 @@ type runStats struct {
 	// DecodeReadMs the part of it spent reading; per token in the _per_token fields.
 	DecodeHookMs         float64 `json:"decode_hook_ms"`
 	DecodeReadMs         float64 `json:"decode_read_ms"`
+	DecodeLockWaitMs     float64 `json:"decode_lock_wait_ms"`
 	DecodeHookMsPerToken float64 `json:"decode_hook_ms_per_token"`
 	// Recycled and Released count evicted expert page ranges reused for new reads / given back.
 	Recycled int64 `json:"recycled_ranges"`
@@ -426,6 +427,7 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 		}
 		rs.DecodeHookMs = float64(st.EnsureTime-atPrompt.EnsureTime) / 1e6
 		rs.DecodeReadMs = float64(st.ReadTime-atPrompt.ReadTime) / 1e6
+		rs.DecodeLockWaitMs = float64(st.LockWaitTime-atPrompt.LockWaitTime) / 1e6
 		if decodeEvals > 0 {
 			rs.DecodeHookMsPerToken = rs.DecodeHookMs / float64(decodeEvals)
 		}
@@ -456,8 +458,8 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 			sizeString(rs.RSSBeforeLoad), sizeString(rs.RSSAfterLoad), sizeString(rs.RSSAfterContext), sizeString(rs.RSSAfterPrompt), sizeString(rs.CacheAfterPrompt))
 		fmt.Fprintf(streams.ErrOut, "  prompt read %s; decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",
 			sizeString(rs.PromptBytesRead), sizeString(rs.DecodeBytesRead), rs.DecodeEvals, rs.DecodeBytesIssued, rs.DecodeIOReadBytes)
-		fmt.Fprintf(streams.ErrOut, "  decode blocked in the router hook %.0f ms (%.1f ms per token, %.0f ms of it reading); memory ranges recycled %d, released %d\n",
-			rs.DecodeHookMs, rs.DecodeHookMsPerToken, rs.DecodeReadMs, rs.Recycled, rs.Released)
+		fmt.Fprintf(streams.ErrOut, "  decode blocked in the router hook %.0f ms (%.1f ms per token; %.0f ms reading, %.0f ms waiting for the lock); memory ranges recycled %d, released %d\n",
+			rs.DecodeHookMs, rs.DecodeHookMsPerToken, rs.DecodeReadMs, rs.DecodeLockWaitMs, rs.Recycled, rs.Released)
 		if o.Prefetch {
 			fmt.Fprintf(streams.ErrOut, "  prefetch: %d experts read ahead, %d used, %d evicted unused; recall %.1f%%\n",
 				rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, 100*rs.PrefetchRecall)
