@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/expertsniper/expertsniper/bytesize"
 )
 
 // PartialSuffix marks a download in progress; the file gets its final name only once verified.
@@ -128,7 +130,7 @@ func (c *Client) Pull(ctx context.Context, ref Ref, dir string, progress func() 
 		}
 		if free, err := freeBytes(filepath.Dir(dests[0])); err == nil && free < uint64(missing) {
 			return nil, fmt.Errorf("not enough disk space in %s: the download needs %s more, %s is free",
-				filepath.Dir(dests[0]), FormatBytes(missing), FormatBytes(int64(free)))
+				filepath.Dir(dests[0]), bytesize.Format(missing), bytesize.Format(int64(free)))
 		}
 	}
 	for i, f := range chosen {

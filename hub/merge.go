@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/gguf"
 )
 
@@ -114,7 +115,7 @@ func MergeSplit(ctx context.Context, parts []string, out string, progress func(d
 		}
 	}
 	if free, ferr := freeBytes(filepath.Dir(out)); ferr == nil && free < uint64(w.DataSize()) {
-		return fmt.Errorf("merge into %s: needs %s, only %s free", out, FormatBytes(w.DataSize()), FormatBytes(int64(free)))
+		return fmt.Errorf("merge into %s: needs %s, only %s free", out, bytesize.Format(w.DataSize()), bytesize.Format(int64(free)))
 	}
 	if err := w.Write(ctx); err != nil {
 		return fmt.Errorf("merge into %s: %w", out, err)

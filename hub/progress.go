@@ -5,29 +5,9 @@ import (
 	"io"
 	"strings"
 	"time"
-)
 
-// FormatBytes prints n in binary units with three significant digits (e.g. "19.7 GiB").
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit && n > -unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	f := float64(n)
-	for _, u := range []string{"KiB", "MiB", "GiB", "TiB", "PiB"} {
-		f /= unit
-		if f < unit && f > -unit || u == "PiB" {
-			switch {
-			case f >= 100 || f <= -100:
-				return fmt.Sprintf("%.0f %s", f, u)
-			case f >= 10 || f <= -10:
-				return fmt.Sprintf("%.1f %s", f, u)
-			}
-			return fmt.Sprintf("%.2f %s", f, u)
-		}
-	}
-	return fmt.Sprintf("%d B", n)
-}
+	"github.com/expertsniper/expertsniper/bytesize"
+)
 
 // NewProgress returns a Progress that draws a bar redrawn in place when tty is true, and writes a
 // plain line every 10% (or every 30 s) otherwise, so logs stay readable.
@@ -68,14 +48,14 @@ func (p *textProgress) Start(file string, total, have int64) {
 	p.samples = []sample{{p.started, have}}
 	p.lastPercent = percent(have, total) / 10 * 10
 	if have == total {
-		fmt.Fprintf(p.w, "%s: already downloaded (%s)\n", file, FormatBytes(total))
+		fmt.Fprintf(p.w, "%s: already downloaded (%s)\n", file, bytesize.Format(total))
 		p.name = "" // Done prints nothing more
 		return
 	}
 	if have > 0 {
-		fmt.Fprintf(p.w, "%s: resuming at %s of %s\n", file, FormatBytes(have), FormatBytes(total))
+		fmt.Fprintf(p.w, "%s: resuming at %s of %s\n", file, bytesize.Format(have), bytesize.Format(total))
 	} else if !p.tty {
-		fmt.Fprintf(p.w, "%s: downloading %s\n", file, FormatBytes(total))
+		fmt.Fprintf(p.w, "%s: downloading %s\n", file, bytesize.Format(total))
 	}
 	p.draw(true)
 }
@@ -106,8 +86,8 @@ func (p *textProgress) Done(err error) {
 		return // the caller reports the error
 	}
 	elapsed := p.now().Sub(p.started)
-	fmt.Fprintf(p.w, "%s: done, %s in %s (%s/s)", p.name, FormatBytes(p.total),
-		elapsed.Round(time.Second), FormatBytes(int64(rate(p.done-p.startBytes, elapsed))))
+	fmt.Fprintf(p.w, "%s: done, %s in %s (%s/s)", p.name, bytesize.Format(p.total),
+		elapsed.Round(time.Second), bytesize.Format(int64(rate(p.done-p.startBytes, elapsed))))
 	if p.doneNote != "" {
 		fmt.Fprintf(p.w, ", %s", p.doneNote)
 	}
@@ -165,8 +145,8 @@ func (p *textProgress) draw(force bool) {
 			return // the start line was already written
 		}
 		p.lastPercent = pct / 10 * 10
-		fmt.Fprintf(p.w, "%s: %3d%% %s / %s, %s/s, ETA %s\n", p.name, pct, FormatBytes(p.done),
-			FormatBytes(p.total), FormatBytes(int64(speed)), eta)
+		fmt.Fprintf(p.w, "%s: %3d%% %s / %s, %s/s, ETA %s\n", p.name, pct, bytesize.Format(p.done),
+			bytesize.Format(p.total), bytesize.Format(int64(speed)), eta)
 		return
 	}
 	const width = 24
@@ -179,8 +159,8 @@ func (p *textProgress) draw(force bool) {
 	if len(name) > 40 {
 		name = "…" + name[len(name)-39:]
 	}
-	fmt.Fprintf(p.w, "\r\033[K%s [%s] %3d%% %s / %s  %s/s  ETA %s", name, bar, pct, FormatBytes(p.done),
-		FormatBytes(p.total), FormatBytes(int64(speed)), eta)
+	fmt.Fprintf(p.w, "\r\033[K%s [%s] %3d%% %s / %s  %s/s  ETA %s", name, bar, pct, bytesize.Format(p.done),
+		bytesize.Format(p.total), bytesize.Format(int64(speed)), eta)
 }
 
 func formatETA(d time.Duration) string {

@@ -219,11 +219,3 @@ func TestPlainProgressLines(t *testing.T) {
 		t.Errorf("tty progress %q has no bar", tty.String())
 	}
 }
-
-func TestFormatBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1536: "1.50 KiB", 19_700_000_000: "18.3 GiB", 1 << 40: "1.00 TiB"} {
-		if got := FormatBytes(n); got != want {
-			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-}

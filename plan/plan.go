@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/expertsniper/expertsniper/bytesize"
 )
 
 // KV cache element sizes in bytes (ggml block size ÷ elements per block).
@@ -153,14 +155,14 @@ func Make(m *Model, o Options) (*Plan, error) {
 		if m.StreamedBytes > 0 {
 			p.CacheBytes, p.CacheFraction = m.StreamedBytes, 1
 		}
-		p.Notes = append(p.Notes, fmt.Sprintf("the whole model (%s) fits: nothing is read from disk per token", formatBytes(p.InRAMBytes)))
+		p.Notes = append(p.Notes, fmt.Sprintf("the whole model (%s) fits: nothing is read from disk per token", bytesize.Format(p.InRAMBytes)))
 	case m.StreamedBytes == 0:
 		p.Mode = "none"
-		p.Notes = append(p.Notes, fmt.Sprintf("nothing of this model can be streamed, and it needs %s", formatBytes(p.InRAMBytes)))
+		p.Notes = append(p.Notes, fmt.Sprintf("nothing of this model can be streamed, and it needs %s", bytesize.Format(p.InRAMBytes)))
 	case p.StreamingMinBytes > o.RAM:
 		p.Mode = "none"
 		p.Notes = append(p.Notes, fmt.Sprintf("even %s mode needs at least %s (pinned weights, KV cache, compute buffers and one layer's working set); try a smaller context or a q8_0/q4_0 KV cache",
-			streamMode, formatBytes(p.StreamingMinBytes)))
+			streamMode, bytesize.Format(p.StreamingMinBytes)))
 	default:
 		p.Mode = streamMode
 		p.CacheBytes = o.RAM - p.StreamingMinBytes
@@ -184,7 +186,7 @@ func Make(m *Model, o Options) (*Plan, error) {
 	}
 	if m.MoE && p.Mode == "sniper" {
 		p.Notes = append(p.Notes, fmt.Sprintf("decode reads %d of %d experts per layer; prefill may touch all of a layer's experts (%s), budgeted above",
-			m.ExpertsUsed, m.Experts, formatBytes(p.LayerWorkingSet)))
+			m.ExpertsUsed, m.Experts, bytesize.Format(p.LayerWorkingSet)))
 	}
 	if m.FusedGateUp {
 		p.Notes = append(p.Notes, "qwen35moe: llama.cpp computes gate and up as one fused slice; each expert is read as gate+up+down")
@@ -227,24 +229,4 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q is too large", s)
 	}
 	return int64(b), nil
-}
-
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	f := float64(n)
-	for _, u := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		f /= unit
-		if f < unit || u == "TiB" {
-			if f >= 100 {
-				return fmt.Sprintf("%.0f %s", f, u)
-			} else if f >= 10 {
-				return fmt.Sprintf("%.1f %s", f, u)
-			}
-			return fmt.Sprintf("%.2f %s", f, u)
-		}
-	}
-	return fmt.Sprintf("%d B", n)
 }

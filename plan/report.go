@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/expertsniper/expertsniper/bytesize"
 )
 
 // Report is what `agent inspect --json` prints. Field names are stable for scripts.
@@ -39,7 +41,7 @@ func (r Report) WriteText(w io.Writer) error {
 	if m.Parts > 1 {
 		parts = fmt.Sprintf(" in %d parts (merge them for sniper/stream mode: agent pull merges by default)", m.Parts)
 	}
-	line("file size", "%s (%d bytes)%s", formatBytes(m.FileSize), m.FileSize, parts)
+	line("file size", "%s (%d bytes)%s", bytesize.Format(m.FileSize), m.FileSize, parts)
 	active := ""
 	if m.MoE {
 		active = fmt.Sprintf(", %s active per token (%.1f%%)", formatCount(m.ActiveParameters),
@@ -62,33 +64,33 @@ func (r Report) WriteText(w io.Writer) error {
 			line("", "(qwen35moe: gate+up are read as one fused slice, then down)")
 		}
 	} else {
-		line("experts", "none (dense); stream mode reads each layer's FFN (%s per layer)", formatBytes(maxOf(m.LayerStreamBytes)))
+		line("experts", "none (dense); stream mode reads each layer's FFN (%s per layer)", bytesize.Format(maxOf(m.LayerStreamBytes)))
 	}
 	var types []string
 	for _, t := range m.Types {
-		types = append(types, fmt.Sprintf("%s ×%d (%s)", t.Type, t.Tensors, formatBytes(t.Bytes)))
+		types = append(types, fmt.Sprintf("%s ×%d (%s)", t.Type, t.Tensors, bytesize.Format(t.Bytes)))
 	}
 	line("tensor types", "%s", strings.Join(types, ", "))
 	streamed := "experts"
 	if !m.MoE {
 		streamed = "dense FFNs"
 	}
-	line("weights", "%s pinned + %s streamable (%s)", formatBytes(m.PinnedBytes), formatBytes(m.StreamedBytes), streamed)
+	line("weights", "%s pinned + %s streamable (%s)", bytesize.Format(m.PinnedBytes), bytesize.Format(m.StreamedBytes), streamed)
 
 	kvType := p.KVType
 	if p.KVTypeV != p.KVType {
 		kvType = "K " + p.KVType + ", V " + p.KVTypeV
 	}
-	fmt.Fprintf(tw, "\nmemory plan for %s (%s), context %d, KV cache %s\n", formatBytes(p.RAMBudget), p.RAMSource, p.Context, kvType)
-	line("pinned weights", "%s", formatBytes(p.PinnedBytes))
-	line("KV cache", "%s", formatBytes(p.KVCacheBytes))
+	fmt.Fprintf(tw, "\nmemory plan for %s (%s), context %d, KV cache %s\n", bytesize.Format(p.RAMBudget), p.RAMSource, p.Context, kvType)
+	line("pinned weights", "%s", bytesize.Format(p.PinnedBytes))
+	line("KV cache", "%s", bytesize.Format(p.KVCacheBytes))
 	if p.RecurrentStateBytes > 0 {
-		line("recurrent state", "%s", formatBytes(p.RecurrentStateBytes))
+		line("recurrent state", "%s", bytesize.Format(p.RecurrentStateBytes))
 	}
-	line("compute buffers", "%s (estimate)", formatBytes(p.ComputeBytes))
-	line("layer working set", "%s", formatBytes(p.LayerWorkingSet))
-	line("in RAM needs", "%s", formatBytes(p.InRAMBytes))
-	line("streaming needs", "at least %s", formatBytes(p.StreamingMinBytes))
+	line("compute buffers", "%s (estimate)", bytesize.Format(p.ComputeBytes))
+	line("layer working set", "%s", bytesize.Format(p.LayerWorkingSet))
+	line("in RAM needs", "%s", bytesize.Format(p.InRAMBytes))
+	line("streaming needs", "at least %s", bytesize.Format(p.StreamingMinBytes))
 	switch p.Mode {
 	case "ram":
 		line("cache for "+streamed, "not needed: the whole model fits")
@@ -99,12 +101,12 @@ func (r Report) WriteText(w io.Writer) error {
 		if m.MoE {
 			extra = fmt.Sprintf(", ~%d experts", p.CacheExperts)
 		}
-		line("cache for "+streamed, "%s (%.1f%% of the streamable bytes%s)", formatBytes(p.CacheBytes), 100*p.CacheFraction, extra)
+		line("cache for "+streamed, "%s (%.1f%% of the streamable bytes%s)", bytesize.Format(p.CacheBytes), 100*p.CacheFraction, extra)
 	}
 	if p.Mode == "ram" {
-		line("read per token", "nothing in RAM mode (%s at 0%% cache hits if streamed)", formatBytes(p.TokenReadBytes))
+		line("read per token", "nothing in RAM mode (%s at 0%% cache hits if streamed)", bytesize.Format(p.TokenReadBytes))
 	} else {
-		line("read per token", "%s at 0%% cache hits; ~%s at the hit rate of uniform routing", formatBytes(p.TokenReadBytes), formatBytes(p.ExpectedReadBytes))
+		line("read per token", "%s at 0%% cache hits; ~%s at the hit rate of uniform routing", bytesize.Format(p.TokenReadBytes), bytesize.Format(p.ExpectedReadBytes))
 	}
 	line("disk", "%.2f GB/s (%s)", p.DiskBytesPerSec/1e9, p.DiskSource)
 	switch {
@@ -146,7 +148,7 @@ func describeExpertBytes(b []int64) string {
 		lo, hi = min(lo, x), max(hi, x)
 	}
 	if lo == hi {
-		return fmt.Sprintf("%s (%d bytes) per layer", formatBytes(lo), lo)
+		return fmt.Sprintf("%s (%d bytes) per layer", bytesize.Format(lo), lo)
 	}
-	return fmt.Sprintf("%s–%s per layer (%d–%d bytes; K-quant mixes vary by layer)", formatBytes(lo), formatBytes(hi), lo, hi)
+	return fmt.Sprintf("%s–%s per layer (%d–%d bytes; K-quant mixes vary by layer)", bytesize.Format(lo), bytesize.Format(hi), lo, hi)
 }

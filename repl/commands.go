@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/expertsniper/expertsniper/agentmode"
+	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/engine"
 )
 
@@ -179,7 +180,7 @@ func (r *REPL) cmdBench(ctx context.Context, _ string) (bool, error) {
 	if info := r.eng.Info(); info.Mode == "sniper" || info.Mode == "stream" {
 		n := int64(t.PromptTokens + t.PredictedTokens)
 		read := after.BytesRead - before.BytesRead
-		fmt.Fprintf(r.err, "disk     %s read, %s per token\n", formatBytes(read), formatBytes(read/max(n, 1)))
+		fmt.Fprintf(r.err, "disk     %s read, %s per token\n", bytesize.FormatTenths(read), bytesize.FormatTenths(read/max(n, 1)))
 		if parts := streamingParts(before, after, info.Mode); len(parts) > 0 {
 			fmt.Fprintln(r.err, dim(strings.Join(parts, " · ")))
 		}
@@ -308,7 +309,7 @@ func (r *REPL) cmdList(_ context.Context, dir string) (bool, error) {
 		case e.Link:
 			fmt.Fprintf(r.out, "%s@\n", e.Name)
 		default:
-			fmt.Fprintf(r.out, "%s  %s\n", e.Name, dim(formatBytes(e.Bytes)))
+			fmt.Fprintf(r.out, "%s  %s\n", e.Name, dim(bytesize.FormatTenths(e.Bytes)))
 		}
 	}
 	return false, nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/gguf"
 )
 
@@ -153,23 +154,10 @@ func KVReport(s KVShape, nCtx int, typeK, typeV string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	msg := fmt.Sprintf("KV cache %s for %d tokens (%s/%s, %d attention layers)", formatBytes(size), nCtx,
+	msg := fmt.Sprintf("KV cache %s for %d tokens (%s/%s, %d attention layers)", bytesize.FormatTenths(size), nCtx,
 		defaultType(typeK), defaultType(typeV), s.AttentionLayers)
 	if saved := f16 - size; saved > 0 {
-		msg += fmt.Sprintf(", saves %s against f16 (%s)", formatBytes(saved), formatBytes(f16))
+		msg += fmt.Sprintf(", saves %s against f16 (%s)", bytesize.FormatTenths(saved), bytesize.FormatTenths(f16))
 	}
 	return msg, nil
-}
-
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

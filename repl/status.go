@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/expertsniper/expertsniper/agentmode"
+	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/engine"
 )
 
@@ -46,10 +47,10 @@ func statusLine(reply agentmode.Reply, elapsed time.Duration, before, after engi
 func streamingParts(before, after engine.Stats, mode string) []string {
 	var parts []string
 	if after.RSSBytes > 0 {
-		parts = append(parts, "RSS "+formatBytes(after.RSSBytes))
+		parts = append(parts, "RSS "+bytesize.FormatTenths(after.RSSBytes))
 	}
 	if mode == "sniper" || mode == "stream" {
-		parts = append(parts, "read "+formatBytes(after.BytesRead-before.BytesRead))
+		parts = append(parts, "read "+bytesize.FormatTenths(after.BytesRead-before.BytesRead))
 		hits, misses := after.CacheHits-before.CacheHits, after.CacheMisses-before.CacheMisses
 		if hits+misses > 0 {
 			parts = append(parts, fmt.Sprintf("hit %.0f%%", 100*float64(hits)/float64(hits+misses)))
@@ -64,27 +65,27 @@ func statsReport(info engine.ModelInfo, s engine.Stats, totals Totals, kv string
 	fmt.Fprintf(&b, "model      %s (%s), %s mode, %d slot(s), context %d (trained %d)\n", info.Name, info.Architecture,
 		info.Mode, info.Slots, info.Context, info.ContextTrain)
 	if info.SizeBytes > 0 {
-		fmt.Fprintf(&b, "size       %s, %d parameters\n", formatBytes(int64(info.SizeBytes)), info.Parameters)
+		fmt.Fprintf(&b, "size       %s, %d parameters\n", bytesize.FormatTenths(int64(info.SizeBytes)), info.Parameters)
 	}
 	if kv != "" {
 		fmt.Fprintf(&b, "kv         %s\n", kv)
 	}
 	if s.RSSBytes > 0 {
-		fmt.Fprintf(&b, "memory     RSS %s\n", formatBytes(s.RSSBytes))
+		fmt.Fprintf(&b, "memory     RSS %s\n", bytesize.FormatTenths(s.RSSBytes))
 	}
 	fmt.Fprintf(&b, "engine     %d prompt tokens, %d generated since load\n", s.PromptTokens, s.GeneratedTokens)
 	if info.Mode == "sniper" || info.Mode == "stream" || s.Reads > 0 {
-		fmt.Fprintf(&b, "disk       %s in %d reads", formatBytes(s.BytesRead), s.Reads)
+		fmt.Fprintf(&b, "disk       %s in %d reads", bytesize.FormatTenths(s.BytesRead), s.Reads)
 		if s.GeneratedTokens > 0 {
-			fmt.Fprintf(&b, " (%s per generated token)", formatBytes(s.BytesRead/max(s.GeneratedTokens, 1)))
+			fmt.Fprintf(&b, " (%s per generated token)", bytesize.FormatTenths(s.BytesRead/max(s.GeneratedTokens, 1)))
 		}
 		fmt.Fprintf(&b, ", latency p50 %d µs, p99 %d µs\n", s.ReadP50Micros, s.ReadP99Micros)
 		hit := 0.0
 		if s.CacheHits+s.CacheMisses > 0 {
 			hit = 100 * float64(s.CacheHits) / float64(s.CacheHits+s.CacheMisses)
 		}
-		fmt.Fprintf(&b, "cache      %s of %s, %d hits, %d misses (%.1f%% hit rate)\n", formatBytes(s.CacheBytes),
-			formatBytes(s.CacheBudget), s.CacheHits, s.CacheMisses, hit)
+		fmt.Fprintf(&b, "cache      %s of %s, %d hits, %d misses (%.1f%% hit rate)\n", bytesize.FormatTenths(s.CacheBytes),
+			bytesize.FormatTenths(s.CacheBudget), s.CacheHits, s.CacheMisses, hit)
 	}
 	fmt.Fprintf(&b, "session    %d turns, %d calls, %d input tokens (%d cached), %d output tokens", totals.Turns,
 		totals.Calls, totals.PromptTokens, totals.CachedTokens, totals.GeneratedTokens)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
 )
@@ -106,7 +107,7 @@ func runInspect(ctx context.Context, streams *IOStreams, opts *inspectOptions) e
 		bps, err := plan.ProbeDisk(ctx, path, plan.ProbeOptions{ReadSize: readSize, Duration: 400 * time.Millisecond, MaxBytes: 2 << 30, Readers: 2})
 		switch {
 		case err == nil:
-			po.DiskBytesPerSec, po.DiskSource = bps, fmt.Sprintf("measured: direct reads of %s", hub.FormatBytes(readSize))
+			po.DiskBytesPerSec, po.DiskSource = bps, fmt.Sprintf("measured: direct reads of %s", bytesize.Format(readSize))
 		case errors.Is(err, context.Canceled):
 			return err
 		default:

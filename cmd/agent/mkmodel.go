@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/gguf"
 	"github.com/expertsniper/expertsniper/modelgen"
 )
@@ -148,7 +149,7 @@ func runMkmodel(ctx context.Context, streams *IOStreams, o *mkmodelOptions) erro
 	if err != nil {
 		return fmt.Errorf("mkmodel: %w", err)
 	}
-	fmt.Fprintf(streams.Out, "%s\t%s\t%.1fs\n", o.Output, mkmodelSize(st.Size()), time.Since(start).Seconds())
+	fmt.Fprintf(streams.Out, "%s\t%s\t%.1fs\n", o.Output, bytesize.FormatTenths(st.Size()), time.Since(start).Seconds())
 	return nil
 }
 
@@ -195,7 +196,7 @@ func (p *mkmodelProgress) draw() {
 	const width = 30
 	filled := int(frac * width)
 	bar := strings.Repeat("=", filled) + strings.Repeat(" ", width-filled)
-	line := fmt.Sprintf("[%s] %5.1f%% %s/%s %s/s ETA %s", bar, 100*frac, mkmodelSize(p.done), mkmodelSize(p.total), mkmodelSize(int64(rate)), eta)
+	line := fmt.Sprintf("[%s] %5.1f%% %s/%s %s/s ETA %s", bar, 100*frac, bytesize.FormatTenths(p.done), bytesize.FormatTenths(p.total), bytesize.FormatTenths(int64(rate)), eta)
 	if p.tty {
 		fmt.Fprintf(p.w, "\r%s\033[K", line)
 	} else {
@@ -213,17 +214,4 @@ func (p *mkmodelProgress) finish() {
 			fmt.Fprintln(p.w)
 		}
 	}
-}
-
-func mkmodelSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

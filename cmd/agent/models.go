@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/gguf"
 	"github.com/expertsniper/expertsniper/hub"
 )
@@ -91,9 +92,9 @@ func runModels(_ context.Context, streams *IOStreams, opts *modelsOptions) error
 		return enc.Encode(entries)
 	}
 	for _, p := range partial {
-		done := hub.FormatBytes(p.Have)
+		done := bytesize.Format(p.Have)
 		if p.Size > 0 {
-			done = fmt.Sprintf("%s of %s", done, hub.FormatBytes(p.Size))
+			done = fmt.Sprintf("%s of %s", done, bytesize.Format(p.Size))
 		}
 		ref := p.File
 		if p.Repo != "" {
@@ -124,7 +125,7 @@ func runModels(_ context.Context, streams *IOStreams, opts *modelsOptions) error
 		if quant == "" {
 			quant = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, hub.FormatBytes(e.Size), quant, arch)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, bytesize.Format(e.Size), quant, arch)
 	}
 	return tw.Flush()
 }
