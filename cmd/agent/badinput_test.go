@@ -135,6 +135,9 @@ func TestEveryModelCommandRejectsBadModelFiles(t *testing.T) {
 				if !regexp.MustCompile(f.want).MatchString(stderr) {
 					t.Errorf("the error does not say what is wrong (want /%s/):\n%s", f.want, stderr)
 				}
+				if strings.Contains(stderr, "listening on") {
+					t.Errorf("serve listened before finding the file broken:\n%s", stderr)
+				}
 				if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
 					t.Errorf("panic:\n%s", stderr)
 				}

@@ -48,6 +48,8 @@ type serveOptions struct {
 	ready func(addr string)
 	// status prints progress lines (set by runServe).
 	status func(format string, args ...any)
+	// planned is the model as analysed before listening (a broken file fails there, not after).
+	planned *plan.Model
 	// Embeddings enables /v1/embeddings (llama-server's --embeddings).
 	Embeddings bool
 }
@@ -158,6 +160,11 @@ func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
 	if o.Port < 0 || o.Port > 65535 {
 		return usagef("--port must be between 0 and 65535, got %d", o.Port)
 	}
+	// Read and analyse the file before listening: a missing, truncated or foreign file is an error
+	// at once, naming the file, rather than a server that comes up and then stops.
+	if o.planned, err = plan.Open(o.Model); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -230,9 +237,12 @@ var serveEngineOpener = openServeEngine
 // weights fit the budget, else the sniper (MoE) or dense streaming, as agent run does. -c is shared by
 // the slots, as llama-server's is.
 func openServeEngine(ctx context.Context, o *serveOptions) (engine.Engine, error) {
-	pm, err := plan.Open(o.Model)
-	if err != nil {
-		return nil, err
+	pm := o.planned
+	if pm == nil {
+		var err error
+		if pm, err = plan.Open(o.Model); err != nil {
+			return nil, err
+		}
 	}
 	status := o.status
 	if status == nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/agentmode/scripted"
 	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 )
 
 // syncBuffer is a bytes.Buffer safe for the server's goroutines.
@@ -48,12 +48,10 @@ func withScriptedEngine(t *testing.T) *[]*scripted.Engine {
 	return &opened
 }
 
+// fakeModelFile is a real (generated) model file: serve reads and analyses it before listening, even
+// when the scripted engine stands in for llama.cpp.
 func fakeModelFile(t *testing.T) string {
-	p := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := os.WriteFile(p, []byte("GGUF"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return testmodels.Path(t, "qwen3moe-q8_0")
 }
 
 func TestServeRejectsBadFlags(t *testing.T) {
