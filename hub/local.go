@@ -187,8 +187,8 @@ func ResolveModelIn(dir, name string) (string, error) {
 			continue
 		}
 		switch {
-		case strings.EqualFold(m.Repo, repoPart):
-		case m.Repo != "" && strings.EqualFold(path.Base(m.Repo), repoPart):
+		case m.Repo != "" && repoKey(m.Repo) == repoKey(repoPart):
+		case m.Repo != "" && repoKey(path.Base(m.Repo)) == repoKey(repoPart):
 		case sel == "" && (strings.EqualFold(m.Name, repoPart) || strings.EqualFold(strings.TrimSuffix(m.Name, ".gguf"), repoPart)):
 		default:
 			continue
@@ -229,6 +229,13 @@ func ResolveModelIn(dir, name string) (string, error) {
 		refs[i] = m.Ref()
 	}
 	return "", fmt.Errorf("model %q is ambiguous; name one of: %s", name, strings.Join(refs, ", "))
+}
+
+// repoKey is how a repository name compares: without case, and without the "-GGUF" suffix that
+// GGUF repositories conventionally carry, so "Qwen3.5-35B-A3B" names "unsloth/Qwen3.5-35B-A3B-GGUF".
+func repoKey(name string) string {
+	k := strings.ToLower(name)
+	return strings.TrimSuffix(k, "-gguf")
 }
 
 // PartialDownload is a download that stopped before completing; `agent pull` resumes it.
