@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/expertsniper/expertsniper/gguf"
@@ -155,6 +156,18 @@ func analyze(path string, f *gguf.File, tensors []gguf.TensorInfo) (*Model, erro
 	if m.Layers <= 0 {
 		return nil, fmt.Errorf("analyse %q: %s.block_count is missing or zero", path, arch)
 	}
+	// llama.cpp divides by the head count (and plans below do too); a zero that is really in the file
+	// must fail here with its name, not as a crash in a streamed load.
+	// (A per-layer array is not an integer here; llama.cpp checks its length and values itself.)
+	if n, ok := f.ArchUint("attention.head_count"); ok && n == 0 {
+		return nil, fmt.Errorf("analyse %q: %s.attention.head_count is 0", path, arch)
+	}
+	// Multi-token-prediction layers (counted in block_count) are skipped by llama.cpp's loader, so a
+	// file may leave them out.
+	nextn, _ := f.ArchUint("nextn_predict_layers")
+	if err := checkLayerTensors(tensors, m.Layers, m.Layers-int(min(nextn, uint64(m.Layers)))); err != nil {
+		return nil, fmt.Errorf("analyse %q: %w", path, err)
+	}
 	m.Name, _ = f.String("general.name")
 	if m.Name == "" {
 		m.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
@@ -275,6 +288,45 @@ func analyze(path string, f *gguf.File, tensors []gguf.TensorInfo) (*Model, erro
 		m.ExpertBytes = nil
 	}
 	return m, nil
+}
+
+var layerTensorName = regexp.MustCompile(`^blk\.(\d+)\.`)
+
+// checkLayerTensors: every layer the metadata declares has tensors in the file, no tensor belongs to
+// a layer beyond them, and every layer with experts has its router. Streamed loads build the graph
+// from the metadata and fill only what the file has, so a file short of a layer or a router would
+// otherwise fail late (in the middle of a decode) or compute on a neutral stand-in.
+// Only the first required layers must have tensors.
+func checkLayerTensors(tensors []gguf.TensorInfo, layers, required int) error {
+	seen := make([]bool, layers)
+	experts := make([]bool, layers)
+	routers := make([]bool, layers)
+	for _, t := range tensors {
+		mm := layerTensorName.FindStringSubmatch(t.Name)
+		if mm == nil {
+			continue
+		}
+		l, err := strconv.Atoi(mm[1])
+		if err != nil || l >= layers {
+			return fmt.Errorf("tensor %s belongs to layer %s, but block_count is %d", t.Name, mm[1], layers)
+		}
+		seen[l] = true
+		if expertName.MatchString(t.Name) {
+			experts[l] = true
+		}
+		if strings.HasSuffix(t.Name, ".ffn_gate_inp.weight") {
+			routers[l] = true
+		}
+	}
+	for l := range layers {
+		if !seen[l] && l < required {
+			return fmt.Errorf("block_count is %d but the file has no tensors for layer %d", layers, l)
+		}
+		if experts[l] && !routers[l] {
+			return fmt.Errorf("layer %d has expert tensors but no router (blk.%d.ffn_gate_inp.weight)", l, l)
+		}
+	}
+	return nil
 }
 
 // attentionLayers counts the layers with a KV cache and sizes the recurrent state of the others.

@@ -465,3 +465,29 @@ func TestAnalyzeRejectsBrokenModels(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// TestAnalyzeRejectsInconsistentModels: metadata and tensors that disagree are refused before any
+// load, naming what disagrees (a streamed load would otherwise fail mid-decode, crash in llama.cpp,
+// or compute with a stand-in for the missing tensor).
+func TestAnalyzeRejectsInconsistentModels(t *testing.T) {
+	cases := []struct {
+		name string
+		edit testmodels.Edit
+		want string
+	}{
+		{"more layers than tensors", testmodels.SetUint32("qwen3moe.block_count", 8), "block_count is 8 but the file has no tensors for layer 4"},
+		{"fewer layers than tensors", testmodels.SetUint32("qwen3moe.block_count", 3), "belongs to layer 3, but block_count is 3"},
+		{"no router", testmodels.RenameTensor("blk.1.ffn_gate_inp.weight", "blk.1.ffn_gate_inx.weight"), "layer 1 has expert tensors but no router (blk.1.ffn_gate_inp.weight)"},
+		{"zero heads", testmodels.SetUint32("qwen3moe.attention.head_count", 0), "qwen3moe.attention.head_count is 0"},
+		{"more experts than tensors hold", testmodels.SetUint32("qwen3moe.expert_count", 16), "expert_count is 16 but the expert tensors hold 8"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := testmodels.Patched(t, "qwen3moe-q8_0", c.edit)
+			_, err := Open(path)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("Open: %v\nwant an error naming %s and saying %q", err, path, c.want)
+			}
+		})
+	}
+}
