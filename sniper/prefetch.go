@@ -111,6 +111,10 @@ type prediction struct {
 // aheadState is the sniper's side of prefetching (guarded by s.mu).
 type aheadState struct {
 	pred map[int]prediction // by layer
+	// loading holds the experts a prefetch is reading right now (without the lock); the channel is
+	// closed when the read is over.
+	loading  map[Key]chan struct{}
+	inflight sync.WaitGroup
 }
 
 // scorePrediction compares the router's actual choice (s.union) at layer with the prediction made
@@ -231,10 +235,12 @@ func (s *Sniper) notePrediction(job prefetchJob, ids []int) bool {
 	return true
 }
 
-// prefetch reads those of experts of layer that are not resident, if the prediction made after
-// Ensure number seq is still current and the budget has room for them without evicting anything
-// pinned. It reports whether the prefetcher should go on with this prediction. Read errors are
-// dropped: the expert stays missing, and Ensure reads it again and reports what fails.
+// prefetch reads those of experts of layer that are neither resident nor being read, if the
+// prediction made after Ensure number seq is still current and the budget has room for them without
+// evicting anything pinned. The read runs without the lock (an Ensure that needs one of these experts
+// waits for it in awaitPrefetch; others proceed). It reports whether the prefetcher should go on with
+// this prediction. Read errors are dropped: the expert stays missing, and Ensure reads it again and
+// reports what fails.
 func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -246,7 +252,8 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 		if e < 0 || e >= s.idx.Experts {
 			continue
 		}
-		if _, ok := s.resident[Key{layer, e}]; !ok {
+		k := Key{layer, e}
+		if _, ok := s.resident[k]; !ok && s.ahead.loading[k] == nil {
 			missing = append(missing, e)
 		}
 	}
@@ -255,14 +262,37 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 	}
 	per := s.expertBytes(layer)
 	need := int64(len(missing)) * per
-	if !s.makeRoomAhead(need, layer) {
+	if !s.makeRoomAhead(need, layer) || s.checkFile(layer, missing[0]) != nil {
 		s.releaseSpares()
 		return false // the pinned working sets (and this layer's experts) fill the budget
 	}
+	reqs, err := s.readRequests(layer, missing)
+	s.releaseSpares()
+	if err != nil {
+		return false
+	}
+	// The bytes are charged now, so that no one else fills the room while the read runs.
+	s.stats.CacheBytes += need
+	done := make(chan struct{})
+	if s.ahead.loading == nil {
+		s.ahead.loading = map[Key]chan struct{}{}
+	}
+	for _, e := range missing {
+		s.ahead.loading[Key{layer, e}] = done
+	}
+	s.ahead.inflight.Add(1)
+	s.mu.Unlock()
 	start := time.Now()
-	defer func() { s.stats.PrefetchTime += time.Since(start) }()
-	defer s.releaseSpares()
-	if s.checkFile(layer, missing[0]) != nil || s.read(ctx, layer, missing) != nil {
+	err = s.pool.Read(ctx, reqs)
+	s.mu.Lock()
+	s.ahead.inflight.Done()
+	s.stats.PrefetchTime += time.Since(start)
+	for _, e := range missing {
+		delete(s.ahead.loading, Key{layer, e})
+	}
+	close(done)
+	if err != nil || s.closed {
+		s.stats.CacheBytes -= need
 		return false
 	}
 	for _, e := range missing {
@@ -271,12 +301,50 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 		s.prefetched[k] = true
 		s.policy.Touched(k)
 	}
-	s.stats.CacheBytes += need
 	s.stats.PeakCacheBytes = max(s.stats.PeakCacheBytes, s.stats.CacheBytes)
 	s.stats.BytesRead += need
 	s.stats.LayerMisses[layer] += int64(len(missing))
 	s.stats.PrefetchReads += int64(len(missing))
 	return true
+}
+
+// awaitPrefetch waits, without the lock, for prefetch reads of experts in s.union of layer that are in
+// flight, so that Ensure finds them resident (or, if the read failed, missing) instead of reading them
+// again. Called by Ensure with s.mu held, after pinning the union.
+func (s *Sniper) awaitPrefetch(ctx context.Context, layer int) error {
+	for {
+		var wait []chan struct{}
+		for _, e := range s.union {
+			if ch := s.ahead.loading[Key{layer, e}]; ch != nil && !slices.Contains(wait, ch) {
+				wait = append(wait, ch)
+			}
+		}
+		if len(wait) == 0 {
+			return nil
+		}
+		// Other Ensures may run meanwhile and reuse s.union: keep ours.
+		union := slices.Clone(s.union)
+		s.mu.Unlock()
+		var err error
+		for _, ch := range wait {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+			if err != nil {
+				break
+			}
+		}
+		s.mu.Lock()
+		s.union = append(s.union[:0], union...)
+		if err != nil {
+			return fmt.Errorf("ensure layer %d: %w", layer, err)
+		}
+		if s.closed {
+			return ErrClosed
+		}
+	}
 }
 
 // makeRoomAhead evicts until need more bytes fit in the budget, sparing pinned experts and those of

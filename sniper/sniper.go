@@ -249,6 +249,9 @@ func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 		s.pinned[k]++
 		p.keys = append(p.keys, k)
 	}
+	if err := s.awaitPrefetch(ctx, layer); err != nil {
+		return err
+	}
 	var missing []int
 	for _, e := range s.union {
 		k := Key{layer, e}
@@ -358,6 +361,16 @@ func (s *Sniper) checkFile(layer, expert int) error {
 // read loads experts of layer: aligned supersets straight into mirrored tensors' memory, through the
 // pool's bounce buffers (copied into place on the reading goroutine) for the others.
 func (s *Sniper) read(ctx context.Context, layer int, experts []int) error {
+	reqs, err := s.readRequests(layer, experts)
+	if err != nil {
+		return err
+	}
+	return s.pool.Read(ctx, reqs)
+}
+
+// readRequests prepares the reads of experts of layer (moving spare pages under them first). Called
+// with s.mu held; the reads themselves may run without it.
+func (s *Sniper) readRequests(layer int, experts []int) ([]ReadRequest, error) {
 	var reqs []ReadRequest
 	size := s.file.Size()
 	for _, t := range s.layers[layer] {
@@ -371,7 +384,7 @@ func (s *Sniper) read(ctx context.Context, layer int, experts []int) error {
 				if t.Mirrors() {
 					dst, ok := t.mem.fileSlice(start, end-start)
 					if !ok {
-						return fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, start, end)
+						return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, start, end)
 					}
 					reqs = append(reqs, ReadRequest{Offset: start, Dst: dst})
 					continue
@@ -384,7 +397,7 @@ func (s *Sniper) read(ctx context.Context, layer int, experts []int) error {
 			}
 		}
 	}
-	return s.pool.Read(ctx, reqs)
+	return reqs, nil
 }
 
 // Resident reports whether expert e of layer is resident.
@@ -418,11 +431,15 @@ func (s *Sniper) Stats() Stats {
 // longer uses the tensors (after the model is freed): their data points into this memory.
 func (s *Sniper) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	s.mu.Unlock()
+	s.ahead.inflight.Wait() // prefetch reads run without the lock and write into the memory unmapped below
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.pool.Close()
 	var errs []error
 	for _, t := range s.bound {
