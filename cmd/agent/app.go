@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/fatih/color"
 	"github.com/mattn/go-isatty"
@@ -101,6 +102,11 @@ func run(ctx context.Context, args []string, streams *IOStreams) exitCode {
 	fmt.Fprintf(streams.ErrOut, "%s %v\n", color.RedString("error:"), err)
 	var ue usageError
 	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	// urfave/cli reports a missing required flag with an unexported error type (after printing the
+	// command's help); it is a usage error all the same. badinput_test.go holds it to that.
+	if strings.HasPrefix(err.Error(), "Required flag") {
 		return exitUsage
 	}
 	return exitError

@@ -200,6 +200,9 @@ func TestBadFlagValuesAreUsageErrors(t *testing.T) {
 		{[]string{"ask", "-m", model, "--notes-tokens", "0", "--doc", model, "why?"}, `--notes-tokens must be at least 1, got 0`},
 		{[]string{"bench", "-m", model, "--caps", "12XB"}, `--caps: size "12XB"`},
 		{[]string{"bench", "-m", model, "-n", "-5"}, `got -5`},
+		{[]string{"run", "-p", "hi"}, `Required flag "model" not set`},
+		{[]string{"bench", "correlate"}, `Required flag "model" not set`},
+		{[]string{"mkmodel", "--arch", "qwen3moe"}, `--output FILE is required`},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args[min(len(c.args), 3):], " "), func(t *testing.T) {
