@@ -436,6 +436,12 @@ func (c *Context) LoadState(path string) ([]Token, error) {
 // the flag, and llama.cpp's compute threads see it at their next check. Call the returned disarm
 // after the C call returns; it waits for a flag write in flight, so the flag outlives every writer.
 func (c *Context) abortOn(ctx context.Context) (disarm func()) {
+	if ctx.Err() != nil {
+		// Already cancelled: set the flag now rather than from a goroutine that a short decode
+		// could outrun.
+		C.es_flag_store(c.abort, 1)
+		return func() {}
+	}
 	C.es_flag_store(c.abort, 0)
 	if ctx.Done() == nil {
 		return func() {}
