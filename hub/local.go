@@ -50,6 +50,9 @@ func (m LocalModel) Ref() string {
 // ListLocal lists the complete and split models under dir (a missing dir lists nothing). Files being
 // downloaded (.partial) are not models yet and are skipped.
 func ListLocal(dir string) ([]LocalModel, error) {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return nil, fmt.Errorf("models directory %s is not a directory (check $EXPERTSNIPER_MODELS)", dir)
+	}
 	var files []RepoFile
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

@@ -38,8 +38,12 @@ func ParseRef(s string) (Ref, error) {
 			}
 		}
 	}
+	// A path to a local file is not a repository: pull would otherwise ask the hub for "etc/passwd".
+	if strings.HasPrefix(s, "/") || strings.HasPrefix(s, "./") || strings.HasPrefix(s, "~/") {
+		return Ref{}, fmt.Errorf("%q is a file path, not a repository: give OWNER/REPO[:QUANT] as on Hugging Face", s)
+	}
 	repo, sel, _ := strings.Cut(s, ":")
-	repo = strings.Trim(repo, "/")
+	repo = strings.TrimRight(repo, "/")
 	r := Ref{Repo: repo}
 	if err := ValidateRepo(repo); err != nil {
 		return Ref{}, err

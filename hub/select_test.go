@@ -21,6 +21,9 @@ func TestParseRef(t *testing.T) {
 		{in: "https://huggingface.co/org/M:q4_0", want: Ref{Repo: "org/M", Quant: "q4_0"}},
 		{in: "justaname", err: "want owner/name"},
 		{in: "a/b/c", err: "want owner/name"},
+		{in: "/etc/passwd", err: "is a file path, not a repository"},
+		{in: "./models/x.gguf", err: "is a file path, not a repository"},
+		{in: "~/x.gguf", err: "is a file path, not a repository"},
 		{in: "../x", err: "invalid name"},
 		{in: "org/M:Q4 K", err: "invalid character"},
 		{in: "org/M?x=1", err: "invalid character"},
@@ -183,6 +186,9 @@ func TestResolveModel(t *testing.T) {
 	}
 	if models[2].Incomplete != true {
 		t.Errorf("org/Half should be marked incomplete: %+v", models[2])
+	}
+	if _, err := ListLocal(q4); err == nil || !strings.Contains(err.Error(), "is not a directory") {
+		t.Errorf("ListLocal on a file: %v, want an error", err)
 	}
 	if m, err := ListLocal(filepath.Join(dir, "does-not-exist")); err != nil || len(m) != 0 {
 		t.Errorf("ListLocal of a missing dir = %v, %v", m, err)

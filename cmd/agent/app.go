@@ -80,6 +80,18 @@ func newApp(streams *IOStreams) *cli.App {
 		app.Commands = append(app.Commands, f(streams))
 	}
 	sort.Slice(app.Commands, func(i, j int) bool { return app.Commands[i].Name < app.Commands[j].Name })
+	// A bad flag of a subcommand is a usage error too (urfave/cli consults only the command's own
+	// handler, and without one the error would map to exit code 1).
+	var onUsage func(cmds []*cli.Command)
+	onUsage = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			if c.OnUsageError == nil {
+				c.OnUsageError = app.OnUsageError
+			}
+			onUsage(c.Subcommands)
+		}
+	}
+	onUsage(app.Commands)
 	if defaultFlags != nil {
 		app.Flags = defaultFlags()
 	}

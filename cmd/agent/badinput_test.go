@@ -201,6 +201,12 @@ func TestBadFlagValuesAreUsageErrors(t *testing.T) {
 		{[]string{"bench", "-m", model, "--caps", "12XB"}, `--caps: size "12XB"`},
 		{[]string{"bench", "-m", model, "-n", "-5"}, `got -5`},
 		{[]string{"run", "-p", "hi"}, `Required flag "model" not set`},
+		{[]string{"run", "-m", model, "--bogus"}, `flag provided but not defined: -bogus`},
+		{[]string{"serve-bench", "-m", model, "--port", "0"}, `flag provided but not defined: -port`},
+		{[]string{"bench", "correlate", "--bogus"}, `flag provided but not defined: -bogus`},
+		{[]string{"models", "--bogus"}, `flag provided but not defined: -bogus`},
+		{[]string{"--bogus"}, `flag provided but not defined: -bogus`},
+		{[]string{"pull", "/etc/passwd"}, `"/etc/passwd" is a file path, not a repository`},
 		{[]string{"bench", "correlate"}, `Required flag "model" not set`},
 		{[]string{"mkmodel", "--arch", "qwen3moe"}, `--output FILE is required`},
 	}
