@@ -31,8 +31,9 @@ type contextHook struct {
 	calls int
 	// pf reads the next layer's predicted experts ahead (nil unless StreamOptions.Prefetch), with
 	// the model's routers.
-	pf      *sniper.Prefetcher
-	routers *sniper.Routers
+	pf         *sniper.Prefetcher
+	routers    *sniper.Routers
+	predictBuf []float32
 }
 
 // attach installs the hook into the parameters of a context being created; abortFlag is that

@@ -52,13 +52,24 @@ func goHookRouterInput(handle C.uintptr_t, layer, k C.int, x unsafe.Pointer, xne
 			return
 		}
 	}
-	// Decode only: a prompt's micro-batch chooses most experts of every layer anyway.
-	if xne1 != 1 {
-		return
+	// A prompt's micro-batch: predict from up to maxPredictTokens of its tokens, evenly spaced (the
+	// union of their experts; routing of neighbouring tokens overlaps much, and each token costs a
+	// matrix-vector product in Go).
+	rows := min(int(xne1), maxPredictTokens)
+	embd := int(xne0)
+	if h.predictBuf == nil || len(h.predictBuf) < rows*embd {
+		h.predictBuf = make([]float32, rows*embd)
 	}
-	hidden := unsafe.Slice((*float32)(x), int(xne0))
-	h.pf.Predict(l+1, hidden, int(k))
+	buf := h.predictBuf[:rows*embd]
+	for r := 0; r < rows; r++ {
+		tok := int64(r) * int64(xne1) / int64(rows)
+		copy(buf[r*embd:(r+1)*embd], unsafe.Slice((*float32)(unsafe.Add(x, uintptr(tok*int64(xnb1)))), embd))
+	}
+	h.pf.PredictBatch(l+1, buf, rows, int(k))
 }
+
+// maxPredictTokens bounds the tokens of a micro-batch the prefetcher predicts from.
+const maxPredictTokens = 16
 
 // routersFor is what contexts of this model predict with (nil when prefetch is off).
 func (s *streamState) routersFor() *sniper.Routers {

@@ -156,7 +156,9 @@ type prefetchJob struct {
 	seq   uint64
 	layer int
 	k     int
-	x     []float32
+	// x holds one or more hidden states of len(x)/rows values each (the tokens of a micro-batch).
+	x    []float32
+	rows int
 }
 
 // NewPrefetcher starts a prefetcher that predicts with routers.
@@ -171,14 +173,18 @@ func (s *Sniper) NewPrefetcher(routers *Routers) *Prefetcher {
 // Predict asks for the k experts layer's router would choose for hidden state x (copied) to be read
 // in the background. Call it right after the Ensure of the layer before: the prediction is dropped as
 // stale as soon as another Ensure begins. A pending, not yet started prediction is replaced.
-func (p *Prefetcher) Predict(layer int, x []float32, k int) {
-	if !p.routers.Has(layer) {
+func (p *Prefetcher) Predict(layer int, x []float32, k int) { p.PredictBatch(layer, x, 1, k) }
+
+// PredictBatch is Predict for several tokens at once (a prompt's micro-batch): x holds rows hidden
+// states one after the other, and the union of their predicted experts is read.
+func (p *Prefetcher) PredictBatch(layer int, x []float32, rows, k int) {
+	if !p.routers.Has(layer) || rows <= 0 || len(x)%rows != 0 {
 		return
 	}
 	p.s.mu.Lock()
 	seq := p.s.ensureSeq
 	p.s.mu.Unlock()
-	job := prefetchJob{seq: seq, layer: layer, k: k, x: slices.Clone(x)}
+	job := prefetchJob{seq: seq, layer: layer, k: k, x: slices.Clone(x), rows: rows}
 	for {
 		select {
 		case p.jobs <- job:
@@ -209,7 +215,15 @@ func (p *Prefetcher) run() {
 		if p.ctx.Err() != nil {
 			continue
 		}
-		ids := p.routers.TopK(job.layer, job.x, job.k)
+		var ids []int
+		n := len(job.x) / job.rows
+		for r := 0; r < job.rows; r++ {
+			for _, e := range p.routers.TopK(job.layer, job.x[r*n:(r+1)*n], job.k) {
+				if !slices.Contains(ids, e) {
+					ids = append(ids, e)
+				}
+			}
+		}
 		if ids == nil || !p.s.notePrediction(job, ids) {
 			continue
 		}

@@ -185,3 +185,30 @@ func TestPrefetchReadErrorsAreLeftToEnsure(t *testing.T) {
 		t.Fatalf("cache holds %d bytes, want the 3 experts' %d (a failed prefetch must give back its room)", st.CacheBytes, 3*3*per)
 	}
 }
+
+// TestPredictBatchReadsTheUnion: for a micro-batch of several tokens the union of each token's
+// predicted experts is read ahead.
+func TestPredictBatchReadsTheUnion(t *testing.T) {
+	const per = 10_000
+	m := newFakeModel(t, t.TempDir(), 3, 8, per, false)
+	s, mem := boundSniper(t, m, sniper.ModeExperts, false, sniper.Options{CacheBudget: sniper.Unlimited})
+	w := routerFor()
+	w[7*4+1], w[1*4+1] = 30, 20 // the second value of the hidden state prefers 7, then 1
+	r := sniper.NewRouters(3)
+	if err := r.Set(1, 4, 8, w); err != nil {
+		t.Fatal(err)
+	}
+	pf := s.NewPrefetcher(r)
+	defer pf.Close()
+	if err := s.Ensure(context.Background(), 0, []int32{0}); err != nil {
+		t.Fatal(err)
+	}
+	pf.PredictBatch(1, []float32{1, 0, 0, 0, 0, 1, 0, 0}, 2, 2)
+	waitFor(t, "the prefetch", func() bool { return s.Stats().PrefetchReads == 4 })
+	for _, e := range []int{5, 2, 7, 1} {
+		if !s.Resident(1, e) {
+			t.Fatalf("expert %d of layer 1 not read ahead", e)
+		}
+		checkExpert(t, m, mem, 1, e, per)
+	}
+}
