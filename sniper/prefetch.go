@@ -139,7 +139,8 @@ func (s *Sniper) scorePrediction(layer int) {
 }
 
 // Prefetcher reads predicted experts in the background for one user of the sniper (one llama.cpp
-// context). Predict is cheap and never blocks; Close waits for the goroutine.
+// context). Predict is cheap (it copies the hidden state and queues it); Close waits for the
+// goroutine.
 type Prefetcher struct {
 	s       *Sniper
 	routers *Routers
@@ -147,8 +148,9 @@ type Prefetcher struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
-	// batch is how many experts are read per turn of the sniper's lock: enough to keep two reads in
-	// flight, few enough that an Ensure arriving meanwhile waits little.
+	// batch is how many experts are read at once: enough to keep two reads or more in flight (the
+	// disk's ceiling here), few enough that an Ensure needing one of them waits little for the rest,
+	// and that a prediction gone stale stops soon.
 	batch int
 }
 

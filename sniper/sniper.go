@@ -257,10 +257,13 @@ func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 		k := Key{layer, e}
 		if _, ok := s.resident[k]; ok {
 			s.stats.Hits++
-			s.policy.Touched(k)
 			if s.prefetched[k] {
+				// Its first use was counted when the prefetch loaded it, as a demand load counts
+				// one: counting again would make a frequency policy favour prefetched experts.
 				delete(s.prefetched, k)
 				s.stats.PrefetchHits++
+			} else {
+				s.policy.Touched(k)
 			}
 		} else {
 			s.stats.Misses++
