@@ -42,6 +42,9 @@ type StreamOptions struct {
 	// Prefetch reads the experts the next layer's router is predicted to choose while the current
 	// layer computes (see stream_prefetch.go). Results are identical either way.
 	Prefetch bool
+	// PredictInline makes the prefetcher predict in the graph callback rather than in the
+	// background, so that every prediction is scored (recall measured on every layer); for tests.
+	PredictInline bool
 	// Policy names the cache's eviction policy (sniper.NewPolicy: "lru", "lfu"; "" is
 	// sniper.DefaultPolicy).
 	Policy string
@@ -54,7 +57,8 @@ type streamState struct {
 	mode   sniper.Mode
 	pinned int64 // bytes of the tensors read at load (everything not streamed)
 	// routers are the layers' router matrices for prefetching (nil: prefetch off).
-	routers *sniper.Routers
+	routers       *sniper.Routers
+	predictInline bool
 }
 
 // StreamInfo describes how a model is streamed.
@@ -206,6 +210,7 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 	st := &streamState{sn: sn, gguf: g, mode: mode, pinned: ld.pinned}
 	if so.Prefetch && mode == sniper.ModeExperts {
 		st.routers = sniper.NewRouters(idx.Layers)
+		st.predictInline = so.PredictInline
 	}
 	m.stream = st
 	m.addOnClose(func() {

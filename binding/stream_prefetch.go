@@ -24,6 +24,7 @@ func (s *streamState) startPrefetch(h *contextHook) {
 		return
 	}
 	h.pf = s.sn.NewPrefetcher(s.routers)
+	h.pf.PredictInline(s.predictInline)
 	C.es_hook_set_prefetch(h.c, 1)
 }
 

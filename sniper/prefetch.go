@@ -152,7 +152,15 @@ type Prefetcher struct {
 	// disk's ceiling here), few enough that an Ensure needing one of them waits little for the rest,
 	// and that a prediction gone stale stops soon.
 	batch int
+	// inline makes Predict compute and record the prediction before returning (only the reads run
+	// in the background), so that every prediction is scored whatever the timing; see PredictInline.
+	inline bool
 }
+
+// PredictInline makes predictions in the caller (the graph callback) instead of the background: the
+// compute threads wait for the matrix-vector products, but every prediction is made before the
+// next layer's Ensure, so recall is measured on every layer. For tests and measurements of recall.
+func (p *Prefetcher) PredictInline(on bool) { p.inline = on }
 
 type prefetchJob struct {
 	seq   uint64
@@ -161,6 +169,8 @@ type prefetchJob struct {
 	// x holds one or more hidden states of len(x)/rows values each (the tokens of a micro-batch).
 	x    []float32
 	rows int
+	// ids is the prediction when it was made inline (then x is not needed).
+	ids []int
 }
 
 // NewPrefetcher starts a prefetcher that predicts with routers.
@@ -186,7 +196,15 @@ func (p *Prefetcher) PredictBatch(layer int, x []float32, rows, k int) {
 	p.s.mu.Lock()
 	seq := p.s.ensureSeq
 	p.s.mu.Unlock()
-	job := prefetchJob{seq: seq, layer: layer, k: k, x: slices.Clone(x), rows: rows}
+	job := prefetchJob{seq: seq, layer: layer, k: k, rows: rows}
+	if p.inline {
+		job.ids = p.predict(layer, x, rows, k)
+		if job.ids == nil || !p.s.notePrediction(job, job.ids) {
+			return
+		}
+	} else {
+		job.x = slices.Clone(x)
+	}
 	for {
 		select {
 		case p.jobs <- job:
@@ -217,17 +235,12 @@ func (p *Prefetcher) run() {
 		if p.ctx.Err() != nil {
 			continue
 		}
-		var ids []int
-		n := len(job.x) / job.rows
-		for r := 0; r < job.rows; r++ {
-			for _, e := range p.routers.TopK(job.layer, job.x[r*n:(r+1)*n], job.k) {
-				if !slices.Contains(ids, e) {
-					ids = append(ids, e)
-				}
+		ids := job.ids
+		if ids == nil {
+			ids = p.predict(job.layer, job.x, job.rows, job.k)
+			if ids == nil || !p.s.notePrediction(job, ids) {
+				continue
 			}
-		}
-		if ids == nil || !p.s.notePrediction(job, ids) {
-			continue
 		}
 		for i := 0; i < len(ids); i += p.batch {
 			if !p.s.prefetch(p.ctx, job.seq, job.layer, ids[i:min(i+p.batch, len(ids))]) {
@@ -235,6 +248,20 @@ func (p *Prefetcher) run() {
 			}
 		}
 	}
+}
+
+// predict is the union of the top k experts of layer for each of the rows hidden states in x.
+func (p *Prefetcher) predict(layer int, x []float32, rows, k int) []int {
+	var ids []int
+	n := len(x) / rows
+	for r := 0; r < rows; r++ {
+		for _, e := range p.routers.TopK(layer, x[r*n:(r+1)*n], k) {
+			if !slices.Contains(ids, e) {
+				ids = append(ids, e)
+			}
+		}
+	}
+	return ids
 }
 
 // notePrediction records ids as the prediction for job's layer, unless the job is already stale.

@@ -50,6 +50,8 @@ type runOptions struct {
 
 	// fs opens the model file for streaming; tests inject faults (nil: direct I/O).
 	fs sniper.FS
+	// predictInline makes --prefetch score every prediction (binding.StreamOptions.PredictInline).
+	predictInline bool
 }
 
 func runCommand(streams *IOStreams) *cli.Command {
@@ -214,7 +216,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			sm = sniper.ModeDense
 		}
 		m, err = binding.LoadStreamed(ctx, o.Model, binding.StreamOptions{Mode: sm, CacheBudget: cacheBudget, Readers: o.Readers, FS: o.fs,
-			NoRecycle: o.NoRecycle, Prefetch: o.Prefetch, Policy: o.Policy})
+			NoRecycle: o.NoRecycle, Prefetch: o.Prefetch, Policy: o.Policy, PredictInline: o.predictInline})
 	}
 	if err != nil {
 		return err

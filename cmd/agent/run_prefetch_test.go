@@ -22,7 +22,7 @@ func TestPrefetchIsBitExact(t *testing.T) {
 			want := ramReference(t, model, 2)
 			for _, cache := range []string{"0", "256KiB", "unlimited"} {
 				statsPath := filepath.Join(t.TempDir(), "stats.json")
-				got, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: cache, Threads: 2, Prefetch: true, StatsJSON: statsPath})
+				got, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: cache, Threads: 2, Prefetch: true, predictInline: true, StatsJSON: statsPath})
 				if err != nil {
 					t.Fatalf("--prefetch --cache %s: %v", cache, err)
 				}
