@@ -108,6 +108,14 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 	if err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}
+	var p ModelParams
+	for _, o := range opts {
+		o(&p)
+	}
+	// The metadata checks LoadModel makes: llama.cpp abort()s the process on some of these values.
+	if err := checkHParams(gf, p.KVOverrides); err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
 	mode := so.Mode
 	if mode == 0 {
 		mode = sniper.ModeDense
@@ -169,10 +177,6 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 	handle := cgo.NewHandle(ld)
 	defer handle.Delete()
 
-	var p ModelParams
-	for _, o := range opts {
-		o(&p)
-	}
 	p.NoExtraBufts = true
 	cp, err := p.toC(ctx)
 	if err != nil {
@@ -278,10 +282,15 @@ func (ld *tensorLoader) fill(t *C.struct_ggml_tensor) error {
 	dst := unsafe.Slice((*byte)(t.data), size)
 	info, ok := ld.byName[name]
 	if !ok {
+		if !optionalTensor(name) {
+			// llama_model_load_from_file refuses such a file ("tensor ... not found"); init_from_user
+			// does not know which tensors are required, so the check is ours.
+			return fmt.Errorf("tensor %s is missing from %q (the %s architecture needs it)", name, ld.path, ld.gf.Architecture())
+		}
 		return neutralFill(name, t, dst)
 	}
 	if info.Bytes() != size || uint32(info.Type) != uint32(t._type) {
-		return fmt.Errorf("tensor %s: the file has %d bytes of type %s, llama.cpp expects %d bytes of type %d", name, info.Bytes(), info.Type, size, t._type)
+		return fmt.Errorf("tensor %s: the file has %d bytes of type %s, llama.cpp expects %d bytes of type %s", name, info.Bytes(), info.Type, size, gguf.Type(t._type))
 	}
 	off := ld.gf.TensorFileOffset(info)
 	n, err := ld.f.ReadAt(dst, off)
@@ -293,6 +302,13 @@ func (ld *tensorLoader) fill(t *C.struct_ggml_tensor) error {
 	}
 	ld.pinned += size
 	return nil
+}
+
+// optionalTensor reports whether a tensor llama.cpp allocates may be absent from the file: the
+// optional tensors init_from_user creates for every architecture (DESIGN.md §3: biases, scales) and
+// classifier heads of graphs this project does not run. Anything else missing is a broken file.
+func optionalTensor(name string) bool {
+	return strings.HasSuffix(name, ".bias") || strings.Contains(name, "scale") || strings.HasPrefix(name, "cls.")
 }
 
 // neutralFill initializes an optional tensor the architecture knows but the file lacks, so that it

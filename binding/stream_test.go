@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 	"github.com/expertsniper/expertsniper/sniper"
 	"github.com/expertsniper/expertsniper/sniper/faultfs"
 )
@@ -257,6 +258,17 @@ func TestLoadStreamedRejectsBadInput(t *testing.T) {
 	})
 	if _, err := LoadStreamed(ctx, tinyModelPath(t), StreamOptions{FS: faultfs.Wrap(sniper.DirectFS{}, inj)}); err == nil || !errors.Is(err, faultfs.ErrInjected) {
 		t.Fatalf("failed open: %v", err)
+	}
+	// A required tensor missing from the file is an error, not a tensor of zeros (only optional
+	// biases and scales get neutral fills).
+	missing := testmodels.Patched(t, "qwen3moe-q8_0", testmodels.RenameTensor("blk.0.attn_q.weight", "blk.0.attn_x.weight"))
+	if _, err := LoadStreamed(ctx, missing, StreamOptions{}); err == nil || !strings.Contains(err.Error(), "blk.0.attn_q.weight is missing") {
+		t.Fatalf("missing required tensor: %v", err)
+	}
+	// Metadata llama.cpp would abort() on is refused first, as LoadModel does.
+	noHeads := testmodels.Patched(t, "qwen3moe-q8_0", testmodels.SetUint32("qwen3moe.attention.head_count", 0))
+	if _, err := LoadStreamed(ctx, noHeads, StreamOptions{}); err == nil || !strings.Contains(err.Error(), noHeads) {
+		t.Fatalf("zero attention heads: %v", err)
 	}
 }
 
