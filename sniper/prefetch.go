@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -155,7 +156,18 @@ type Prefetcher struct {
 	// inline makes Predict compute and record the prediction before returning (only the reads run
 	// in the background), so that every prediction is scored whatever the timing; see PredictInline.
 	inline bool
+	// idle counts consecutive predictions whose experts were all resident already; calls counts
+	// Predict calls. When the cache holds what is used, predicting is pure cost (a matrix-vector
+	// product per layer on the cores the model computes on): then only one call in idleSample
+	// predicts, to notice when reads are needed again.
+	idle  atomic.Int32
+	calls uint64
 }
+
+const (
+	idleAfter  = 64
+	idleSample = 8
+)
 
 // PredictInline makes predictions in the caller (the graph callback) instead of the background: the
 // compute threads wait for the matrix-vector products, but every prediction is made before the
@@ -191,6 +203,9 @@ func (p *Prefetcher) Predict(layer int, x []float32, k int) { p.PredictBatch(lay
 // states one after the other, and the union of their predicted experts is read.
 func (p *Prefetcher) PredictBatch(layer int, x []float32, rows, k int) {
 	if !p.routers.Has(layer) || rows <= 0 || len(x)%rows != 0 {
+		return
+	}
+	if p.calls++; p.idle.Load() >= idleAfter && p.calls%idleSample != 0 {
 		return
 	}
 	p.s.mu.Lock()
@@ -242,12 +257,30 @@ func (p *Prefetcher) run() {
 				continue
 			}
 		}
+		if p.s.countMissing(job.layer, ids) == 0 {
+			p.idle.Add(1)
+			continue
+		}
+		p.idle.Store(0)
 		for i := 0; i < len(ids); i += p.batch {
 			if !p.s.prefetch(p.ctx, job.seq, job.layer, ids[i:min(i+p.batch, len(ids))]) {
 				break
 			}
 		}
 	}
+}
+
+// countMissing is how many of experts of layer are not resident.
+func (s *Sniper) countMissing(layer int, experts []int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range experts {
+		if _, ok := s.resident[Key{layer, e}]; !ok {
+			n++
+		}
+	}
+	return n
 }
 
 // predict is the union of the top k experts of layer for each of the rows hidden states in x.

@@ -79,7 +79,7 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "stats-json", Usage: "write the statistics as JSON to `FILE`", Destination: &o.StatsJSON},
 			&cli.DurationFlag{Name: "rss-sample", Usage: "sample the resident set size at this interval (e.g. 10ms) and report its peak", Destination: &o.RSSSample},
 			&cli.BoolFlag{Name: "no-repack", Usage: "ram mode: no weight repacking (use_extra_bufts=false), the numeric path sniper/stream reproduce bit-exactly", Destination: &o.NoRepack},
-			&cli.BoolFlag{Name: "prefetch", Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (same results; helps when reads dominate, costs a little CPU when the cache holds what is used)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
+			&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (same results; --prefetch=false turns it off)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
 			&cli.StringFlag{Name: "policy", Value: sniper.DefaultPolicy, Usage: "sniper: expert cache eviction policy, lfu or lru", EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
 			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines", Destination: &o.Quiet},
