@@ -169,6 +169,9 @@ const (
 	idleSample = 8
 )
 
+// IdlePredictions is how many predictions in a row found every predicted expert resident already.
+func (p *Prefetcher) IdlePredictions() int { return int(p.idle.Load()) }
+
 // PredictInline makes predictions in the caller (the graph callback) instead of the background: the
 // compute threads wait for the matrix-vector products, but every prediction is made before the
 // next layer's Ensure, so recall is measured on every layer. For tests and measurements of recall.

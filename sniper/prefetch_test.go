@@ -212,3 +212,46 @@ func TestPredictBatchReadsTheUnion(t *testing.T) {
 		checkExpert(t, m, mem, 1, e, per)
 	}
 }
+
+// TestPrefetcherPredictsRarelyWhileEverythingIsResident: once 64 predictions in a row found all
+// their experts resident, only one call in 8 predicts (the others cost nothing).
+func TestPrefetcherPredictsRarelyWhileEverythingIsResident(t *testing.T) {
+	const per = 4096
+	m := newFakeModel(t, t.TempDir(), 3, 8, per, false)
+	s, _ := boundSniper(t, m, sniper.ModeExperts, false, sniper.Options{CacheBudget: sniper.Unlimited})
+	r := sniper.NewRouters(3)
+	if err := r.Set(1, 4, 8, routerFor()); err != nil {
+		t.Fatal(err)
+	}
+	pf := s.NewPrefetcher(r)
+	defer pf.Close()
+	pf.PredictInline(true) // every prediction made is scored by the next Ensure of layer 1
+	ctx := context.Background()
+	round := func() {
+		t.Helper()
+		if err := s.Ensure(ctx, 0, []int32{0}); err != nil {
+			t.Fatal(err)
+		}
+		pf.Predict(1, hidden, 2)
+	}
+	finish := func() {
+		t.Helper()
+		if err := s.Ensure(ctx, 1, []int32{5, 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finish() // 5 and 2 are resident from now on
+	for i := 1; i <= 64; i++ {
+		round()
+		waitFor(t, "the prediction to be checked", func() bool { return pf.IdlePredictions() == i })
+		finish()
+	}
+	before := s.Stats().Predicted
+	for i := 0; i < 2*8; i++ {
+		round()
+		finish()
+	}
+	if got := (s.Stats().Predicted - before) / 2; got != 2 {
+		t.Fatalf("%d of 16 calls predicted while everything was resident, want 2 (one in 8)", got)
+	}
+}
