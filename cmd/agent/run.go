@@ -172,6 +172,22 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	if _, err := sniper.NewPolicy(o.Policy); err != nil {
 		return usagef("--policy: %v", err)
 	}
+	if o.Readers <= 0 {
+		return usagef("--readers must be positive, got %d", o.Readers)
+	}
+	if o.Temp < 0 {
+		return usagef("--temp must not be negative, got %g", o.Temp)
+	}
+	if o.RSSSample < 0 {
+		return usagef("--rss-sample must not be negative, got %s", o.RSSSample)
+	}
+	// --cache is checked here too, not only where sniper mode reads it, so that a typo fails the same
+	// way whichever mode --mode auto picks.
+	if o.Cache != "" && !strings.EqualFold(o.Cache, "unlimited") && o.Cache != "-1" {
+		if _, err := plan.ParseSize(o.Cache); err != nil {
+			return usagef("--cache: %v", err)
+		}
+	}
 	prompt := o.Prompt
 	if !o.PromptSet || prompt == "-" {
 		b, err := io.ReadAll(streams.In)
