@@ -36,6 +36,9 @@ type Options struct {
 	// CacheBudget is the sniper's expert cache in bytes (sniper.Unlimited = -1 keeps all; 0 rereads
 	// every expert). Only for sniper and stream modes.
 	CacheBudget int64
+	// NoPrefetch turns off the sniper's next-layer prefetch (on by default, as in agent run: it reads
+	// the experts the next layer is predicted to choose while this one computes; results are the same).
+	NoPrefetch bool
 	// NoRepack loads in RAM with use_extra_bufts=false: the plain numeric path that streamed modes
 	// reproduce bit-exactly (slower on CPUs with AMX or repacked kernels).
 	NoRepack bool
@@ -99,9 +102,10 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 		}
 		m, err = binding.LoadModel(ctx, path, append(mopts, o.ModelOptions...)...)
 	case "sniper", "stream":
-		so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: o.CacheBudget}
+		so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: o.CacheBudget, Prefetch: !o.NoPrefetch}
 		if mode == "stream" {
 			so.Mode = sniper.ModeDense
+			so.Prefetch = false // prefetch predicts experts; dense layers have none
 		}
 		m, err = binding.LoadStreamed(ctx, path, so, o.ModelOptions...)
 	default:

@@ -284,6 +284,41 @@ func TestSniperModeMatchesRAM(t *testing.T) {
 	}
 }
 
+// TestSniperSlotsDecodeConcurrentlyWithPrefetch: four slots of one sniper-mode engine (prefetch on,
+// a cache too small to hold what they use) answer different prompts at the same time; every answer
+// equals the in-RAM engine's.
+func TestSniperSlotsDecodeConcurrentlyWithPrefetch(t *testing.T) {
+	prompts := []string{prompt,
+		"<|im_start|>user\nname three colours<|im_end|>\n<|im_start|>assistant\n",
+		"<|im_start|>user\nwhy is the sea salty?<|im_end|>\n<|im_start|>assistant\n",
+		"<|im_start|>user\ncount to five<|im_end|>\n<|im_start|>assistant\n"}
+	ram := open(t, Options{})
+	want := make([]string, len(prompts))
+	for i, p := range prompts {
+		want[i] = complete(t, ram, engine.Request{Prompt: p, MaxTokens: 8, Slot: -1}).Text
+	}
+	e := open(t, Options{Mode: "sniper", CacheBudget: 256 << 10, Slots: len(prompts)})
+	got := make([]string, len(prompts))
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.Complete(context.Background(), engine.Request{Prompt: p, MaxTokens: 8, Slot: -1}, func(engine.Token) error { return nil })
+			if err != nil {
+				t.Errorf("slot request %d: %v", i, err)
+			}
+			got[i] = r.Text
+		}()
+	}
+	wg.Wait()
+	for i := range prompts {
+		if got[i] != want[i] {
+			t.Errorf("prompt %d: sniper %q, ram %q", i, got[i], want[i])
+		}
+	}
+}
+
 // TestRecurrentModelFallsBackToFullEvaluation: qwen35moe's recurrent layers cannot drop a suffix of
 // a sequence, so a prompt that diverges from the slot's cache is evaluated from scratch; the text
 // must still equal a fresh engine's.
