@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/expertsniper/expertsniper/memcap"
+	"github.com/expertsniper/expertsniper/plan"
 )
 
 // Workload is what every configuration runs.
@@ -272,35 +273,14 @@ func (n *Num) UnmarshalJSON(b []byte) error {
 // FormatSize prints bytes in binary units, "none" for a negative (unlimited) value.
 func FormatSize(n int64) string { return memcap.FormatBytes(n) }
 
-// ParseSize parses "4GiB", "512MiB", "1.5G", "4096", and "none"/"unlimited" (memcap.NoLimit). K/M/G/T
-// and KiB/MiB/GiB/TiB are powers of 1024; KB/MB/GB/TB powers of 1000.
+// ParseSize parses what plan.ParseSize does ("4GiB", "512MiB", "1.5G", "4096") and also
+// "none"/"unlimited" (memcap.NoLimit), for caps and budgets.
 func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	switch strings.ToLower(t) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "none", "unlimited", "inf", "max":
 		return memcap.NoLimit, nil
 	}
-	i := 0
-	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
-		i++
-	}
-	num, unit := t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
-	var v float64
-	if _, err := fmt.Sscanf(num, "%g", &v); err != nil || num == "" {
-		return 0, fmt.Errorf("size %q: want a number with an optional unit (e.g. 4GiB, 512MiB) or none", s)
-	}
-	mult := map[string]float64{"": 1, "B": 1,
-		"K": 1 << 10, "KIB": 1 << 10, "KB": 1e3, "M": 1 << 20, "MIB": 1 << 20, "MB": 1e6,
-		"G": 1 << 30, "GIB": 1 << 30, "GB": 1e9, "T": 1 << 40, "TIB": 1 << 40, "TB": 1e12}
-	f, ok := mult[unit]
-	if !ok {
-		return 0, fmt.Errorf("size %q: unknown unit %q (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s, t[i:])
-	}
-	b := v * f
-	if b > math.MaxInt64/2 {
-		return 0, fmt.Errorf("size %q is too large", s)
-	}
-	return int64(b), nil
+	return plan.ParseSize(s)
 }
 
 // ParseSizes parses a comma-separated list of sizes, e.g. "4GiB,8GiB,none".
