@@ -182,7 +182,7 @@ func TestBadFlagValuesAreUsageErrors(t *testing.T) {
 		{[]string{"run", "-m", model, "-p", "hi", "-n", "-5"}, `-n must not be negative, got -5`},
 		{[]string{"run", "-m", model, "-p", "hi", "--threads", "-1"}, `--threads must be positive, got -1`},
 		{[]string{"run", "-m", model, "-p", "hi", "--policy", "xyz"}, `--policy: cache policy "xyz"`},
-		{[]string{"run", "-m", model, "-p", "hi", "--readers", "0"}, `--readers must be positive, got 0`},
+		{[]string{"run", "-m", model, "-p", "hi", "--readers", "-3"}, `--readers must not be negative, got -3`},
 		{[]string{"run", "-m", model, "-p", "hi", "--temp", "-1"}, `--temp must not be negative, got -1`},
 		{[]string{"run", "-m", model, "-p", "hi", "--rss-sample", "-1s"}, `--rss-sample must not be negative, got -1s`},
 		{[]string{"run", "-m", model, "-p", "hi", "--mode", "auto", "--cache", "12XB"}, `--cache: size "12XB"`},

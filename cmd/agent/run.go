@@ -73,7 +73,7 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "ram", Usage: "memory budget for the model, e.g. 4GiB (default: available memory)", EnvVars: []string{"EXPERTSNIPER_RAM"}, Destination: &o.RAM},
 			&cli.StringFlag{Name: "cache", Usage: "expert cache `SIZE`, e.g. 512MiB, 0, or unlimited (default: what --ram leaves after the pinned part)", EnvVars: []string{"EXPERTSNIPER_CACHE"}, Destination: &o.Cache},
 			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads", EnvVars: []string{"EXPERTSNIPER_THREADS"}, Destination: &o.Threads},
-			&cli.IntFlag{Name: "readers", Value: sniper.DefaultReaders, Usage: "parallel disk reads (sniper/stream)", Destination: &o.Readers},
+			&cli.IntFlag{Name: "readers", Value: sniper.DefaultReaders, Usage: "parallel disk reads (sniper/stream; 0: the default)", Destination: &o.Readers},
 			&cli.StringFlag{Name: "logits-out", Usage: "write the float32 logits of every evaluated position to `FILE` (compare runs with cmp)", Destination: &o.LogitsOut},
 			&cli.BoolFlag{Name: "stats", Usage: "print detailed statistics at the end", Destination: &o.Stats},
 			&cli.StringFlag{Name: "stats-json", Usage: "write the statistics as JSON to `FILE`", Destination: &o.StatsJSON},
@@ -172,8 +172,11 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	if _, err := sniper.NewPolicy(o.Policy); err != nil {
 		return usagef("--policy: %v", err)
 	}
-	if o.Readers <= 0 {
-		return usagef("--readers must be positive, got %d", o.Readers)
+	if o.Readers < 0 {
+		return usagef("--readers must not be negative, got %d", o.Readers)
+	}
+	if o.Readers == 0 {
+		o.Readers = sniper.DefaultReaders
 	}
 	if o.Temp < 0 {
 		return usagef("--temp must not be negative, got %g", o.Temp)
