@@ -132,3 +132,30 @@ func TestPlumbingAskAboutADocumentLongerThanTheContext(t *testing.T) {
 		t.Fatalf("no progress shown:\n%s", errOut.String())
 	}
 }
+
+// TestRunDocAnswersAboutADocumentLongerThanTheContext: agent run --doc pages the document too.
+func TestRunDocAnswersAboutADocumentLongerThanTheContext(t *testing.T) {
+	var doc strings.Builder
+	for i := 0; i < 60; i++ {
+		doc.WriteString("This is line number something of a long and rather dull report about the weather.\n")
+	}
+	path := filepath.Join(t.TempDir(), "doc.txt")
+	if err := os.WriteFile(path, []byte(doc.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	var out, errOut bytes.Buffer
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	code := run(context.Background(), []string{"agent", "run", "-m", model, "-n", "8", "-c", "512", "--mode", "sniper", "--cache", "0",
+		"--doc", path, "-p", "What is the report about?"}, &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	if code != exitOK {
+		t.Fatalf("exit %d\nstderr:\n%s", code, errOut.String())
+	}
+	m := regexp.MustCompile(`(\d+) pages, (\d+) model calls`).FindStringSubmatch(errOut.String())
+	if m == nil || m[1] == "1" {
+		t.Fatalf("a long document must take several pages:\n%s", errOut.String())
+	}
+	if code := run(context.Background(), []string{"agent", "run", "-m", model, "--doc", path}, &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}); code != exitUsage {
+		t.Fatalf("--doc without -p: exit %d, want %d", code, exitUsage)
+	}
+}

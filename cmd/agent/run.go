@@ -44,6 +44,8 @@ type runOptions struct {
 	RSSSample time.Duration
 	NoRepack  bool
 	Quiet     bool
+	Doc       string // answer the prompt about this document (run_doc.go)
+	DocCtx    int    // the context size for --doc (0: the model's training context, at most what the engine allows)
 	// NoRecycle, Prefetch and Policy are sniper tuning switches (binding.StreamOptions).
 	NoRecycle, Prefetch bool
 	Policy              string
@@ -83,10 +85,21 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "policy", Value: sniper.DefaultPolicy, Usage: "sniper: expert cache eviction policy, lfu or lru", EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
 			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines", Destination: &o.Quiet},
+			&cli.StringFlag{Name: "doc", Usage: "answer the prompt (a question) about document `FILE` (- = stdin), read in pages when it is longer than the context", Destination: &o.Doc},
+			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens for --doc (0: the model's)", Destination: &o.DocCtx},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("run takes no arguments (the prompt goes in -p), got %q", c.Args().Slice())
+			}
+			if o.Doc != "" {
+				if !o.PromptSet || o.Prompt == "" || o.Prompt == "-" {
+					return usagef("--doc needs the question in -p")
+				}
+				if o.Tokens < 0 || o.DocCtx < 0 {
+					return usagef("-n and -c must not be negative, got %d and %d", o.Tokens, o.DocCtx)
+				}
+				return runDocument(c.Context, streams, o, o.Prompt)
 			}
 			return runRun(c.Context, streams, o)
 		},
