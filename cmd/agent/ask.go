@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -53,20 +52,10 @@ func askRun(c *cli.Context, streams *IOStreams, o *askOptions, question string) 
 		return err
 	}
 	var doc string
-	switch o.Doc {
-	case "":
-	case "-":
-		data, err := io.ReadAll(streams.In)
-		if err != nil {
-			return fmt.Errorf("read the document from stdin: %w", err)
+	if o.Doc != "" {
+		if doc, err = readDocument(streams.In, o.Doc); err != nil {
+			return err
 		}
-		doc = string(data)
-	default:
-		data, err := os.ReadFile(o.Doc)
-		if err != nil {
-			return fmt.Errorf("read the document: %w", err)
-		}
-		doc = string(data)
 	}
 	eng, err := modelOpener(streams.ErrOut)(c.Context, model)
 	if err != nil {
@@ -92,23 +81,8 @@ func askRun(c *cli.Context, streams *IOStreams, o *askOptions, question string) 
 			res.Timings.PredictedPerSecond, time.Since(start).Seconds())
 		return nil
 	}
-	ans, err := repl.AnswerDocument(c.Context, eng, question, doc, repl.DocOptions{
-		NotesTokens: o.NotesTokens, AnswerTokens: cfg.MaxTokens, Sampling: sampling, Token: token,
-		Progress: func(round, page, pages int) {
-			if round > 1 {
-				fmt.Fprintf(streams.ErrOut, "condensing notes (pass %d): part %d of %d\n", round, page, pages)
-				return
-			}
-			fmt.Fprintf(streams.ErrOut, "reading page %d of %d\n", page, pages)
-		},
-	})
-	fmt.Fprintln(streams.Out)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(streams.ErrOut, "%d pages, %d model calls, %d prompt tokens, %d generated, %.1fs\n", ans.Pages,
-		ans.Usage.Calls, ans.Usage.PromptTokens, ans.Usage.GeneratedTokens, time.Since(start).Seconds())
-	return nil
+	return answerDocument(c.Context, eng, question, doc, repl.DocOptions{
+		NotesTokens: o.NotesTokens, AnswerTokens: cfg.MaxTokens, Sampling: sampling}, streams.Out, streams.ErrOut)
 }
 
 func systemAnd(system, question string) []engine.Message {

@@ -13,18 +13,12 @@ import (
 )
 
 // runDocument answers the prompt (a question) about o.Doc, a document that may be longer than the
-// context: repl.AnswerDocument reads it in pages, takes notes, and answers from the notes. The model is
-// opened the way the REPL opens it (mode, budget, cache and threads from run's flags).
+// context. The model is opened the way the REPL opens it (mode, budget, cache and threads from run's
+// flags).
 func runDocument(ctx context.Context, streams *IOStreams, o *runOptions, question string) error {
-	var data []byte
-	var err error
-	if o.Doc == "-" {
-		data, err = io.ReadAll(streams.In)
-	} else {
-		data, err = os.ReadFile(o.Doc)
-	}
+	doc, err := readDocument(streams.In, o.Doc)
 	if err != nil {
-		return fmt.Errorf("read the document %q: %w", o.Doc, err)
+		return err
 	}
 	eng, err := modelOpener(streams.ErrOut)(ctx, repl.ModelConfig{Name: filepath.Base(o.Model), Path: o.Model,
 		Mode: o.Mode, RAM: o.RAM, Cache: o.Cache, Threads: o.Threads, Context: o.DocCtx})
@@ -32,27 +26,53 @@ func runDocument(ctx context.Context, streams *IOStreams, o *runOptions, questio
 		return fmt.Errorf("load model %q: %w", o.Model, err)
 	}
 	defer eng.Close()
-	start := time.Now()
-	ans, err := repl.AnswerDocument(ctx, eng, question, string(data), repl.DocOptions{
+	status := streams.ErrOut
+	if o.Quiet {
+		status = io.Discard
+	}
+	return answerDocument(ctx, eng, question, doc, repl.DocOptions{
 		AnswerTokens: o.Tokens,
 		// Notes per page: a sixteenth of a small context, so that a page keeps most of the room.
 		NotesTokens: notesTokensFor(o.DocCtx),
 		Sampling:    engine.Sampling{Temperature: float32(o.Temp), Seed: uint32(o.Seed)},
-		Token:       func(s string) error { _, err := io.WriteString(streams.Out, s); return err },
-		Progress: func(round, page, pages int) {
-			if !o.Quiet {
-				fmt.Fprintf(streams.ErrOut, "reading page %d of %d (pass %d)\n", page, pages, round)
-			}
-		},
-	})
-	fmt.Fprintln(streams.Out)
+	}, streams.Out, status)
+}
+
+// readDocument reads the document named by a --doc flag ("-" is in).
+func readDocument(in io.Reader, name string) (string, error) {
+	var data []byte
+	var err error
+	if name == "-" {
+		data, err = io.ReadAll(in)
+	} else {
+		data, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the document %q: %w", name, err)
+	}
+	return string(data), nil
+}
+
+// answerDocument runs repl.AnswerDocument (pages, notes, an answer from the notes), streaming the
+// answer to out and progress and a closing summary to status. It is what `run --doc` and `ask --doc`
+// share.
+func answerDocument(ctx context.Context, eng engine.Engine, question, doc string, opts repl.DocOptions, out, status io.Writer) error {
+	start := time.Now()
+	opts.Token = func(s string) error { _, err := io.WriteString(out, s); return err }
+	opts.Progress = func(round, page, pages int) {
+		if round > 1 {
+			fmt.Fprintf(status, "condensing notes (pass %d): part %d of %d\n", round, page, pages)
+			return
+		}
+		fmt.Fprintf(status, "reading page %d of %d\n", page, pages)
+	}
+	ans, err := repl.AnswerDocument(ctx, eng, question, doc, opts)
+	fmt.Fprintln(out)
 	if err != nil {
 		return err
 	}
-	if !o.Quiet {
-		fmt.Fprintf(streams.ErrOut, "%d pages, %d model calls, %d prompt tokens, %d generated, %.1fs\n", ans.Pages,
-			ans.Usage.Calls, ans.Usage.PromptTokens, ans.Usage.GeneratedTokens, time.Since(start).Seconds())
-	}
+	fmt.Fprintf(status, "%d pages, %d model calls, %d prompt tokens, %d generated, %.1fs\n", ans.Pages,
+		ans.Usage.Calls, ans.Usage.PromptTokens, ans.Usage.GeneratedTokens, time.Since(start).Seconds())
 	return nil
 }
 
