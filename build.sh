@@ -107,16 +107,7 @@ host_mirror() {
 }
 
 root_apt() {
-	chroot_plain apt-get -o Acquire::Check-Valid-Until=false -o Dpkg::Use-Pty=0 -qq "$@"
-}
-
-chroot_plain() {
-	unshare --mount --propagation private -- bash -c '
-		set -e; R="$1"; shift
-		mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"
-		cp /etc/resolv.conf "$R/etc/resolv.conf"
-		exec chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root DEBIAN_FRONTEND=noninteractive "$@"
-	' -- "$ROOT" "$@"
+	in_root env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false -o Dpkg::Use-Pty=0 -qq "$@"
 }
 
 provision_root() {
