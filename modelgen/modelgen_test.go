@@ -240,15 +240,33 @@ func TestRandomQuantsAndSkew(t *testing.T) {
 	exps, _ := f.Tensor("blk.0.ffn_up_exps.weight")
 	data := plain[f.TensorFileOffset(exps) : f.TensorFileOffset(exps)+exps.Bytes()]
 	var nibbles [16]int
+	var negative, blocks int
+	var sum, sumAbs float64
 	for b := 0; b < len(data); b += 18 {
 		d := fp16ToFP32(uint16(data[b]) | uint16(data[b+1])<<8)
-		if d < 0.75*q4Scale*0.99 || d > 1.25*q4Scale*1.01 {
+		if a := math.Abs(float64(d)); a < 0.75*q4Scale*0.99 || a > 1.25*q4Scale*1.01 {
 			t.Fatalf("block scale %g out of range", d)
+		}
+		blocks++
+		if d < 0 {
+			negative++
 		}
 		for _, q := range data[b+2 : b+18] {
 			nibbles[q&15]++
 			nibbles[q>>4]++
+			for _, v := range [2]float64{float64(int(q&15) - 8), float64(int(q>>4) - 8)} {
+				sum += float64(d) * v
+				sumAbs += math.Abs(float64(d) * v)
+			}
 		}
+	}
+	// Scales of both signs cancel the nibbles' -0.5 mean; without that every matrix carries a shared
+	// bias that makes all tokens route alike.
+	if frac := float64(negative) / float64(blocks); frac < 0.45 || frac > 0.55 {
+		t.Fatalf("%.1f%% of block scales negative, want about half", 100*frac)
+	}
+	if mean := sum / sumAbs; math.Abs(mean) > 0.01 {
+		t.Fatalf("mean weight is %.3f of the mean magnitude, want about 0", mean)
 	}
 	for v, n := range nibbles {
 		if n == 0 {
