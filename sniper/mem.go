@@ -16,8 +16,10 @@ const pageSize = 4096
 
 // region is memory the sniper owns for one streamed tensor: an anonymous, private, unreserved
 // mapping, so untouched parts cost nothing and a model whose experts exceed RAM+swap still maps.
-// For a tensor whose memory mirrors the file, data is placed so that its address ≡ the tensor's file
-// offset (mod pageSize): a page-aligned read of the file lands exactly where those bytes belong.
+// data is placed at a chosen offset within a page: for a tensor whose memory mirrors the file, its
+// address ≡ the tensor's file offset (mod pageSize), so a page-aligned read of the file lands exactly
+// where those bytes belong; a synthesized tensor is placed so that its parts' bytes can be read
+// straight in as well (see Sniper.Bind).
 type region struct {
 	mapping []byte
 	// data is the tensor's first byte inside mapping (what tensor->data is pointed at).
@@ -27,17 +29,25 @@ type region struct {
 	fileBase int64
 }
 
-func newRegion(size, fileOffset int64, mirrored bool) (*region, error) {
-	lead := int64(0)
-	if mirrored {
-		lead = fileOffset % pageSize
-	}
+// newRegion maps size bytes whose first byte's address ≡ lead (mod pageSize).
+func newRegion(size, lead int64) (*region, error) {
+	lead = (lead%pageSize + pageSize) % pageSize
 	n := alignUp(lead+size, pageSize)
 	m, err := mapAnon(int(n))
 	if err != nil {
 		return nil, fmt.Errorf("map %d bytes for streamed tensor: %w", n, err)
 	}
-	return &region{mapping: m, data: unsafe.Pointer(&m[lead]), size: size, fileBase: fileOffset - lead}, nil
+	return &region{mapping: m, data: unsafe.Pointer(&m[lead]), size: size}, nil
+}
+
+// newMirrorRegion maps size bytes that mirror the file from fileOffset on.
+func newMirrorRegion(size, fileOffset int64) (*region, error) {
+	r, err := newRegion(size, fileOffset)
+	if err != nil {
+		return nil, err
+	}
+	r.fileBase = fileOffset - fileOffset%pageSize
+	return r, nil
 }
 
 // slice returns the tensor's bytes [off, off+n).

@@ -34,6 +34,12 @@ type Options struct {
 type boundTensor struct {
 	*StreamedTensor
 	mem *region
+	// direct says, for each part of a tensor that does not mirror the file, whether its bytes can be
+	// read straight into place (all but the partial pages at its ends). The alternative, a bounce
+	// buffer and a copy, is slow on fresh or recycled pages: on these VMs the CPU's first write to a
+	// page costs ≈10 µs (measured: 1.1 ms to copy 576 KiB into pages just moved by mremap, 36 µs
+	// into pages written before), while the kernel's direct-I/O writes do not pay it.
+	direct []bool
 }
 
 // Sniper makes the experts the router picks resident, reading them from the model file on demand and
@@ -130,17 +136,31 @@ func (s *Sniper) Bind(name string, nb2, size int64) (unsafe.Pointer, error) {
 		return nil, fmt.Errorf("bind %s: llama.cpp expects %d bytes with expert stride %d, the file has %d experts of %d bytes",
 			name, size, nb2, t.Experts, t.ExpertBytes)
 	}
-	off := t.Parts[0].FileOffset
-	if !t.Mirrors() {
-		off = 0
-	} else if end := off + size; end > s.file.Size() {
-		return nil, fmt.Errorf("bind %s: data ends at %d, past the end of %q (%d bytes)", name, end, s.idx.Path, s.file.Size())
+	var (
+		r      *region
+		err    error
+		direct []bool
+	)
+	if t.Mirrors() {
+		off := t.Parts[0].FileOffset
+		if end := off + size; end > s.file.Size() {
+			return nil, fmt.Errorf("bind %s: data ends at %d, past the end of %q (%d bytes)", name, end, s.idx.Path, s.file.Size())
+		}
+		r, err = newMirrorRegion(size, off)
+	} else {
+		// Place the memory so that the first part's bytes sit at addresses ≡ their file offsets (mod
+		// pageSize); every part for which that then holds for all experts is read straight in.
+		p0 := t.Parts[0]
+		lead := p0.FileOffset - p0.MemOffset
+		for _, p := range t.Parts {
+			direct = append(direct, (lead+p.MemOffset-p.FileOffset)%pageSize == 0 && (t.ExpertBytes-p.Stride)%pageSize == 0)
+		}
+		r, err = newRegion(size, lead)
 	}
-	r, err := newRegion(size, off, t.Mirrors())
 	if err != nil {
 		return nil, fmt.Errorf("bind %s: %w", name, err)
 	}
-	bt := &boundTensor{StreamedTensor: t, mem: r}
+	bt := &boundTensor{StreamedTensor: t, mem: r, direct: direct}
 	s.bound[name] = bt
 	s.layers[t.Layer] = append(s.layers[t.Layer], bt)
 	return r.data, nil
@@ -380,7 +400,7 @@ func (s *Sniper) readRequests(layer int, experts []int) ([]ReadRequest, error) {
 		for _, e := range experts {
 			// Resident pages of an evicted expert, moved here, spare faulting fresh ones.
 			s.rec.take(t.mem.interior(int64(e)*t.ExpertBytes, t.ExpertBytes))
-			for _, p := range t.Parts {
+			for i, p := range t.Parts {
 				off := p.FileOffset + int64(e)*p.Stride
 				start := alignDown(off, pageSize)
 				end := min(alignUp(off+p.Len, pageSize), size)
@@ -393,14 +413,35 @@ func (s *Sniper) readRequests(layer int, experts []int) ([]ReadRequest, error) {
 					continue
 				}
 				to := t.mem.slice(int64(e)*t.ExpertBytes+p.MemOffset, p.Len)
-				skip := off - start
-				reqs = append(reqs, ReadRequest{Offset: start, Len: int(end - start), Then: func(b []byte) {
-					copy(to, b[skip:skip+int64(len(to))])
-				}})
+				if !t.direct[i] {
+					reqs = append(reqs, bounceRead(start, end, off, to))
+					continue
+				}
+				// Whole pages straight into place; the partial pages at either end (shared with the
+				// neighbouring part in memory, which is not the neighbour in the file) through a bounce.
+				mid0 := min(alignUp(off, pageSize), off+p.Len)
+				mid1 := max(alignDown(off+p.Len, pageSize), mid0)
+				if mid0 > off {
+					reqs = append(reqs, bounceRead(start, min(start+pageSize, size), off, to[:mid0-off]))
+				}
+				if mid1 > mid0 {
+					reqs = append(reqs, ReadRequest{Offset: mid0, Dst: to[mid0-off : mid1-off]})
+				}
+				if off+p.Len > mid1 {
+					reqs = append(reqs, bounceRead(mid1, end, mid1, to[mid1-off:]))
+				}
 			}
 		}
 	}
 	return reqs, nil
+}
+
+// bounceRead reads file bytes [start, end) into a pool buffer and copies those from off on into to.
+func bounceRead(start, end, off int64, to []byte) ReadRequest {
+	skip := off - start
+	return ReadRequest{Offset: start, Len: int(end - start), Then: func(b []byte) {
+		copy(to, b[skip:skip+int64(len(to))])
+	}}
 }
 
 // Resident reports whether expert e of layer is resident.

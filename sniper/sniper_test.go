@@ -234,6 +234,68 @@ func TestFusedGateUpIsGateSliceThenUpSlice(t *testing.T) {
 	}
 }
 
+// TestFusedGateUpReadStraightIn covers the fused tensor when gate and up lie page-congruent in the
+// file (as in real and generated Qwen3.5 files, whose expert slices are whole pages): whole pages are
+// read straight into place and only the partial pages at each part's ends go through a bounce buffer.
+// Neighbouring experts share those pages in memory, so loading one must not disturb the other.
+func TestFusedGateUpReadStraightIn(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		start int64 // file offset of the gate tensor
+		per   int64
+		reads int64 // preads per expert: gate and up each head, pages, tail when straight in; down one
+	}{
+		{"unaligned", 96, 3 * 4096, 7},
+		{"page aligned", 4 * 4096, 2 * 4096, 3},
+		{"not whole pages", 96, 3*4096 + 512, 3}, // through the bounce buffer
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const experts = 5
+			rng := rand.New(rand.NewPCG(3, 4))
+			off := c.start
+			var tensors []sniper.TensorDesc
+			for _, kind := range []string{"gate", "up", "down"} {
+				n := c.per * experts
+				tensors = append(tensors, sniper.TensorDesc{Name: "blk.0.ffn_" + kind + "_exps.weight",
+					Dims: []uint64{uint64(c.per / 4), 1, experts}, FileOffset: off, Bytes: n})
+				off += n // adjacent, as a converter writes them
+			}
+			data := make([]byte, off+4096+100)
+			for i := range data {
+				data[i] = byte(rng.Uint32())
+			}
+			path := filepath.Join(t.TempDir(), "model.gguf")
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			m := &fakeModel{path: path, data: data, tensors: tensors}
+			s, mem := boundSniper(t, m, sniper.ModeExperts, true, sniper.Options{CacheBudget: sniper.Unlimited})
+			fused := mem[sniper.FusedGateUpName(0)]
+			check := func(e int) {
+				t.Helper()
+				got := fused[int64(e)*2*c.per : int64(e+1)*2*c.per]
+				want := append(append([]byte{}, m.expert("blk.0.ffn_gate_exps.weight", e)...), m.expert("blk.0.ffn_up_exps.weight", e)...)
+				if !bytes.Equal(got, want) {
+					t.Fatalf("fused expert %d is not gate expert %d followed by up expert %d", e, e, e)
+				}
+			}
+			// Middle first, then its neighbours on either side, then the ends.
+			order := []int{2, 1, 3, 0, 4}
+			for i, e := range order {
+				if err := s.Ensure(context.Background(), 0, []int32{int32(e)}); err != nil {
+					t.Fatal(err)
+				}
+				for _, done := range order[:i+1] {
+					check(done)
+				}
+			}
+			if got := s.Stats().Reads; got != c.reads*experts {
+				t.Fatalf("%d reads for %d experts, want %d each", got, experts, c.reads)
+			}
+		})
+	}
+}
+
 func TestDenseModeStreamsWholeLayerFFN(t *testing.T) {
 	const per = 20_000
 	m := newFakeModel(t, t.TempDir(), 3, 1, per, true)
