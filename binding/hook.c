@@ -10,6 +10,7 @@
 // ---------------------------------------------------------------- graph evaluation callback
 
 static const char topk_prefix[] = "ffn_moe_topk-";
+static const char weights_prefix[] = "ffn_moe_weights-";
 static const char norm_prefix[] = "ffn_norm-";
 
 // layer_of returns N for a name "<prefix>N", or -1 if name does not have that form.
@@ -42,11 +43,36 @@ static void es_hook_router_input(struct es_hook *h, int layer, struct ggml_tenso
 	}
 }
 
+// topk_layer returns N if t is the router's choice ffn_moe_topk-N, else -1.
+static int topk_layer(const struct ggml_tensor *t) {
+	return t == NULL ? -1 : layer_of(t->name, topk_prefix, sizeof(topk_prefix) - 1);
+}
+
+// Sniper mode: the experts must be resident, and the router's choices rewritten to the slots they are
+// in, after the choices gathered the router's weights (ffn_moe_weights-N = GET_ROWS(probs, topk): it
+// needs the experts' own numbers) and before the first expert matmul (MUL_MAT_ID(exps, x, topk)). In llama.cpp's graph
+// the weights come first; should a graph ever run an expert matmul first, the decode fails instead of
+// computing with the wrong experts.
 static bool es_hook_eval(struct ggml_tensor *t, bool ask, void *ud) {
 	struct es_hook *h = (struct es_hook *)ud;
 	int layer;
 	if (h->kind == ES_HOOK_EXPERTS) {
-		layer = layer_of(t->name, topk_prefix, sizeof(topk_prefix) - 1);
+		layer = -1;
+		if (t->op == GGML_OP_GET_ROWS) {
+			// Only the router's weights: later gathers with the same choices (per-expert scales)
+			// already see slots.
+			int l = layer_of(t->name, weights_prefix, sizeof(weights_prefix) - 1);
+			if (l >= 0 && topk_layer(t->src[1]) == l) layer = l;
+		}
+		if (ask && t->op == GGML_OP_MUL_MAT_ID && !h->failed) {
+			int l = topk_layer(t->src[2]);
+			if (l >= 0 && l != h->routed_layer) {
+				goHookFail(h->handle, l, (char *)"an expert matmul runs before the router's weights are gathered: this graph cannot be streamed");
+				h->failed = 1;
+				__atomic_store_n(h->abort_flag, 1, __ATOMIC_RELEASE);
+			}
+			return false;
+		}
 	} else {
 		layer = layer_of(t->name, norm_prefix, sizeof(norm_prefix) - 1);
 	}
@@ -54,11 +80,13 @@ static bool es_hook_eval(struct ggml_tensor *t, bool ask, void *ud) {
 	if (layer < 0 || h->failed) return true;
 	bool ok;
 	if (h->kind == ES_HOOK_EXPERTS) {
-		if (t->type != GGML_TYPE_I32) {
+		struct ggml_tensor *ids = t->src[1];
+		if (ids->type != GGML_TYPE_I32) {
 			ok = goHookFail(h->handle, layer, (char *)"router ids tensor is not I32");
 		} else {
-			ok = goHookExperts(h->handle, layer, t->data, t->ne[0], t->ne[1], (int64_t)t->nb[1]);
-			if (ok && h->prefetch) es_hook_router_input(h, layer, t);
+			ok = goHookExperts(h->handle, layer, ids->data, ids->ne[0], ids->ne[1], (int64_t)ids->nb[1]);
+			if (ok) h->routed_layer = layer;
+			if (ok && h->prefetch) es_hook_router_input(h, layer, ids);
 		}
 	} else {
 		ok = goHookDense(h->handle, layer);
@@ -78,10 +106,14 @@ struct es_hook *es_hook_new(int kind, uintptr_t handle, int *abort_flag) {
 	h->kind = kind;
 	h->handle = handle;
 	h->abort_flag = abort_flag;
+	h->routed_layer = -1;
 	return h;
 }
 
-void es_hook_reset(struct es_hook *h) { h->failed = 0; }
+void es_hook_reset(struct es_hook *h) {
+	h->failed = 0;
+	h->routed_layer = -1;
+}
 
 void es_hook_set_prefetch(struct es_hook *h, int on) { h->prefetch = on; }
 

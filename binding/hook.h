@@ -1,7 +1,9 @@
 // hook.h: the C side of the sniper hook (see stream.go). Two callbacks llama.cpp calls on its own
 // threads: set_tensor_data at load (forwarded to Go once per tensor) and the graph evaluation
-// callback, which filters node names in C and crosses into Go only for the router's
-// ffn_moe_topk-N nodes (sniper mode) or ffn_norm-N nodes (dense streaming).
+// callback, which filters nodes in C and crosses into Go only for the GET_ROWS that gathers the
+// router's weights with the ffn_moe_topk-N choices (sniper mode: the last node before the expert
+// matmuls that still needs the experts' own numbers; Go rewrites the choices to slots there) or the
+// ffn_norm-N nodes (dense streaming).
 #ifndef EXPERTSNIPER_HOOK_H
 #define EXPERTSNIPER_HOOK_H
 
@@ -21,6 +23,7 @@ struct es_hook {
 	int *abort_flag;    // the context's abort flag: set when Go reports an error
 	int failed;         // set once Go reported an error in the current decode
 	int prefetch;       // also hand the router's input to Go (goHookRouterInput) for prefetching
+	int routed_layer;   // the last layer whose choices Go rewrote to slots (-1: none yet)
 };
 
 struct es_hook *es_hook_new(int kind, uintptr_t handle, int *abort_flag);

@@ -16,7 +16,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"runtime/cgo"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -174,6 +176,13 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 	for _, t := range gf.Tensors {
 		ld.byName[t.Name] = t
 	}
+	defer func() {
+		if err != nil { // no model holds them
+			for _, p := range ld.owned {
+				C.free(p)
+			}
+		}
+	}()
 	handle := cgo.NewHandle(ld)
 	defer handle.Delete()
 
@@ -217,10 +226,14 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 		st.predictInline = so.PredictInline
 	}
 	m.stream = st
+	owned := ld.owned
 	m.addOnClose(func() {
 		C.gguf_free(st.gguf)
 		st.gguf = nil
 		st.sn.Close()
+		for _, p := range owned {
+			C.free(p)
+		}
 	})
 	return m, nil
 }
@@ -247,6 +260,8 @@ type tensorLoader struct {
 	byName map[string]gguf.TensorInfo
 	pinned int64
 	err    error
+	// owned is C memory the loader gave tensors (slot-indexed expert scales), freed with the model.
+	owned []unsafe.Pointer
 }
 
 //export goSetTensorData
@@ -269,12 +284,23 @@ func (ld *tensorLoader) fill(t *C.struct_ggml_tensor) error {
 	name := C.GoString(&t.name[0])
 	size := int64(C.ggml_nbytes(t))
 	if ld.sn.Index().Streams(name) {
-		ptr, err := ld.sn.Bind(name, int64(t.nb[2]), size)
+		b, err := ld.sn.Bind(name, int64(t.nb[2]), size)
 		if err != nil {
 			return err
 		}
-		t.data = ptr
+		t.data = b.Data
+		if t.ne[2] > 1 {
+			// Sniper mode: llama.cpp sees the expert slots, not the experts (sniper/slots.go).
+			t.ne[2] = C.int64_t(b.Experts)
+			t.nb[2] = C.size_t(b.Stride)
+			t.nb[3] = C.size_t(b.Stride) * C.size_t(b.Experts)
+		}
 		return nil
+	}
+	if m := expertScaleRE.FindStringSubmatch(name); m != nil {
+		if layer, _ := strconv.Atoi(m[1]); ld.sn.Slots(layer) > 0 {
+			return ld.slotScales(name, t, ld.sn.Slots(layer))
+		}
 	}
 	if t.data == nil {
 		return fmt.Errorf("tensor %s: llama.cpp gave it no memory", name)
@@ -301,6 +327,37 @@ func (ld *tensorLoader) fill(t *C.struct_ggml_tensor) error {
 		return fmt.Errorf("read tensor %s from %q at offset %d (%d bytes): %w", name, ld.path, off, size, err)
 	}
 	ld.pinned += size
+	return nil
+}
+
+// expertScaleRE matches the optional per-expert scales llama.cpp gathers with the router's choices.
+var expertScaleRE = regexp.MustCompile(`^blk\.(\d+)\.ffn_[a-z_]+_exps\.scale$`)
+
+// slotScales gives a per-expert scale tensor one value per slot: in sniper mode the router's choices
+// are rewritten to slots before llama.cpp gathers these (sniper/slots.go). Files without such scales
+// get llama.cpp's neutral 1 everywhere; a file with real per-expert scales is refused, as its values
+// would have to follow the experts from slot to slot.
+func (ld *tensorLoader) slotScales(name string, t *C.struct_ggml_tensor, slots int) error {
+	if _, inFile := ld.byName[name]; inFile {
+		return fmt.Errorf("tensor %s: per-expert scales are not supported when streaming experts (run the model in RAM)", name)
+	}
+	if t._type != C.GGML_TYPE_F32 || t.ne[1] != 1 || t.ne[2] != 1 || t.ne[3] != 1 {
+		return fmt.Errorf("tensor %s: expected a vector of F32 per-expert scales, got type %d shape [%d,%d,%d,%d]",
+			name, t._type, t.ne[0], t.ne[1], t.ne[2], t.ne[3])
+	}
+	mem := C.calloc(C.size_t(slots), 4)
+	if mem == nil {
+		return fmt.Errorf("tensor %s: out of memory for %d slot scales", name, slots)
+	}
+	ld.owned = append(ld.owned, mem)
+	for i, v := 0, unsafe.Slice((*float32)(mem), slots); i < slots; i++ {
+		v[i] = 1
+	}
+	t.data = mem
+	t.ne[0] = C.int64_t(slots)
+	for d := 1; d < 4; d++ {
+		t.nb[d] = C.size_t(4 * slots)
+	}
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/cgo"
+	"slices"
 	"unsafe"
 
 	"github.com/expertsniper/expertsniper/sniper"
@@ -24,8 +25,8 @@ type contextHook struct {
 	// ctx is the context.Context of the decode in progress (reads honour its cancellation).
 	ctx context.Context
 	// err is the first error of the decode in progress; the C side has set the abort flag.
-	err error
-	ids []int32
+	err        error
+	ids, slots []int32
 	// calls counts the router (or dense FFN) callbacks of the decode in progress: a decode that
 	// completes without any ran on weights nobody loaded.
 	calls int
@@ -124,9 +125,15 @@ func goHookExperts(handle C.uintptr_t, layer C.int, data unsafe.Pointer, ne0, ne
 		row := unsafe.Slice((*int32)(unsafe.Add(data, uintptr(tok*nb1))), int(ne0))
 		h.ids = append(h.ids, row...)
 	}
-	if err := h.pin.Ensure(h.ctx, int(layer), h.ids); err != nil {
+	h.slots = slices.Grow(h.slots[:0], len(h.ids))[:len(h.ids)]
+	if err := h.pin.EnsureSlots(h.ctx, int(layer), h.ids, h.slots); err != nil {
 		h.err = err
 		return false
+	}
+	// The expert matmuls read the expert tensors at the slots (see sniper/slots.go).
+	for tok := C.int64_t(0); tok < ne1; tok++ {
+		row := unsafe.Slice((*int32)(unsafe.Add(data, uintptr(tok*nb1))), int(ne0))
+		copy(row, h.slots[int(tok)*int(ne0):])
 	}
 	return true
 }

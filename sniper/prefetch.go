@@ -341,14 +341,38 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 	}
 	per := s.expertBytes(layer)
 	need := int64(len(missing)) * per
-	if !s.makeRoomAhead(need, layer) || s.checkFile(layer, missing[0]) != nil {
+	var (
+		reqs  []ReadRequest
+		slots []int32
+		err   error
+	)
+	if s.slotOf != nil {
+		// Slots from the cache only (never overflow), sparing the experts of this layer.
+		for range missing {
+			sl, err := s.takeSlot(layer, false, func(k Key) bool { return k.Layer == layer })
+			if err != nil {
+				break
+			}
+			slots = append(slots, sl)
+		}
+		if len(slots) < len(missing) || s.checkFile(layer, missing[0]) != nil {
+			s.freeSlots(layer, slots)
+			return false // the pinned working sets (and this layer's experts) fill the cache
+		}
+		if reqs, err = s.slotReadRequests(layer, missing, slots); err != nil {
+			s.freeSlots(layer, slots)
+			return false
+		}
+	} else {
+		if !s.makeRoomAhead(need, layer) || s.checkFile(layer, missing[0]) != nil {
+			s.releaseSpares()
+			return false // the pinned working sets (and this layer's experts) fill the budget
+		}
+		reqs, err = s.readRequests(layer, missing)
 		s.releaseSpares()
-		return false // the pinned working sets (and this layer's experts) fill the budget
-	}
-	reqs, err := s.readRequests(layer, missing)
-	s.releaseSpares()
-	if err != nil {
-		return false
+		if err != nil {
+			return false
+		}
 	}
 	// The bytes are charged now, so that no one else fills the room while the read runs.
 	s.stats.CacheBytes += need
@@ -372,11 +396,15 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 	close(done)
 	if err != nil || s.closed {
 		s.stats.CacheBytes -= need
+		s.freeSlots(layer, slots)
 		return false
 	}
-	for _, e := range missing {
+	for i, e := range missing {
 		k := Key{layer, e}
 		s.resident[k] = per
+		if slots != nil {
+			s.slotOf[k] = slots[i]
+		}
 		s.prefetched[k] = true
 		s.policy.Touched(k)
 	}
@@ -422,6 +450,15 @@ func (s *Sniper) awaitPrefetch(ctx context.Context, layer int) error {
 		}
 		if s.closed {
 			return ErrClosed
+		}
+	}
+}
+
+// freeSlots gives back slots a prefetch took and did not fill. Called with s.mu held.
+func (s *Sniper) freeSlots(layer int, slots []int32) {
+	for _, sl := range slots {
+		if err := s.freeSlot(layer, sl); err != nil {
+			s.stats.ReleaseErrors++
 		}
 	}
 }

@@ -40,6 +40,17 @@ type boundTensor struct {
 	// page costs ≈10 µs (measured: 1.1 ms to copy 576 KiB into pages just moved by mremap, 36 µs
 	// into pages written before), while the kernel's direct-I/O writes do not pay it.
 	direct []bool
+	// slotLead is where the tensor's data starts in its class's slot memory (ModeExperts).
+	slotLead int64
+}
+
+// Binding is where a streamed tensor's data must point and how llama.cpp must see it.
+type Binding struct {
+	Data unsafe.Pointer
+	// Experts is the tensor's ne[2] (its slots in ModeExperts, 1 for a dense FFN tensor) and Stride
+	// its nb[2], the bytes between them.
+	Experts int
+	Stride  int64
 }
 
 // Sniper makes the experts the router picks resident, reading them from the model file on demand and
@@ -73,6 +84,11 @@ type Sniper struct {
 	ahead      aheadState
 	// ensureWaiting counts Ensure calls waiting for mu.
 	ensureWaiting atomic.Int32
+	// Expert slots (ModeExperts; see slots.go): the classes of layers, each layer's class, and the
+	// slot of every resident expert.
+	classes []*slotClass
+	classOf []*slotClass
+	slotOf  map[Key]int32
 }
 
 // Open opens the model file of idx for streaming. Bind the streamed tensors, then call Ensure.
@@ -99,6 +115,10 @@ func Open(idx *Index, opts Options) (*Sniper, error) {
 		resident: map[Key]int64{}, pinned: map[Key]int{}, seen: make([]bool, max(idx.Experts, 1)),
 		rec: newRecycler(!opts.NoRecycle), prefetched: map[Key]bool{},
 	}
+	if idx.Mode == ModeExperts {
+		s.classes, s.classOf = planSlots(idx, opts.CacheBudget)
+		s.slotOf = map[Key]int32{}
+	}
 	s.stats.CacheBudget = opts.CacheBudget
 	s.defaultPin = &Pin{s: s}
 	s.stats.LayerActivations = make([]int64, idx.Layers)
@@ -117,24 +137,41 @@ func (s *Sniper) Index() *Index { return s.idx }
 func (s *Sniper) File() File { return s.file }
 
 // Bind is called for each streamed tensor as llama.cpp allocates it: nb2 is the tensor's byte stride
-// between experts (ggml nb[2]; the whole size for a dense tensor) and size its total bytes. It returns
-// the memory the tensor's data must point at; nothing is read until Ensure.
-func (s *Sniper) Bind(name string, nb2, size int64) (unsafe.Pointer, error) {
+// between experts (ggml nb[2]; the whole size for a dense tensor) and size its total bytes. It says
+// where the tensor's data must point and, in ModeExperts, the slots llama.cpp must see instead of
+// experts (the tensor's ne[2] and nb[2]; the router's choices are rewritten to slots: see
+// EnsureSlots). Nothing is read until Ensure.
+func (s *Sniper) Bind(name string, nb2, size int64) (Binding, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		return Binding{}, ErrClosed
 	}
 	t := s.idx.Tensor(name)
 	if t == nil {
-		return nil, fmt.Errorf("bind %s: not a streamed tensor of %q", name, s.idx.Path)
+		return Binding{}, fmt.Errorf("bind %s: not a streamed tensor of %q", name, s.idx.Path)
 	}
 	if s.bound[name] != nil {
-		return nil, fmt.Errorf("bind %s: bound twice", name)
+		return Binding{}, fmt.Errorf("bind %s: bound twice", name)
 	}
 	if size != t.ExpertBytes*int64(t.Experts) || (t.Experts > 1 && nb2 != t.ExpertBytes) {
-		return nil, fmt.Errorf("bind %s: llama.cpp expects %d bytes with expert stride %d, the file has %d experts of %d bytes",
+		return Binding{}, fmt.Errorf("bind %s: llama.cpp expects %d bytes with expert stride %d, the file has %d experts of %d bytes",
 			name, size, nb2, t.Experts, t.ExpertBytes)
+	}
+	if s.classOf != nil {
+		c := s.classOf[t.Layer]
+		if c == nil || t.FusedInto != "" {
+			return Binding{}, fmt.Errorf("bind %s: llama.cpp allocates it, but the sniper planned no slots for it", name)
+		}
+		kind := kindOf(name)
+		r, err := c.memory(kind)
+		if err != nil {
+			return Binding{}, fmt.Errorf("bind %s: %w", name, err)
+		}
+		bt := &boundTensor{StreamedTensor: t, mem: r, slotLead: slotLead(t)}
+		s.bound[name] = bt
+		s.layers[t.Layer] = append(s.layers[t.Layer], bt)
+		return Binding{Data: unsafe.Add(r.data, bt.slotLead), Experts: c.n, Stride: c.stride[kind]}, nil
 	}
 	var (
 		r      *region
@@ -144,7 +181,7 @@ func (s *Sniper) Bind(name string, nb2, size int64) (unsafe.Pointer, error) {
 	if t.Mirrors() {
 		off := t.Parts[0].FileOffset
 		if end := off + size; end > s.file.Size() {
-			return nil, fmt.Errorf("bind %s: data ends at %d, past the end of %q (%d bytes)", name, end, s.idx.Path, s.file.Size())
+			return Binding{}, fmt.Errorf("bind %s: data ends at %d, past the end of %q (%d bytes)", name, end, s.idx.Path, s.file.Size())
 		}
 		r, err = newMirrorRegion(size, off)
 	} else {
@@ -158,12 +195,12 @@ func (s *Sniper) Bind(name string, nb2, size int64) (unsafe.Pointer, error) {
 		r, err = newRegion(size, lead)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bind %s: %w", name, err)
+		return Binding{}, fmt.Errorf("bind %s: %w", name, err)
 	}
 	bt := &boundTensor{StreamedTensor: t, mem: r, direct: direct}
 	s.bound[name] = bt
 	s.layers[t.Layer] = append(s.layers[t.Layer], bt)
-	return r.data, nil
+	return Binding{Data: r.data, Experts: t.Experts, Stride: t.ExpertBytes}, nil
 }
 
 // Bound reports how many tensors have been bound.
@@ -200,9 +237,16 @@ func (p *Pin) Release() {
 }
 
 func (p *Pin) unpin() {
+	s := p.s
 	for _, k := range p.keys {
-		if p.s.pinned[k]--; p.s.pinned[k] <= 0 {
-			delete(p.s.pinned, k)
+		if s.pinned[k]--; s.pinned[k] <= 0 {
+			delete(s.pinned, k)
+			// An expert in an overflow slot was held beyond the budget only for its working set.
+			if slot, ok := s.slotOf[k]; ok && int(slot) >= s.classOf[k.Layer].regular {
+				if err := s.evict(k); err != nil {
+					s.stats.ReleaseErrors++
+				}
+			}
 		}
 	}
 	p.keys = p.keys[:0]
@@ -213,12 +257,18 @@ func (s *Sniper) Ensure(ctx context.Context, layer int, ids []int32) error {
 	return s.defaultPin.Ensure(ctx, layer, ids)
 }
 
+// Ensure is EnsureSlots without asking where the experts are.
+func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
+	return p.EnsureSlots(ctx, layer, ids, nil)
+}
+
 // Ensure makes experts ids (the router's choices for every token of a micro-batch; duplicates are
 // fine) of layer resident, reading the missing ones. In dense mode ids is ignored: the layer's FFN is
 // made resident. The experts of this call stay pinned until the pin's next call; others may be
-// evicted to stay within the budget. On error nothing of the failed experts is considered resident
-// and the error names the file and offset.
-func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
+// evicted to stay within the budget. In ModeExperts, slots (if not nil; as long as ids) receives the
+// slot each ids[i] is resident in: what llama.cpp must compute with instead (see slots.go). On error
+// nothing of the failed experts is considered resident and the error names the file and offset.
+func (p *Pin) EnsureSlots(ctx context.Context, layer int, ids, slots []int32) error {
 	s := p.s
 	start := time.Now()
 	s.ensureWaiting.Add(1) // tells a prefetch holding the lock to yield
@@ -233,6 +283,9 @@ func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 	defer func() { s.ensureSeq++ }() // after scorePrediction; a prefetch planned before is now stale
 	if layer < 0 || layer >= len(s.layers) || len(s.layers[layer]) == 0 {
 		return fmt.Errorf("ensure layer %d: no streamed tensors bound for this layer of %q", layer, s.idx.Path)
+	}
+	if slots != nil && len(slots) != len(ids) {
+		return fmt.Errorf("ensure layer %d: room for %d slots for %d experts", layer, len(slots), len(ids))
 	}
 	// The union of the chosen experts, and the activation counts.
 	clear(s.seen)
@@ -291,15 +344,25 @@ func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 			missing = append(missing, e)
 		}
 	}
-	if len(missing) == 0 {
-		return nil
+	if len(missing) > 0 {
+		if err := s.load(ctx, layer, missing); err != nil {
+			return err
+		}
 	}
-	return s.load(ctx, layer, missing)
+	if slots != nil && s.slotOf != nil {
+		for i, id := range ids {
+			slots[i] = s.slotOf[Key{layer, int(id)}]
+		}
+	}
+	return nil
 }
 
 // load reads experts missing of layer (none of them resident) after making room for them, and marks
 // them resident. Called with s.mu held.
 func (s *Sniper) load(ctx context.Context, layer int, missing []int) error {
+	if s.slotOf != nil {
+		return s.loadSlots(ctx, layer, missing)
+	}
 	per := s.expertBytes(layer)
 	if err := s.makeRoom(int64(len(missing)) * per); err != nil {
 		return err
@@ -318,6 +381,52 @@ func (s *Sniper) load(ctx context.Context, layer int, missing []int) error {
 	for _, e := range missing {
 		k := Key{layer, e}
 		s.resident[k] = per
+		s.stats.CacheBytes += per
+		s.policy.Touched(k)
+	}
+	s.stats.BytesRead += int64(len(missing)) * per
+	s.stats.PeakCacheBytes = max(s.stats.PeakCacheBytes, s.stats.CacheBytes)
+	return nil
+}
+
+// loadSlots is load in ModeExperts: each missing expert gets a slot (evicting as needed) and is read
+// into it. Called with s.mu held.
+func (s *Sniper) loadSlots(ctx context.Context, layer int, missing []int) error {
+	per := s.expertBytes(layer)
+	slots := make([]int32, 0, len(missing))
+	giveBack := func() {
+		for _, sl := range slots {
+			if err := s.freeSlot(layer, sl); err != nil {
+				s.stats.ReleaseErrors++
+			}
+		}
+	}
+	for range missing {
+		sl, err := s.takeSlot(layer, true, nil)
+		if err != nil {
+			giveBack()
+			return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
+		}
+		slots = append(slots, sl)
+	}
+	if err := s.checkFile(layer, missing[0]); err != nil {
+		giveBack()
+		return err
+	}
+	reqs, err := s.slotReadRequests(layer, missing, slots)
+	if err == nil {
+		readStart := time.Now()
+		err = s.pool.Read(ctx, reqs)
+		s.stats.ReadTime += time.Since(readStart)
+	}
+	if err != nil {
+		giveBack()
+		return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
+	}
+	for i, e := range missing {
+		k := Key{layer, e}
+		s.resident[k] = per
+		s.slotOf[k] = slots[i]
 		s.stats.CacheBytes += per
 		s.policy.Touched(k)
 	}
@@ -356,6 +465,13 @@ func (s *Sniper) evict(k Key) error {
 	if s.prefetched[k] {
 		delete(s.prefetched, k)
 		s.stats.PrefetchWasted++
+	}
+	if slot, ok := s.slotOf[k]; ok {
+		delete(s.slotOf, k)
+		if err := s.freeSlot(k.Layer, slot); err != nil {
+			return fmt.Errorf("evict expert %d of layer %d: %w", k.Expert, k.Layer, err)
+		}
+		return nil
 	}
 	for _, t := range s.layers[k.Layer] {
 		if err := s.rec.put(t.mem.interior(int64(k.Expert)*t.ExpertBytes, t.ExpertBytes)); err != nil {
@@ -486,8 +602,16 @@ func (s *Sniper) Close() error {
 	defer s.mu.Unlock()
 	s.pool.Close()
 	var errs []error
-	for _, t := range s.bound {
-		errs = append(errs, t.mem.close())
+	if s.classes != nil {
+		for _, c := range s.classes {
+			for _, r := range c.mem {
+				errs = append(errs, r.close())
+			}
+		}
+	} else {
+		for _, t := range s.bound {
+			errs = append(errs, t.mem.close())
+		}
 	}
 	errs = append(errs, s.file.Close())
 	return errors.Join(errs...)

@@ -1,0 +1,292 @@
+package sniper
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"unsafe"
+)
+
+// Expert slots (ModeExperts). Each streamed expert tensor's memory is an array of slots, shared by all
+// the layers of a class (layers whose tensors have the same kinds and sizes), and an expert is read
+// into whichever slot the cache gives it. The router's choices are rewritten to slot numbers before
+// the expert matmuls run (EnsureSlots; the binding writes them back into the graph and gives every
+// such tensor the Binding's ne[2] and nb[2]), so llama.cpp computes with the same bytes at another
+// address: the same results, bit for bit.
+//
+// A slot's stride is the expert's bytes rounded up to whole pages plus one page, and each layer's
+// tensor starts at its own offset within the first page (its data pointer), the page offset its
+// experts have in the file: so every layer's experts are read straight into their slots with direct
+// I/O whatever their alignment in the file, and only the partial pages at the ends of each part go
+// through a bounce buffer.
+//
+// Why not keep every expert at its own address (expert e at data + e·nb[2]) and map memory in and
+// out under it? Because the page tables would change on every load, and on these VMs the CPU's first
+// access through a new page-table entry costs about 8 µs per 4 KiB page (measured: summing 576 KiB
+// of freshly mapped or mremap-moved pages takes 1.1 ms, of pages mapped before 25 µs), which is more
+// than reading the expert from disk. Slots are mapped once and then only ever rewritten, by direct
+// I/O (the kernel's writes do not pay that cost) or by a copy into pages that are already mapped.
+//
+// A class has Regular slots, the cache (its share of the budget), and overflow slots for working
+// sets that do not fit in the cache (a prompt's micro-batch may choose every expert of a layer, more
+// than a small budget holds); an overflow slot's pages are released as soon as its expert is unpinned,
+// so the budget holds between Ensures.
+
+// overflowSets is how many whole layers' worth of working sets the overflow slots can hold at once
+// (one per context decoding at the same time; more wait for nothing: their Ensure fails).
+const overflowSets = 2
+
+// slotClass is the slots of the layers whose streamed tensors look alike.
+type slotClass struct {
+	layers    []int
+	kinds     []string         // the kinds of tensor each layer binds ("ffn_down_exps.weight", ...)
+	bytes     map[string]int64 // expert bytes per kind
+	slotBytes int64            // one slot over all kinds: what one resident expert costs
+	regular   int              // slots [0, regular) hold the cache; [regular, n) are overflow
+	n         int
+	mem       map[string]*region // n slots of each kind
+	stride    map[string]int64   // the distance between slots of each kind
+	used      []bool
+	written   []bool  // the slot's pages were written before (its reuse is counted as recycled)
+	free      []int32 // free regular slots
+	freeOver  []int32 // free overflow slots
+}
+
+// kindOf is a streamed tensor's name without its "blk.N." prefix.
+func kindOf(name string) string {
+	if rest, ok := strings.CutPrefix(name, "blk."); ok {
+		if i := strings.IndexByte(rest, '.'); i > 0 {
+			if _, err := strconv.Atoi(rest[:i]); err == nil {
+				return rest[i+1:]
+			}
+		}
+	}
+	return name
+}
+
+// planSlots groups the layers of idx into classes and gives each its share of budget (bytes of
+// experts, or Unlimited) in slots.
+func planSlots(idx *Index, budget int64) ([]*slotClass, []*slotClass) {
+	var classes []*slotClass
+	bySig := map[string]*slotClass{}
+	classOf := make([]*slotClass, idx.Layers)
+	for l := 0; l < idx.Layers; l++ {
+		var kinds []string
+		bytes := map[string]int64{}
+		for _, t := range idx.LayerTensors(l) {
+			if t.FusedInto != "" {
+				continue // llama.cpp allocates the fused tensor, not its sources
+			}
+			k := kindOf(t.Name)
+			kinds = append(kinds, k)
+			bytes[k] = t.ExpertBytes
+		}
+		if len(kinds) == 0 {
+			continue
+		}
+		sort.Strings(kinds)
+		var sig strings.Builder
+		for _, k := range kinds {
+			fmt.Fprintf(&sig, "%s=%d;", k, bytes[k])
+		}
+		c := bySig[sig.String()]
+		if c == nil {
+			c = &slotClass{kinds: kinds, bytes: bytes, mem: map[string]*region{}, stride: map[string]int64{}}
+			for _, k := range kinds {
+				c.slotBytes += bytes[k]
+				c.stride[k] = alignUp(bytes[k], pageSize) + pageSize
+			}
+			bySig[sig.String()] = c
+			classes = append(classes, c)
+		}
+		c.layers = append(c.layers, l)
+		classOf[l] = c
+	}
+	var total int64 // every expert of every layer, in bytes
+	for _, c := range classes {
+		total += int64(len(c.layers)*idx.Experts) * c.slotBytes
+	}
+	for _, c := range classes {
+		all := len(c.layers) * idx.Experts
+		switch {
+		case budget < 0 || budget >= total:
+			c.regular = all
+		case total > 0:
+			// The class's share of the budget in proportion to its share of the model's experts.
+			share := float64(budget) * float64(int64(all)*c.slotBytes) / float64(total)
+			c.regular = min(all, int(share/float64(c.slotBytes)))
+		}
+		c.n = c.regular + overflowSets*idx.Experts
+		c.used = make([]bool, c.n)
+		c.written = make([]bool, c.n)
+		for s := c.regular - 1; s >= 0; s-- {
+			c.free = append(c.free, int32(s))
+		}
+		for s := c.n - 1; s >= c.regular; s-- {
+			c.freeOver = append(c.freeOver, int32(s))
+		}
+	}
+	return classes, classOf
+}
+
+// slotLead is where in a page tensor t's slots start: where its first part's bytes lie in their
+// page of the file, so that its experts' whole pages are read straight in.
+func slotLead(t *StreamedTensor) int64 {
+	p := t.Parts[0]
+	return ((p.FileOffset-p.MemOffset)%pageSize + pageSize) % pageSize
+}
+
+// memory maps the slots of kind (once per class).
+func (c *slotClass) memory(kind string) (*region, error) {
+	if r := c.mem[kind]; r != nil {
+		return r, nil
+	}
+	r, err := newRegion(int64(c.n)*c.stride[kind]+pageSize, 0)
+	if err != nil {
+		return nil, err
+	}
+	c.mem[kind] = r
+	return r, nil
+}
+
+// slotMemory is slot s's bytes of bound tensor t (of this class).
+func (c *slotClass) slotMemory(t *boundTensor, s int32) []byte {
+	kind := kindOf(t.Name)
+	return c.mem[kind].slice(t.slotLead+int64(s)*c.stride[kind], c.bytes[kind])
+}
+
+// release gives slot s's pages back to the system (the next write faults fresh ones).
+func (c *slotClass) release(s int32) error {
+	var err error
+	for _, k := range c.kinds {
+		if r := c.mem[k]; r != nil {
+			if e := r.evictRange(int64(s)*c.stride[k], c.stride[k]); e != nil && err == nil {
+				err = e
+			}
+		}
+	}
+	c.written[s] = false
+	return err
+}
+
+// takeSlot gives layer's class a slot for a new expert: a free regular one, else the one of the
+// policy's victim among unpinned experts of the class for which spare is false, else (allowOverflow)
+// an overflow slot. Called with s.mu held.
+func (s *Sniper) takeSlot(layer int, allowOverflow bool, spare func(Key) bool) (int32, error) {
+	c := s.classOf[layer]
+	if len(c.free) == 0 {
+		k, ok := s.policy.Victim(func(k Key) bool {
+			return s.pinned[k] == 0 && s.classOf[k.Layer] == c && (spare == nil || !spare(k))
+		})
+		if ok {
+			if err := s.evict(k); err != nil {
+				return -1, err
+			}
+		}
+	}
+	var slot int32
+	switch {
+	case len(c.free) > 0:
+		slot = c.free[len(c.free)-1]
+		c.free = c.free[:len(c.free)-1]
+	case allowOverflow && len(c.freeOver) > 0:
+		slot = c.freeOver[len(c.freeOver)-1]
+		c.freeOver = c.freeOver[:len(c.freeOver)-1]
+	default:
+		return -1, errNoSlot
+	}
+	c.used[slot] = true
+	if c.written[slot] {
+		s.rec.recycled++
+	}
+	return slot, nil
+}
+
+// errNoSlot: every slot holds an expert some working set needs.
+var errNoSlot = fmt.Errorf("every expert slot is held by a working set (more contexts decoding at once than the cache allows; %d layers' worth of overflow)", overflowSets)
+
+// freeSlot returns slot to its class; overflow slots (and every slot when recycling is off) give
+// their pages back so that the budget holds. Called with s.mu held.
+func (s *Sniper) freeSlot(layer int, slot int32) error {
+	c := s.classOf[layer]
+	c.used[slot] = false
+	var err error
+	if int(slot) >= c.regular || !s.rec.enabled {
+		s.rec.released++
+		err = c.release(slot)
+	}
+	if int(slot) >= c.regular {
+		c.freeOver = append(c.freeOver, slot)
+	} else {
+		c.free = append(c.free, slot)
+	}
+	return err
+}
+
+// slotReadRequests prepares the reads of experts of layer into slots (slots[i] for experts[i]).
+// Where a part's file offset and its slot address agree within a page, its whole pages are read
+// straight in and only the partial pages at its ends go through a bounce buffer; otherwise the whole
+// part does. Called with s.mu held.
+func (s *Sniper) slotReadRequests(layer int, experts []int, slots []int32) ([]ReadRequest, error) {
+	var reqs []ReadRequest
+	size := s.file.Size()
+	c := s.classOf[layer]
+	for _, t := range s.layers[layer] {
+		for i, e := range experts {
+			mem := c.slotMemory(t, slots[i])
+			for _, p := range t.Parts {
+				off := p.FileOffset + int64(e)*p.Stride
+				if off < 0 || off+p.Len > size {
+					return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) past the end of the file (%d bytes)", e, t.Name, off, off+p.Len, size)
+				}
+				to := mem[p.MemOffset : p.MemOffset+p.Len]
+				reqs = appendPartReads(reqs, to, off, size)
+			}
+		}
+	}
+	for i := range slots {
+		c.written[slots[i]] = true
+	}
+	return reqs, nil
+}
+
+// appendPartReads appends the reads that fill to with file bytes [off, off+len(to)).
+func appendPartReads(reqs []ReadRequest, to []byte, off, size int64) []ReadRequest {
+	n := int64(len(to))
+	start := alignDown(off, pageSize)
+	end := min(alignUp(off+n, pageSize), size)
+	addr := int64(uintptr(unsafe.Pointer(&to[0])))
+	if ((addr-off)%pageSize+pageSize)%pageSize != 0 {
+		return append(reqs, bounceRead(start, end, off, to))
+	}
+	mid0 := min(alignUp(off, pageSize), off+n)
+	mid1 := max(alignDown(off+n, pageSize), mid0)
+	if mid0 > off {
+		reqs = append(reqs, bounceRead(start, min(start+pageSize, size), off, to[:mid0-off]))
+	}
+	if mid1 > mid0 {
+		reqs = append(reqs, ReadRequest{Offset: mid0, Dst: to[mid0-off : mid1-off]})
+	}
+	if off+n > mid1 {
+		reqs = append(reqs, bounceRead(mid1, end, mid1, to[mid1-off:]))
+	}
+	return reqs
+}
+
+// Slot returns the slot expert e of layer is resident in (ModeExperts), and whether it is resident.
+func (s *Sniper) Slot(layer, e int) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slot, ok := s.slotOf[Key{layer, e}]
+	return int(slot), ok
+}
+
+// Slots is the number of slots of layer's expert tensors (what their ne[2] must be), or 0 in dense
+// mode.
+func (s *Sniper) Slots(layer int) int {
+	if s.classOf == nil || layer < 0 || layer >= len(s.classOf) || s.classOf[layer] == nil {
+		return 0
+	}
+	return s.classOf[layer].n
+}
