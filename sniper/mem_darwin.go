@@ -19,3 +19,6 @@ func CurrentRSS() int64 {
 	}
 	return ru.Maxrss // bytes on macOS
 }
+
+// adviseHugePages does nothing on macOS (no transparent huge pages to ask for).
+func adviseHugePages([]byte) {}

@@ -12,3 +12,5 @@ func evictPages([]byte) error     { return nil }
 
 // CurrentRSS is not known on this platform.
 func CurrentRSS() int64 { return 0 }
+
+func adviseHugePages([]byte) {}

@@ -146,6 +146,7 @@ func (c *slotClass) memory(kind string) (*region, error) {
 	if err != nil {
 		return nil, err
 	}
+	adviseHugePages(r.mapping)
 	c.mem[kind] = r
 	return r, nil
 }
