@@ -70,7 +70,7 @@ func goHookRouterInput(handle C.uintptr_t, layer, k C.int, x unsafe.Pointer, xne
 }
 
 // maxPredictTokens bounds the tokens of a micro-batch the prefetcher predicts from.
-const maxPredictTokens = 16
+const maxPredictTokens = 64
 
 // routersFor is what contexts of this model predict with (nil when prefetch is off).
 func (s *streamState) routersFor() *sniper.Routers {

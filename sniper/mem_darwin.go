@@ -22,3 +22,6 @@ func CurrentRSS() int64 {
 
 // adviseHugePages does nothing on macOS (no transparent huge pages to ask for).
 func adviseHugePages([]byte) {}
+
+// populatePages does nothing on macOS: pages are faulted on first use.
+func populatePages([]byte) {}

@@ -286,17 +286,22 @@ func (s *Sniper) countMissing(layer int, experts []int) int {
 	return n
 }
 
-// predict is the union of the top k experts of layer for each of the rows hidden states in x.
+// predict is the union of the top k experts of layer for each of the rows hidden states in x, those
+// predicted for the most rows first (they are the surest, and a prefetch cut short by the next
+// Ensure has read them).
 func (p *Prefetcher) predict(layer int, x []float32, rows, k int) []int {
 	var ids []int
+	votes := map[int]int{}
 	n := len(x) / rows
 	for r := 0; r < rows; r++ {
 		for _, e := range p.routers.TopK(layer, x[r*n:(r+1)*n], k) {
-			if !slices.Contains(ids, e) {
+			if votes[e] == 0 {
 				ids = append(ids, e)
 			}
+			votes[e]++
 		}
 	}
+	slices.SortStableFunc(ids, func(a, b int) int { return votes[b] - votes[a] })
 	return ids
 }
 

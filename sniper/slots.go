@@ -1,6 +1,7 @@
 package sniper
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strconv"
@@ -44,13 +45,15 @@ type slotClass struct {
 	bytes     map[string]int64 // expert bytes per kind
 	slotBytes int64            // one slot over all kinds: what one resident expert costs
 	regular   int              // slots [0, regular) hold the cache; [regular, n) are overflow
-	n         int
-	mem       map[string]*region // n slots of each kind
-	stride    map[string]int64   // the distance between slots of each kind
-	used      []bool
-	written   []bool  // the slot's pages were written before (its reuse is counted as recycled)
-	free      []int32 // free regular slots
-	freeOver  []int32 // free overflow slots
+	// populate: fault the cache's slots in at once (a finite budget: that memory is promised to it).
+	populate bool
+	n        int
+	mem      map[string]*region // n slots of each kind
+	stride   map[string]int64   // the distance between slots of each kind
+	used     []bool
+	written  []bool  // the slot's pages were written before (its reuse is counted as recycled)
+	free     []int32 // free regular slots
+	freeOver []int32 // free overflow slots
 }
 
 // kindOf is a streamed tensor's name without its "blk.N." prefix.
@@ -117,6 +120,7 @@ func planSlots(idx *Index, budget int64) ([]*slotClass, []*slotClass) {
 			share := float64(budget) * float64(int64(all)*c.slotBytes) / float64(total)
 			c.regular = min(all, int(share/float64(c.slotBytes)))
 		}
+		c.populate = budget >= 0
 		c.n = c.regular + overflowSets*idx.Experts
 		c.used = make([]bool, c.n)
 		c.written = make([]bool, c.n)
@@ -147,6 +151,13 @@ func (c *slotClass) memory(kind string) (*region, error) {
 		return nil, err
 	}
 	adviseHugePages(r.mapping)
+	if c.populate {
+		// The cache's slots will all be filled: faulting them in now, from the kernel, costs a few
+		// hundred ms per GiB; faulting them one by one as experts first land there costs seconds.
+		// (Faulting each slot in just before its first read was measured slower than letting the
+		// direct reads fault it: only the whole range at once pays off.)
+		populatePages(r.mapping[:min(int64(len(r.mapping)), int64(c.regular)*c.stride[kind]+pageSize)])
+	}
 	c.mem[kind] = r
 	return r, nil
 }
@@ -290,4 +301,54 @@ func (s *Sniper) Slots(layer int) int {
 		return 0
 	}
 	return s.classOf[layer].n
+}
+
+// ErrWarmTooSmall is returned by Warm when the cache cannot hold every expert.
+var ErrWarmTooSmall = fmt.Errorf("warm: the expert cache cannot hold every expert (use an unlimited cache)")
+
+// Warm reads every expert of every layer into the cache, so that what follows runs entirely from
+// memory: with an unlimited budget the sniper then computes exactly as the in-RAM model does, which
+// measures the cost of the hook itself. It refuses a budget that cannot hold every expert (warming
+// would only churn the cache). Statistics count the reads; ResetStats forgets them.
+func (s *Sniper) Warm(ctx context.Context) error {
+	if s.classOf == nil {
+		return fmt.Errorf("warm: only expert streaming (sniper mode) has a cache to warm")
+	}
+	for _, c := range s.classes {
+		if c.regular < len(c.layers)*s.idx.Experts {
+			return ErrWarmTooSmall
+		}
+	}
+	pin := s.NewPin()
+	defer pin.Release()
+	ids := make([]int32, s.idx.Experts)
+	for e := range ids {
+		ids[e] = int32(e)
+	}
+	for l := 0; l < s.idx.Layers; l++ {
+		if s.classOf[l] == nil {
+			continue
+		}
+		if err := pin.Ensure(ctx, l, ids); err != nil {
+			return fmt.Errorf("warm layer %d: %w", l, err)
+		}
+	}
+	return nil
+}
+
+// ResetStats zeroes the counters (what is resident, the budget and the peak stay).
+func (s *Sniper) ResetStats() {
+	s.mu.Lock()
+	old := s.stats
+	s.stats = Stats{CacheBytes: old.CacheBytes, CacheBudget: old.CacheBudget, PeakCacheBytes: old.PeakCacheBytes,
+		LayerActivations: make([]int64, len(old.LayerActivations)), LayerMisses: make([]int64, len(old.LayerMisses)),
+		ExpertActivations: make([][]int64, len(old.ExpertActivations))}
+	for i, a := range old.ExpertActivations {
+		s.stats.ExpertActivations[i] = make([]int64, len(a))
+	}
+	s.rec.recycled, s.rec.released = 0, 0
+	s.mu.Unlock()
+	s.pool.reads.Store(0)
+	s.pool.issued.Store(0)
+	s.pool.lat.reset()
 }

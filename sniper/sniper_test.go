@@ -577,3 +577,38 @@ func TestPinsKeepEachContextsWorkingSet(t *testing.T) {
 		t.Fatal("released working set still held with budget 0")
 	}
 }
+
+func TestWarmReadsEveryExpertOnceAndRefusesASmallCache(t *testing.T) {
+	const per = 5000
+	m := newFakeModel(t, t.TempDir(), 3, 4, per, false)
+	s, mem := boundSniper(t, m, sniper.ModeExperts, true, sniper.Options{CacheBudget: sniper.Unlimited})
+	if err := s.Warm(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.BytesRead != 3*4*3*per || st.Misses != 12 {
+		t.Fatalf("warming read %d bytes in %d misses, want %d in 12", st.BytesRead, st.Misses, 3*4*3*per)
+	}
+	s.ResetStats()
+	for l := 0; l < 3; l++ {
+		for e := 0; e < 4; e++ {
+			if !s.Resident(l, e) {
+				t.Fatalf("layer %d expert %d not resident after Warm", l, e)
+			}
+			if err := s.Ensure(context.Background(), l, []int32{int32(e)}); err != nil {
+				t.Fatal(err)
+			}
+			got := mem.expert("blk."+itoa(l)+".ffn_down_exps.weight", l, e, per)
+			if !bytes.Equal(got, m.expert("blk."+itoa(l)+".ffn_down_exps.weight", e)) {
+				t.Fatalf("layer %d expert %d differs after Warm", l, e)
+			}
+		}
+	}
+	if st := s.Stats(); st.Misses != 0 || st.Hits != 12 || st.BytesRead != 0 || st.Reads != 0 {
+		t.Fatalf("after Warm and ResetStats: %d misses, %d hits, %d bytes in %d reads; want 0, 12, 0, 0", st.Misses, st.Hits, st.BytesRead, st.Reads)
+	}
+
+	small, _ := boundSniper(t, m, sniper.ModeExperts, true, sniper.Options{CacheBudget: 5 * 3 * per})
+	if err := small.Warm(context.Background()); !errors.Is(err, sniper.ErrWarmTooSmall) {
+		t.Fatalf("Warm with a cache of 5 of 12 experts: %v", err)
+	}
+}

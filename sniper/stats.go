@@ -76,6 +76,12 @@ type latencies struct {
 
 const latencyWindow = 8192
 
+func (l *latencies) reset() {
+	l.mu.Lock()
+	l.samples, l.next = l.samples[:0], 0
+	l.mu.Unlock()
+}
+
 func (l *latencies) add(d time.Duration) {
 	l.mu.Lock()
 	if len(l.samples) < latencyWindow {

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/expertsniper/expertsniper/binding"
+	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/sniper"
@@ -49,6 +50,8 @@ type runOptions struct {
 	// NoRecycle, Prefetch and Policy are sniper tuning switches (binding.StreamOptions).
 	NoRecycle, Prefetch bool
 	Policy              string
+	// Warm reads every expert into the cache before the prompt (sniper.Sniper.Warm).
+	Warm bool
 
 	// fs opens the model file for streaming; tests inject faults (nil: direct I/O).
 	fs sniper.FS
@@ -84,6 +87,7 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (same results; --prefetch=false turns it off)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
 			&cli.StringFlag{Name: "policy", Value: sniper.DefaultPolicy, Usage: "sniper: expert cache eviction policy, lfu or lru", EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
 			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
+			&cli.BoolFlag{Name: "warm", Usage: "sniper: read every expert into the cache before the prompt (needs a cache that holds them all, e.g. --cache unlimited; measures the hook's own cost against --mode ram)", Destination: &o.Warm},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines", Destination: &o.Quiet},
 			&cli.StringFlag{Name: "doc", Usage: "answer the prompt (a question) about document `FILE` (- = stdin), read in pages when it is longer than the context", Destination: &o.Doc},
 			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens for --doc (0: the model's)", Destination: &o.DocCtx},
@@ -259,6 +263,18 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		}
 	}()
 	status("loaded %s in %s mode in %.2fs", m.Name(), mode, time.Since(start).Seconds())
+	if o.Warm {
+		sn := m.Sniper()
+		if sn == nil || mode != "sniper" {
+			return usagef("--warm needs sniper mode (the model runs in %s mode)", mode)
+		}
+		warmStart := time.Now()
+		if err := sn.Warm(ctx); err != nil {
+			return err
+		}
+		status("warmed the expert cache: %s read in %.2fs", bytesize.Format(sn.Stats().BytesRead), time.Since(warmStart).Seconds())
+		sn.ResetStats()
+	}
 	rssAfterLoad := sniper.CurrentRSS()
 
 	toks, err := m.Tokenize(prompt, true, true)

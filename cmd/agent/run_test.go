@@ -116,6 +116,19 @@ func TestStreamingIsBitExact(t *testing.T) {
 							t.Fatalf("%s --cache %s -t %d: text differs from the in-RAM run:\n%q\n%q", mode, cache, threads, got.stdout, want.stdout)
 						}
 					}
+					if mode == "sniper" {
+						// Everything read before the prompt: the decode runs from the cache alone.
+						got, err := runAgentRun(t, runOptions{Model: model, Mode: mode, Cache: "unlimited", Warm: true, Threads: threads, Stats: true})
+						if err != nil {
+							t.Fatalf("--warm: %v", err)
+						}
+						if !bytes.Equal(got.logits, want.logits) {
+							t.Fatalf("--warm -t %d: logits differ from the in-RAM run", threads)
+						}
+						if !strings.Contains(got.stderr, "hit rate 100.0%") || !strings.Contains(got.stderr, "reads 0,") {
+							t.Fatalf("--warm: the run still read experts after warming:\n%s", got.stderr)
+						}
+					}
 				}
 			})
 		}
@@ -134,6 +147,18 @@ func TestRunRefusesABudgetTooSmall(t *testing.T) {
 	size := strings.Fields(err.Error()[i+len("use --ram "):])[0]
 	if _, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", RAM: size, Threads: 1, Tokens: 4}); err != nil {
 		t.Fatalf("--ram %s (as suggested): %v", size, err)
+	}
+}
+
+func TestRunWarmNeedsACacheForEveryExpert(t *testing.T) {
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	_, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: "256KiB", Warm: true, Threads: 2})
+	if err == nil || !strings.Contains(err.Error(), "cannot hold every expert") {
+		t.Fatalf("--warm with a small cache: err = %v", err)
+	}
+	_, err = runAgentRun(t, runOptions{Model: model, Mode: "ram", Warm: true, Threads: 2})
+	if err == nil || !strings.Contains(err.Error(), "needs sniper mode") {
+		t.Fatalf("--warm in ram mode: err = %v", err)
 	}
 }
 
