@@ -5,5 +5,8 @@
 //
 // The package is pure Go and never imports binding/ or "C": the binding hands it tensor descriptions
 // from llama.cpp's set_tensor_data callback (Bind) and the router's choices from the graph callback
-// (Ensure); the sniper returns memory for the tensors' data and makes the chosen experts resident.
+// (EnsureSlots); the sniper returns memory for the tensors' data and makes the chosen experts
+// resident. In sniper mode that memory is an array of expert slots that stay mapped (slots.go), and
+// the router's choices are rewritten to the slots their experts are in; in stream mode each layer's
+// FFN has its own memory, mirrored from the file.
 package sniper
