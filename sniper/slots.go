@@ -34,9 +34,11 @@ import (
 // than a small budget holds); an overflow slot's pages are released as soon as its expert is unpinned,
 // so the budget holds between Ensures.
 
-// overflowSets is how many whole layers' worth of working sets the overflow slots can hold at once
-// (one per context decoding at the same time; more wait for nothing: their Ensure fails).
-const overflowSets = 2
+// overflowSets is how many whole layers' worth of working sets the overflow slots can hold at once:
+// one per context decoding at the same time when every slot of the cache is pinned (a server's
+// slots with a small cache). Overflow costs only address space until used (and ne[2] of the expert
+// tensors); more concurrent working sets than this make an Ensure fail with errNoSlot.
+const overflowSets = 16
 
 // slotClass is the slots of the layers whose streamed tensors look alike.
 type slotClass struct {

@@ -612,3 +612,32 @@ func TestWarmReadsEveryExpertOnceAndRefusesASmallCache(t *testing.T) {
 		t.Fatalf("Warm with a cache of 5 of 12 experts: %v", err)
 	}
 }
+
+// TestManyContextsHoldWorkingSetsBeyondTheCache: with no cache at all, eight contexts each hold a whole
+// layer's experts at once (a server's slots mid-prompt); each gets its own overflow slots with exact
+// bytes, and once they are done the overflow is given back.
+func TestManyContextsHoldWorkingSetsBeyondTheCache(t *testing.T) {
+	const per = 5000
+	m := newFakeModel(t, t.TempDir(), 8, 4, per, false)
+	s, mem := boundSniper(t, m, sniper.ModeExperts, false, sniper.Options{})
+	ctx := context.Background()
+	var pins []*sniper.Pin
+	for l := 0; l < 8; l++ {
+		p := s.NewPin()
+		pins = append(pins, p)
+		if err := p.Ensure(ctx, l, []int32{0, 1, 2, 3}); err != nil {
+			t.Fatalf("context %d: %v", l, err)
+		}
+	}
+	for l := 0; l < 8; l++ {
+		for e := 0; e < 4; e++ {
+			checkExpert(t, m, mem, l, e, per)
+		}
+	}
+	for _, p := range pins {
+		p.Release()
+	}
+	if st := s.Stats(); st.CacheBytes != 0 {
+		t.Fatalf("%d bytes still held after every context finished with no cache", st.CacheBytes)
+	}
+}

@@ -36,8 +36,9 @@ type Stats struct {
 	// hook); ReadTime the part of it spent reading missing experts, LockWaitTime the part spent
 	// waiting for another user of the sniper (a prefetch, another context) to finish.
 	EnsureTime, ReadTime, LockWaitTime time.Duration
-	// Recycled counts expert page ranges moved under a newly read expert instead of being released
-	// and faulted afresh; Released those given back to the system (see recycle.go).
+	// Recycled counts reuses of an evicted expert's memory for a newly read one (sniper mode: a slot,
+	// slots.go; stream mode: page ranges moved under it, recycle.go) instead of releasing it and
+	// faulting fresh memory; Released counts memory given back to the system.
 	Recycled, Released int64
 	// ReleaseErrors counts page ranges the system refused to take back (they stay resident).
 	ReleaseErrors int64

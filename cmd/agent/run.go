@@ -508,7 +508,7 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 			sizeString(rs.RSSBeforeLoad), sizeString(rs.RSSAfterLoad), sizeString(rs.RSSAfterContext), sizeString(rs.RSSAfterPrompt), sizeString(rs.CacheAfterPrompt))
 		fmt.Fprintf(streams.ErrOut, "  prompt read %s; decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",
 			sizeString(rs.PromptBytesRead), sizeString(rs.DecodeBytesRead), rs.DecodeEvals, rs.DecodeBytesIssued, rs.DecodeIOReadBytes)
-		fmt.Fprintf(streams.ErrOut, "  decode blocked in the router hook %.0f ms (%.1f ms per token; %.0f ms reading, %.0f ms waiting for the lock); memory ranges recycled %d, released %d\n",
+		fmt.Fprintf(streams.ErrOut, "  decode blocked in the router hook %.0f ms (%.1f ms per token; %.0f ms reading, %.0f ms waiting for the lock); expert memory reused %d times, released %d times\n",
 			rs.DecodeHookMs, rs.DecodeHookMsPerToken, rs.DecodeReadMs, rs.DecodeLockWaitMs, rs.Recycled, rs.Released)
 		if o.Prefetch {
 			fmt.Fprintf(streams.ErrOut, "  prefetch: %d experts read ahead, %d used, %d evicted unused; recall %.1f%%\n",
