@@ -346,38 +346,26 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 	}
 	per := s.expertBytes(layer)
 	need := int64(len(missing)) * per
-	var (
-		reqs  []ReadRequest
-		slots []int32
-		err   error
-	)
-	if s.slotOf != nil {
-		// Slots from the cache only (never overflow), sparing the experts of this layer.
-		for range missing {
-			sl, err := s.takeSlot(layer, false, func(k Key) bool { return k.Layer == layer })
-			if err != nil {
-				break
-			}
-			slots = append(slots, sl)
-		}
-		if len(slots) < len(missing) || s.checkFile(layer, missing[0]) != nil {
-			s.freeSlots(layer, slots)
-			return false // the pinned working sets (and this layer's experts) fill the cache
-		}
-		if reqs, err = s.slotReadRequests(layer, missing, slots); err != nil {
-			s.freeSlots(layer, slots)
-			return false
-		}
-	} else {
-		if !s.makeRoomAhead(need, layer) || s.checkFile(layer, missing[0]) != nil {
-			s.releaseSpares()
-			return false // the pinned working sets (and this layer's experts) fill the budget
-		}
-		reqs, err = s.readRequests(layer, missing)
-		s.releaseSpares()
+	if s.slotOf == nil {
+		return false // only expert slots (sniper mode) are read ahead
+	}
+	// Slots from the cache only (never overflow), sparing the experts of this layer.
+	var slots []int32
+	for range missing {
+		sl, err := s.takeSlot(layer, false, func(k Key) bool { return k.Layer == layer })
 		if err != nil {
-			return false
+			break
 		}
+		slots = append(slots, sl)
+	}
+	if len(slots) < len(missing) || s.checkFile(layer, missing[0]) != nil {
+		s.freeSlots(layer, slots)
+		return false // the pinned working sets (and this layer's experts) fill the cache
+	}
+	reqs, err := s.slotReadRequests(layer, missing, slots)
+	if err != nil {
+		s.freeSlots(layer, slots)
+		return false
 	}
 	// The bytes are charged now, so that no one else fills the room while the read runs.
 	s.stats.CacheBytes += need
@@ -407,9 +395,7 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 	for i, e := range missing {
 		k := Key{layer, e}
 		s.resident[k] = per
-		if slots != nil {
-			s.slotOf[k] = slots[i]
-		}
+		s.slotOf[k] = slots[i]
 		s.prefetched[k] = true
 		s.policy.Touched(k)
 	}
@@ -466,24 +452,4 @@ func (s *Sniper) freeSlots(layer int, slots []int32) {
 			s.stats.ReleaseErrors++
 		}
 	}
-}
-
-// makeRoomAhead evicts until need more bytes fit in the budget, sparing pinned experts and those of
-// layer: they are the ones its router is about to choose from (under LRU, the previous token's
-// experts of the next layer are the least recently used of all: evicting them to read ahead would
-// throw away what the cache is for). It reports whether the bytes fit.
-func (s *Sniper) makeRoomAhead(need int64, layer int) bool {
-	if s.budget < 0 {
-		return true
-	}
-	for s.stats.CacheBytes+need > s.budget {
-		k, ok := s.policy.Victim(func(k Key) bool { return s.pinned[k] == 0 && k.Layer != layer })
-		if !ok {
-			return false
-		}
-		if err := s.evict(k); err != nil {
-			return false
-		}
-	}
-	return true
 }

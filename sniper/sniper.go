@@ -34,12 +34,6 @@ type Options struct {
 type boundTensor struct {
 	*StreamedTensor
 	mem *region
-	// direct says, for each part of a tensor that does not mirror the file, whether its bytes can be
-	// read straight into place (all but the partial pages at its ends). The alternative, a bounce
-	// buffer and a copy, is slow on fresh or recycled pages: on these VMs the CPU's first write to a
-	// page costs ≈10 µs (measured: 1.1 ms to copy 576 KiB into pages just moved by mremap, 36 µs
-	// into pages written before), while the kernel's direct-I/O writes do not pay it.
-	direct []bool
 	// slotLead is where the tensor's data starts in its class's slot memory (ModeExperts).
 	slotLead int64
 }
@@ -173,31 +167,19 @@ func (s *Sniper) Bind(name string, nb2, size int64) (Binding, error) {
 		s.layers[t.Layer] = append(s.layers[t.Layer], bt)
 		return Binding{Data: unsafe.Add(r.data, bt.slotLead), Experts: c.n, Stride: c.stride[kind]}, nil
 	}
-	var (
-		r      *region
-		err    error
-		direct []bool
-	)
-	if t.Mirrors() {
-		off := t.Parts[0].FileOffset
-		if end := off + size; end > s.file.Size() {
-			return Binding{}, fmt.Errorf("bind %s: data ends at %d, past the end of %q (%d bytes)", name, end, s.idx.Path, s.file.Size())
-		}
-		r, err = newMirrorRegion(size, off)
-	} else {
-		// Place the memory so that the first part's bytes sit at addresses ≡ their file offsets (mod
-		// pageSize); every part for which that then holds for all experts is read straight in.
-		p0 := t.Parts[0]
-		lead := p0.FileOffset - p0.MemOffset
-		for _, p := range t.Parts {
-			direct = append(direct, (lead+p.MemOffset-p.FileOffset)%pageSize == 0 && (t.ExpertBytes-p.Stride)%pageSize == 0)
-		}
-		r, err = newRegion(size, lead)
+	// Stream mode: the tensor's memory mirrors the file (only sniper mode synthesizes tensors).
+	if !t.Mirrors() {
+		return Binding{}, fmt.Errorf("bind %s: a tensor assembled from several file ranges streams only in sniper mode", name)
 	}
+	off := t.Parts[0].FileOffset
+	if end := off + size; end > s.file.Size() {
+		return Binding{}, fmt.Errorf("bind %s: data ends at %d, past the end of %q (%d bytes)", name, end, s.idx.Path, s.file.Size())
+	}
+	r, err := newMirrorRegion(size, off)
 	if err != nil {
 		return Binding{}, fmt.Errorf("bind %s: %w", name, err)
 	}
-	bt := &boundTensor{StreamedTensor: t, mem: r, direct: direct}
+	bt := &boundTensor{StreamedTensor: t, mem: r}
 	s.bound[name] = bt
 	s.layers[t.Layer] = append(s.layers[t.Layer], bt)
 	return Binding{Data: r.data, Experts: t.Experts, Stride: t.ExpertBytes}, nil
@@ -507,8 +489,9 @@ func (s *Sniper) read(ctx context.Context, layer int, experts []int) error {
 	return s.pool.Read(ctx, reqs)
 }
 
-// readRequests prepares the reads of experts of layer (moving spare pages under them first). Called
-// with s.mu held; the reads themselves may run without it.
+// readRequests prepares the reads of experts of layer into mirrored memory (stream mode), moving
+// spare pages under them first: aligned supersets land in place, as neighbouring bytes are the same
+// file bytes. Called with s.mu held; the reads themselves may run without it.
 func (s *Sniper) readRequests(layer int, experts []int) ([]ReadRequest, error) {
 	var reqs []ReadRequest
 	size := s.file.Size()
@@ -516,37 +499,15 @@ func (s *Sniper) readRequests(layer int, experts []int) ([]ReadRequest, error) {
 		for _, e := range experts {
 			// Resident pages of an evicted expert, moved here, spare faulting fresh ones.
 			s.rec.take(t.mem.interior(int64(e)*t.ExpertBytes, t.ExpertBytes))
-			for i, p := range t.Parts {
-				off := p.FileOffset + int64(e)*p.Stride
-				start := alignDown(off, pageSize)
-				end := min(alignUp(off+p.Len, pageSize), size)
-				if t.Mirrors() {
-					dst, ok := t.mem.fileSlice(start, end-start)
-					if !ok {
-						return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, start, end)
-					}
-					reqs = append(reqs, ReadRequest{Offset: start, Dst: dst})
-					continue
-				}
-				to := t.mem.slice(int64(e)*t.ExpertBytes+p.MemOffset, p.Len)
-				if !t.direct[i] {
-					reqs = append(reqs, bounceRead(start, end, off, to))
-					continue
-				}
-				// Whole pages straight into place; the partial pages at either end (shared with the
-				// neighbouring part in memory, which is not the neighbour in the file) through a bounce.
-				mid0 := min(alignUp(off, pageSize), off+p.Len)
-				mid1 := max(alignDown(off+p.Len, pageSize), mid0)
-				if mid0 > off {
-					reqs = append(reqs, bounceRead(start, min(start+pageSize, size), off, to[:mid0-off]))
-				}
-				if mid1 > mid0 {
-					reqs = append(reqs, ReadRequest{Offset: mid0, Dst: to[mid0-off : mid1-off]})
-				}
-				if off+p.Len > mid1 {
-					reqs = append(reqs, bounceRead(mid1, end, mid1, to[mid1-off:]))
-				}
+			p := t.Parts[0]
+			off := p.FileOffset + int64(e)*p.Stride
+			start := alignDown(off, pageSize)
+			end := min(alignUp(off+p.Len, pageSize), size)
+			dst, ok := t.mem.fileSlice(start, end-start)
+			if !ok {
+				return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, start, end)
 			}
+			reqs = append(reqs, ReadRequest{Offset: start, Dst: dst})
 		}
 	}
 	return reqs, nil
