@@ -444,12 +444,3 @@ func (s *Sniper) awaitPrefetch(ctx context.Context, layer int) error {
 		}
 	}
 }
-
-// freeSlots gives back slots a prefetch took and did not fill. Called with s.mu held.
-func (s *Sniper) freeSlots(layer int, slots []int32) {
-	for _, sl := range slots {
-		if err := s.freeSlot(layer, sl); err != nil {
-			s.stats.ReleaseErrors++
-		}
-	}
-}

@@ -52,10 +52,9 @@ type slotClass struct {
 	n        int
 	mem      map[string]*region // n slots of each kind
 	stride   map[string]int64   // the distance between slots of each kind
-	used     []bool
-	written  []bool  // the slot's pages were written before (its reuse is counted as recycled)
-	free     []int32 // free regular slots
-	freeOver []int32 // free overflow slots
+	written  []bool             // the slot's pages were written before (its reuse is counted as recycled)
+	free     []int32            // free regular slots
+	freeOver []int32            // free overflow slots
 }
 
 // kindOf is a streamed tensor's name without its "blk.N." prefix.
@@ -124,7 +123,6 @@ func planSlots(idx *Index, budget int64) ([]*slotClass, []*slotClass) {
 		}
 		c.populate = budget >= 0
 		c.n = c.regular + overflowSets*idx.Experts
-		c.used = make([]bool, c.n)
 		c.written = make([]bool, c.n)
 		for s := c.regular - 1; s >= 0; s-- {
 			c.free = append(c.free, int32(s))
@@ -210,7 +208,6 @@ func (s *Sniper) takeSlot(layer int, allowOverflow bool, spare func(Key) bool) (
 	default:
 		return -1, errNoSlot
 	}
-	c.used[slot] = true
 	if c.written[slot] {
 		s.rec.recycled++
 	}
@@ -224,9 +221,8 @@ var errNoSlot = fmt.Errorf("every expert slot is held by a working set (more con
 // their pages back so that the budget holds. Called with s.mu held.
 func (s *Sniper) freeSlot(layer int, slot int32) error {
 	c := s.classOf[layer]
-	c.used[slot] = false
 	var err error
-	if int(slot) >= c.regular || !s.rec.enabled {
+	if int(slot) >= c.regular || s.releaseEvicted {
 		s.rec.released++
 		err = c.release(slot)
 	}
@@ -236,6 +232,15 @@ func (s *Sniper) freeSlot(layer int, slot int32) error {
 		c.free = append(c.free, slot)
 	}
 	return err
+}
+
+// freeSlots gives back slots a load or a prefetch took and did not fill. Called with s.mu held.
+func (s *Sniper) freeSlots(layer int, slots []int32) {
+	for _, sl := range slots {
+		if err := s.freeSlot(layer, sl); err != nil {
+			s.stats.ReleaseErrors++
+		}
+	}
 }
 
 // slotReadRequests prepares the reads of experts of layer into slots (slots[i] for experts[i]).

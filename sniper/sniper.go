@@ -25,8 +25,9 @@ type Options struct {
 	// keeps everything.
 	CacheBudget int64
 	Policy      Policy
-	// NoRecycle releases evicted experts' pages (MADV_DONTNEED) instead of moving them under the next
-	// expert read (see recycle.go); for measuring what recycling buys.
+	// NoRecycle releases evicted experts' pages (MADV_DONTNEED) instead of reusing them for the next
+	// expert read (a slot in sniper mode, slots.go; pages moved under it in stream mode, recycle.go);
+	// for measuring what recycling buys.
 	NoRecycle bool
 }
 
@@ -83,6 +84,9 @@ type Sniper struct {
 	classes []*slotClass
 	classOf []*slotClass
 	slotOf  map[Key]int32
+	// releaseEvicted gives an evicted expert's slot pages back (Options.NoRecycle). Slot reuse needs
+	// no page moving, so it does not depend on the platform as rec does.
+	releaseEvicted bool
 }
 
 // Open opens the model file of idx for streaming. Bind the streamed tensors, then call Ensure.
@@ -107,7 +111,7 @@ func Open(idx *Index, opts Options) (*Sniper, error) {
 		idx: idx, file: f, pool: NewPool(f, opts.Readers), policy: pol, budget: opts.CacheBudget, stat: st,
 		bound: map[string]*boundTensor{}, layers: make([][]*boundTensor, idx.Layers),
 		resident: map[Key]int64{}, pinned: map[Key]int{}, seen: make([]bool, max(idx.Experts, 1)),
-		rec: newRecycler(!opts.NoRecycle), prefetched: map[Key]bool{},
+		rec: newRecycler(!opts.NoRecycle), prefetched: map[Key]bool{}, releaseEvicted: opts.NoRecycle,
 	}
 	if idx.Mode == ModeExperts {
 		s.classes, s.classOf = planSlots(idx, opts.CacheBudget)
@@ -360,39 +364,41 @@ func (s *Sniper) load(ctx context.Context, layer int, missing []int) error {
 	if err != nil {
 		return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
 	}
-	for _, e := range missing {
+	s.admit(layer, missing, nil)
+	return nil
+}
+
+// admit marks experts missing of layer, just read (into slots[i] in ModeExperts), resident and
+// counts them. Called with s.mu held.
+func (s *Sniper) admit(layer int, missing []int, slots []int32) {
+	per := s.expertBytes(layer)
+	for i, e := range missing {
 		k := Key{layer, e}
 		s.resident[k] = per
+		if slots != nil {
+			s.slotOf[k] = slots[i]
+		}
 		s.stats.CacheBytes += per
 		s.policy.Touched(k)
 	}
 	s.stats.BytesRead += int64(len(missing)) * per
 	s.stats.PeakCacheBytes = max(s.stats.PeakCacheBytes, s.stats.CacheBytes)
-	return nil
 }
 
 // loadSlots is load in ModeExperts: each missing expert gets a slot (evicting as needed) and is read
 // into it. Called with s.mu held.
 func (s *Sniper) loadSlots(ctx context.Context, layer int, missing []int) error {
-	per := s.expertBytes(layer)
 	slots := make([]int32, 0, len(missing))
-	giveBack := func() {
-		for _, sl := range slots {
-			if err := s.freeSlot(layer, sl); err != nil {
-				s.stats.ReleaseErrors++
-			}
-		}
-	}
 	for range missing {
 		sl, err := s.takeSlot(layer, true, nil)
 		if err != nil {
-			giveBack()
+			s.freeSlots(layer, slots)
 			return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
 		}
 		slots = append(slots, sl)
 	}
 	if err := s.checkFile(layer, missing[0]); err != nil {
-		giveBack()
+		s.freeSlots(layer, slots)
 		return err
 	}
 	reqs, err := s.slotReadRequests(layer, missing, slots)
@@ -402,18 +408,10 @@ func (s *Sniper) loadSlots(ctx context.Context, layer int, missing []int) error 
 		s.stats.ReadTime += time.Since(readStart)
 	}
 	if err != nil {
-		giveBack()
+		s.freeSlots(layer, slots)
 		return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
 	}
-	for i, e := range missing {
-		k := Key{layer, e}
-		s.resident[k] = per
-		s.slotOf[k] = slots[i]
-		s.stats.CacheBytes += per
-		s.policy.Touched(k)
-	}
-	s.stats.BytesRead += int64(len(missing)) * per
-	s.stats.PeakCacheBytes = max(s.stats.PeakCacheBytes, s.stats.CacheBytes)
+	s.admit(layer, missing, slots)
 	return nil
 }
 
