@@ -26,6 +26,36 @@ type File interface {
 	Path() string
 }
 
+// VectorReader is a File that reads one range of the file into several buffers with a single request
+// (preadv). On the VMs measured here each direct read costs about 45 µs of kernel CPU whatever its
+// size (bounce buffering, interrupts), so an expert read as one request instead of three costs a
+// third of the CPU the compute threads would otherwise lose.
+type VectorReader interface {
+	// ReadvAt fills bufs, in order, with the file's bytes from off on; like ReadAt, all of them or
+	// an error naming the file and range.
+	ReadvAt(ctx context.Context, bufs [][]byte, off int64) error
+}
+
+// ReadVector fills bufs, in order, with f's bytes from off on: in one request where f is a
+// VectorReader, else with one ReadAt per buffer.
+func ReadVector(ctx context.Context, f File, bufs [][]byte, off int64) error {
+	if v, ok := f.(VectorReader); ok {
+		return v.ReadvAt(ctx, bufs, off)
+	}
+	return readEach(ctx, f, bufs, off)
+}
+
+// readEach reads bufs one after the other with ReadAt.
+func readEach(ctx context.Context, f File, bufs [][]byte, off int64) error {
+	for _, b := range bufs {
+		if err := f.ReadAt(ctx, b, off); err != nil {
+			return err
+		}
+		off += int64(len(b))
+	}
+	return nil
+}
+
 // InvalidFd is returned by Fd for files without an OS descriptor.
 const InvalidFd = ^uintptr(0)
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -19,7 +21,10 @@ type directFile struct {
 	align    int
 }
 
-var _ File = (*directFile)(nil)
+var (
+	_ File         = (*directFile)(nil)
+	_ VectorReader = (*directFile)(nil)
+)
 
 func openDirect(path string) (File, error) {
 	b, err := openBuffered(path)
@@ -67,6 +72,65 @@ func (d *directFile) ReadAt(ctx context.Context, p []byte, off int64) error {
 			return d.buffered.ReadAt(ctx, p, off)
 		}
 		return &ReadError{Path: d.buffered.path, Offset: off, Len: len(p), Err: err}
+	}
+	return nil
+}
+
+// maxIovecs is the most buffers one preadv takes (Linux's IOV_MAX).
+const maxIovecs = 1024
+
+// ReadvAt reads the range into bufs with preadv on the direct descriptor when the offset and every
+// buffer are aligned, else buffer by buffer as ReadAt does.
+func (d *directFile) ReadvAt(ctx context.Context, bufs [][]byte, off int64) error {
+	a := int64(d.align)
+	total := 0
+	aligned := off%a == 0
+	for _, b := range bufs {
+		total += len(b)
+		if len(b) == 0 || int64(len(b))%a != 0 || int64(uintptr(unsafe.Pointer(&b[0])))%a != 0 {
+			aligned = false
+		}
+	}
+	if !aligned {
+		return readEach(ctx, d, bufs, off)
+	}
+	if err := preadvFull(ctx, int(d.direct.Fd()), bufs, off); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			return readEach(ctx, d.buffered, bufs, off)
+		}
+		return &ReadError{Path: d.buffered.path, Offset: off, Len: total, Err: err}
+	}
+	return nil
+}
+
+// preadvFull preads all of bufs from off on, going on after short counts (legal for preadv) and
+// interruptions; a read that ends early becomes io.ErrUnexpectedEOF.
+func preadvFull(ctx context.Context, fd int, bufs [][]byte, off int64) error {
+	bufs = slices.Clone(bufs)
+	for len(bufs) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := unix.Preadv(fd, bufs[:min(len(bufs), maxIovecs)], off)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		off += int64(n)
+		for n > 0 {
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			} else {
+				bufs[0] = bufs[0][n:]
+				n = 0
+			}
+		}
 	}
 	return nil
 }

@@ -16,11 +16,23 @@ const DefaultReaders = 8
 // ReadRequest asks for file bytes [Offset, Offset+len(Dst)) to be read into Dst. With Dst nil, the
 // pool reads Len bytes into one of its own aligned bounce buffers and hands them to Then, on the
 // reading goroutine, before reusing the buffer: at most one buffer per reader is ever live.
+//
+// With Segs set, the request is one gathered read of consecutive file bytes from Offset on (one
+// preadv: see VectorReader), each segment taking the next bytes in turn: straight into its Dst, or
+// (Dst nil) Len bytes into a bounce buffer handed to its Then.
 type ReadRequest struct {
 	Offset int64
 	Dst    []byte
 	Len    int
 	Then   func(b []byte)
+	Segs   []Segment
+}
+
+// Segment is one destination of a gathered read.
+type Segment struct {
+	Dst  []byte
+	Len  int
+	Then func(b []byte)
 }
 
 // Pool runs preads of one file in parallel, at most n at a time.
@@ -90,6 +102,9 @@ func (p *Pool) Read(ctx context.Context, reqs []ReadRequest) error {
 }
 
 func (p *Pool) readOne(ctx context.Context, r ReadRequest) error {
+	if r.Segs != nil {
+		return p.readGathered(ctx, r)
+	}
 	if r.Dst == nil {
 		buf := p.getBuf(r.Len)
 		defer p.putBuf(buf)
@@ -100,6 +115,56 @@ func (p *Pool) readOne(ctx context.Context, r ReadRequest) error {
 	}
 	if r.Then != nil {
 		r.Then(r.Dst)
+	}
+	return nil
+}
+
+// readGathered performs a request with segments: one bounce buffer holds every bounced segment.
+func (p *Pool) readGathered(ctx context.Context, r ReadRequest) error {
+	bounced, total := 0, 0
+	for _, sg := range r.Segs {
+		if sg.Dst == nil {
+			bounced += sg.Len
+			total += sg.Len
+		} else {
+			total += len(sg.Dst)
+		}
+	}
+	var buf []byte
+	if bounced > 0 {
+		buf = p.getBuf(bounced)
+		defer p.putBuf(buf)
+	}
+	bufs := make([][]byte, len(r.Segs))
+	at := 0
+	for i, sg := range r.Segs {
+		if sg.Dst != nil {
+			bufs[i] = sg.Dst
+		} else {
+			bufs[i] = buf[at : at+sg.Len]
+			at += sg.Len
+		}
+	}
+	if r.Offset < 0 || r.Offset+int64(total) > p.file.Size() {
+		return &ReadError{Path: p.file.Path(), Offset: r.Offset, Len: total,
+			Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", r.Offset+int64(total), p.file.Size())}
+	}
+	start := time.Now()
+	err := ReadVector(ctx, p.file, bufs, r.Offset)
+	p.lat.add(time.Since(start))
+	p.reads.Add(1)
+	p.issued.Add(int64(total))
+	if err != nil {
+		var re *ReadError
+		if !errors.As(err, &re) {
+			err = &ReadError{Path: p.file.Path(), Offset: r.Offset, Len: total, Err: err}
+		}
+		return err
+	}
+	for i, sg := range r.Segs {
+		if sg.Dst == nil && sg.Then != nil {
+			sg.Then(bufs[i])
+		}
 	}
 	return nil
 }

@@ -243,24 +243,17 @@ func (s *Sniper) freeSlots(layer int, slots []int32) {
 	}
 }
 
-// slotReadRequests prepares the reads of experts of layer into slots (slots[i] for experts[i]).
-// Where a part's file offset and its slot address agree within a page, its whole pages are read
-// straight in and only the partial pages at its ends go through a bounce buffer; otherwise the whole
-// part does. Called with s.mu held.
+// slotReadRequests prepares the reads of experts of layer into slots (slots[i] for experts[i]): for
+// each part of each tensor, one gathered read per run of experts that lie back to back in the file
+// (see partReads). Called with s.mu held.
 func (s *Sniper) slotReadRequests(layer int, experts []int, slots []int32) ([]ReadRequest, error) {
 	var reqs []ReadRequest
-	size := s.file.Size()
 	c := s.classOf[layer]
 	for _, t := range s.layers[layer] {
-		for i, e := range experts {
-			mem := c.slotMemory(t, slots[i])
-			for _, p := range t.Parts {
-				off := p.FileOffset + int64(e)*p.Stride
-				if off < 0 || off+p.Len > size {
-					return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) past the end of the file (%d bytes)", e, t.Name, off, off+p.Len, size)
-				}
-				to := mem[p.MemOffset : p.MemOffset+p.Len]
-				reqs = appendPartReads(reqs, to, off, size)
+		for _, p := range t.Parts {
+			var err error
+			if reqs, err = s.partReads(reqs, c, t, p, experts, slots); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -270,27 +263,137 @@ func (s *Sniper) slotReadRequests(layer int, experts []int, slots []int32) ([]Re
 	return reqs, nil
 }
 
-// appendPartReads appends the reads that fill to with file bytes [off, off+len(to)).
-func appendPartReads(reqs []ReadRequest, to []byte, off, size int64) []ReadRequest {
-	n := int64(len(to))
-	start := alignDown(off, pageSize)
-	end := min(alignUp(off+n, pageSize), size)
-	addr := int64(uintptr(unsafe.Pointer(&to[0])))
-	if ((addr-off)%pageSize+pageSize)%pageSize != 0 {
-		return append(reqs, bounceRead(start, end, off, to))
+// maxGatherBytes bounds one gathered read, so that a prompt's many experts still spread over
+// several readers.
+const maxGatherBytes = 4 << 20
+
+// partTarget is where one expert's bytes of a part go: the slot's memory span and, inside it, the
+// part's bytes [at, at+len) and the window [lo, hi) that a whole-page read may write (the part
+// itself plus the slot's slack before the tensor's first byte or after its last).
+type partTarget struct {
+	off        int64 // the part's first byte in the file
+	span       []byte
+	at, lo, hi int64
+}
+
+// partReads appends the reads of part p of tensor t for experts. Every file page that holds bytes
+// of one expert only and maps to a whole page of that expert's window is read straight into the
+// slot; the others (a page shared by two experts, or by two parts of a fused tensor in memory) go
+// through a bounce buffer and are copied. Experts back to back in the file share one read.
+func (s *Sniper) partReads(reqs []ReadRequest, c *slotClass, t *boundTensor, p Part, experts []int, slots []int32) ([]ReadRequest, error) {
+	size := s.file.Size()
+	kind := kindOf(t.Name)
+	stride := c.stride[kind]
+	targets := make([]partTarget, len(experts))
+	for i, e := range experts {
+		off := p.FileOffset + int64(e)*p.Stride
+		if off < 0 || off+p.Len > size {
+			return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) past the end of the file (%d bytes)", e, t.Name, off, off+p.Len, size)
+		}
+		at := t.slotLead + p.MemOffset
+		tg := partTarget{off: off, span: c.mem[kind].slice(int64(slots[i])*stride, stride), at: at, lo: at, hi: at + p.Len}
+		if p.MemOffset == 0 {
+			tg.lo = 0
+		}
+		if p.MemOffset+p.Len == t.ExpertBytes {
+			tg.hi = stride
+		}
+		targets[i] = tg
 	}
-	mid0 := min(alignUp(off, pageSize), off+n)
-	mid1 := max(alignDown(off+n, pageSize), mid0)
-	if mid0 > off {
-		reqs = append(reqs, bounceRead(start, min(start+pageSize, size), off, to[:mid0-off]))
+	sort.Slice(targets, func(i, j int) bool { return targets[i].off < targets[j].off })
+	for first := 0; first < len(targets); {
+		last := first
+		for last+1 < len(targets) && targets[last+1].off == targets[last].off+p.Len &&
+			targets[last+1].off+p.Len-targets[first].off <= maxGatherBytes {
+			last++
+		}
+		reqs = append(reqs, gatherRun(targets[first:last+1], p.Len, size))
+		first = last + 1
 	}
-	if mid1 > mid0 {
-		reqs = append(reqs, ReadRequest{Offset: mid0, Dst: to[mid0-off : mid1-off]})
+	return reqs, nil
+}
+
+// gatherRun is the read of a run of parts of n bytes each, back to back in the file.
+func gatherRun(run []partTarget, n, size int64) ReadRequest {
+	start := alignDown(run[0].off, pageSize)
+	end := min(alignUp(run[len(run)-1].off+n, pageSize), size)
+	req := ReadRequest{Offset: start}
+	// copies of the bounce segment being built: file offset, destination.
+	type bounceCopy struct {
+		from int64
+		to   []byte
 	}
-	if off+n > mid1 {
-		reqs = append(reqs, bounceRead(mid1, end, mid1, to[mid1-off:]))
+	var copies []bounceCopy
+	flush := func() {
+		if len(copies) == 0 {
+			return
+		}
+		seg := &req.Segs[len(req.Segs)-1]
+		base := req.Offset + int64(segsLen(req.Segs[:len(req.Segs)-1]))
+		cs := copies
+		seg.Then = func(b []byte) {
+			for _, c := range cs {
+				copy(c.to, b[c.from-base:])
+			}
+		}
+		copies = nil
 	}
-	return reqs
+	j := 0 // the first part that may overlap the page
+	for pg := start; pg < end; pg += pageSize {
+		l := min(pageSize, end-pg)
+		for j < len(run) && run[j].off+n <= pg {
+			j++
+		}
+		// The parts this page holds bytes of.
+		k := j
+		for k < len(run) && run[k].off < pg+l {
+			k++
+		}
+		if k-j == 1 && l == pageSize {
+			tg := run[j]
+			m := tg.at + pg - tg.off // where the page lands in the slot
+			if m%pageSize == 0 && m >= tg.lo && m+l <= tg.hi {
+				dst := tg.span[m : m+l]
+				if last := len(req.Segs) - 1; last >= 0 && req.Segs[last].Dst != nil && contiguous(req.Segs[last].Dst, dst) {
+					req.Segs[last].Dst = req.Segs[last].Dst[:len(req.Segs[last].Dst)+int(l)]
+				} else {
+					flush()
+					req.Segs = append(req.Segs, Segment{Dst: dst})
+				}
+				continue
+			}
+		}
+		if last := len(req.Segs) - 1; last < 0 || req.Segs[last].Dst != nil {
+			flush()
+			req.Segs = append(req.Segs, Segment{})
+		}
+		req.Segs[len(req.Segs)-1].Len += int(l)
+		for _, tg := range run[j:k] {
+			from, to := max(pg, tg.off), min(pg+l, tg.off+n)
+			m := tg.at + from - tg.off
+			copies = append(copies, bounceCopy{from: from, to: tg.span[m : m+to-from]})
+		}
+	}
+	flush()
+	return req
+}
+
+// segsLen is the file bytes segs cover.
+func segsLen(segs []Segment) int {
+	n := 0
+	for _, sg := range segs {
+		if sg.Dst != nil {
+			n += len(sg.Dst)
+		} else {
+			n += sg.Len
+		}
+	}
+	return n
+}
+
+// contiguous reports whether b starts right where a ends in memory, with room in a's capacity.
+func contiguous(a, b []byte) bool {
+	return cap(a)-len(a) >= len(b) && unsafe.Pointer(unsafe.SliceData(a[len(a):cap(a)])) == unsafe.Pointer(unsafe.SliceData(b))
 }
 
 // Slot returns the slot expert e of layer is resident in (ModeExperts), and whether it is resident.

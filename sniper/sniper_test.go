@@ -258,18 +258,20 @@ func TestFusedGateUpIsGateSliceThenUpSlice(t *testing.T) {
 
 // TestFusedGateUpReadStraightIn covers the fused tensor when gate and up lie page-congruent in the
 // file (as in real and generated Qwen3.5 files, whose expert slices are whole pages): whole pages are
-// read straight into place and only the partial pages at each part's ends go through a bounce buffer.
-// Neighbouring experts share those pages in memory, so loading one must not disturb the other.
+// read straight into place and only the pages two experts, or the gate and up halves of the fused
+// tensor, share go through a bounce buffer, all in one gathered read per part. Neighbouring experts
+// share those pages in the file, so loading one must not disturb the other; experts back to back in
+// the file are read together.
 func TestFusedGateUpReadStraightIn(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		start int64 // file offset of the gate tensor
 		per   int64
-		reads int64 // preads per expert: each part's head, whole pages and tail (0: not checked)
 	}{
-		{"unaligned", 96, 3 * 4096, 9},
-		{"page aligned", 4 * 4096, 2 * 4096, 3},
-		{"not whole pages", 96, 3*4096 + 512, 0},
+		{"unaligned", 96, 3 * 4096},
+		{"page aligned", 4 * 4096, 2 * 4096},
+		{"not whole pages", 96, 3*4096 + 512},
+		{"smaller than a page", 96, 1000},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			const experts = 5
@@ -310,8 +312,21 @@ func TestFusedGateUpReadStraightIn(t *testing.T) {
 					check(done)
 				}
 			}
-			if got := s.Stats().Reads; c.reads > 0 && got != c.reads*experts {
-				t.Fatalf("%d reads for %d experts, want %d each", got, experts, c.reads)
+			// One gathered read per part (gate, up, down) and expert.
+			if got := s.Stats().Reads; got != 3*experts {
+				t.Fatalf("%d reads for %d experts, want 3 each", got, experts)
+			}
+			// Experts back to back in the file: one read per part for all of them.
+			s2, mem2 := boundSniper(t, m, sniper.ModeExperts, true, sniper.Options{CacheBudget: sniper.Unlimited})
+			if err := s2.Ensure(context.Background(), 0, []int32{4, 0, 2, 1, 3}); err != nil {
+				t.Fatal(err)
+			}
+			mem = mem2
+			for e := range experts {
+				check(e)
+			}
+			if got := s2.Stats().Reads; got != 3 {
+				t.Fatalf("%d reads for %d adjacent experts, want 3 (one per part)", got, experts)
 			}
 		})
 	}
@@ -512,6 +527,28 @@ func TestDirectFileReadsAnyRangeAndFallsBackOnTmpfs(t *testing.T) {
 		p := make([]byte, 100)
 		if err := f.ReadAt(context.Background(), p, int64(len(m.data))-50); !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), m.path) {
 			t.Fatalf("%s: read past end: %v", dir, err)
+		}
+		// Gathered reads: aligned page buffers (one preadv where direct I/O works), a mix with an
+		// unaligned buffer, and one running past the end.
+		pages := func(n int) []byte { return alignedBytes(n * 4096) }
+		for _, bufs := range [][][]byte{
+			{pages(1), pages(2), pages(1)},
+			{pages(1), make([]byte, 100), pages(1)[:4000]},
+		} {
+			if err := sniper.ReadVector(context.Background(), f, bufs, 4096); err != nil {
+				t.Fatalf("%s: gathered read: %v", dir, err)
+			}
+			at := 4096
+			for i, b := range bufs {
+				if !bytes.Equal(b, m.data[at:at+len(b)]) {
+					t.Fatalf("%s: gathered read: buffer %d has the wrong bytes", dir, i)
+				}
+				at += len(b)
+			}
+		}
+		end := int64(len(m.data)) &^ 4095
+		if err := sniper.ReadVector(context.Background(), f, [][]byte{pages(1), pages(1)}, end); !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), m.path) {
+			t.Fatalf("%s: gathered read past end: %v", dir, err)
 		}
 		t.Logf("%s: direct=%v align=%d", dir, f.Direct(), f.Align())
 		f.Close()

@@ -188,10 +188,23 @@ type file struct {
 	fs *FS
 }
 
-var _ sniper.File = (*file)(nil)
+var (
+	_ sniper.File         = (*file)(nil)
+	_ sniper.VectorReader = (*file)(nil)
+)
 
 func (f *file) ReadAt(ctx context.Context, p []byte, off int64) error {
-	ft := f.fs.decide(Op{Kind: OpRead, Path: f.Path(), Offset: off, Len: len(p)})
+	return f.ReadvAt(ctx, [][]byte{p}, off)
+}
+
+// ReadvAt is one operation over the whole range (as the disk sees one request); an injected short
+// read fills the buffers up to the cut.
+func (f *file) ReadvAt(ctx context.Context, bufs [][]byte, off int64) error {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	ft := f.fs.decide(Op{Kind: OpRead, Path: f.Path(), Offset: off, Len: total})
 	if ft.Delay > 0 {
 		t := time.NewTimer(ft.Delay)
 		select {
@@ -202,18 +215,26 @@ func (f *file) ReadAt(ctx context.Context, p []byte, off int64) error {
 		}
 	}
 	if ft.Err != nil {
-		return &sniper.ReadError{Path: f.Path(), Offset: off, Len: len(p), Err: ft.Err}
+		return &sniper.ReadError{Path: f.Path(), Offset: off, Len: total, Err: ft.Err}
 	}
 	if ft.ShortRead {
-		n := min(ft.Short, len(p))
-		if n > 0 {
-			if err := f.File.ReadAt(ctx, p[:n], off); err != nil {
+		at, left := off, min(ft.Short, total)
+		for _, b := range bufs {
+			if left <= 0 {
+				break
+			}
+			n := min(left, len(b))
+			if err := f.File.ReadAt(ctx, b[:n], at); err != nil {
 				return err
 			}
+			at, left = at+int64(n), left-n
 		}
-		return &sniper.ReadError{Path: f.Path(), Offset: off, Len: len(p), Err: errShort}
+		return &sniper.ReadError{Path: f.Path(), Offset: off, Len: total, Err: errShort}
 	}
-	return f.File.ReadAt(ctx, p, off)
+	if len(bufs) == 1 {
+		return f.File.ReadAt(ctx, bufs[0], off)
+	}
+	return sniper.ReadVector(ctx, f.File, bufs, off)
 }
 
 // errShort is what an injected short read reports; it wraps io.ErrUnexpectedEOF as a real one would.
