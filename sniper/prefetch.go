@@ -107,6 +107,8 @@ func dot(a, b []float32) float32 {
 type prediction struct {
 	seq uint64
 	ids []int
+	// oneToken: ids are one token's experts, surest first (scored by rank).
+	oneToken bool
 }
 
 // aheadState is the sniper's side of prefetching (guarded by s.mu).
@@ -135,6 +137,14 @@ func (s *Sniper) scorePrediction(layer int) {
 	for _, e := range s.union {
 		if slices.Contains(p.ids, e) {
 			s.stats.PredictedChosen++
+		}
+	}
+	if p.oneToken {
+		for r, e := range p.ids[:min(len(p.ids), PredictionRanks)] {
+			s.stats.RankPredicted[r]++
+			if slices.Contains(s.union, e) {
+				s.stats.RankChosen[r]++
+			}
 		}
 	}
 }
@@ -315,7 +325,7 @@ func (s *Sniper) notePrediction(job prefetchJob, ids []int) bool {
 	if s.ahead.pred == nil {
 		s.ahead.pred = map[int]prediction{}
 	}
-	s.ahead.pred[job.layer] = prediction{seq: job.seq, ids: ids}
+	s.ahead.pred[job.layer] = prediction{seq: job.seq, ids: ids, oneToken: job.rows == 1}
 	return true
 }
 

@@ -50,6 +50,22 @@ type Stats struct {
 	PrefetchReads, PrefetchHits, PrefetchWasted int64
 	PrefetchTime                                time.Duration
 	Predicted, Chosen, PredictedChosen          int64
+	// RankPredicted[r] counts one-token predictions (decode) that had an r-th surest expert, and
+	// RankChosen[r] those whose r-th surest expert the router then chose: the precision of each
+	// rank, which decides how deep reading ahead pays (see Prefetcher).
+	RankPredicted, RankChosen [PredictionRanks]int64
+}
+
+// PredictionRanks is how many ranks of a prediction are scored one by one.
+const PredictionRanks = 16
+
+// RankPrecision is the share of predictions whose r-th surest expert the router chose (0 before
+// any).
+func (s Stats) RankPrecision(r int) float64 {
+	if r < 0 || r >= PredictionRanks || s.RankPredicted[r] == 0 {
+		return 0
+	}
+	return float64(s.RankChosen[r]) / float64(s.RankPredicted[r])
 }
 
 // Recall is the share of the router's choices the prefetcher predicted (0 before any prediction).

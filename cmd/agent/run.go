@@ -172,6 +172,9 @@ type runStats struct {
 	PrefetchHits   int64   `json:"prefetch_hits"`
 	PrefetchWasted int64   `json:"prefetch_wasted"`
 	PrefetchRecall float64 `json:"prefetch_recall"`
+	// PrefetchRankPrecision[r]: of one-token predictions, the share whose r-th surest expert the
+	// router chose (only ranks that were predicted).
+	PrefetchRankPrecision []float64 `json:"prefetch_rank_precision,omitempty"`
 }
 
 func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) {
@@ -483,6 +486,9 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 		}
 		rs.Recycled, rs.Released = st.Recycled, st.Released
 		rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, rs.PrefetchRecall = st.PrefetchReads, st.PrefetchHits, st.PrefetchWasted, st.Recall()
+		for r := 0; r < sniper.PredictionRanks && st.RankPredicted[r] > 0; r++ {
+			rs.PrefetchRankPrecision = append(rs.PrefetchRankPrecision, st.RankPrecision(r))
+		}
 		idx := sn.Index()
 		for l, n := range st.LayerMisses {
 			rs.MissedExpertBytes += n * idx.ExpertBytes(l)
@@ -511,8 +517,12 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 		fmt.Fprintf(streams.ErrOut, "  decode blocked in the router hook %.0f ms (%.1f ms per token; %.0f ms reading, %.0f ms waiting for the lock); expert memory reused %d times, released %d times\n",
 			rs.DecodeHookMs, rs.DecodeHookMsPerToken, rs.DecodeReadMs, rs.DecodeLockWaitMs, rs.Recycled, rs.Released)
 		if o.Prefetch {
-			fmt.Fprintf(streams.ErrOut, "  prefetch: %d experts read ahead, %d used, %d evicted unused; recall %.1f%%\n",
-				rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, 100*rs.PrefetchRecall)
+			var ranks []string
+			for _, p := range rs.PrefetchRankPrecision {
+				ranks = append(ranks, fmt.Sprintf("%.0f%%", 100*p))
+			}
+			fmt.Fprintf(streams.ErrOut, "  prefetch: %d experts read ahead, %d used, %d evicted unused; recall %.1f%%; precision by rank %s\n",
+				rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, 100*rs.PrefetchRecall, strings.Join(ranks, " "))
 		}
 	}
 	if o.StatsJSON != "" {
