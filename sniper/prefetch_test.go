@@ -84,6 +84,16 @@ func TestPrefetcherReadsPredictedExpertsAhead(t *testing.T) {
 	if st.BytesRead != 3*3*per {
 		t.Fatalf("read %d bytes, want exactly the 3 experts' %d", st.BytesRead, 3*3*per)
 	}
+	// Scored by rank: predicted 5, 2, 7 (surest first), the router chose 5 and 2.
+	pf.PredictInline(true)
+	pf.Predict(1, hidden, 3)
+	if err := s.Ensure(ctx, 1, []int32{2, 5}); err != nil {
+		t.Fatal(err)
+	}
+	st = s.Stats()
+	if st.RankPredicted[0] != 2 || st.RankPredicted[2] != 1 || st.RankPrecision(0) != 1 || st.RankPrecision(1) != 1 || st.RankPrecision(2) != 0 || st.RankPredicted[3] != 0 {
+		t.Fatalf("by rank: predicted %v, chosen %v; want [2 2 1 0...] and [2 2 0 0...]", st.RankPredicted, st.RankChosen)
+	}
 	pf.Close()
 	pf.Close() // idempotent
 }
