@@ -6,9 +6,11 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -156,6 +158,39 @@ type Measurement struct {
 	DecodeVsRAM   Num `json:"decode_vs_ram"`
 
 	Wall time.Duration `json:"wall_ns"`
+	// PrefillRuns and DecodeRuns are every round's tok/s when the configuration ran more than once
+	// (Runner.Rounds); the fields above are then the median round's.
+	PrefillRuns []float64 `json:"prefill_runs,omitempty"`
+	DecodeRuns  []float64 `json:"decode_runs,omitempty"`
+}
+
+// Median combines the rounds of one configuration: the round with the median decode speed, with
+// the median prefill speed and every round's speeds (the lower median for an even count). A configuration that failed in any round is
+// reported as failed with that round's error (a crash or an OOM kill is never averaged away).
+func Median(ms []Measurement) Measurement {
+	if len(ms) == 0 {
+		return Measurement{}
+	}
+	for _, m := range ms {
+		if !m.OK() {
+			return m
+		}
+	}
+	if len(ms) == 1 {
+		return ms[0]
+	}
+	byDecode := slices.Clone(ms)
+	slices.SortStableFunc(byDecode, func(a, b Measurement) int { return cmp.Compare(a.DecodeTPS, b.DecodeTPS) })
+	out := byDecode[(len(ms)-1)/2]
+	prefill := make([]float64, len(ms))
+	out.PrefillRuns, out.DecodeRuns = make([]float64, len(ms)), make([]float64, len(ms))
+	for i, m := range ms {
+		out.PrefillRuns[i], out.DecodeRuns[i] = m.PrefillTPS, m.DecodeTPS
+		prefill[i] = m.PrefillTPS
+	}
+	slices.Sort(prefill)
+	out.PrefillTPS = prefill[(len(ms)-1)/2]
+	return out
 }
 
 // failed makes the measurement of a configuration that did not complete.
@@ -197,7 +232,9 @@ type Report struct {
 	ModelSize int64         `json:"model_size_bytes"`
 	DiskBound *DiskBound    `json:"disk_bound,omitempty"`
 	Results   []Measurement `json:"results"`
-	Started   time.Time     `json:"started"`
+	// Rounds is how many times every configuration ran (Results hold the medians).
+	Rounds  int       `json:"rounds,omitempty"`
+	Started time.Time `json:"started"`
 }
 
 // ComputeRatios fills every measurement's ratios: to the peer under the same cap and to our uncapped

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -581,5 +583,57 @@ func TestHalfToFloat(t *testing.T) {
 		if got := halfToFloat(h); got != want {
 			t.Errorf("halfToFloat(%#x) = %g, want %g", h, got, want)
 		}
+	}
+}
+
+// TestRoundsReportMedians: with several rounds every configuration runs once per round, round after
+// round, and its row holds the median speeds and every round's; a configuration that cannot run is
+// tried once, and one that fails in any round is reported failed.
+func TestRoundsReportMedians(t *testing.T) {
+	model := filepath.Join(t.TempDir(), "m.gguf")
+	os.WriteFile(model, make([]byte, 1000), 0o644)
+	speeds := map[string][]float64{"ram": {3, 9, 6}, "sniper": {2, 1, 4}}
+	var order []string
+	calls := map[string]int{}
+	r := &Runner{Agent: "/bin/agent", Prompt: "hi", Rounds: 3, Exec: func(ctx context.Context, s memcap.Spec) (memcap.Result, error) {
+		mode := ""
+		for i, a := range s.Args {
+			if a == "--mode" {
+				mode = s.Args[i+1]
+			}
+		}
+		order = append(order, mode)
+		v := speeds[mode][calls[mode]]
+		calls[mode]++
+		stats := fmt.Sprintf(`{"mode":%q,"prompt_tokens":4,"generated_tokens":2,"prompt_tok_per_sec":%v,"decode_tok_per_sec":%v}`, mode, 2*v, v)
+		return fakeAgent(stats, memcap.Result{PeakRSS: int64(v)})(ctx, s)
+	}}
+	rep, err := r.Run(t.Context(), Workload{Model: model, PromptTokens: 4, GenTokens: 2, Threads: 1}, []Config{
+		{Kind: KindRAM, Cap: memcap.NoLimit}, {Kind: KindSniper, Budget: 1 << 30, Cap: memcap.NoLimit},
+		{Kind: KindSniper, Budget: 2 << 30, Cap: 1 << 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(order, ","); got != "ram,sniper,ram,sniper,ram,sniper" {
+		t.Fatalf("runs in order %s, want round after round", got)
+	}
+	ram, sn := rep.Results[0], rep.Results[1]
+	if ram.DecodeTPS != 6 || ram.PrefillTPS != 12 || ram.PeakRSS != 6 || !slices.Equal(ram.DecodeRuns, []float64{3, 9, 6}) {
+		t.Fatalf("ram: decode %v prefill %v (runs %v), want the medians 6 and 12", ram.DecodeTPS, ram.PrefillTPS, ram.DecodeRuns)
+	}
+	if sn.DecodeTPS != 2 || sn.PrefillTPS != 4 || float64(sn.DecodeVsRAM) != 2.0/6 {
+		t.Fatalf("sniper: decode %v prefill %v ×ram %v", sn.DecodeTPS, sn.PrefillTPS, sn.DecodeVsRAM)
+	}
+	if m := rep.Results[2]; m.OK() || !strings.HasPrefix(m.Err, "skipped") {
+		t.Fatalf("unrunnable configuration: %+v", m)
+	}
+	var text strings.Builder
+	rep.WriteText(&text)
+	if !strings.Contains(text.String(), "6.00 (3.00–9.00)") || !strings.Contains(text.String(), "3 rounds") {
+		t.Fatalf("table lacks the median with its range:\n%s", text.String())
+	}
+	failedRound := Median([]Measurement{{DecodeTPS: 1}, failed(Config{}, errors.New("killed"))})
+	if failedRound.OK() {
+		t.Fatal("a configuration that failed in one round reported as fine")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -24,7 +25,7 @@ func (r *Report) rows() [][]string {
 			out = append(out, row)
 			continue
 		}
-		row = append(row, rate(m.PrefillTPS), rate(m.DecodeTPS), times(m.PrefillVsPeer), times(m.DecodeVsPeer),
+		row = append(row, rates(m.PrefillTPS, m.PrefillRuns), rates(m.DecodeTPS, m.DecodeRuns), times(m.PrefillVsPeer), times(m.DecodeVsPeer),
 			times(m.PrefillVsRAM), times(m.DecodeVsRAM), FormatSize(m.PeakRSS), FormatSize(m.PeakUsage), FormatSize(m.DiskRead))
 		if m.ReadPerToken.Missing() {
 			row = append(row, "—")
@@ -38,6 +39,14 @@ func (r *Report) rows() [][]string {
 }
 
 func rate(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+// rates is a median with the range of the rounds it came from, if there were several.
+func rates(v float64, runs []float64) string {
+	if len(runs) < 2 {
+		return rate(v)
+	}
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", v, slices.Min(runs), slices.Max(runs))
+}
 
 func times(v Num) string {
 	if v.Missing() {
@@ -66,6 +75,9 @@ func (r *Report) header() []string {
 	lines := []string{
 		fmt.Sprintf("model %s (%s), prompt %d tokens, %d generated, %d threads", w.Model, FormatSize(r.ModelSize), w.PromptTokens, w.GenTokens, w.Threads),
 		"machine: " + r.Machine.String(),
+	}
+	if r.Rounds > 1 {
+		lines = append(lines, fmt.Sprintf("%d rounds of every configuration: tok/s are medians (range in parentheses), the other columns the median-decode round's", r.Rounds))
 	}
 	if d := r.DiskBound; d != nil {
 		kind := "direct"

@@ -26,6 +26,10 @@ type Runner struct {
 	PeerWarmup  bool
 	// Cold drops the page cache before every configuration (needs root).
 	Cold bool
+	// Rounds runs the whole list of configurations this many times, one round after the other (so
+	// that a slow spell of the machine hits every configuration alike), and reports each
+	// configuration's median (0 or 1: once).
+	Rounds int
 	// Env for the children (nil: inherit).
 	Env []string
 	// Log receives progress lines and the children's stderr when Verbose.
@@ -79,27 +83,43 @@ func (r *Runner) Run(ctx context.Context, w Workload, configs []Config) (*Report
 			return nil, fmt.Errorf("bench: --cold: %w", err)
 		}
 	}
-	rep := &Report{Machine: ThisMachine(), Workload: w, ModelSize: st.Size(), Started: time.Now().UTC()}
-	for i, c := range configs {
-		if err := ctx.Err(); err != nil {
-			return rep, err
+	rep := &Report{Machine: ThisMachine(), Workload: w, ModelSize: st.Size(), Started: time.Now().UTC(), Rounds: max(r.Rounds, 1)}
+	runs := make([][]Measurement, len(configs))
+	for round := 1; round <= rep.Rounds; round++ {
+		for i, c := range configs {
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+			if round > 1 && len(runs[i]) > 0 && strings.HasPrefix(runs[i][0].Err, skippedPrefix) {
+				continue // nothing to measure again
+			}
+			prefix := ""
+			if rep.Rounds > 1 {
+				prefix = fmt.Sprintf("round %d/%d ", round, rep.Rounds)
+			}
+			r.logf("%s[%d/%d] %s, cap %s", prefix, i+1, len(configs), c.Name(), FormatSize(c.Cap))
+			m, err := r.one(ctx, w, c)
+			if err != nil {
+				return rep, err
+			}
+			if m.OK() {
+				r.logf("        prefill %.2f tok/s, decode %.2f tok/s, peak RSS %s, cgroup peak %s (%s)", m.PrefillTPS, m.DecodeTPS,
+					FormatSize(m.PeakRSS), FormatSize(m.PeakUsage), m.Wall.Round(time.Millisecond))
+			} else {
+				r.logf("        failed: %s", m.Err)
+			}
+			runs[i] = append(runs[i], m)
 		}
-		r.logf("[%d/%d] %s, cap %s", i+1, len(configs), c.Name(), FormatSize(c.Cap))
-		m, err := r.one(ctx, w, c)
-		if err != nil {
-			return rep, err
-		}
-		if m.OK() {
-			r.logf("        prefill %.2f tok/s, decode %.2f tok/s, peak RSS %s, cgroup peak %s (%s)", m.PrefillTPS, m.DecodeTPS,
-				FormatSize(m.PeakRSS), FormatSize(m.PeakUsage), m.Wall.Round(time.Millisecond))
-		} else {
-			r.logf("        failed: %s", m.Err)
-		}
-		rep.Results = append(rep.Results, m)
+	}
+	for _, ms := range runs {
+		rep.Results = append(rep.Results, Median(ms))
 	}
 	rep.ComputeRatios()
 	return rep, nil
 }
+
+// skippedPrefix starts the error of a configuration that cannot run at all.
+const skippedPrefix = "skipped: "
 
 func (r *Runner) one(ctx context.Context, w Workload, c Config) (Measurement, error) {
 	if c.Cap >= 0 && (c.Kind == KindSniper || c.Kind == KindStream) && (c.Budget < 0 || c.Budget >= c.Cap) {
@@ -107,7 +127,7 @@ func (r *Runner) one(ctx context.Context, w Workload, c Config) (Measurement, er
 		if c.Budget < 0 {
 			budget = "unlimited"
 		}
-		return failed(c, fmt.Errorf("skipped: a cache budget of %s cannot fit under a cap of %s", budget, FormatSize(c.Cap))), nil
+		return failed(c, fmt.Errorf(skippedPrefix+"a cache budget of %s cannot fit under a cap of %s", budget, FormatSize(c.Cap))), nil
 	}
 	if r.Cold {
 		if err := r.dropCaches(); err != nil {

@@ -35,6 +35,7 @@ type benchOptions struct {
 	Markdown     bool
 	Cold         bool
 	Repetitions  int
+	Rounds       int
 	PeerWarmup   bool
 	Probe        time.Duration
 	LlamaBench   string
@@ -69,6 +70,7 @@ func benchCommand(streams *IOStreams) *cli.Command {
 			&cli.BoolFlag{Name: "markdown", Usage: "print the report as a markdown table", Destination: &o.Markdown},
 			&cli.BoolFlag{Name: "cold", Usage: "drop the whole page cache before every configuration (needs root; otherwise only the model file is evicted)", Destination: &o.Cold},
 			&cli.IntFlag{Name: "reps", Value: 1, Usage: "llama-bench repetitions", Destination: &o.Repetitions},
+			&cli.IntFlag{Name: "rounds", Value: 1, Usage: "run the whole list of configurations this many times, round after round, and report each one's median tok/s with the range (this machine's speed drifts: ratios from one round can mislead)", Destination: &o.Rounds},
 			&cli.BoolFlag{Name: "peer-warmup", Usage: "let llama-bench warm up first (our runs have no warmup, so off by default)", Destination: &o.PeerWarmup},
 			&cli.DurationFlag{Name: "probe", Value: 3 * time.Second, Usage: "duration of the direct-read disk probe (0: skip)", Destination: &o.Probe},
 			&cli.StringFlag{Name: "llama-bench", Usage: "llama-bench `PATH` (default: found on PATH)", Destination: &o.LlamaBench},
@@ -158,7 +160,10 @@ func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command 
 		return fmt.Errorf("bench runs every configuration under a memory cap: %w", err)
 	}
 
-	r := &bench.Runner{Repetitions: o.Repetitions, PeerWarmup: o.PeerWarmup, Cold: o.Cold,
+	if o.Rounds < 1 {
+		return usagef("bench --rounds: %d: at least 1", o.Rounds)
+	}
+	r := &bench.Runner{Repetitions: o.Repetitions, Rounds: o.Rounds, PeerWarmup: o.PeerWarmup, Cold: o.Cold,
 		Log: streams.ErrOut, Verbose: o.Verbose}
 	for _, k := range kinds {
 		if k == bench.KindPeer {
