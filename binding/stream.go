@@ -224,6 +224,13 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 	if so.Prefetch && mode == sniper.ModeExperts {
 		st.routers = sniper.NewRouters(idx.Layers)
 		st.predictInline = so.PredictInline
+		// Known before the first graph runs, so that a prompt's first micro-batch is read ahead too
+		// (the hook would otherwise learn layer N+1's router only when layer N+1 first runs).
+		for _, r := range ld.routers {
+			if r.layer < idx.Layers {
+				_ = setRouter(st.routers, r.layer, r.data, r.typ, r.ne0, r.ne1, r.nb1)
+			}
+		}
 	}
 	m.stream = st
 	owned := ld.owned
@@ -262,7 +269,20 @@ type tensorLoader struct {
 	err    error
 	// owned is C memory the loader gave tensors (slot-indexed expert scales), freed with the model.
 	owned []unsafe.Pointer
+	// routers are the layers' router weights as loaded (for the prefetcher).
+	routers []routerTensor
 }
+
+// routerTensor is one layer's router weight in the model's pinned memory.
+type routerTensor struct {
+	layer         int
+	data          unsafe.Pointer
+	typ           C.int
+	ne0, ne1, nb1 C.int64_t
+}
+
+// routerRE matches a layer's router (gating) weight.
+var routerRE = regexp.MustCompile(`^blk\.(\d+)\.ffn_gate_inp\.weight$`)
 
 //export goSetTensorData
 func goSetTensorData(handle C.uintptr_t, t *C.struct_ggml_tensor) {
@@ -327,6 +347,11 @@ func (ld *tensorLoader) fill(t *C.struct_ggml_tensor) error {
 		return fmt.Errorf("read tensor %s from %q at offset %d (%d bytes): %w", name, ld.path, off, size, err)
 	}
 	ld.pinned += size
+	if m := routerRE.FindStringSubmatch(name); m != nil {
+		layer, _ := strconv.Atoi(m[1])
+		ld.routers = append(ld.routers, routerTensor{layer: layer, data: t.data, typ: C.int(t._type),
+			ne0: C.int64_t(t.ne[0]), ne1: C.int64_t(t.ne[1]), nb1: C.int64_t(t.nb[1])})
+	}
 	return nil
 }
 

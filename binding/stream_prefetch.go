@@ -6,6 +6,7 @@ package binding
 import "C"
 
 import (
+	"fmt"
 	"runtime/cgo"
 	"unsafe"
 
@@ -37,21 +38,8 @@ func goHookRouterInput(handle C.uintptr_t, layer, k C.int, x unsafe.Pointer, xne
 		return
 	}
 	l := int(layer)
-	if !h.routers.Has(l) {
-		embd, experts := int(wne0), int(wne1)
-		var rows []float32
-		if wtype == C.GGML_TYPE_F32 && wnb1 == wne0*4 {
-			// The model's own pinned weights: no copy (the model outlives its contexts' prefetchers).
-			rows = unsafe.Slice((*float32)(w), embd*experts)
-		} else {
-			rows = make([]float32, embd*experts)
-			if C.es_rows_to_float(w, wtype, wne0, wne1, C.size_t(wnb1), (*C.float)(unsafe.Pointer(&rows[0]))) != 0 {
-				return
-			}
-		}
-		if h.routers.Set(l, embd, experts, rows) != nil {
-			return
-		}
+	if !h.routers.Has(l) && setRouter(h.routers, l, w, wtype, wne0, wne1, wnb1) != nil {
+		return
 	}
 	// A prompt's micro-batch: predict from up to maxPredictTokens of its tokens, evenly spaced (the
 	// union of their experts; routing of neighbouring tokens overlaps much, and each token costs a
@@ -67,6 +55,26 @@ func goHookRouterInput(handle C.uintptr_t, layer, k C.int, x unsafe.Pointer, xne
 		copy(buf[r*embd:(r+1)*embd], unsafe.Slice((*float32)(unsafe.Add(x, uintptr(tok*int64(xnb1)))), embd))
 	}
 	h.pf.PredictBatch(l+1, buf, rows, int(k))
+}
+
+// setRouter records layer's router weight w (wne1 rows of wne0 values, nb1 bytes apart, of ggml
+// type wtype) as float32: the model's own pinned memory when it is F32, a converted copy otherwise.
+func setRouter(routers *sniper.Routers, layer int, w unsafe.Pointer, wtype C.int, wne0, wne1, wnb1 C.int64_t) error {
+	embd, experts := int(wne0), int(wne1)
+	if embd <= 0 || experts <= 0 || w == nil {
+		return fmt.Errorf("router of layer %d: shape [%d,%d]", layer, embd, experts)
+	}
+	var rows []float32
+	if wtype == C.GGML_TYPE_F32 && wnb1 == wne0*4 {
+		// The model's own pinned weights: no copy (the model outlives its contexts' prefetchers).
+		rows = unsafe.Slice((*float32)(w), embd*experts)
+	} else {
+		rows = make([]float32, embd*experts)
+		if C.es_rows_to_float(w, wtype, wne0, wne1, C.size_t(wnb1), (*C.float)(unsafe.Pointer(&rows[0]))) != 0 {
+			return fmt.Errorf("router of layer %d: cannot convert type %d to float", layer, int(wtype))
+		}
+	}
+	return routers.Set(layer, embd, experts, rows)
 }
 
 // maxPredictTokens bounds the tokens of a micro-batch the prefetcher predicts from.

@@ -50,3 +50,20 @@ func TestPrefetchIsBitExactAndPredicts(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutersAreKnownAtLoad: every layer's router is known before the first graph runs, so the
+// prompt's first micro-batch is read ahead too (learning them in the hook would leave layer N+1
+// unknown while layer N of the first graph runs).
+func TestRoutersAreKnownAtLoad(t *testing.T) {
+	m, err := LoadStreamed(context.Background(), tinyModelPath(t), StreamOptions{CacheBudget: sniper.Unlimited, Prefetch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	idx := m.Sniper().Index()
+	for l := 0; l < idx.Layers; l++ {
+		if len(idx.LayerTensors(l)) > 0 && !m.stream.routers.Has(l) {
+			t.Fatalf("router of layer %d unknown after load", l)
+		}
+	}
+}

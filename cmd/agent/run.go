@@ -132,19 +132,23 @@ type runStats struct {
 	RSSAfterPrompt   int64 `json:"rss_after_prompt"`
 	CacheAfterPrompt int64 `json:"cache_bytes_after_prompt"`
 
-	BytesRead        int64   `json:"bytes_read"`
-	BytesIssued      int64   `json:"bytes_issued"`
-	Reads            int64   `json:"reads"`
-	Hits             int64   `json:"hits"`
-	Misses           int64   `json:"misses"`
-	HitRate          float64 `json:"hit_rate"`
-	PeakCacheBytes   int64   `json:"peak_cache_bytes"`
-	ReadP50Micros    int64   `json:"read_p50_us"`
-	ReadP99Micros    int64   `json:"read_p99_us"`
-	PromptBytesRead  int64   `json:"prompt_bytes_read"`
-	DecodeBytesRead  int64   `json:"decode_bytes_read"`
-	DecodeEvals      int     `json:"decode_evals"`
-	DecodeBytesPerTk float64 `json:"decode_bytes_per_token"`
+	BytesRead       int64   `json:"bytes_read"`
+	BytesIssued     int64   `json:"bytes_issued"`
+	Reads           int64   `json:"reads"`
+	Hits            int64   `json:"hits"`
+	Misses          int64   `json:"misses"`
+	HitRate         float64 `json:"hit_rate"`
+	PeakCacheBytes  int64   `json:"peak_cache_bytes"`
+	ReadP50Micros   int64   `json:"read_p50_us"`
+	ReadP99Micros   int64   `json:"read_p99_us"`
+	PromptBytesRead int64   `json:"prompt_bytes_read"`
+	// PromptHookMs is the time the prompt spent blocked in the router hook, PromptPrefetchReads
+	// the experts read ahead while it ran.
+	PromptHookMs        float64 `json:"prompt_hook_ms"`
+	PromptPrefetchReads int64   `json:"prompt_prefetch_reads"`
+	DecodeBytesRead     int64   `json:"decode_bytes_read"`
+	DecodeEvals         int     `json:"decode_evals"`
+	DecodeBytesPerTk    float64 `json:"decode_bytes_per_token"`
 	// MissedExpertBytes is the sum of the index's sizes of every missed expert (computed from the
 	// per-layer miss counts, independently of the sniper's byte counter).
 	MissedExpertBytes int64 `json:"missed_expert_bytes"`
@@ -471,6 +475,7 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 		rs.Hits, rs.Misses, rs.HitRate, rs.PeakCacheBytes = st.Hits, st.Misses, st.HitRate(), st.PeakCacheBytes
 		rs.ReadP50Micros, rs.ReadP99Micros = st.ReadP50.Microseconds(), st.ReadP99.Microseconds()
 		rs.PromptBytesRead = atPrompt.BytesRead
+		rs.PromptHookMs, rs.PromptPrefetchReads = float64(atPrompt.EnsureTime)/1e6, atPrompt.PrefetchReads
 		rs.PromptHits, rs.PromptMisses = atPrompt.Hits, atPrompt.Misses
 		rs.DecodeBytesRead = st.BytesRead - atPrompt.BytesRead
 		rs.DecodeBytesIssued = st.BytesIssued - atPrompt.BytesIssued
@@ -512,8 +517,8 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 			rs.Reads, sizeString(rs.BytesRead), sizeString(rs.BytesIssued), rs.Hits, rs.Misses, rs.ReadP50Micros, rs.ReadP99Micros)
 		fmt.Fprintf(streams.ErrOut, "  RSS: %s before load, %s loaded, %s with the context, %s after the prompt (%s of experts held)\n",
 			sizeString(rs.RSSBeforeLoad), sizeString(rs.RSSAfterLoad), sizeString(rs.RSSAfterContext), sizeString(rs.RSSAfterPrompt), sizeString(rs.CacheAfterPrompt))
-		fmt.Fprintf(streams.ErrOut, "  prompt read %s; decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",
-			sizeString(rs.PromptBytesRead), sizeString(rs.DecodeBytesRead), rs.DecodeEvals, rs.DecodeBytesIssued, rs.DecodeIOReadBytes)
+		fmt.Fprintf(streams.ErrOut, "  prompt read %s (blocked in the router hook %.0f ms, %d experts read ahead); decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",
+			sizeString(rs.PromptBytesRead), rs.PromptHookMs, rs.PromptPrefetchReads, sizeString(rs.DecodeBytesRead), rs.DecodeEvals, rs.DecodeBytesIssued, rs.DecodeIOReadBytes)
 		fmt.Fprintf(streams.ErrOut, "  decode blocked in the router hook %.0f ms (%.1f ms per token; %.0f ms reading, %.0f ms waiting for the lock); expert memory reused %d times, released %d times\n",
 			rs.DecodeHookMs, rs.DecodeHookMsPerToken, rs.DecodeReadMs, rs.DecodeLockWaitMs, rs.Recycled, rs.Released)
 		if o.Prefetch {
