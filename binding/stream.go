@@ -50,6 +50,9 @@ type StreamOptions struct {
 	// Policy names the cache's eviction policy (sniper.NewPolicy: "lru", "lfu"; "" is
 	// sniper.DefaultPolicy).
 	Policy string
+	// Contexts is how many contexts may decode at once (0: 1): with a small cache each may need
+	// overflow slots for a layer's working set (sniper.Options.Contexts).
+	Contexts int
 }
 
 // streamState is what a streamed Model owns besides llama_model: the sniper and the gguf context.
@@ -133,7 +136,7 @@ func LoadStreamed(ctx context.Context, path string, so StreamOptions, opts ...Mo
 	if err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}
-	sn, err := sniper.Open(idx, sniper.Options{FS: so.FS, Readers: so.Readers, CacheBudget: so.CacheBudget, NoRecycle: so.NoRecycle, Policy: pol})
+	sn, err := sniper.Open(idx, sniper.Options{FS: so.FS, Readers: so.Readers, CacheBudget: so.CacheBudget, NoRecycle: so.NoRecycle, Policy: pol, Contexts: so.Contexts})
 	if err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}

@@ -2,6 +2,7 @@ package sniper
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -34,11 +35,13 @@ import (
 // than a small budget holds); an overflow slot's pages are released as soon as its expert is unpinned,
 // so the budget holds between Ensures.
 
-// overflowSets is how many whole layers' worth of working sets the overflow slots can hold at once:
-// one per context decoding at the same time when every slot of the cache is pinned (a server's
-// slots with a small cache). Overflow costs only address space until used (and ne[2] of the expert
-// tensors); more concurrent working sets than this make an Ensure fail with errNoSlot.
-const overflowSets = 16
+// Overflow slots come in whole layers' worth of working sets: one per context that may decode at
+// once (Options.Contexts) plus one spare, for when every slot of the cache is pinned (a server's
+// contexts with a small cache). They cost address space until used, but also ne[2] of the expert
+// tensors, and llama.cpp's expert matmul does work per slot (it counts rows per expert and resets a
+// cache-line-sized counter per expert, whether chosen or not), so they are not made generous. More
+// concurrent working sets than this make an Ensure fail with errNoSlot.
+func overflowSetsFor(contexts int) int { return max(contexts, 1) + 1 }
 
 // slotClass is the slots of the layers whose streamed tensors look alike.
 type slotClass struct {
@@ -71,7 +74,7 @@ func kindOf(name string) string {
 
 // planSlots groups the layers of idx into classes and gives each its share of budget (bytes of
 // experts, or Unlimited) in slots.
-func planSlots(idx *Index, budget int64) ([]*slotClass, []*slotClass) {
+func planSlots(idx *Index, budget int64, overflowSets int) ([]*slotClass, []*slotClass) {
 	var classes []*slotClass
 	bySig := map[string]*slotClass{}
 	classOf := make([]*slotClass, idx.Layers)
@@ -206,7 +209,7 @@ func (s *Sniper) takeSlot(layer int, allowOverflow bool, spare func(Key) bool) (
 		slot = c.freeOver[len(c.freeOver)-1]
 		c.freeOver = c.freeOver[:len(c.freeOver)-1]
 	default:
-		return -1, errNoSlot
+		return -1, fmt.Errorf("%w (%d layers' worth of overflow slots)", errNoSlot, (c.n-c.regular)/max(s.idx.Experts, 1))
 	}
 	if c.written[slot] {
 		s.rec.recycled++
@@ -215,7 +218,7 @@ func (s *Sniper) takeSlot(layer int, allowOverflow bool, spare func(Key) bool) (
 }
 
 // errNoSlot: every slot holds an expert some working set needs.
-var errNoSlot = fmt.Errorf("every expert slot is held by a working set (more contexts decoding at once than the cache allows; %d layers' worth of overflow)", overflowSets)
+var errNoSlot = errors.New("every expert slot is held by a working set: more contexts decoding at once than the sniper was opened for (Options.Contexts) with a cache this small")
 
 // freeSlot returns slot to its class; overflow slots (and every slot when recycling is off) give
 // their pages back so that the budget holds. Called with s.mu held.

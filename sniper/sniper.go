@@ -29,6 +29,9 @@ type Options struct {
 	// expert read (a slot in sniper mode, slots.go; pages moved under it in stream mode, recycle.go);
 	// for measuring what recycling buys.
 	NoRecycle bool
+	// Contexts is how many users (llama.cpp contexts, each with its Pin) may decode at once (0: 1).
+	// In sniper mode it sizes the overflow slots that hold working sets beyond the cache.
+	Contexts int
 }
 
 // boundTensor is a streamed tensor llama.cpp has allocated, with the memory the sniper gave it.
@@ -114,7 +117,7 @@ func Open(idx *Index, opts Options) (*Sniper, error) {
 		rec: newRecycler(!opts.NoRecycle), prefetched: map[Key]bool{}, releaseEvicted: opts.NoRecycle,
 	}
 	if idx.Mode == ModeExperts {
-		s.classes, s.classOf = planSlots(idx, opts.CacheBudget)
+		s.classes, s.classOf = planSlots(idx, opts.CacheBudget, overflowSetsFor(opts.Contexts))
 		s.slotOf = map[Key]int32{}
 	}
 	s.stats.CacheBudget = opts.CacheBudget

@@ -656,17 +656,23 @@ func TestWarmReadsEveryExpertOnceAndRefusesASmallCache(t *testing.T) {
 func TestManyContextsHoldWorkingSetsBeyondTheCache(t *testing.T) {
 	const per = 5000
 	m := newFakeModel(t, t.TempDir(), 8, 4, per, false)
-	s, mem := boundSniper(t, m, sniper.ModeExperts, false, sniper.Options{})
+	s, mem := boundSniper(t, m, sniper.ModeExperts, false, sniper.Options{Contexts: 6})
 	ctx := context.Background()
 	var pins []*sniper.Pin
-	for l := 0; l < 8; l++ {
+	// Opened for 6 contexts: overflow for 7 working sets (one spare); an eighth fails clearly.
+	for l := 0; l < 7; l++ {
 		p := s.NewPin()
 		pins = append(pins, p)
 		if err := p.Ensure(ctx, l, []int32{0, 1, 2, 3}); err != nil {
 			t.Fatalf("context %d: %v", l, err)
 		}
 	}
-	for l := 0; l < 8; l++ {
+	eighth := s.NewPin()
+	if err := eighth.Ensure(ctx, 7, []int32{0, 1, 2, 3}); err == nil || !strings.Contains(err.Error(), "more contexts decoding at once") {
+		t.Fatalf("an eighth working set with no cache: %v, want the overflow error", err)
+	}
+	eighth.Release()
+	for l := 0; l < 7; l++ {
 		for e := 0; e < 4; e++ {
 			checkExpert(t, m, mem, l, e, per)
 		}

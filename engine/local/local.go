@@ -102,7 +102,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 		}
 		m, err = binding.LoadModel(ctx, path, append(mopts, o.ModelOptions...)...)
 	case "sniper", "stream":
-		so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: o.CacheBudget, Prefetch: !o.NoPrefetch}
+		so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: o.CacheBudget, Prefetch: !o.NoPrefetch, Contexts: o.Slots}
 		if mode == "stream" {
 			so.Mode = sniper.ModeDense
 			so.Prefetch = false // prefetch predicts experts; dense layers have none
