@@ -145,20 +145,7 @@ func (p *Pool) readGathered(ctx context.Context, r ReadRequest) error {
 			at += sg.Len
 		}
 	}
-	if r.Offset < 0 || r.Offset+int64(total) > p.file.Size() {
-		return &ReadError{Path: p.file.Path(), Offset: r.Offset, Len: total,
-			Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", r.Offset+int64(total), p.file.Size())}
-	}
-	start := time.Now()
-	err := ReadVector(ctx, p.file, bufs, r.Offset)
-	p.lat.add(time.Since(start))
-	p.reads.Add(1)
-	p.issued.Add(int64(total))
-	if err != nil {
-		var re *ReadError
-		if !errors.As(err, &re) {
-			err = &ReadError{Path: p.file.Path(), Offset: r.Offset, Len: total, Err: err}
-		}
+	if err := p.readRange(ctx, bufs, r.Offset, total); err != nil {
 		return err
 	}
 	for i, sg := range r.Segs {
@@ -189,19 +176,30 @@ func (p *Pool) putBuf(b []byte) {
 }
 
 func (p *Pool) readInto(ctx context.Context, r ReadRequest) error {
-	if r.Offset < 0 || r.Offset+int64(len(r.Dst)) > p.file.Size() {
-		return &ReadError{Path: p.file.Path(), Offset: r.Offset, Len: len(r.Dst),
-			Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", r.Offset+int64(len(r.Dst)), p.file.Size())}
+	return p.readRange(ctx, [][]byte{r.Dst}, r.Offset, len(r.Dst))
+}
+
+// readRange fills bufs (total bytes in all) with the file's bytes from off on, as one request, and
+// counts it.
+func (p *Pool) readRange(ctx context.Context, bufs [][]byte, off int64, total int) error {
+	if off < 0 || off+int64(total) > p.file.Size() {
+		return &ReadError{Path: p.file.Path(), Offset: off, Len: total,
+			Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", off+int64(total), p.file.Size())}
 	}
 	start := time.Now()
-	err := p.file.ReadAt(ctx, r.Dst, r.Offset)
+	var err error
+	if len(bufs) == 1 {
+		err = p.file.ReadAt(ctx, bufs[0], off)
+	} else {
+		err = ReadVector(ctx, p.file, bufs, off)
+	}
 	p.lat.add(time.Since(start))
 	p.reads.Add(1)
-	p.issued.Add(int64(len(r.Dst)))
+	p.issued.Add(int64(total))
 	if err != nil {
 		var re *ReadError
 		if !errors.As(err, &re) {
-			err = &ReadError{Path: p.file.Path(), Offset: r.Offset, Len: len(r.Dst), Err: err}
+			err = &ReadError{Path: p.file.Path(), Offset: off, Len: total, Err: err}
 		}
 		return err
 	}
