@@ -165,12 +165,6 @@ func (c *slotClass) memory(kind string) (*region, error) {
 	return r, nil
 }
 
-// slotMemory is slot s's bytes of bound tensor t (of this class).
-func (c *slotClass) slotMemory(t *boundTensor, s int32) []byte {
-	kind := kindOf(t.Name)
-	return c.mem[kind].slice(t.slotLead+int64(s)*c.stride[kind], c.bytes[kind])
-}
-
 // release gives slot s's pages back to the system (the next write faults fresh ones).
 func (c *slotClass) release(s int32) error {
 	var err error

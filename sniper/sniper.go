@@ -514,14 +514,6 @@ func (s *Sniper) readRequests(layer int, experts []int) ([]ReadRequest, error) {
 	return reqs, nil
 }
 
-// bounceRead reads file bytes [start, end) into a pool buffer and copies those from off on into to.
-func bounceRead(start, end, off int64, to []byte) ReadRequest {
-	skip := off - start
-	return ReadRequest{Offset: start, Len: int(end - start), Then: func(b []byte) {
-		copy(to, b[skip:skip+int64(len(to))])
-	}}
-}
-
 // Resident reports whether expert e of layer is resident.
 func (s *Sniper) Resident(layer, e int) bool {
 	s.mu.Lock()
