@@ -37,8 +37,11 @@ type VectorReader interface {
 }
 
 // ReadVector fills bufs, in order, with f's bytes from off on: in one request where f is a
-// VectorReader, else with one ReadAt per buffer.
+// VectorReader (or there is one buffer), else with one ReadAt per buffer.
 func ReadVector(ctx context.Context, f File, bufs [][]byte, off int64) error {
+	if len(bufs) == 1 {
+		return f.ReadAt(ctx, bufs[0], off)
+	}
 	if v, ok := f.(VectorReader); ok {
 		return v.ReadvAt(ctx, bufs, off)
 	}

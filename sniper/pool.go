@@ -187,12 +187,7 @@ func (p *Pool) readRange(ctx context.Context, bufs [][]byte, off int64, total in
 			Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", off+int64(total), p.file.Size())}
 	}
 	start := time.Now()
-	var err error
-	if len(bufs) == 1 {
-		err = p.file.ReadAt(ctx, bufs[0], off)
-	} else {
-		err = ReadVector(ctx, p.file, bufs, off)
-	}
+	err := ReadVector(ctx, p.file, bufs, off)
 	p.lat.add(time.Since(start))
 	p.reads.Add(1)
 	p.issued.Add(int64(total))

@@ -231,9 +231,6 @@ func (f *file) ReadvAt(ctx context.Context, bufs [][]byte, off int64) error {
 		}
 		return &sniper.ReadError{Path: f.Path(), Offset: off, Len: total, Err: errShort}
 	}
-	if len(bufs) == 1 {
-		return f.File.ReadAt(ctx, bufs[0], off)
-	}
 	return sniper.ReadVector(ctx, f.File, bufs, off)
 }
 
