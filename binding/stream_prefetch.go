@@ -41,6 +41,9 @@ func goHookRouterInput(handle C.uintptr_t, layer, k C.int, x unsafe.Pointer, xne
 	if !h.routers.Has(l) && setRouter(h.routers, l, w, wtype, wne0, wne1, wnb1) != nil {
 		return
 	}
+	if !h.pf.Wanted(l + 1) {
+		return // nothing to read for the next layer: spare the copy and the prediction
+	}
 	// A prompt's micro-batch: predict from up to maxPredictTokens of its tokens, evenly spaced (the
 	// union of their experts; routing of neighbouring tokens overlaps much, and each token costs a
 	// matrix-vector product in Go).

@@ -215,7 +215,7 @@ func (p *Prefetcher) Predict(layer int, x []float32, k int) { p.PredictBatch(lay
 // PredictBatch is Predict for several tokens at once (a prompt's micro-batch): x holds rows hidden
 // states one after the other, and the union of their predicted experts is read.
 func (p *Prefetcher) PredictBatch(layer int, x []float32, rows, k int) {
-	if !p.routers.Has(layer) || rows <= 0 || len(x)%rows != 0 {
+	if rows <= 0 || len(x)%rows != 0 || !p.Wanted(layer) {
 		return
 	}
 	if p.calls++; p.idle.Load() >= idleAfter && p.calls%idleSample != 0 {
@@ -244,6 +244,19 @@ func (p *Prefetcher) PredictBatch(layer int, x []float32, rows, k int) {
 		default:
 		}
 	}
+}
+
+// Wanted reports whether a prediction for layer could read anything: its router is known and some
+// of its experts are not resident. When the cache holds a whole layer (an unlimited cache, warmed),
+// predicting it would only cost the compute threads a matrix-vector product per token; callers check
+// this before gathering the hidden state.
+func (p *Prefetcher) Wanted(layer int) bool {
+	if !p.routers.Has(layer) {
+		return false
+	}
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	return layer >= 0 && layer < len(p.s.residentIn) && p.s.residentIn[layer] < p.s.idx.Experts
 }
 
 // Close stops the prefetcher and waits for its goroutine; reads in flight finish first.
@@ -404,7 +417,7 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 	}
 	for i, e := range missing {
 		k := Key{layer, e}
-		s.resident[k] = per
+		s.setResident(k, per)
 		s.slotOf[k] = slots[i]
 		s.prefetched[k] = true
 		s.policy.Touched(k)

@@ -265,3 +265,55 @@ func TestPrefetcherPredictsRarelyWhileEverythingIsResident(t *testing.T) {
 		t.Fatalf("%d of 16 calls predicted while everything was resident, want 2 (one in 8)", got)
 	}
 }
+
+// TestPrefetcherSkipsLayersHeldWhole: once every expert of a layer is resident (an unlimited cache,
+// warmed), predicting that layer could read nothing, so it is not predicted at all; a layer with
+// experts missing still is.
+func TestPrefetcherSkipsLayersHeldWhole(t *testing.T) {
+	const per = 4096
+	m := newFakeModel(t, t.TempDir(), 3, 8, per, false)
+	s, _ := boundSniper(t, m, sniper.ModeExperts, false, sniper.Options{CacheBudget: sniper.Unlimited})
+	r := sniper.NewRouters(3)
+	for l := 1; l < 3; l++ {
+		if err := r.Set(l, 4, 8, routerFor()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pf := s.NewPrefetcher(r)
+	defer pf.Close()
+	pf.PredictInline(true)
+	ctx := context.Background()
+	if !pf.Wanted(1) || pf.Wanted(0) {
+		t.Fatalf("empty cache: layer 1 wanted %v (has a router), layer 0 %v (has none)", pf.Wanted(1), pf.Wanted(0))
+	}
+	all := []int32{0, 1, 2, 3, 4, 5, 6, 7}
+	if err := s.Ensure(ctx, 1, all); err != nil {
+		t.Fatal(err)
+	}
+	if pf.Wanted(1) || !pf.Wanted(2) {
+		t.Fatalf("layer 1 held whole: wanted %v; layer 2 empty: wanted %v", pf.Wanted(1), pf.Wanted(2))
+	}
+	before := s.Stats().Predicted
+	for i := 0; i < 4; i++ {
+		if err := s.Ensure(ctx, 0, []int32{0}); err != nil {
+			t.Fatal(err)
+		}
+		pf.Predict(1, hidden, 2)
+		if err := s.Ensure(ctx, 1, []int32{5, 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.Stats().Predicted - before; got != 0 {
+		t.Fatalf("%d experts predicted for a layer held whole, want none", got)
+	}
+	if err := s.Ensure(ctx, 0, []int32{0}); err != nil {
+		t.Fatal(err)
+	}
+	pf.Predict(2, hidden, 2)
+	if err := s.Ensure(ctx, 2, []int32{5, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Stats().Predicted - before; got != 2 {
+		t.Fatalf("%d experts predicted for a layer with experts missing, want 2", got)
+	}
+}

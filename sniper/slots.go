@@ -75,6 +75,10 @@ func kindOf(name string) string {
 // planSlots groups the layers of idx into classes and gives each its share of budget (bytes of
 // experts, or Unlimited) in slots.
 func planSlots(idx *Index, budget int64, overflowSets int) ([]*slotClass, []*slotClass) {
+	// A budget that holds every expert never evicts: each layer gets a class of its own, of exactly
+	// its experts, and no overflow. llama.cpp's expert matmul then sees n_expert slots, as in RAM,
+	// rather than every layer's (10,240 for 40 layers of 256), and it does a little work per slot.
+	holdsAll := budget < 0 || budget >= expertBytesOf(idx)
 	var classes []*slotClass
 	bySig := map[string]*slotClass{}
 	classOf := make([]*slotClass, idx.Layers)
@@ -94,6 +98,9 @@ func planSlots(idx *Index, budget int64, overflowSets int) ([]*slotClass, []*slo
 		}
 		sort.Strings(kinds)
 		var sig strings.Builder
+		if holdsAll {
+			fmt.Fprintf(&sig, "layer %d;", l)
+		}
 		for _, k := range kinds {
 			fmt.Fprintf(&sig, "%s=%d;", k, bytes[k])
 		}
@@ -110,14 +117,11 @@ func planSlots(idx *Index, budget int64, overflowSets int) ([]*slotClass, []*slo
 		c.layers = append(c.layers, l)
 		classOf[l] = c
 	}
-	var total int64 // every expert of every layer, in bytes
-	for _, c := range classes {
-		total += int64(len(c.layers)*idx.Experts) * c.slotBytes
-	}
+	total := expertBytesOf(idx)
 	for _, c := range classes {
 		all := len(c.layers) * idx.Experts
 		switch {
-		case budget < 0 || budget >= total:
+		case holdsAll:
 			c.regular = all
 		case total > 0:
 			// The class's share of the budget in proportion to its share of the model's experts.
@@ -125,7 +129,10 @@ func planSlots(idx *Index, budget int64, overflowSets int) ([]*slotClass, []*slo
 			c.regular = min(all, int(share/float64(c.slotBytes)))
 		}
 		c.populate = budget >= 0
-		c.n = c.regular + overflowSets*idx.Experts
+		c.n = c.regular
+		if !holdsAll {
+			c.n += overflowSets * idx.Experts
+		}
 		c.written = make([]bool, c.n)
 		for s := c.regular - 1; s >= 0; s-- {
 			c.free = append(c.free, int32(s))
@@ -135,6 +142,20 @@ func planSlots(idx *Index, budget int64, overflowSets int) ([]*slotClass, []*slo
 		}
 	}
 	return classes, classOf
+}
+
+// expertBytesOf is the bytes of every expert of every layer as slots hold them (fused tensors
+// counted once, under their own name).
+func expertBytesOf(idx *Index) int64 {
+	var total int64
+	for l := 0; l < idx.Layers; l++ {
+		for _, t := range idx.LayerTensors(l) {
+			if t.FusedInto == "" {
+				total += int64(idx.Experts) * t.ExpertBytes
+			}
+		}
+	}
+	return total
 }
 
 // slotLead is where in a page tensor t's slots start: where its first part's bytes lie in their

@@ -68,6 +68,9 @@ type Sniper struct {
 	bound    map[string]*boundTensor
 	layers   [][]*boundTensor
 	resident map[Key]int64 // bytes charged per resident expert
+	// residentIn counts the resident experts of each layer (a layer with all of them resident needs
+	// no prediction).
+	residentIn []int
 	// pinned counts, per expert, the Pins whose working set holds it; pinned experts are never evicted.
 	pinned     map[Key]int
 	defaultPin *Pin
@@ -113,7 +116,7 @@ func Open(idx *Index, opts Options) (*Sniper, error) {
 	s := &Sniper{
 		idx: idx, file: f, pool: NewPool(f, opts.Readers), policy: pol, budget: opts.CacheBudget, stat: st,
 		bound: map[string]*boundTensor{}, layers: make([][]*boundTensor, idx.Layers),
-		resident: map[Key]int64{}, pinned: map[Key]int{}, seen: make([]bool, max(idx.Experts, 1)),
+		resident: map[Key]int64{}, residentIn: make([]int, idx.Layers), pinned: map[Key]int{}, seen: make([]bool, max(idx.Experts, 1)),
 		rec: newRecycler(!opts.NoRecycle), prefetched: map[Key]bool{}, releaseEvicted: opts.NoRecycle,
 	}
 	if idx.Mode == ModeExperts {
@@ -377,7 +380,7 @@ func (s *Sniper) admit(layer int, missing []int, slots []int32) {
 	per := s.expertBytes(layer)
 	for i, e := range missing {
 		k := Key{layer, e}
-		s.resident[k] = per
+		s.setResident(k, per)
 		if slots != nil {
 			s.slotOf[k] = slots[i]
 		}
@@ -443,6 +446,7 @@ func (s *Sniper) evict(k Key) error {
 		return nil
 	}
 	delete(s.resident, k)
+	s.residentIn[k.Layer]--
 	s.stats.CacheBytes -= n
 	s.stats.Evictions++
 	if s.prefetched[k] {
@@ -569,4 +573,12 @@ func (s *Sniper) Close() error {
 	}
 	errs = append(errs, s.file.Close())
 	return errors.Join(errs...)
+}
+
+// setResident records expert k as resident, charged bytes. Called with s.mu held.
+func (s *Sniper) setResident(k Key, bytes int64) {
+	if _, ok := s.resident[k]; !ok {
+		s.residentIn[k.Layer]++
+	}
+	s.resident[k] = bytes
 }

@@ -626,6 +626,14 @@ func TestWarmReadsEveryExpertOnceAndRefusesASmallCache(t *testing.T) {
 		t.Fatalf("warming read %d bytes in %d misses, want %d in 12", st.BytesRead, st.Misses, 3*4*3*per)
 	}
 	s.ResetStats()
+	// A cache that holds everything gives each layer exactly its own experts' slots (llama.cpp's
+	// expert matmul works per slot), with no overflow; so does a finite budget of the whole size.
+	exact, _ := boundSniper(t, m, sniper.ModeExperts, true, sniper.Options{CacheBudget: 3 * 4 * 3 * per})
+	for l := 0; l < 3; l++ {
+		if s.Slots(l) != 4 || exact.Slots(l) != 4 {
+			t.Fatalf("layer %d: %d slots with an unlimited cache, %d with one of the model's size; want 4", l, s.Slots(l), exact.Slots(l))
+		}
+	}
 	for l := 0; l < 3; l++ {
 		for e := 0; e < 4; e++ {
 			if !s.Resident(l, e) {
@@ -647,6 +655,9 @@ func TestWarmReadsEveryExpertOnceAndRefusesASmallCache(t *testing.T) {
 	small, _ := boundSniper(t, m, sniper.ModeExperts, true, sniper.Options{CacheBudget: 5 * 3 * per})
 	if err := small.Warm(context.Background()); !errors.Is(err, sniper.ErrWarmTooSmall) {
 		t.Fatalf("Warm with a cache of 5 of 12 experts: %v", err)
+	}
+	if small.Slots(0) <= 4 {
+		t.Fatalf("a cache of 5 of 12 experts has %d slots per layer: no room for a working set beyond it", small.Slots(0))
 	}
 }
 
