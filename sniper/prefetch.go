@@ -118,6 +118,32 @@ type aheadState struct {
 	// closed when the read is over.
 	loading  map[Key]chan struct{}
 	inflight sync.WaitGroup
+	// rankSeen[r] and rankHit[r] tally one-token predictions with an r-th surest expert and those
+	// the router then chose, over the sniper's life (Stats has the same, but may be reset).
+	rankSeen, rankHit [PredictionRanks]int64
+}
+
+// A one-token prediction's r-th surest expert is read ahead only while the predictions of rank r
+// have been right at least minRankPrecision of the time (once minRankSamples were scored). When
+// decode is bound by the disk, as it is without many cache hits, a wrong guess costs the bytes of a
+// whole expert and a right one only saves waiting for a read that has to happen anyway: measured on
+// the uniform 35B-shaped model with a 2 GiB cache, precision by rank is 96 92 87 81 73 63 52 46%,
+// and reading the top 4 or 5 decoded 5-10% faster than all 8 (11% fewer bytes).
+const (
+	minRankPrecision = 0.7
+	minRankSamples   = 64
+)
+
+// worthReading is the prefix of a one-token prediction (surest first) worth reading ahead. Called
+// with s.mu held.
+func (s *Sniper) worthReading(ids []int) []int {
+	for r := range min(len(ids), PredictionRanks) {
+		seen, hit := s.ahead.rankSeen[r], s.ahead.rankHit[r]
+		if seen >= minRankSamples && float64(hit) < minRankPrecision*float64(seen) {
+			return ids[:r]
+		}
+	}
+	return ids
 }
 
 // scorePrediction compares the router's actual choice (s.union) at layer with the prediction made
@@ -142,8 +168,10 @@ func (s *Sniper) scorePrediction(layer int) {
 	if p.oneToken {
 		for r, e := range p.ids[:min(len(p.ids), PredictionRanks)] {
 			s.stats.RankPredicted[r]++
+			s.ahead.rankSeen[r]++
 			if slices.Contains(s.union, e) {
 				s.stats.RankChosen[r]++
+				s.ahead.rankHit[r]++
 			}
 		}
 	}
@@ -282,6 +310,11 @@ func (p *Prefetcher) run() {
 			if ids == nil || !p.s.notePrediction(job, ids) {
 				continue
 			}
+		}
+		if job.rows == 1 {
+			p.s.mu.Lock()
+			ids = p.s.worthReading(ids)
+			p.s.mu.Unlock()
 		}
 		if p.s.countMissing(job.layer, ids) == 0 {
 			p.idle.Add(1)

@@ -52,3 +52,34 @@ func TestSlotReuseDoesNotNeedPageMoving(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlyPreciseRanksAreReadAhead: a rank of one-token predictions is read ahead until it has been
+// scored minRankSamples times, then only while it is right minRankPrecision of the time.
+func TestOnlyPreciseRanksAreReadAhead(t *testing.T) {
+	s := &Sniper{}
+	ids := []int{5, 2, 7}
+	score := func(chosen ...int) {
+		s.ahead.pred = map[int]prediction{1: {seq: s.ensureSeq, ids: ids, oneToken: true}}
+		s.union = chosen
+		s.scorePrediction(1)
+	}
+	for i := 0; i < minRankSamples-1; i++ {
+		score(5, 7) // rank 2 (expert 2) always wrong, rank 3 always right
+	}
+	if got := s.worthReading(ids); len(got) != 3 {
+		t.Fatalf("before %d samples: %v read ahead, want all of %v", minRankSamples, got, ids)
+	}
+	score(5, 7)
+	if got := s.worthReading(ids); len(got) != 1 || got[0] != 5 {
+		t.Fatalf("rank 2 never right: %v read ahead, want [5]", got)
+	}
+	for i := 0; i < 4*minRankSamples; i++ {
+		score(5, 2, 7) // rank 2 right from now on: 80% overall
+	}
+	if got := s.worthReading(ids); len(got) != 3 {
+		t.Fatalf("rank 2 right 80%% of the time: %v read ahead, want all of %v", got, ids)
+	}
+	if s.stats.RankPredicted[1] != 5*minRankSamples || s.stats.RankChosen[1] != 4*minRankSamples {
+		t.Fatalf("stats by rank: %d predicted, %d chosen", s.stats.RankPredicted[1], s.stats.RankChosen[1])
+	}
+}
