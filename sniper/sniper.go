@@ -74,6 +74,7 @@ type Sniper struct {
 	// pinned counts, per expert, the Pins whose working set holds it; pinned experts are never evicted.
 	pinned     map[Key]int
 	defaultPin *Pin
+	hot        []*Pin // the hottest experts, pinned for good (PinHot)
 	stats      Stats
 	union      []int
 	seen       []bool

@@ -52,6 +52,9 @@ type runOptions struct {
 	Policy              string
 	// Warm reads every expert into the cache before the prompt (sniper.Sniper.Warm).
 	Warm bool
+	// PinHot pins up to this size of the hottest experts in HotFrom (an earlier run's --stats-json)
+	// in the cache for good (sniper.Sniper.PinHot).
+	PinHot, HotFrom string
 
 	// fs opens the model file for streaming; tests inject faults (nil: direct I/O).
 	fs sniper.FS
@@ -88,6 +91,8 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "policy", Value: sniper.DefaultPolicy, Usage: "sniper: expert cache eviction policy, lfu or lru", EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
 			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
 			&cli.BoolFlag{Name: "warm", Usage: "sniper: read every expert into the cache before the prompt (needs a cache that holds them all, e.g. --cache unlimited; measures the hook's own cost against --mode ram)", Destination: &o.Warm},
+			&cli.StringFlag{Name: "pin-hot", Usage: "sniper: hold up to `SIZE` (at most half the cache) of the most used experts of --hot-from in the cache for good, read before the prompt", Destination: &o.PinHot},
+			&cli.StringFlag{Name: "hot-from", Usage: "sniper: the statistics of an earlier run (its --stats-json `FILE`) that say which experts --pin-hot holds", Destination: &o.HotFrom},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines", Destination: &o.Quiet},
 			&cli.StringFlag{Name: "doc", Usage: "answer the prompt (a question) about document `FILE` (- = stdin), read in pages when it is longer than the context", Destination: &o.Doc},
 			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens for --doc (0: the model's)", Destination: &o.DocCtx},
@@ -160,6 +165,11 @@ type runStats struct {
 	// PromptHits and PromptMisses are the cache lookups of prefill (the rest are decode's).
 	PromptHits   int64 `json:"prompt_hits"`
 	PromptMisses int64 `json:"prompt_misses"`
+	// ExpertActivations[l][e] counts how often layer l's router chose expert e (sniper mode): what
+	// --hot-from reads.
+	ExpertActivations [][]int64 `json:"expert_activations,omitempty"`
+	// HotPinned is how many experts --pin-hot holds in the cache.
+	HotPinned int `json:"hot_pinned_experts"`
 
 	// DecodeHookMs is the time decode spent blocked in the router hook (making experts resident),
 	// DecodeReadMs the part of it spent reading; per token in the _per_token fields.
@@ -282,6 +292,12 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		status("warmed the expert cache: %s read in %.2fs", bytesize.Format(sn.Stats().BytesRead), time.Since(warmStart).Seconds())
 		sn.ResetStats()
 	}
+	hotPinned := 0
+	if o.PinHot != "" || o.HotFrom != "" {
+		if hotPinned, err = pinHot(ctx, m.Sniper(), mode, o, status); err != nil {
+			return err
+		}
+	}
 	rssAfterLoad := sniper.CurrentRSS()
 
 	toks, err := m.Tokenize(prompt, true, true)
@@ -354,6 +370,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		PromptPerSec: res.Timings.PromptPerSecond(), DecodePerSec: res.Timings.GeneratedPerSecond(),
 	}
 	rs.RSSAfterLoad, rs.RSSAfterContext, rs.RSSAfterPrompt, rs.CacheAfterPrompt = rssAfterLoad, rssAfterContext, rssAfterPrompt, atPrompt.CacheBytes
+	rs.HotPinned = hotPinned
 	rs.DecodeIOReadBytes = -1
 	if ioAtPrompt >= 0 {
 		if now := ioReadBytes(); now >= 0 {
@@ -490,6 +507,7 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 			rs.DecodeHookMsPerToken = rs.DecodeHookMs / float64(decodeEvals)
 		}
 		rs.Recycled, rs.Released = st.Recycled, st.Released
+		rs.ExpertActivations = st.ExpertActivations
 		rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, rs.PrefetchRecall = st.PrefetchReads, st.PrefetchHits, st.PrefetchWasted, st.Recall()
 		for r := 0; r < sniper.PredictionRanks && st.RankPredicted[r] > 0; r++ {
 			rs.PrefetchRankPrecision = append(rs.PrefetchRankPrecision, st.RankPrecision(r))
@@ -609,4 +627,41 @@ func (s *rssSampler) stop() (int64, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.peak, s.samples
+}
+
+// pinHot holds the hottest experts of o.HotFrom (an earlier run's --stats-json) in the cache, up to
+// o.PinHot bytes, and forgets the reads in the statistics.
+func pinHot(ctx context.Context, sn *sniper.Sniper, mode string, o *runOptions, status func(string, ...any)) (int, error) {
+	if o.PinHot == "" || o.HotFrom == "" {
+		return 0, usagef("--pin-hot and --hot-from go together")
+	}
+	if sn == nil || mode != "sniper" {
+		return 0, usagef("--pin-hot needs sniper mode (the model runs in %s mode)", mode)
+	}
+	size, err := plan.ParseSize(o.PinHot)
+	if err != nil || size <= 0 {
+		return 0, usagef("--pin-hot: want a size such as 1GiB, got %q", o.PinHot)
+	}
+	b, err := os.ReadFile(o.HotFrom)
+	if err != nil {
+		return 0, fmt.Errorf("--hot-from: %w", err)
+	}
+	var prev struct {
+		Activations [][]int64 `json:"expert_activations"`
+	}
+	if err := json.Unmarshal(b, &prev); err != nil {
+		return 0, fmt.Errorf("--hot-from %s: not run statistics: %w", o.HotFrom, err)
+	}
+	idx := sn.Index()
+	if len(prev.Activations) != idx.Layers {
+		return 0, fmt.Errorf("--hot-from %s: statistics of %d layers, the model has %d (another model's run?)", o.HotFrom, len(prev.Activations), idx.Layers)
+	}
+	start := time.Now()
+	n, bytes, err := sn.PinHot(ctx, sniper.HottestExperts(prev.Activations), size)
+	if err != nil {
+		return 0, err
+	}
+	status("pinned the %d most used experts of %s (%s) in %.2fs", n, o.HotFrom, bytesize.Format(bytes), time.Since(start).Seconds())
+	sn.ResetStats()
+	return n, nil
 }

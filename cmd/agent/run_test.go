@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -313,5 +314,35 @@ func TestRunBinary(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "hit rate") || !strings.Contains(stderr, "read latency") {
 		t.Fatalf("--stats output lacks the statistics:\n%s", stderr)
+	}
+}
+
+// TestRunPinsHotExperts: --pin-hot holds the experts an earlier run's --stats-json used most, the
+// results stay bit-exact, and bad combinations are usage errors.
+func TestRunPinsHotExperts(t *testing.T) {
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	want := ramReference(t, model, 2)
+	stats := filepath.Join(t.TempDir(), "first.json")
+	if _, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: "512KiB", Threads: 2, StatsJSON: stats}); err != nil {
+		t.Fatal(err)
+	}
+	second := filepath.Join(t.TempDir(), "second.json")
+	got, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: "512KiB", PinHot: "256KiB", HotFrom: stats, Threads: 2, StatsJSON: second})
+	if err != nil {
+		t.Fatalf("--pin-hot: %v", err)
+	}
+	if !bytes.Equal(got.logits, want.logits) {
+		t.Fatal("--pin-hot: logits differ from the in-RAM run")
+	}
+	var rs runStats
+	if b, err := os.ReadFile(second); err != nil || json.Unmarshal(b, &rs) != nil || rs.HotPinned == 0 {
+		t.Fatalf("--pin-hot pinned nothing (%v): %+v", err, rs.HotPinned)
+	}
+	var ue usageError
+	if _, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: "512KiB", PinHot: "256KiB", Threads: 2}); !errors.As(err, &ue) {
+		t.Fatalf("--pin-hot without --hot-from: %v, want a usage error", err)
+	}
+	if _, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: "512KiB", PinHot: "400KiB", HotFrom: stats, Threads: 2}); err == nil || !strings.Contains(err.Error(), "half the cache") {
+		t.Fatalf("--pin-hot above half the cache: %v", err)
 	}
 }
