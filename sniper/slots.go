@@ -78,7 +78,8 @@ func planSlots(idx *Index, budget int64, overflowSets int) ([]*slotClass, []*slo
 	// A budget that holds every expert never evicts: each layer gets a class of its own, of exactly
 	// its experts, and no overflow. llama.cpp's expert matmul then sees n_expert slots, as in RAM,
 	// rather than every layer's (10,240 for 40 layers of 256), and it does a little work per slot.
-	holdsAll := budget < 0 || budget >= expertBytesOf(idx)
+	total := expertBytesOf(idx)
+	holdsAll := budget < 0 || budget >= total
 	var classes []*slotClass
 	bySig := map[string]*slotClass{}
 	classOf := make([]*slotClass, idx.Layers)
@@ -117,7 +118,6 @@ func planSlots(idx *Index, budget int64, overflowSets int) ([]*slotClass, []*slo
 		c.layers = append(c.layers, l)
 		classOf[l] = c
 	}
-	total := expertBytesOf(idx)
 	for _, c := range classes {
 		all := len(c.layers) * idx.Experts
 		switch {
