@@ -293,26 +293,25 @@ func TestPrefetcherSkipsLayersHeldWhole(t *testing.T) {
 	if pf.Wanted(1) || !pf.Wanted(2) {
 		t.Fatalf("layer 1 held whole: wanted %v; layer 2 empty: wanted %v", pf.Wanted(1), pf.Wanted(2))
 	}
-	before := s.Stats().Predicted
-	for i := 0; i < 4; i++ {
+	// predictThenRun predicts layer after layer 0 ran, then runs layer with the predicted choice.
+	predictThenRun := func(layer int) {
+		t.Helper()
 		if err := s.Ensure(ctx, 0, []int32{0}); err != nil {
 			t.Fatal(err)
 		}
-		pf.Predict(1, hidden, 2)
-		if err := s.Ensure(ctx, 1, []int32{5, 2}); err != nil {
+		pf.Predict(layer, hidden, 2)
+		if err := s.Ensure(ctx, layer, []int32{5, 2}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	before := s.Stats().Predicted
+	for i := 0; i < 4; i++ {
+		predictThenRun(1)
 	}
 	if got := s.Stats().Predicted - before; got != 0 {
 		t.Fatalf("%d experts predicted for a layer held whole, want none", got)
 	}
-	if err := s.Ensure(ctx, 0, []int32{0}); err != nil {
-		t.Fatal(err)
-	}
-	pf.Predict(2, hidden, 2)
-	if err := s.Ensure(ctx, 2, []int32{5, 2}); err != nil {
-		t.Fatal(err)
-	}
+	predictThenRun(2)
 	if got := s.Stats().Predicted - before; got != 2 {
 		t.Fatalf("%d experts predicted for a layer with experts missing, want 2", got)
 	}
