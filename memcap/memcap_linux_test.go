@@ -118,8 +118,11 @@ func TestChildOverItsCapIsOOMKilled(t *testing.T) {
 	if res.Err() == nil || !strings.Contains(res.Err().Error(), "out of memory") {
 		t.Fatalf("Err() = %v, want an out-of-memory message", res.Err())
 	}
-	if res.PeakUsage > 64<<20 {
-		t.Fatalf("peak usage %d above the cap", res.PeakUsage)
+	// The kernel lets a task it has chosen to kill charge past the limit so that it can exit
+	// (memcg force-charges OOM victims); measured here once in many runs: one page over. Allow that,
+	// and no more than one charge batch (64 pages).
+	if res.PeakUsage > 64<<20+64*4096 {
+		t.Fatalf("peak usage %d above the cap by more than an OOM victim's forced charges", res.PeakUsage)
 	}
 	t.Logf("v%d, peak usage %s, peak RSS %s, oom kills %d", res.CgroupVersion, FormatBytes(res.PeakUsage), FormatBytes(res.PeakRSS), res.OOMKills)
 }
