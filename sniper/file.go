@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // File is a read-only model file. ReadAt returns all of p or an error: a short read is an error
@@ -35,6 +36,25 @@ type VectorReader interface {
 	// an error naming the file and range.
 	ReadvAt(ctx context.Context, bufs [][]byte, off int64) error
 }
+
+// VectorRead is one read of a batch: the file's bytes from Off on into Bufs, in order.
+type VectorRead struct {
+	Bufs [][]byte
+	Off  int64
+}
+
+// BatchReader is a File that keeps several reads in flight from one goroutine (Linux AIO), instead
+// of a thread blocked in each.
+type BatchReader interface {
+	// ReadBatch performs reads, at most depth at a time, and calls done(i, took) on the caller's
+	// goroutine as read i completes, took after it was submitted. It returns when none is in flight any more: nil when all were read, else
+	// the first error (reads not yet started are dropped). ErrNoBatch means that nothing was read
+	// because the platform refused (use ReadvAt).
+	ReadBatch(ctx context.Context, reads []VectorRead, depth int, done func(i int, took time.Duration)) error
+}
+
+// ErrNoBatch is returned by ReadBatch where batched reads are not available.
+var ErrNoBatch = errors.New("sniper: batched reads not available")
 
 // ReadVector fills bufs, in order, with f's bytes from off on: in one request where f is a
 // VectorReader (or there is one buffer), else with one ReadAt per buffer.

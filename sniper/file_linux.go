@@ -19,11 +19,13 @@ type directFile struct {
 	direct   *os.File
 	buffered *bufferedFile
 	align    int
+	aio      aioContexts
 }
 
 var (
 	_ File         = (*directFile)(nil)
 	_ VectorReader = (*directFile)(nil)
+	_ BatchReader  = (*directFile)(nil)
 )
 
 func openDirect(path string) (File, error) {
@@ -142,6 +144,7 @@ func (d *directFile) Fd() uintptr  { return d.direct.Fd() }
 func (d *directFile) Path() string { return d.buffered.path }
 
 func (d *directFile) Close() error {
+	d.aio.close()
 	return errors.Join(d.direct.Close(), d.buffered.Close())
 }
 

@@ -46,6 +46,7 @@ type Pool struct {
 	bufs    map[int][][]byte // free bounce buffers by size
 	closeMu sync.RWMutex
 	closed  bool
+	noBatch atomic.Bool // the file is a BatchReader that turned batches down
 }
 
 // NewPool reads f with up to readers parallel preads (DefaultReaders if readers <= 0).
@@ -66,6 +67,13 @@ func (p *Pool) Read(ctx context.Context, reqs []ReadRequest) error {
 	defer p.closeMu.RUnlock()
 	if p.closed {
 		return ErrClosed
+	}
+	if br, ok := p.file.(BatchReader); ok && !p.noBatch.Load() {
+		err := p.readBatch(ctx, br, reqs)
+		if !errors.Is(err, ErrNoBatch) {
+			return err
+		}
+		p.noBatch.Store(true)
 	}
 	if len(reqs) == 1 {
 		return p.readOne(ctx, reqs[0])
@@ -154,6 +162,77 @@ func (p *Pool) readGathered(ctx context.Context, r ReadRequest) error {
 		}
 	}
 	return nil
+}
+
+// readBatch performs reqs with one BatchReader batch of at most the pool's readers in flight.
+func (p *Pool) readBatch(ctx context.Context, br BatchReader, reqs []ReadRequest) error {
+	reads := make([]VectorRead, len(reqs))
+	var bounce [][]byte
+	defer func() {
+		for _, b := range bounce {
+			p.putBuf(b)
+		}
+	}()
+	for i, r := range reqs {
+		var bufs [][]byte
+		switch {
+		case r.Segs != nil:
+			bounced := 0
+			for _, sg := range r.Segs {
+				if sg.Dst == nil {
+					bounced += sg.Len
+				}
+			}
+			var buf []byte
+			if bounced > 0 {
+				buf = p.getBuf(bounced)
+				bounce = append(bounce, buf)
+			}
+			bufs = make([][]byte, len(r.Segs))
+			at := 0
+			for j, sg := range r.Segs {
+				if sg.Dst != nil {
+					bufs[j] = sg.Dst
+				} else {
+					bufs[j] = buf[at : at+sg.Len]
+					at += sg.Len
+				}
+			}
+		case r.Dst == nil:
+			buf := p.getBuf(r.Len)
+			bounce = append(bounce, buf)
+			bufs = [][]byte{buf}
+		default:
+			bufs = [][]byte{r.Dst}
+		}
+		total := 0
+		for _, b := range bufs {
+			total += len(b)
+		}
+		if r.Offset < 0 || r.Offset+int64(total) > p.file.Size() {
+			return &ReadError{Path: p.file.Path(), Offset: r.Offset, Len: total,
+				Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", r.Offset+int64(total), p.file.Size())}
+		}
+		reads[i] = VectorRead{Bufs: bufs, Off: r.Offset}
+	}
+	return br.ReadBatch(ctx, reads, cap(p.sem), func(i int, took time.Duration) {
+		p.lat.add(took)
+		p.reads.Add(1)
+		for _, b := range reads[i].Bufs {
+			p.issued.Add(int64(len(b)))
+		}
+		r := reqs[i]
+		switch {
+		case r.Segs != nil:
+			for j, sg := range r.Segs {
+				if sg.Dst == nil && sg.Then != nil {
+					sg.Then(reads[i].Bufs[j])
+				}
+			}
+		case r.Then != nil:
+			r.Then(reads[i].Bufs[0])
+		}
+	})
 }
 
 func (p *Pool) getBuf(n int) []byte {
