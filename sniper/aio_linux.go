@@ -197,9 +197,10 @@ func (b *aioBatch) submit(ctx context.Context, cbs []*iocb) {
 	for len(cbs) > 0 {
 		n, _, errno := unix.Syscall(unix.SYS_IO_SUBMIT, b.ctx, uintptr(len(cbs)), uintptr(unsafe.Pointer(&cbs[0])))
 		runtime.KeepAlive(cbs)
-		if errno == unix.EINTR || errno == unix.EAGAIN && n == 0 && b.inflight > 0 {
+		// (On an error the kernel submitted nothing.)
+		if errno == unix.EINTR || errno == unix.EAGAIN && b.inflight > 0 {
 			if errno == unix.EAGAIN {
-				b.reap(ctx)
+				b.reap(ctx) // out of kernel resources: wait for some of ours to complete
 			}
 			continue
 		}
