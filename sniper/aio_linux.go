@@ -170,15 +170,11 @@ func (b *aioBatch) run(ctx context.Context, depth int) error {
 // prepare builds the control block of read i, or reports that it cannot go direct.
 func (b *aioBatch) prepare(i int) (*iocb, bool) {
 	r := b.reads[i]
-	a := int64(b.d.align)
-	if r.Off%a != 0 || len(r.Bufs) == 0 || len(r.Bufs) > maxIovecs {
+	if len(r.Bufs) == 0 || len(r.Bufs) > maxIovecs || !b.d.aligned(r.Off, r.Bufs) {
 		return nil, false
 	}
 	iov := make([]unix.Iovec, len(r.Bufs))
 	for j, buf := range r.Bufs {
-		if len(buf) == 0 || int64(len(buf))%a != 0 || int64(uintptr(unsafe.Pointer(&buf[0])))%a != 0 {
-			return nil, false
-		}
 		iov[j].Base = &buf[0]
 		iov[j].SetLen(len(buf))
 	}
@@ -235,10 +231,7 @@ func (b *aioBatch) reap(ctx context.Context) {
 		b.inflight--
 		i := int(ev.data)
 		r := b.reads[i]
-		total := 0
-		for _, buf := range r.Bufs {
-			total += len(buf)
-		}
+		total := bufsLen(r.Bufs)
 		switch {
 		case ev.res < 0:
 			errno := syscall.Errno(-ev.res)

@@ -81,19 +81,26 @@ func (d *directFile) ReadAt(ctx context.Context, p []byte, off int64) error {
 // maxIovecs is the most buffers one preadv takes (Linux's IOV_MAX).
 const maxIovecs = 1024
 
+// aligned reports whether a read of bufs from off on can go direct: the offset and every buffer's
+// address and length are multiples of the file system's alignment.
+func (d *directFile) aligned(off int64, bufs [][]byte) bool {
+	a := int64(d.align)
+	if off%a != 0 {
+		return false
+	}
+	for _, b := range bufs {
+		if len(b) == 0 || int64(len(b))%a != 0 || int64(uintptr(unsafe.Pointer(&b[0])))%a != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // ReadvAt reads the range into bufs with preadv on the direct descriptor when the offset and every
 // buffer are aligned, else buffer by buffer as ReadAt does.
 func (d *directFile) ReadvAt(ctx context.Context, bufs [][]byte, off int64) error {
-	a := int64(d.align)
-	total := 0
-	aligned := off%a == 0
-	for _, b := range bufs {
-		total += len(b)
-		if len(b) == 0 || int64(len(b))%a != 0 || int64(uintptr(unsafe.Pointer(&b[0])))%a != 0 {
-			aligned = false
-		}
-	}
-	if !aligned {
+	total := bufsLen(bufs)
+	if !d.aligned(off, bufs) {
 		return readEach(ctx, d, bufs, off)
 	}
 	if err := preadvFull(ctx, int(d.direct.Fd()), bufs, off); err != nil {

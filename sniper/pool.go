@@ -110,128 +110,98 @@ func (p *Pool) Read(ctx context.Context, reqs []ReadRequest) error {
 }
 
 func (p *Pool) readOne(ctx context.Context, r ReadRequest) error {
-	if r.Segs != nil {
-		return p.readGathered(ctx, r)
+	bufs, bounce := p.requestBufs(r)
+	if bounce != nil {
+		defer p.putBuf(bounce)
 	}
-	if r.Dst == nil {
-		buf := p.getBuf(r.Len)
-		defer p.putBuf(buf)
-		r.Dst = buf
-	}
-	if err := p.readInto(ctx, r); err != nil {
+	if err := p.readRange(ctx, bufs, r.Offset, bufsLen(bufs)); err != nil {
 		return err
 	}
-	if r.Then != nil {
-		r.Then(r.Dst)
-	}
+	deliver(r, bufs)
 	return nil
 }
 
-// readGathered performs a request with segments: one bounce buffer holds every bounced segment.
-func (p *Pool) readGathered(ctx context.Context, r ReadRequest) error {
-	bounced, total := 0, 0
-	for _, sg := range r.Segs {
-		if sg.Dst == nil {
-			bounced += sg.Len
-			total += sg.Len
-		} else {
-			total += len(sg.Dst)
+// requestBufs lays out r's destinations as the buffers of one read: its Dst; a bounce buffer of Len
+// bytes; or, for segments, each one's Dst or its share of one bounce buffer that holds every bounced
+// segment. bounce is the pool's buffer to give back afterwards (nil if none).
+func (p *Pool) requestBufs(r ReadRequest) (bufs [][]byte, bounce []byte) {
+	switch {
+	case r.Segs != nil:
+		bounced := 0
+		for _, sg := range r.Segs {
+			if sg.Dst == nil {
+				bounced += sg.Len
+			}
 		}
-	}
-	var buf []byte
-	if bounced > 0 {
-		buf = p.getBuf(bounced)
-		defer p.putBuf(buf)
-	}
-	bufs := make([][]byte, len(r.Segs))
-	at := 0
-	for i, sg := range r.Segs {
-		if sg.Dst != nil {
-			bufs[i] = sg.Dst
-		} else {
-			bufs[i] = buf[at : at+sg.Len]
-			at += sg.Len
+		if bounced > 0 {
+			bounce = p.getBuf(bounced)
 		}
-	}
-	if err := p.readRange(ctx, bufs, r.Offset, total); err != nil {
-		return err
-	}
-	for i, sg := range r.Segs {
-		if sg.Dst == nil && sg.Then != nil {
-			sg.Then(bufs[i])
+		bufs = make([][]byte, len(r.Segs))
+		at := 0
+		for i, sg := range r.Segs {
+			if sg.Dst != nil {
+				bufs[i] = sg.Dst
+			} else {
+				bufs[i] = bounce[at : at+sg.Len]
+				at += sg.Len
+			}
 		}
+		return bufs, bounce
+	case r.Dst == nil:
+		bounce = p.getBuf(r.Len)
+		return [][]byte{bounce}, bounce
+	default:
+		return [][]byte{r.Dst}, nil
 	}
-	return nil
+}
+
+// bufsLen is the bytes bufs hold.
+func bufsLen(bufs [][]byte) int {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	return n
+}
+
+// deliver hands what r read into bufs (laid out by requestBufs) to its Then functions.
+func deliver(r ReadRequest, bufs [][]byte) {
+	switch {
+	case r.Segs != nil:
+		for i, sg := range r.Segs {
+			if sg.Dst == nil && sg.Then != nil {
+				sg.Then(bufs[i])
+			}
+		}
+	case r.Then != nil:
+		r.Then(bufs[0])
+	}
 }
 
 // readBatch performs reqs with one BatchReader batch of at most the pool's readers in flight.
 func (p *Pool) readBatch(ctx context.Context, br BatchReader, reqs []ReadRequest) error {
 	reads := make([]VectorRead, len(reqs))
-	var bounce [][]byte
+	var bounces [][]byte
 	defer func() {
-		for _, b := range bounce {
+		for _, b := range bounces {
 			p.putBuf(b)
 		}
 	}()
 	for i, r := range reqs {
-		var bufs [][]byte
-		switch {
-		case r.Segs != nil:
-			bounced := 0
-			for _, sg := range r.Segs {
-				if sg.Dst == nil {
-					bounced += sg.Len
-				}
-			}
-			var buf []byte
-			if bounced > 0 {
-				buf = p.getBuf(bounced)
-				bounce = append(bounce, buf)
-			}
-			bufs = make([][]byte, len(r.Segs))
-			at := 0
-			for j, sg := range r.Segs {
-				if sg.Dst != nil {
-					bufs[j] = sg.Dst
-				} else {
-					bufs[j] = buf[at : at+sg.Len]
-					at += sg.Len
-				}
-			}
-		case r.Dst == nil:
-			buf := p.getBuf(r.Len)
-			bounce = append(bounce, buf)
-			bufs = [][]byte{buf}
-		default:
-			bufs = [][]byte{r.Dst}
+		bufs, bounce := p.requestBufs(r)
+		if bounce != nil {
+			bounces = append(bounces, bounce)
 		}
-		total := 0
-		for _, b := range bufs {
-			total += len(b)
-		}
-		if r.Offset < 0 || r.Offset+int64(total) > p.file.Size() {
-			return &ReadError{Path: p.file.Path(), Offset: r.Offset, Len: total,
-				Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", r.Offset+int64(total), p.file.Size())}
+		if err := p.checkRange(r.Offset, bufsLen(bufs)); err != nil {
+			return err
 		}
 		reads[i] = VectorRead{Bufs: bufs, Off: r.Offset}
 	}
 	return br.ReadBatch(ctx, reads, cap(p.sem), func(i int, took time.Duration) {
 		p.lat.add(took)
 		p.reads.Add(1)
-		for _, b := range reads[i].Bufs {
-			p.issued.Add(int64(len(b)))
-		}
-		r := reqs[i]
-		switch {
-		case r.Segs != nil:
-			for j, sg := range r.Segs {
-				if sg.Dst == nil && sg.Then != nil {
-					sg.Then(reads[i].Bufs[j])
-				}
-			}
-		case r.Then != nil:
-			r.Then(reads[i].Bufs[0])
-		}
+		p.issued.Add(int64(bufsLen(reads[i].Bufs)))
+		deliver(reqs[i], reads[i].Bufs)
 	})
 }
 
@@ -254,16 +224,20 @@ func (p *Pool) putBuf(b []byte) {
 	}
 }
 
-func (p *Pool) readInto(ctx context.Context, r ReadRequest) error {
-	return p.readRange(ctx, [][]byte{r.Dst}, r.Offset, len(r.Dst))
+// checkRange refuses a read of total bytes from off on that does not lie inside the file.
+func (p *Pool) checkRange(off int64, total int) error {
+	if off < 0 || off+int64(total) > p.file.Size() {
+		return &ReadError{Path: p.file.Path(), Offset: off, Len: total,
+			Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", off+int64(total), p.file.Size())}
+	}
+	return nil
 }
 
 // readRange fills bufs (total bytes in all) with the file's bytes from off on, as one request, and
 // counts it.
 func (p *Pool) readRange(ctx context.Context, bufs [][]byte, off int64, total int) error {
-	if off < 0 || off+int64(total) > p.file.Size() {
-		return &ReadError{Path: p.file.Path(), Offset: off, Len: total,
-			Err: fmt.Errorf("range ends at %d, past the end of the file (%d bytes): was the file truncated?", off+int64(total), p.file.Size())}
+	if err := p.checkRange(off, total); err != nil {
+		return err
 	}
 	start := time.Now()
 	err := ReadVector(ctx, p.file, bufs, off)
