@@ -47,9 +47,9 @@ type VectorRead struct {
 // of a thread blocked in each.
 type BatchReader interface {
 	// ReadBatch performs reads, at most depth at a time, and calls done(i, took) on the caller's
-	// goroutine as read i completes, took after it was submitted. It returns when none is in flight any more: nil when all were read, else
-	// the first error (reads not yet started are dropped). ErrNoBatch means that nothing was read
-	// because the platform refused (use ReadvAt).
+	// goroutine as read i completes, took after it was submitted. It returns when none is in flight
+	// any more: nil when all were read, else the first error (reads not yet started are dropped).
+	// ErrNoBatch means that nothing was read because the platform refused (use ReadvAt).
 	ReadBatch(ctx context.Context, reads []VectorRead, depth int, done func(i int, took time.Duration)) error
 }
 

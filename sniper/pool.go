@@ -114,7 +114,7 @@ func (p *Pool) readOne(ctx context.Context, r ReadRequest) error {
 	if bounce != nil {
 		defer p.putBuf(bounce)
 	}
-	if err := p.readRange(ctx, bufs, r.Offset, bufsLen(bufs)); err != nil {
+	if err := p.readRange(ctx, bufs, r.Offset); err != nil {
 		return err
 	}
 	deliver(r, bufs)
@@ -233,9 +233,9 @@ func (p *Pool) checkRange(off int64, total int) error {
 	return nil
 }
 
-// readRange fills bufs (total bytes in all) with the file's bytes from off on, as one request, and
-// counts it.
-func (p *Pool) readRange(ctx context.Context, bufs [][]byte, off int64, total int) error {
+// readRange fills bufs with the file's bytes from off on, as one request, and counts it.
+func (p *Pool) readRange(ctx context.Context, bufs [][]byte, off int64) error {
+	total := bufsLen(bufs)
 	if err := p.checkRange(off, total); err != nil {
 		return err
 	}
