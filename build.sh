@@ -9,11 +9,11 @@
 #   ./build.sh tools           install what the tests need in the build root (tmux, chromium, node)
 #   ./build.sh --from-source   build llama.cpp b11669 from source into ./llama.cpp/install first (needs GitHub)
 #
-# Where llama.cpp comes from (DESIGN.md §2), first match wins:
+# Where llama.cpp comes from (docs/design.md §2, docs/building.md), first match wins:
 #   1. a local from-source prefix (./llama.cpp/install) made earlier by --from-source
 #   2. the system's llama.cpp, found by pkg-config and checked with a compile probe of the API we use
 #   3. on Debian/apt systems without it: a Debian-unstable build root made with debootstrap, cached in
-#      $EXPERTSNIPER_ROOT (default ~/.cache/expertsniper/sid-b11669); builds and tests run inside it and
+#      $EXPERTSNIPER_ROOT (default ${XDG_CACHE_HOME:-~/.cache}/expertsniper/sid-b11669); builds and tests run inside it and
 #      bin/agent is linked so that it runs from the host shell.
 set -euo pipefail
 
@@ -133,7 +133,7 @@ provision_root() {
 		libllama-dev="$LLAMA_DEB_VERSION" libllama0="$LLAMA_DEB_VERSION" llama.cpp-tools="$LLAMA_DEB_VERSION" \
 		libggml-dev="$GGML_DEB_VERSION" libggml0="$GGML_DEB_VERSION" \
 		pkg-config g++ ca-certificates procps >/dev/null 2>"$CACHE_DIR/apt.err"; then
-		die "could not install llama.cpp $LLAMA_DEB_VERSION / ggml $GGML_DEB_VERSION in the build root: $(grep -v '^W:' "$CACHE_DIR/apt.err" | tail -2). If the mirror no longer has these versions, set EXPERTSNIPER_LLAMA_DEB_VERSION / EXPERTSNIPER_GGML_DEB_VERSION to what it has, knowing that DESIGN.md's facts are for b11669"
+		die "could not install llama.cpp $LLAMA_DEB_VERSION / ggml $GGML_DEB_VERSION in the build root: $(grep -v '^W:' "$CACHE_DIR/apt.err" | tail -2). If the mirror no longer has these versions, set EXPERTSNIPER_LLAMA_DEB_VERSION / EXPERTSNIPER_GGML_DEB_VERSION to what it has, knowing that docs/design.md's facts are for b11669"
 	fi
 	# Let binaries linked for the host (interpreter path = $ROOT/usr/lib/...) run inside the root too.
 	mkdir -p "$ROOT$(dirname "$ROOT")"

@@ -44,7 +44,7 @@ func TestGreedyIsDeterministic(t *testing.T) {
 }
 
 // TestMatchesLlamaCompletion compares greedy output with the stock llama-completion of the same build
-// (F32 and Q8_0, repacking off on both sides: DESIGN.md §3-4).
+// (F32 and Q8_0, repacking off on both sides: docs/design.md §3-4).
 func TestMatchesLlamaCompletion(t *testing.T) {
 	src := tinyModelPath(t)
 	q8 := filepath.Join(t.TempDir(), "tiny-q8_0.gguf")

@@ -107,7 +107,7 @@ func WithMLock() ModelOption {
 
 // WithExtraBufts sets use_extra_bufts. llama.cpp's default (true) repacks some weights for faster
 // kernels (AMX, CPU_REPACK) and takes another numeric path; false gives the plain path that the
-// sniper reproduces bit-exactly (DESIGN.md §3).
+// sniper reproduces bit-exactly (docs/design.md §3).
 func WithExtraBufts(on bool) ModelOption { return func(p *ModelParams) { p.NoExtraBufts = !on } }
 
 // WithVocabOnly loads only the vocabulary (tokenize and templates work; contexts do not).

@@ -2,7 +2,7 @@ package binding
 
 // The sniper hook: load a model with llama_model_init_from_user so that the streamed tensors' data
 // points at memory the sniper owns, and watch the graph so that the sniper makes the router's chosen
-// experts (or a dense layer's FFN) resident just before they are used. DESIGN.md §3 lists the facts
+// experts (or a dense layer's FFN) resident just before they are used. docs/design.md §3 lists the facts
 // this rests on; all of it works on unpatched llama.cpp b11669.
 
 /*
@@ -390,14 +390,14 @@ func (ld *tensorLoader) slotScales(name string, t *C.struct_ggml_tensor, slots i
 }
 
 // optionalTensor reports whether a tensor llama.cpp allocates may be absent from the file: the
-// optional tensors init_from_user creates for every architecture (DESIGN.md §3: biases, scales) and
+// optional tensors init_from_user creates for every architecture (docs/design.md §3: biases, scales) and
 // classifier heads of graphs this project does not run. Anything else missing is a broken file.
 func optionalTensor(name string) bool {
 	return strings.HasSuffix(name, ".bias") || strings.Contains(name, "scale") || strings.HasPrefix(name, "cls.")
 }
 
 // neutralFill initializes an optional tensor the architecture knows but the file lacks, so that it
-// has no effect: biases 0, scales 1 (DESIGN.md §3), anything else 0.
+// has no effect: biases 0, scales 1 (docs/design.md §3), anything else 0.
 func neutralFill(name string, t *C.struct_ggml_tensor, dst []byte) error {
 	if t._type != C.GGML_TYPE_F32 {
 		clear(dst) // not F32: only zero is meaningful

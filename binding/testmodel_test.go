@@ -2,7 +2,7 @@ package binding
 
 // A tiny qwen3moe model written by the tests themselves (no downloads): random F32 weights from a
 // fixed seed, a GPT-2 style byte-level tokenizer with a few merges, and ChatML control tokens, the
-// minimum llama.cpp accepts (DESIGN.md §4). The project's modelgen/testmodels package supersedes
+// minimum llama.cpp accepts (docs/design.md §4). The project's modelgen/testmodels package supersedes
 // this once it lands; this file keeps binding's tests self-contained meanwhile.
 
 import (

@@ -76,7 +76,7 @@ func helperSpec(t *testing.T, what string, limit int64, out io.Writer) Spec {
 func requireCgroups(t *testing.T) {
 	t.Helper()
 	if err := Supported(); err != nil {
-		t.Fatalf("memory cgroups must work on the test machines (DESIGN.md §6): %v", err)
+		t.Fatalf("memory cgroups must work on the test machines (docs/design.md §6): %v", err)
 	}
 }
 

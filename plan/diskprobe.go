@@ -17,7 +17,7 @@ type ProbeOptions struct {
 	// Duration and MaxBytes stop the probe, whichever comes first.
 	Duration time.Duration
 	MaxBytes int64
-	// Readers in parallel: about 2 reach an NVMe disk's ceiling (DESIGN.md §5).
+	// Readers in parallel: about 2 reach an NVMe disk's ceiling (docs/design.md §5).
 	Readers int
 }
 

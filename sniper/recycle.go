@@ -6,7 +6,7 @@ import (
 )
 
 // Memory recycling. On these machines a freshly faulted page costs about 10 µs per 4 KiB (the host
-// reclaims what the guest frees; DESIGN.md §5), so evicting an expert with MADV_DONTNEED and faulting
+// reclaims what the guest frees; docs/design.md §5), so evicting an expert with MADV_DONTNEED and faulting
 // the next one in costs more than reading it from disk. Instead, the resident pages of an evicted
 // expert become a spare; the next expert to be read takes a spare of the same size, and the pages are
 // moved under its address (mremap on Linux) before the read fills them. No page is freed or faulted.

@@ -37,7 +37,7 @@ func TestMovePagesMovesContentAndLeavesSourceEmpty(t *testing.T) {
 }
 
 // TestRecycledLoadsFaultLessThanFreshOnes counts the page faults of a steady stream of evictions and
-// loads (minor faults: the cost DESIGN.md §5 measured at ≈10 µs per 4 KiB here) with and without
+// loads (minor faults: the cost docs/design.md §5 measured at ≈10 µs per 4 KiB here) with and without
 // recycling.
 func TestRecycledLoadsFaultLessThanFreshOnes(t *testing.T) {
 	runtime.LockOSThread() // the fault counters are per thread
