@@ -66,8 +66,11 @@ type Result struct {
 
 // ModelInfo describes the loaded model.
 type ModelInfo struct {
-	Name            string // file name without directory
-	Path            string
+	Name string // file name without directory
+	Path string
+	// Fingerprint identifies the file's contents (gguf.Fingerprint): saved KV state is keyed by it,
+	// so that another model that happens to share the file name never resumes it.
+	Fingerprint     string
 	Architecture    string
 	Description     string
 	Parameters      uint64

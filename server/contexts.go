@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,8 +22,15 @@ import (
 // and its KV state kept on disk under a name. A later request whose prompt starts with it loads the
 // state into a slot and evaluates only the rest.
 //
-// Layout of the context directory: NAME.json (metadata and the prompt), NAME.state (the engine's
-// state file), and slots/ for llama-server's /slots save and restore.
+// Layout of the context directory (0700, files 0600: prompts are private): NAME.json (metadata and
+// the prompt), NAME.state (the engine's state file), and slots/ for llama-server's /slots save and
+// restore: slots/NAME (the state) and slots/.NAME.text (the text it holds). Names never start with
+// a dot, so no name's file is another's sidecar, and temp files (".tmp-*") collide with nothing.
+//
+// A KV state is only valid for the model that wrote it: contexts are keyed by the model's
+// fingerprint (gguf.Fingerprint), not its file name. Every operation on a name (save, load, delete,
+// a resume) holds that name's lock, so two saves of one name run one after the other and a load
+// never sees one save's state with another's metadata.
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
@@ -37,35 +45,138 @@ func validName(field, name string) error {
 
 // savedContext is the metadata of one saved context.
 type savedContext struct {
-	Name       string    `json:"name"`
-	Model      string    `json:"model"`
-	Prompt     string    `json:"prompt"`
-	Tokens     int       `json:"tokens"`
-	StateBytes int64     `json:"state_bytes"`
-	Created    time.Time `json:"created"`
+	Name  string `json:"name"`
+	Model string `json:"model"`
+	// ModelFingerprint is the fingerprint of the model that wrote the state; contexts saved before
+	// fingerprints existed have none and are never resumed.
+	ModelFingerprint string    `json:"model_fingerprint"`
+	Prompt           string    `json:"prompt"`
+	Tokens           int       `json:"tokens"`
+	StateBytes       int64     `json:"state_bytes"`
+	Created          time.Time `json:"created"`
 }
 
 type contextStore struct {
 	dir string
 
-	mu     sync.Mutex
-	model  string
-	index  map[string]savedContext
-	loaded bool
+	mu          sync.Mutex
+	model       string
+	fingerprint string
+	index       map[string]savedContext
+	loaded      bool
+	nameLocks   map[string]chan struct{} // a name's lock is a full one-slot channel
 }
 
 func newContextStore(dir string) *contextStore {
-	return &contextStore{dir: dir, index: map[string]savedContext{}}
+	return &contextStore{dir: dir, index: map[string]savedContext{}, nameLocks: map[string]chan struct{}{}}
 }
 
-func (c *contextStore) setModel(model string) {
+func (c *contextStore) setModel(model, fingerprint string) {
 	c.mu.Lock()
-	c.model = model
+	c.model, c.fingerprint = model, fingerprint
 	c.mu.Unlock()
 }
 
 func (c *contextStore) statePath(name string) string { return filepath.Join(c.dir, name+".state") }
 func (c *contextStore) metaPath(name string) string  { return filepath.Join(c.dir, name+".json") }
+func (c *contextStore) slotDir() string              { return filepath.Join(c.dir, "slots") }
+
+// slotFile is the path of a /slots save file (the name was validated); slotText is its sidecar.
+func (c *contextStore) slotFile(filename string) string { return filepath.Join(c.slotDir(), filename) }
+func (c *contextStore) slotText(filename string) string {
+	return filepath.Join(c.slotDir(), "."+filename+".text")
+}
+
+// contextKey and slotKey name the locks of a saved context and of a slot file: separate namespaces.
+func contextKey(name string) string  { return "context/" + name }
+func slotKey(filename string) string { return "slot/" + filename }
+
+// lock takes the lock of key, waiting for whoever holds it (or until ctx ends). The returned
+// function releases it.
+func (c *contextStore) lock(ctx context.Context, key string) (func(), error) {
+	c.mu.Lock()
+	ch, ok := c.nameLocks[key]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		c.nameLocks[key] = ch
+	}
+	c.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for another request on %s: %w", key, ctx.Err())
+	}
+}
+
+// tryLock takes the lock of key only if it is free.
+func (c *contextStore) tryLock(key string) (func(), bool) {
+	c.mu.Lock()
+	ch, ok := c.nameLocks[key]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		c.nameLocks[key] = ch
+	}
+	c.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, true
+	default:
+		return nil, false
+	}
+}
+
+// privateDir creates dir as 0700, and takes group and other access away from an existing one: it
+// holds prompts and KV caches, which are as private as the conversations they come from.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create the directory %q: %w", dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("create the directory %q: %w", dir, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, fi.Mode().Perm()&0o700); err != nil {
+			return fmt.Errorf("make the directory %q private: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// newTempFile creates an empty 0600 file with a unique name in dir (".tmp-*", which no saved name
+// can be). The engine then writes it in place: opening an existing file keeps its mode.
+func newTempFile(dir string) (string, error) {
+	if err := privateDir(dir); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("create a temporary file in %q: %w", dir, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("create a temporary file in %q: %w", dir, err)
+	}
+	return f.Name(), nil
+}
+
+// writeFileAtomic replaces path with data through a unique 0600 temp file.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := newTempFile(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
 
 // load reads the directory's metadata once. Caller holds mu.
 func (c *contextStore) load() error {
@@ -106,9 +217,10 @@ func (c *contextStore) get(name string) (savedContext, error) {
 	if !ok {
 		return sc, &apiError{status: http.StatusNotFound, typ: errTypeNotFound, message: fmt.Sprintf("no saved context %q", name)}
 	}
-	if sc.Model != c.model {
+	if sc.ModelFingerprint != c.fingerprint {
 		return sc, &apiError{status: http.StatusConflict, typ: errTypeInvalidRequest,
-			message: fmt.Sprintf("saved context %q belongs to model %q, not the loaded %q", name, sc.Model, c.model)}
+			message: fmt.Sprintf("saved context %q was saved with another model (%q, fingerprint %q), not the loaded %q (fingerprint %q); save it again",
+				name, sc.Model, sc.ModelFingerprint, c.model, c.fingerprint)}
 	}
 	return sc, nil
 }
@@ -123,7 +235,7 @@ func (c *contextStore) bestPrefix(prompt string) (savedContext, bool) {
 	var best savedContext
 	found := false
 	for _, sc := range c.index {
-		if sc.Model == c.model && len(sc.Prompt) > len(best.Prompt) && strings.HasPrefix(prompt, sc.Prompt) {
+		if sc.ModelFingerprint == c.fingerprint && len(sc.Prompt) > len(best.Prompt) && strings.HasPrefix(prompt, sc.Prompt) {
 			best, found = sc, true
 		}
 	}
@@ -144,27 +256,25 @@ func (c *contextStore) list() ([]savedContext, error) {
 	return out, nil
 }
 
-// tempStatePath is where a state is written before it replaces NAME.state.
-func (c *contextStore) tempStatePath(name string) (string, error) {
-	if err := os.MkdirAll(c.dir, 0o755); err != nil {
-		return "", fmt.Errorf("create the context directory %q: %w", c.dir, err)
-	}
-	return filepath.Join(c.dir, "."+name+".state.tmp"), nil
-}
-
-// commit moves a written state into place and records its metadata.
+// commit moves a written state into place and records its metadata. The caller holds the name's
+// lock. The old metadata goes first: a crash in between leaves a context that is invisible, never
+// one whose metadata describes another state.
 func (c *contextStore) commit(sc savedContext, tmpState string) (savedContext, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.load(); err != nil {
 		return sc, err
 	}
-	sc.Model = c.model
+	sc.Model, sc.ModelFingerprint = c.model, c.fingerprint
 	sc.StateBytes = fileSize(tmpState)
 	data, err := json.MarshalIndent(sc, "", "  ")
 	if err != nil {
 		return sc, fmt.Errorf("encode saved context %q: %w", sc.Name, err)
 	}
+	if err := os.Remove(c.metaPath(sc.Name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return sc, fmt.Errorf("replace saved context %q: %w", sc.Name, err)
+	}
+	delete(c.index, sc.Name)
 	if err := os.Rename(tmpState, c.statePath(sc.Name)); err != nil {
 		return sc, fmt.Errorf("store saved context %q: %w", sc.Name, err)
 	}
@@ -175,6 +285,7 @@ func (c *contextStore) commit(sc savedContext, tmpState string) (savedContext, e
 	return sc, nil
 }
 
+// remove deletes a saved context; the caller holds the name's lock.
 func (c *contextStore) remove(name string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -195,45 +306,58 @@ func (c *contextStore) remove(name string) error {
 	return nil
 }
 
-// slotFile is the path of a /slots save file (the name was validated).
-func (c *contextStore) slotFile(filename string) (string, error) {
-	dir := filepath.Join(c.dir, "slots")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("create the slot directory %q: %w", dir, err)
-	}
-	return filepath.Join(dir, filename), nil
+// slotTextFile is a slot file's sidecar: the text its state holds and the model that wrote it.
+type slotTextFile struct {
+	ModelFingerprint string `json:"model_fingerprint"`
+	Text             string `json:"text"`
 }
 
-// writeSlotMeta keeps the text a slot file holds, so that a restored slot is matched by prefix.
-func (c *contextStore) writeSlotMeta(filename, text string) error {
-	path, err := c.slotFile(filename)
+// commitSlotFile moves a written slot state into place with the text it holds; the caller holds the
+// file's lock. The old sidecar goes first, so that a crash never pairs a state with another's text.
+func (c *contextStore) commitSlotFile(filename, tmpState, text string) error {
+	c.mu.Lock()
+	side, err := json.Marshal(slotTextFile{ModelFingerprint: c.fingerprint, Text: text})
+	c.mu.Unlock()
 	if err != nil {
-		return err
+		return fmt.Errorf("encode slot file %q: %w", filename, err)
 	}
-	return writeFileAtomic(path+".txt", []byte(text))
+	if err := os.Remove(c.slotText(filename)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replace slot file %q: %w", filename, err)
+	}
+	if err := os.Rename(tmpState, c.slotFile(filename)); err != nil {
+		return fmt.Errorf("store slot file %q: %w", filename, err)
+	}
+	if err := writeFileAtomic(c.slotText(filename), side); err != nil {
+		return fmt.Errorf("store slot file %q: %w", filename, err)
+	}
+	return nil
 }
 
-func (c *contextStore) readSlotMeta(filename string) (string, error) {
-	path, err := c.slotFile(filename)
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+// readSlotText returns the text a slot file holds, refusing a file another model wrote. A file
+// without a sidecar (copied in by hand) is restored with no known text: no prefix is reused.
+func (c *contextStore) readSlotText(filename string) (string, error) {
+	if _, err := os.Stat(c.slotFile(filename)); errors.Is(err, fs.ErrNotExist) {
 		return "", &apiError{status: http.StatusNotFound, typ: errTypeNotFound, message: fmt.Sprintf("no slot file %q", filename)}
 	}
-	text, err := os.ReadFile(path + ".txt")
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	data, err := os.ReadFile(c.slotText(filename))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
 		return "", fmt.Errorf("read slot file %q: %w", filename, err)
 	}
-	return string(text), nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
+	var side slotTextFile
+	if err := json.Unmarshal(data, &side); err != nil {
+		return "", fmt.Errorf("read slot file %q: its text file %q is damaged: %w", filename, c.slotText(filename), err)
 	}
-	return os.Rename(tmp, path)
+	c.mu.Lock()
+	fp := c.fingerprint
+	c.mu.Unlock()
+	if side.ModelFingerprint != fp {
+		return "", &apiError{status: http.StatusConflict, typ: errTypeInvalidRequest,
+			message: fmt.Sprintf("slot file %q was saved with another model (fingerprint %q), not the loaded one (%q)", filename, side.ModelFingerprint, fp)}
+	}
+	return side.Text, nil
 }
 
 func fileSize(path string) int64 {
@@ -311,12 +435,23 @@ func (s *Server) handleContextSave(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, badRequest("prompt (or messages) is required and must not be empty"))
 		return
 	}
-	tmp, err := s.contexts.tempStatePath(req.Name)
+	unlock, err := s.contexts.lock(r.Context(), contextKey(req.Name))
 	if err != nil {
 		fail(w, r, err)
 		return
 	}
-	defer os.Remove(tmp)
+	defer unlock()
+	tmp, err := newTempFile(s.contexts.dir)
+	if err != nil {
+		fail(w, r, fmt.Errorf("save context %q: %w", req.Name, err))
+		return
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			os.Remove(tmp)
+		}
+	}()
 	sl, err := l.slots.acquire(r.Context(), *req.Prompt, -1)
 	if err != nil {
 		fail(w, r, err)
@@ -336,6 +471,7 @@ func (s *Server) handleContextSave(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
+	committed = true
 	s.metrics.promptTokens.Add(int64(n))
 	writeJSON(w, http.StatusOK, map[string]any{"saved": toContextInfo(sc), "id_slot": sl.id, "ms": msSince(start)})
 }
@@ -354,6 +490,12 @@ func (s *Server) handleContextLoad(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
+	unlock, err := s.contexts.lock(r.Context(), contextKey(req.Name))
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	defer unlock()
 	sc, err := s.contexts.get(req.Name)
 	if err != nil {
 		fail(w, r, err)
@@ -403,6 +545,12 @@ func (s *Server) handleContextDelete(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
+	unlock, err := s.contexts.lock(r.Context(), contextKey(req.Name))
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	defer unlock()
 	if err := s.contexts.remove(req.Name); err != nil {
 		fail(w, r, err)
 		return

@@ -56,7 +56,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req e
 	req.Slot = sl.id
 
 	if sc, ok := s.contexts.bestPrefix(req.Prompt); ok && len(sc.Prompt) > commonPrefix(l.slots.cachedText(sl), req.Prompt) {
-		if _, err := l.eng.LoadState(ctx, sl.id, s.contexts.statePath(sc.Name)); err != nil {
+		if err := s.resume(ctx, l, sl, sc); err != nil {
 			if ctx.Err() != nil {
 				return g, err
 			}
@@ -95,6 +95,21 @@ func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req e
 	s.metrics.record(res.Timings)
 	g.res = res
 	return g, nil
+}
+
+// resume loads a saved context into sl, unless the context is being saved or deleted right now (then
+// the prompt is evaluated instead: no request waits for another's save).
+func (s *Server) resume(ctx context.Context, l *loaded, sl *slot, sc savedContext) error {
+	unlock, ok := s.contexts.tryLock(contextKey(sc.Name))
+	if !ok {
+		return fmt.Errorf("saved context %q is being changed", sc.Name)
+	}
+	defer unlock()
+	if cur, err := s.contexts.get(sc.Name); err != nil || cur.Prompt != sc.Prompt {
+		return fmt.Errorf("saved context %q was deleted or replaced", sc.Name)
+	}
+	_, err := l.eng.LoadState(ctx, sl.id, s.contexts.statePath(sc.Name))
+	return err
 }
 
 // checkFits refuses a prompt that cannot fit in a slot before it waits for one, with the counts

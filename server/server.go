@@ -135,7 +135,7 @@ func (s *Server) SetEngine(e engine.Engine) error {
 	if slots < 1 {
 		slots = 1
 	}
-	s.contexts.setModel(info.Name)
+	s.contexts.setModel(info.Name, info.Fingerprint)
 	s.eng.Store(&loaded{eng: e, info: info, slots: newSlotPool(slots)})
 	return nil
 }

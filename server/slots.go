@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -267,11 +268,13 @@ func (s *Server) handleSlotAction(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	path, err := s.contexts.slotFile(req.Filename)
+	unlock, err := s.contexts.lock(r.Context(), slotKey(req.Filename))
 	if err != nil {
 		fail(w, r, err)
 		return
 	}
+	defer unlock()
+	path := s.contexts.slotFile(req.Filename)
 	sl, err := l.slots.acquire(r.Context(), "", id)
 	if err != nil {
 		fail(w, r, err)
@@ -286,25 +289,31 @@ func (s *Server) handleSlotAction(w http.ResponseWriter, r *http.Request) {
 			fail(w, r, badRequest("slot %d holds nothing to save", id))
 			return
 		}
-		n, err := l.eng.SaveState(r.Context(), id, text, path)
+		tmp, err := newTempFile(s.contexts.slotDir())
 		if err != nil {
 			fail(w, r, fmt.Errorf("save slot %d to %q: %w", id, req.Filename, err))
 			return
 		}
-		if err := s.contexts.writeSlotMeta(req.Filename, text); err != nil {
-			fail(w, r, err)
+		n, err := l.eng.SaveState(r.Context(), id, text, tmp)
+		if err == nil {
+			err = s.contexts.commitSlotFile(req.Filename, tmp, text)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			fail(w, r, fmt.Errorf("save slot %d to %q: %w", id, req.Filename, err))
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"id_slot": id, "filename": req.Filename, "n_saved": n,
 			"n_written": fileSize(path), "timings": map[string]float64{"save_ms": msSince(start)}})
 	case "restore":
-		text, err := s.contexts.readSlotMeta(req.Filename)
+		text, err := s.contexts.readSlotText(req.Filename)
 		if err != nil {
 			fail(w, r, err)
 			return
 		}
 		n, err := l.eng.LoadState(r.Context(), id, path)
 		if err != nil {
+			l.slots.setCached(sl, "")
 			fail(w, r, fmt.Errorf("restore slot %d from %q: %w", id, req.Filename, err))
 			return
 		}

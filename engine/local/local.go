@@ -15,6 +15,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/binding"
 	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/gguf"
 	"github.com/expertsniper/expertsniper/sniper"
 )
 
@@ -136,9 +137,13 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 		}
 		e.slots = append(e.slots, &slot{id: i, ctx: c})
 	}
+	fingerprint, err := gguf.Fingerprint(path)
+	if err != nil {
+		return nil, fmt.Errorf("open engine: %w", err)
+	}
 	st := m.Stats()
 	e.info = engine.ModelInfo{
-		Name: filepath.Base(path), Path: path, Architecture: m.Architecture(), Description: m.Description(),
+		Name: filepath.Base(path), Path: path, Fingerprint: fingerprint, Architecture: m.Architecture(), Description: m.Description(),
 		Parameters: st.Parameters, SizeBytes: st.SizeBytes, ContextTrain: st.ContextTrain,
 		Context: e.slots[0].ctx.Size(), Vocab: st.Vocab, Embedding: st.Embedding,
 		HasChatTemplate: m.ChatTemplate() != "", Mode: mode, Slots: o.Slots,

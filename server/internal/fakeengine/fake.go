@@ -36,6 +36,8 @@ type Engine struct {
 	// in the middle of an answer).
 	FailAfter int
 	FailErr   error
+	// SaveDelay is slept after SaveState writes its file (a slow disk), so that saves overlap.
+	SaveDelay time.Duration
 	// StatsAtEnd counts generated tokens in Stats only when a request finishes, as engine/local does.
 	StatsAtEnd bool
 
@@ -58,7 +60,7 @@ func New(slots, ctx int) *Engine {
 	const layers, experts = 4, 8
 	e := &Engine{
 		info: engine.ModelInfo{
-			Name: "fake-moe.gguf", Path: "/models/fake-moe.gguf", Architecture: "qwen3moe",
+			Name: "fake-moe.gguf", Path: "/models/fake-moe.gguf", Fingerprint: "sha256:fake-moe", Architecture: "qwen3moe",
 			Description: "fake MoE 1M Q8_0", Parameters: 1 << 20, SizeBytes: 1 << 21, ContextTrain: 4096,
 			Context: ctx, Vocab: BOS + 1, Embedding: 64, HasChatTemplate: true, Mode: "sniper", Slots: slots,
 		},
@@ -83,6 +85,9 @@ func DefaultReply(prompt string) string {
 }
 
 func (e *Engine) Info() engine.ModelInfo { return e.info }
+
+// SetFingerprint makes the fake another model under the same file name (call before use).
+func (e *Engine) SetFingerprint(fp string) { e.info.Fingerprint = fp }
 
 func (e *Engine) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
 	out := make([]int32, 0, len(text)+1)
@@ -342,8 +347,16 @@ func (e *Engine) SaveState(ctx context.Context, slot int, prompt, path string) (
 		return 0, err
 	}
 	defer e.release(s)
+	// As llama.cpp does (fopen "wb"): an existing file keeps its mode, a new one gets 0644 - umask.
 	if err := os.WriteFile(path, []byte(stateMagic+prompt), 0o644); err != nil {
 		return 0, fmt.Errorf("save state of slot %d: %w", s, err)
+	}
+	if e.SaveDelay > 0 {
+		select {
+		case <-time.After(e.SaveDelay):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 	}
 	e.mu.Lock()
 	e.slotKV[s] = prompt
