@@ -281,6 +281,7 @@ func sendWithContext(ctx context.Context, ts *testServer, path string, body any)
 	if err != nil {
 		return nil, err
 	}
+	req.Header.Set("Content-Type", "application/json")
 	return ts.Client().Do(req)
 }
 

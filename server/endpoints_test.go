@@ -391,6 +391,7 @@ func TestRequestsRejectedWithOpenAIErrors(t *testing.T) {
 	// A chunked body without Content-Length hits MaxBytesReader while decoding.
 	req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(`{"prompt":"`+strings.Repeat("z", 4000)+`"}`))
 	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := ts.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)

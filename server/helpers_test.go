@@ -140,6 +140,7 @@ func (ts *testServer) stream(t *testing.T, ctx context.Context, path string, bod
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := ts.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -49,3 +49,16 @@ func staticHandler() http.Handler {
 		files.ServeHTTP(w, r)
 	})
 }
+
+// handleFavicon answers the browser's /favicon.ico (asked on every page) with the embedded icon.
+func (s *Server) handleFavicon(w http.ResponseWriter, r *http.Request) {
+	data, err := fs.ReadFile(webFS(), "favicon.svg")
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	securityHeaders(w.Header())
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Header().Set("Cache-Control", "max-age=86400")
+	w.Write(data)
+}

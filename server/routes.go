@@ -47,12 +47,14 @@ func (s *Server) routesHandler() http.Handler {
 
 	handle("GET", "/{$}", s.handlePage("index.html"))
 	handle("GET", "/dashboard", s.handlePage("dashboard.html"))
+	handle("GET", "/favicon.ico", s.handleFavicon)
 	mux.Handle("GET /static/", staticHandler())
 	mux.HandleFunc("/", s.handleNotFound)
 
 	var h http.Handler = mux
 	h = s.withAuth(h)
 	h = s.withBodyLimit(h)
+	h = s.withCrossSiteCheck(h)
 	h = s.withHostCheck(h)
 	h = s.withMetrics(h)
 	h = s.withRecover(h)

@@ -27,6 +27,9 @@ type Config struct {
 	// Host is the address the server binds to; on a loopback bind the Host header is checked so that a
 	// web page cannot reach the server through DNS rebinding.
 	Host string
+	// AllowedHosts are further names accepted in the Host header on a loopback bind and in a
+	// browser's Origin (--allow-host): the public name of a reverse proxy in front of the server.
+	AllowedHosts []string
 	// APIKey, when set, is required as "Authorization: Bearer KEY" (or "X-Api-Key") on every endpoint
 	// but /health and the static pages.
 	APIKey string

@@ -41,6 +41,7 @@ type serveOptions struct {
 	Cache      string
 	ContextDir string
 	MaxBody    string
+	AllowHosts cli.StringSlice
 
 	// open loads the model; tests replace it.
 	open func(ctx context.Context, o *serveOptions) (engine.Engine, error)
@@ -80,6 +81,7 @@ func serveCommand(streams *IOStreams) *cli.Command {
 		&cli.IntFlag{Name: "port", Value: 8080, Usage: "port to listen on (0: any free port)", EnvVars: serveEnv("PORT"), Destination: &o.Port},
 		&cli.StringFlag{Name: "api-key", Usage: "require this key as 'Authorization: Bearer KEY' (/health stays open)", EnvVars: append(serveEnv("API_KEY"), "LLAMA_API_KEY"), Destination: &o.APIKey},
 		&cli.StringFlag{Name: "context-dir", Usage: "where saved contexts and slot files are kept (default: $XDG_DATA_HOME/expertsniper/contexts)", EnvVars: serveEnv("CONTEXT_DIR"), Destination: &o.ContextDir},
+		&cli.StringSliceFlag{Name: "allow-host", Usage: "also accept this `NAME` as Host and Origin on a loopback bind (a reverse proxy's public name; repeatable)", Destination: &o.AllowHosts},
 		&cli.StringFlag{Name: "max-body", Value: "16MiB", Usage: "largest request body accepted (413 beyond)", Destination: &o.MaxBody},
 	)
 	return &cli.Command{
@@ -157,6 +159,11 @@ func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
 	if err != nil || maxBody < 1024 {
 		return usagef("--max-body must be a size of at least 1KiB, got %q", o.MaxBody)
 	}
+	for _, h := range o.AllowHosts.Value() {
+		if h == "" || (strings.ContainsAny(h, ":/ ") && net.ParseIP(h) == nil) {
+			return usagef("--allow-host takes a host name without scheme or port (e.g. chat.example.com), got %q", h)
+		}
+	}
 	if o.Port < 0 || o.Port > 65535 {
 		return usagef("--port must be between 0 and 65535, got %d", o.Port)
 	}
@@ -168,7 +175,7 @@ func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	srv, err := server.New(server.Config{Host: o.Host, APIKey: o.APIKey, MaxBodyBytes: maxBody, ContextDir: o.ContextDir,
+	srv, err := server.New(server.Config{Host: o.Host, AllowedHosts: o.AllowHosts.Value(), APIKey: o.APIKey, MaxBodyBytes: maxBody, ContextDir: o.ContextDir,
 		ModelAlias: o.Alias, Fingerprint: "expertsniper-b11669", Embeddings: o.Embeddings, Log: streams.ErrOut})
 	if err != nil {
 		return err

@@ -141,6 +141,7 @@ func TestRealModelDisconnectFreesTheOnlySlot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	body := mustMarshal(map[string]any{"prompt": "Once upon a time", "n_predict": 3000, "stream": true, "temperature": 0})
 	req, _ := http.NewRequestWithContext(ctx, "POST", ours.url+"/completion", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
