@@ -6,7 +6,7 @@
 #   ./build.sh build           set up everything and build bin/agent only
 #   ./build.sh exec CMD...     run CMD in the build environment (inside the build root on Debian 12)
 #   ./build.sh shell           an interactive shell in the build environment
-#   ./build.sh tools           install what the tests need in the build root (tmux, chromium, node)
+#   ./build.sh tools           install what the tests need in the build root (tmux, chromium, node, moto)
 #   ./build.sh --from-source   build llama.cpp b11669 from source into ./llama.cpp/install first (needs GitHub)
 #
 # Where llama.cpp comes from (docs/design.md §2, docs/building.md), first match wins:
@@ -142,10 +142,14 @@ provision_root() {
 }
 
 # What the tests need besides llama.cpp (a terminal multiplexer to drive the REPL, a headless browser for
-# the web pages, Node.js for the official OpenAI SDK), installed in the root where the tests run.
-TEST_PACKAGES="tmux chromium nodejs npm fonts-dejavu-core"
+# the web pages, Node.js for the official OpenAI SDK, moto's S3 server for the saved contexts' remote),
+# installed in the root where the tests run. moto is pinned: its S3 server's behaviour is what the
+# remote's tests were checked against (Debian's rclone lacks `rclone serve s3`).
+MOTO_DEB_VERSION="${EXPERTSNIPER_MOTO_DEB_VERSION:-5.2.4-2}"
+TEST_PACKAGES="tmux chromium nodejs npm fonts-dejavu-core python3-moto=$MOTO_DEB_VERSION python3-flask-cors"
 provision_test_tools() {
-	local stamp="$ROOT/.expertsniper-test-tools"
+	# The stamp names the package list, so that a package added here is installed on roots made before.
+	local stamp="$ROOT/.expertsniper-test-tools-$(echo "$TEST_PACKAGES" | cksum | cut -d' ' -f1)"
 	[ -f "$stamp" ] && return 0
 	say "installing test tools in the build root: $TEST_PACKAGES"
 	root_apt update || die "apt-get update failed in the build root"
