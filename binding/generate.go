@@ -27,6 +27,12 @@ type GenerateOptions struct {
 	// empty (an incomplete UTF-8 sequence, or text held back because it may begin a stop string)
 	// or carry text held back earlier. Returning an error stops generation with that error.
 	OnToken func(tok Token, text string) error
+	// Logprobs reports each generated token's log-probability (Result.Logprobs, OnLogprob) with
+	// TopLogprobs alternatives.
+	Logprobs    bool
+	TopLogprobs int
+	// OnLogprob, with Logprobs, is called for each generated token before OnToken.
+	OnLogprob func(TokenLogprob) error
 	// OnLogits receives the float32 logits of every position evaluated by this call, prompt and
 	// generated, in order (the sniper's --logits-out). Use with NoCacheReuse for full coverage.
 	OnLogits LogitsFunc
@@ -58,6 +64,12 @@ func WithSampler(s *Sampler) GenerateOption { return func(o *GenerateOptions) { 
 // error to stop instead of a bool).
 func WithTokenCallback(fn func(tok Token, text string) error) GenerateOption {
 	return func(o *GenerateOptions) { o.OnToken = fn }
+}
+
+// WithLogprobs reports each generated token's log-probability and top alternatives to fn (may be nil)
+// and in Result.Logprobs.
+func WithLogprobs(top int, fn func(TokenLogprob) error) GenerateOption {
+	return func(o *GenerateOptions) { o.Logprobs, o.TopLogprobs, o.OnLogprob = true, top, fn }
 }
 
 // WithLogits receives the logits of every evaluated position.
@@ -96,9 +108,10 @@ func rate(n int, d time.Duration) float64 {
 // Result of a generation.
 type Result struct {
 	Text         string
-	Tokens       []Token // generated tokens, including one that ended generation by a stop string
-	FinishReason string  // FinishStop or FinishLength
-	StopString   string  // the stop string that ended generation, if any
+	Tokens       []Token        // generated tokens, including one that ended generation by a stop string
+	FinishReason string         // FinishStop or FinishLength
+	StopString   string         // the stop string that ended generation, if any
+	Logprobs     []TokenLogprob // one per generated token, with WithLogprobs
 	Timings      Timings
 }
 
@@ -246,6 +259,11 @@ func (c *Context) generate(ctx context.Context, prompt []Token, o GenerateOption
 		}
 		res.Tokens = append(res.Tokens, tok)
 		res.Timings.Generated++
+		if o.Logprobs {
+			if err := c.reportLogprob(&res, tok, o); err != nil {
+				return res, fmt.Errorf("generate: logprobs: %w", err)
+			}
+		}
 		piece, err := c.model.TokenToPiece(tok, false)
 		if err != nil {
 			return res, fmt.Errorf("generate: %w", err)
@@ -270,6 +288,23 @@ func (c *Context) generate(ctx context.Context, prompt []Token, o GenerateOption
 			return res, fmt.Errorf("generate: token %d: %w", len(res.Tokens), err)
 		}
 	}
+}
+
+// reportLogprob computes tok's log-probability from the logits it was sampled from (the last output).
+func (c *Context) reportLogprob(res *Result, tok Token, o GenerateOptions) error {
+	logits, err := c.Logits(-1)
+	if err != nil {
+		return err
+	}
+	lp, err := c.model.logprobsOf(logits, tok, o.TopLogprobs)
+	if err != nil {
+		return err
+	}
+	res.Logprobs = append(res.Logprobs, lp)
+	if o.OnLogprob != nil {
+		return o.OnLogprob(lp)
+	}
+	return nil
 }
 
 // stopFilter releases generated text as soon as it can no longer be part of a stop string, and

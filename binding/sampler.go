@@ -8,6 +8,7 @@ import "C"
 import (
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // SamplerParams choose the next token. The zero value is greedy decoding.
@@ -21,6 +22,13 @@ type SamplerParams struct {
 	PresencePenalty  float32
 	FrequencyPenalty float32
 	Seed             uint32 // 0: a random seed
+
+	// Grammar constrains every sampled token to a GBNF grammar (root rule "root"); "" = none.
+	Grammar string
+	// GrammarTriggerPatterns make Grammar lazy: it applies only once the generated text matches one
+	// of these regular expressions (ECMAScript, matched from the start of the output), and is fed the
+	// text from the pattern's first group on. Empty: the grammar applies from the first token.
+	GrammarTriggerPatterns []string
 }
 
 // Sampler is a llama.cpp sampler chain: penalties, then top-k, top-p, min-p and temperature, then a
@@ -42,6 +50,15 @@ func NewSampler(m *Model, p SamplerParams) (*Sampler, error) {
 		return nil, &Error{Op: "llama_sampler_chain_init", Msg: "could not create a sampler chain"}
 	}
 	add := func(s *C.struct_llama_sampler) { C.llama_sampler_chain_add(chain, s) }
+	if p.Grammar != "" {
+		// First in the chain, so that the samplers after it only ever see tokens the grammar allows.
+		g := newGrammarSampler(m, p.Grammar, p.GrammarTriggerPatterns)
+		if g == nil {
+			C.llama_sampler_free(chain)
+			return nil, &Error{Op: "llama_sampler_init_grammar", Msg: "the grammar does not parse (llama.cpp logs the reason)"}
+		}
+		add(g)
+	}
 	penalties := (p.RepeatPenalty != 0 && p.RepeatPenalty != 1) || p.PresencePenalty != 0 || p.FrequencyPenalty != 0
 	if penalties {
 		rep := p.RepeatPenalty
@@ -100,6 +117,25 @@ func (p SamplerParams) validate() error {
 		return fmt.Errorf("repeat_last_n %d is below -1", p.RepeatLastN)
 	}
 	return nil
+}
+
+// newGrammarSampler builds llama.cpp's grammar sampler, lazy when there are trigger patterns. It
+// returns nil when the grammar or a pattern does not parse.
+func newGrammarSampler(m *Model, grammar string, triggers []string) *C.struct_llama_sampler {
+	cg := C.CString(grammar)
+	defer C.free(unsafe.Pointer(cg))
+	root := C.CString("root")
+	defer C.free(unsafe.Pointer(root))
+	if len(triggers) == 0 {
+		return C.llama_sampler_init_grammar(m.vocab, cg, root)
+	}
+	// The array of C strings lives in Go memory: it holds only C pointers, which cgo allows.
+	patterns := make([]*C.char, len(triggers))
+	for i, t := range triggers {
+		patterns[i] = C.CString(t)
+		defer C.free(unsafe.Pointer(patterns[i]))
+	}
+	return C.llama_sampler_init_grammar_lazy_patterns(m.vocab, cg, root, &patterns[0], C.size_t(len(patterns)), nil, 0)
 }
 
 // Sample picks a token from output i of c's last decode (-1: the last output) and records it in

@@ -36,12 +36,33 @@ type Request struct {
 	// Slot pins the request to one slot (-1 = any free slot). Slots keep their KV cache between
 	// requests, so a prompt that extends the previous one only evaluates the new tokens.
 	Slot int
+	// Grammar constrains sampling to a GBNF grammar (llama.cpp's grammar sampler, root rule "root");
+	// "" = free text. It is how structured output and forced tool calls are guaranteed.
+	Grammar string
+	// GrammarTriggers make Grammar lazy: it applies from the first of these literal strings the
+	// model writes (e.g. "<tool_call>"); before that the model writes freely.
+	GrammarTriggers []string
+	// Logprobs reports each generated token's log-probability with TopLogprobs alternatives.
+	Logprobs    bool
+	TopLogprobs int
 }
 
 // Token is one generated piece, delivered as soon as it is decoded.
 type Token struct {
 	ID   int32
 	Text string
+	// Logprobs (with Request.Logprobs) of the tokens generated since the previous Token: usually
+	// this one, more when text was held back (half a character, a possible stop string).
+	Logprobs []TokenLogprob
+}
+
+// TokenLogprob is a token's log-probability at one position, from the raw logits (before sampling
+// changed them, as llama-server reports it), and the most likely alternatives when asked for.
+type TokenLogprob struct {
+	ID      int32
+	Text    string
+	Logprob float32
+	Top     []TokenLogprob
 }
 
 // Timings of one request.
@@ -59,8 +80,9 @@ type Timings struct {
 // Result of one request.
 type Result struct {
 	Text         string
-	FinishReason string // "stop" (end of generation or a stop string), "length" (MaxTokens or context full)
-	StoppingWord string // the stop string that ended it, if any
+	FinishReason string         // "stop" (end of generation or a stop string), "length" (MaxTokens or context full)
+	StoppingWord string         // the stop string that ended it, if any
+	Logprobs     []TokenLogprob // one per generated token, with Request.Logprobs
 	Timings      Timings
 }
 

@@ -46,19 +46,30 @@ func FromChatRequest(req ChatCompletionRequest, def engine.Sampling) (ChatCall, 
 		return call, err
 	}
 	call.Request = engine.Request{MaxTokens: limit, Stop: req.Stop, Sampling: sampling, Slot: checkSlot(req.IDSlot)}
+	err = constrain(&call.Request, grammarSource{"response_format", req.ResponseFormat != nil, req.ResponseFormat.grammarFor})
+	if err != nil {
+		return call, err
+	}
+	if err := chatLogprobsRequest(req.Logprobs, req.TopLogprobs, &call.Request); err != nil {
+		return call, err
+	}
 	call.Stream = req.Stream
 	call.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
 	return call, nil
 }
 
 // ToChatCompletion builds the non-streamed response.
-func ToChatCompletion(meta ResponseMeta, res engine.Result) ChatCompletion {
+func ToChatCompletion(meta ResponseMeta, call ChatCall, res engine.Result) ChatCompletion {
+	choice := ChatChoice{
+		FinishReason: res.FinishReason,
+		Index:        0,
+		Message:      AssistantMessage{Role: "assistant", Content: res.Text},
+	}
+	if call.Request.Logprobs {
+		choice.Logprobs = &ChoiceLogprobs{Content: ToChatLogprobs(res.Logprobs)}
+	}
 	return ChatCompletion{
-		Choices: []ChatChoice{{
-			FinishReason: res.FinishReason,
-			Index:        0,
-			Message:      AssistantMessage{Role: "assistant", Content: res.Text},
-		}},
+		Choices:           []ChatChoice{choice},
 		Created:           meta.Created,
 		Model:             meta.Model,
 		SystemFingerprint: meta.Fingerprint,
@@ -88,9 +99,13 @@ func RoleChunk(meta ResponseMeta) ChatCompletionChunk {
 	return chunk(meta, []ChunkChoice{{Index: 0, Delta: Delta{Role: "assistant"}}})
 }
 
-// ContentChunk carries one generated piece.
-func ContentChunk(meta ResponseMeta, text string) ChatCompletionChunk {
-	return chunk(meta, []ChunkChoice{{Index: 0, Delta: Delta{Content: &text}}})
+// ContentChunk carries one generated piece, with the logprobs of its tokens when withLogprobs.
+func ContentChunk(meta ResponseMeta, text string, lps []engine.TokenLogprob, withLogprobs bool) ChatCompletionChunk {
+	c := ChunkChoice{Index: 0, Delta: Delta{Content: &text}}
+	if withLogprobs {
+		c.Logprobs = &ChoiceLogprobs{Content: ToChatLogprobs(lps)}
+	}
+	return chunk(meta, []ChunkChoice{c})
 }
 
 // ToStreamChunks returns every event of a streamed chat after the role chunk, for a finished
@@ -99,7 +114,7 @@ func ContentChunk(meta ResponseMeta, text string) ChatCompletionChunk {
 func ToStreamChunks(meta ResponseMeta, pieces []string, res engine.Result, includeUsage bool) []ChatCompletionChunk {
 	out := make([]ChatCompletionChunk, 0, len(pieces)+2)
 	for _, p := range pieces {
-		out = append(out, ContentChunk(meta, p))
+		out = append(out, ContentChunk(meta, p, nil, false))
 	}
 	return append(out, FinishChunks(meta, res, includeUsage)...)
 }

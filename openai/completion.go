@@ -35,6 +35,13 @@ func FromCompletionRequest(req CompletionRequest, def engine.Sampling) (Completi
 	}
 	call.Request = engine.Request{Prompt: req.Prompt[0], MaxTokens: limit, Stop: req.Stop, Sampling: sampling,
 		Slot: checkSlot(req.IDSlot)}
+	if req.Logprobs != nil {
+		// logprobs: 0 still asks for the chosen tokens' own log-probabilities.
+		if err := countLogprobsRequest("logprobs", req.Logprobs, &call.Request); err != nil {
+			return call, err
+		}
+		call.Request.Logprobs = true
+	}
 	call.Echo = req.Echo
 	call.Stream = req.Stream
 	call.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
@@ -54,19 +61,28 @@ func textCompletion(meta ResponseMeta, choices []TextChoice) TextCompletion {
 
 // ToTextCompletion builds the non-streamed /v1/completions response; text is the prompt plus the
 // generation when the request asked for echo.
-func ToTextCompletion(meta ResponseMeta, text string, res engine.Result) TextCompletion {
+func ToTextCompletion(meta ResponseMeta, call CompletionCall, text string, res engine.Result) TextCompletion {
 	reason := res.FinishReason
 	usage := ToUsage(res.Timings)
 	timings := ToTimings(res.Timings)
-	out := textCompletion(meta, []TextChoice{{Text: text, Index: 0, FinishReason: &reason}})
+	choice := TextChoice{Text: text, Index: 0, FinishReason: &reason}
+	if call.Request.Logprobs {
+		choice.Logprobs = ToLegacyLogprobs(res.Logprobs, len(text)-len(res.Text))
+	}
+	out := textCompletion(meta, []TextChoice{choice})
 	out.Usage = &usage
 	out.Timings = &timings
 	return out
 }
 
-// TextChunk is one streamed /v1/completions event carrying a piece.
-func TextChunk(meta ResponseMeta, text string) TextCompletion {
-	return textCompletion(meta, []TextChoice{{Text: text, Index: 0}})
+// TextChunk is one streamed /v1/completions event carrying a piece (and, when asked for, the
+// logprobs of the tokens it came from; offset is where the piece starts in the whole text).
+func TextChunk(meta ResponseMeta, text string, lps []engine.TokenLogprob, offset int, withLogprobs bool) TextCompletion {
+	c := TextChoice{Text: text, Index: 0}
+	if withLogprobs {
+		c.Logprobs = ToLegacyLogprobs(lps, offset)
+	}
+	return textCompletion(meta, []TextChoice{c})
 }
 
 // TextFinishChunks ends a streamed text completion, like FinishChunks does for chat.

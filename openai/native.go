@@ -40,6 +40,11 @@ type NativeCompletionRequest struct {
 	Stream      bool          `json:"stream"`
 	CachePrompt *bool         `json:"cache_prompt,omitempty"`
 	IDSlot      *int          `json:"id_slot,omitempty"`
+	// Grammar (GBNF) or JSONSchema constrain the output, as llama-server's fields of the same names.
+	Grammar    *string         `json:"grammar,omitempty"`
+	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
+	// NProbs reports each generated token's probability with this many alternatives.
+	NProbs *int `json:"n_probs,omitempty"`
 	SamplingParams
 }
 
@@ -71,12 +76,22 @@ func FromNativeRequest(req NativeCompletionRequest, def engine.Sampling) (Native
 	call.Prompt = *req.Prompt
 	call.Request = engine.Request{Prompt: req.Prompt.Text, MaxTokens: limit, Stop: req.Stop, Sampling: sampling,
 		Slot: checkSlot(req.IDSlot)}
+	err = constrain(&call.Request,
+		grammarSource{"grammar", req.Grammar != nil, func() (string, error) { return *req.Grammar, nil }},
+		grammarSource{"json_schema", len(req.JSONSchema) > 0 && string(bytes.TrimSpace(req.JSONSchema)) != "null",
+			func() (string, error) { return schemaGrammar("json_schema", req.JSONSchema) }})
+	if err != nil {
+		return call, err
+	}
+	if err := countLogprobsRequest("n_probs", req.NProbs, &call.Request); err != nil {
+		return call, err
+	}
 	call.Stream = req.Stream
 	return call, nil
 }
 
 // GenerationSettings echoes the settings a native request ran with: the subset of llama-server's
-// fields that this server implements (it has no mirostat, DRY, XTC or grammars).
+// fields that this server implements (it has no mirostat, DRY or XTC).
 type GenerationSettings struct {
 	Seed             uint32   `json:"seed"`
 	Temperature      float32  `json:"temperature"`
@@ -117,7 +132,7 @@ func ToGenerationSettings(r engine.Request, stream bool) GenerationSettings {
 	return GenerationSettings{Seed: seed, Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 		TypicalP: 1, RepeatLastN: s.RepeatLastN, RepeatPenalty: s.RepeatPenalty, PresencePenalty: s.PresencePenalty,
 		FrequencyPenalty: s.FrequencyPenalty, Stop: stop, MaxTokens: n, NPredict: n, Stream: stream,
-		Samplers: []string{"penalties", "top_k", "top_p", "min_p", "temperature"}}
+		Samplers: []string{"penalties", "top_k", "top_p", "min_p", "temperature"}, NProbs: r.TopLogprobs}
 }
 
 // NativeChunk is one streamed /completion event before the last.
@@ -129,6 +144,8 @@ type NativeChunk struct {
 	IDSlot          int     `json:"id_slot"`
 	TokensPredicted int     `json:"tokens_predicted"`
 	TokensEvaluated int     `json:"tokens_evaluated"`
+	// Probabilities, with n_probs, of the tokens this event's content came from.
+	Probabilities []TokenLogprob `json:"completion_probabilities,omitempty"`
 }
 
 // NativeCompletion is the non-streamed /completion response and the last streamed event.
@@ -149,6 +166,8 @@ type NativeCompletion struct {
 	StoppingWord       string             `json:"stopping_word"`
 	TokensCached       int                `json:"tokens_cached"`
 	Timings            Timings            `json:"timings"`
+	// Probabilities, with n_probs, of every generated token (non-streamed only).
+	Probabilities []TokenLogprob `json:"completion_probabilities,omitempty"`
 }
 
 // StopType is llama-server's reason a generation ended: "eos", "word" (a stop string) or "limit".
@@ -170,7 +189,7 @@ func ToNativeCompletion(meta ResponseMeta, call NativeCall, slot int, content st
 		tokens = []int32{}
 	}
 	usage := ToUsage(res.Timings)
-	return NativeCompletion{
+	out := NativeCompletion{
 		Index:              0,
 		Content:            content,
 		Tokens:             tokens,
@@ -188,6 +207,10 @@ func ToNativeCompletion(meta ResponseMeta, call NativeCall, slot int, content st
 		TokensCached:       res.Timings.CachedTokens,
 		Timings:            ToTimings(res.Timings),
 	}
+	if content != "" && call.Request.Logprobs {
+		out.Probabilities = ToChatLogprobs(res.Logprobs)
+	}
+	return out
 }
 
 // TokenizeRequest is POST /tokenize.

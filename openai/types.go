@@ -105,16 +105,19 @@ type SamplingParams struct {
 
 // ChatCompletionRequest is POST /v1/chat/completions.
 type ChatCompletionRequest struct {
-	Model               string         `json:"model"`
-	Messages            []ChatMessage  `json:"messages"`
-	MaxTokens           *int           `json:"max_tokens,omitempty"`
-	MaxCompletionTokens *int           `json:"max_completion_tokens,omitempty"`
-	NPredict            *int           `json:"n_predict,omitempty"` // llama-server extension
-	Stop                StringOrList   `json:"stop,omitempty"`
-	Stream              bool           `json:"stream"`
-	StreamOptions       *StreamOptions `json:"stream_options,omitempty"`
-	N                   *int           `json:"n,omitempty"`
-	IDSlot              *int           `json:"id_slot,omitempty"` // llama-server extension
+	Model               string          `json:"model"`
+	Messages            []ChatMessage   `json:"messages"`
+	MaxTokens           *int            `json:"max_tokens,omitempty"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens,omitempty"`
+	NPredict            *int            `json:"n_predict,omitempty"` // llama-server extension
+	Stop                StringOrList    `json:"stop,omitempty"`
+	Stream              bool            `json:"stream"`
+	StreamOptions       *StreamOptions  `json:"stream_options,omitempty"`
+	N                   *int            `json:"n,omitempty"`
+	IDSlot              *int            `json:"id_slot,omitempty"` // llama-server extension
+	ResponseFormat      *ResponseFormat `json:"response_format,omitempty"`
+	Logprobs            *bool           `json:"logprobs,omitempty"`
+	TopLogprobs         *int            `json:"top_logprobs,omitempty"`
 	SamplingParams
 }
 
@@ -130,6 +133,8 @@ type CompletionRequest struct {
 	Echo          bool           `json:"echo"`
 	N             *int           `json:"n,omitempty"`
 	IDSlot        *int           `json:"id_slot,omitempty"`
+	// Logprobs is the legacy API's count of alternatives to report per token (0..20).
+	Logprobs *int `json:"logprobs,omitempty"`
 	SamplingParams
 }
 
@@ -170,6 +175,7 @@ type ChatChoice struct {
 	FinishReason string           `json:"finish_reason"`
 	Index        int              `json:"index"`
 	Message      AssistantMessage `json:"message"`
+	Logprobs     *ChoiceLogprobs  `json:"logprobs,omitempty"`
 }
 
 // ChatCompletion is the non-streamed response of /v1/chat/completions.
@@ -209,9 +215,10 @@ func (d Delta) MarshalJSON() ([]byte, error) {
 
 // ChunkChoice is one choice of a streamed chat chunk; FinishReason is null until the last chunk.
 type ChunkChoice struct {
-	FinishReason *string `json:"finish_reason"`
-	Index        int     `json:"index"`
-	Delta        Delta   `json:"delta"`
+	FinishReason *string         `json:"finish_reason"`
+	Index        int             `json:"index"`
+	Delta        Delta           `json:"delta"`
+	Logprobs     *ChoiceLogprobs `json:"logprobs,omitempty"`
 }
 
 // ChatCompletionChunk is one server-sent event of a streamed chat completion.
@@ -228,10 +235,10 @@ type ChatCompletionChunk struct {
 
 // TextChoice is one choice of a text completion (streamed or not).
 type TextChoice struct {
-	Text         string  `json:"text"`
-	Index        int     `json:"index"`
-	Logprobs     *string `json:"logprobs"`
-	FinishReason *string `json:"finish_reason"`
+	Text         string          `json:"text"`
+	Index        int             `json:"index"`
+	Logprobs     *LegacyLogprobs `json:"logprobs"`
+	FinishReason *string         `json:"finish_reason"`
 }
 
 // TextCompletion is the response (or, streamed, one chunk) of /v1/completions.

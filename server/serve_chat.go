@@ -38,7 +38,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, openai.ToChatCompletion(meta, g.res))
+		writeJSON(w, http.StatusOK, openai.ToChatCompletion(meta, call, g.res))
 		return
 	}
 
@@ -55,7 +55,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		if err := begin(); err != nil {
 			return err
 		}
-		return sse.data(openai.ContentChunk(meta, t.Text))
+		return sse.data(openai.ContentChunk(meta, t.Text, t.Logprobs, call.Request.Logprobs))
 	})
 	if err != nil {
 		if r.Context().Err() == nil {

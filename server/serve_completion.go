@@ -37,20 +37,26 @@ func (s *Server) handleTextCompletion(w http.ResponseWriter, r *http.Request) {
 		if call.Echo {
 			text = call.Request.Prompt + text
 		}
-		writeJSON(w, http.StatusOK, openai.ToTextCompletion(meta, text, g.res))
+		writeJSON(w, http.StatusOK, openai.ToTextCompletion(meta, call, text, g.res))
 		return
 	}
 
 	sse := newSSE(w)
 	echoed := !call.Echo
+	offset := 0 // where the next piece starts in the choice's text
+	if call.Echo {
+		offset = len(call.Request.Prompt)
+	}
 	g, err := s.generate(r.Context(), l, w.Header(), call.Request, true, func(t engine.Token) error {
 		if !echoed {
 			echoed = true
-			if err := sse.data(openai.TextChunk(meta, call.Request.Prompt)); err != nil {
+			if err := sse.data(openai.TextChunk(meta, call.Request.Prompt, nil, 0, false)); err != nil {
 				return err
 			}
 		}
-		return sse.data(openai.TextChunk(meta, t.Text))
+		c := openai.TextChunk(meta, t.Text, t.Logprobs, offset, call.Request.Logprobs)
+		offset += len(t.Text)
+		return sse.data(c)
 	})
 	if err != nil {
 		if r.Context().Err() == nil {
@@ -59,7 +65,7 @@ func (s *Server) handleTextCompletion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !echoed {
-		if err := sse.data(openai.TextChunk(meta, call.Request.Prompt)); err != nil {
+		if err := sse.data(openai.TextChunk(meta, call.Request.Prompt, nil, 0, false)); err != nil {
 			return
 		}
 	}
@@ -118,8 +124,12 @@ func (s *Server) handleNativeCompletion(w http.ResponseWriter, r *http.Request) 
 			evaluated = promptTokenEstimate(l, call.Request.Prompt)
 			slot = slotFromHeader(w)
 		}
-		return sse.data(openai.NativeChunk{Index: 0, Content: t.Text, Tokens: []int32{t.ID}, Stop: false,
-			IDSlot: slot, TokensPredicted: n, TokensEvaluated: evaluated})
+		c := openai.NativeChunk{Index: 0, Content: t.Text, Tokens: []int32{t.ID}, Stop: false,
+			IDSlot: slot, TokensPredicted: n, TokensEvaluated: evaluated}
+		if call.Request.Logprobs {
+			c.Probabilities = openai.ToChatLogprobs(t.Logprobs)
+		}
+		return sse.data(c)
 	})
 	if err != nil {
 		if r.Context().Err() == nil {

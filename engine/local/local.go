@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -233,12 +235,37 @@ func commonPrefix(a, b []int32) int {
 	return n
 }
 
-func samplerParams(s engine.Sampling) binding.SamplerParams {
-	return binding.SamplerParams{
+// samplerParams is the binding's sampler for req: its sampling and its grammar.
+func samplerParams(req engine.Request) binding.SamplerParams {
+	s := req.Sampling
+	p := binding.SamplerParams{
 		Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 		RepeatPenalty: s.RepeatPenalty, RepeatLastN: s.RepeatLastN,
 		PresencePenalty: s.PresencePenalty, FrequencyPenalty: s.FrequencyPenalty, Seed: s.Seed,
+		Grammar: req.Grammar,
 	}
+	if len(req.GrammarTriggers) > 0 {
+		p.GrammarTriggerPatterns = []string{triggerPattern(req.GrammarTriggers)}
+	}
+	return p
+}
+
+// triggerPattern is the one pattern llama-server builds from trigger words: anything, then the
+// first trigger (the group the grammar is fed from), then anything.
+func triggerPattern(words []string) string {
+	quoted := make([]string, len(words))
+	for i, w := range words {
+		quoted[i] = regexp.QuoteMeta(w)
+	}
+	return `^[\s\S]*?(` + strings.Join(quoted, "|") + `)[\s\S]*`
+}
+
+func toLogprob(lp binding.TokenLogprob) engine.TokenLogprob {
+	out := engine.TokenLogprob{ID: int32(lp.Token), Text: lp.Text, Logprob: lp.Logprob}
+	for _, t := range lp.Top {
+		out.Top = append(out.Top, toLogprob(t))
+	}
+	return out
 }
 
 // Complete evaluates req.Prompt in a slot (reusing the slot's cached prefix) and generates.
@@ -262,14 +289,23 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 	opts := []binding.GenerateOption{
 		binding.WithMaxTokens(req.MaxTokens),
 		binding.WithStop(req.Stop...),
-		binding.WithSampling(samplerParams(req.Sampling)),
+		binding.WithSampling(samplerParams(req)),
+	}
+	var pending []engine.TokenLogprob // logprobs of tokens whose text is held back
+	if req.Logprobs {
+		opts = append(opts, binding.WithLogprobs(req.TopLogprobs, func(lp binding.TokenLogprob) error {
+			pending = append(pending, toLogprob(lp))
+			return nil
+		}))
 	}
 	if onToken != nil {
 		opts = append(opts, binding.WithTokenCallback(func(tok binding.Token, text string) error {
 			if text == "" {
 				return nil // held back (a possible stop string, or half a character): comes later
 			}
-			return onToken(engine.Token{ID: tok, Text: text})
+			t := engine.Token{ID: tok, Text: text, Logprobs: pending}
+			pending = nil
+			return onToken(t)
 		}))
 	}
 	r, err := s.ctx.GenerateTokens(ctx, toks, opts...)
@@ -284,6 +320,9 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 			PredictedTokens: r.Timings.Generated, PredictedMS: ms(r.Timings.GenerateDuration.Seconds()),
 			PredictedPerSecond: r.Timings.GeneratedPerSecond(),
 		},
+	}
+	for _, lp := range r.Logprobs {
+		res.Logprobs = append(res.Logprobs, toLogprob(lp))
 	}
 	if err != nil {
 		return res, fmt.Errorf("complete in slot %d: %w", s.id, err)

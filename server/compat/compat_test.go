@@ -25,8 +25,9 @@ const (
 	compatSlots = 2
 )
 
-// startLlamaServer runs the stock llama-server of the build root on model and returns its URL.
-func startLlamaServer(t *testing.T, model string) string {
+// startLlamaServer runs the stock llama-server of the build root on model and returns its URL; extra
+// arguments are appended to its command line.
+func startLlamaServer(t *testing.T, model string, extra ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("llama-server")
 	if err != nil {
@@ -44,6 +45,7 @@ func startLlamaServer(t *testing.T, model string) string {
 	cmd := exec.CommandContext(ctx, bin, "-m", model, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
 		"-c", fmt.Sprint(compatCtx), "-np", fmt.Sprint(compatSlots), "--slot-save-path", t.TempDir()+"/", "--metrics",
 		"-t", "2", "--no-webui")
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start llama-server: %v", err)
