@@ -419,6 +419,10 @@ func (s *Server) handleContextSave(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, badRequest("send either prompt or messages, not both"))
 		return
 	case req.Messages != nil:
+		if err := checkMessageCount("messages", len(req.Messages)); err != nil {
+			fail(w, r, err)
+			return
+		}
 		msgs, err := openai.ToEngineMessages(req.Messages)
 		if err != nil {
 			fail(w, r, err)
@@ -433,6 +437,10 @@ func (s *Server) handleContextSave(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Prompt == nil || *req.Prompt == "" {
 		fail(w, r, badRequest("prompt (or messages) is required and must not be empty"))
+		return
+	}
+	if err := checkFits(r.Context(), l, *req.Prompt); err != nil {
+		fail(w, r, err)
 		return
 	}
 	unlock, err := s.contexts.lock(r.Context(), contextKey(req.Name))

@@ -61,6 +61,9 @@ func toAPIError(err error) *apiError {
 	case errors.As(err, &tooBig):
 		return &apiError{status: http.StatusRequestEntityTooLarge, typ: errTypeRequestTooLarge,
 			message: fmt.Sprintf("request body is larger than the limit of %d bytes", tooBig.Limit)}
+	case bodyTimedOut(err):
+		return &apiError{status: http.StatusRequestTimeout, typ: errTypeInvalidRequest,
+			message: "the request body was not received in time"}
 	case errors.As(err, &reqErr):
 		return badRequest("%s", reqErr.Error())
 	case errors.As(err, &syntaxErr):
@@ -124,12 +127,39 @@ func writeAPIError(w http.ResponseWriter, e *apiError) {
 	writeJSON(w, e.status, e.body())
 }
 
-// fail answers err unless the client has gone (then nobody is listening).
+// fail answers err unless the client has gone (then nobody is listening). A request stopped because
+// the server is shutting down is answered 503, never an empty 200.
 func fail(w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
-		return
+	if r.Context().Err() != nil {
+		if shuttingDown(r) {
+			writeAPIError(w, shutdownError())
+			return
+		}
+		if errors.Is(err, context.Canceled) {
+			return
+		}
 	}
 	writeAPIError(w, toAPIError(err))
+}
+
+// failStream ends a stream that failed: with err's event while the client listens, with the
+// shutdown's when the server stops it, and with nothing when the client left.
+func failStream(sse *sseWriter, r *http.Request, err error) {
+	switch {
+	case r.Context().Err() == nil:
+		sse.fail(toAPIError(err))
+	case shuttingDown(r):
+		sse.fail(shutdownError())
+	}
+}
+
+func shuttingDown(r *http.Request) bool {
+	return errors.Is(context.Cause(r.Context()), errShuttingDown)
+}
+
+func shutdownError() *apiError {
+	return &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable,
+		message: "the server is shutting down: the request was stopped before it finished; retry it"}
 }
 
 // decodeJSON reads the body as one JSON value into v.

@@ -42,7 +42,7 @@ type generation struct {
 // client with the first byte of the response.
 func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req engine.Request, stream bool, onToken func(engine.Token) error) (generation, error) {
 	var g generation
-	if err := checkFits(l, req.Prompt); err != nil {
+	if err := checkFits(ctx, l, req.Prompt); err != nil {
 		return g, err
 	}
 	s.metrics.deferredWaits.Add(1)
@@ -110,20 +110,6 @@ func (s *Server) resume(ctx context.Context, l *loaded, sl *slot, sc savedContex
 	}
 	_, err := l.eng.LoadState(ctx, sl.id, s.contexts.statePath(sc.Name))
 	return err
-}
-
-// checkFits refuses a prompt that cannot fit in a slot before it waits for one, with the counts
-// llama-server reports. The engine checks again (ErrContextFull) with its exact accounting.
-func checkFits(l *loaded, prompt string) error {
-	toks, err := l.eng.Tokenize(prompt, true, true)
-	if err != nil {
-		return fmt.Errorf("tokenize the prompt: %w", err)
-	}
-	if len(toks) >= l.info.Context {
-		return &apiError{status: http.StatusBadRequest, typ: errTypeExceedsContext, nPrompt: len(toks), nCtx: l.info.Context,
-			message: fmt.Sprintf("request (%d tokens) exceeds the available context size (%d tokens), try increasing it", len(toks), l.info.Context)}
-	}
-	return nil
 }
 
 // meta makes the identity shared by the events of one response.

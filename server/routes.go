@@ -54,6 +54,7 @@ func (s *Server) routesHandler() http.Handler {
 	var h http.Handler = mux
 	h = s.withAuth(h)
 	h = s.withBodyLimit(h)
+	h = s.withBodyReadTimeout(h)
 	h = s.withCrossSiteCheck(h)
 	h = s.withHostCheck(h)
 	h = s.withMetrics(h)

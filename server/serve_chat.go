@@ -19,6 +19,10 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
+	if err := checkMessageCount("messages", len(req.Messages)); err != nil {
+		fail(w, r, err)
+		return
+	}
 	call, err := openai.FromChatRequest(req, s.sampling)
 	if err != nil {
 		fail(w, r, err)
@@ -58,9 +62,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return sse.data(openai.ContentChunk(meta, t.Text, t.Logprobs, call.Request.Logprobs))
 	})
 	if err != nil {
-		if r.Context().Err() == nil {
-			sse.fail(toAPIError(err))
-		}
+		failStream(sse, r, err)
 		return
 	}
 	if err := begin(); err != nil {

@@ -59,9 +59,7 @@ func (s *Server) handleTextCompletion(w http.ResponseWriter, r *http.Request) {
 		return sse.data(c)
 	})
 	if err != nil {
-		if r.Context().Err() == nil {
-			sse.fail(toAPIError(err))
-		}
+		failStream(sse, r, err)
 		return
 	}
 	if !echoed {
@@ -132,9 +130,7 @@ func (s *Server) handleNativeCompletion(w http.ResponseWriter, r *http.Request) 
 		return sse.data(c)
 	})
 	if err != nil {
-		if r.Context().Err() == nil {
-			sse.fail(toAPIError(err))
-		}
+		failStream(sse, r, err)
 		return
 	}
 	sse.data(openai.ToNativeCompletion(meta, call, g.slot, "", nil, g.res))

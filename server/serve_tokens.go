@@ -22,6 +22,11 @@ func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, badRequest("content is required"))
 		return
 	}
+	if len(*req.Content) > maxTokenizeBytes(l) {
+		fail(w, r, badRequest("content is %d bytes; at most %d are tokenized (%d tokens of context × %d)",
+			len(*req.Content), maxTokenizeBytes(l), l.info.Context, maxBytesPerToken))
+		return
+	}
 	parseSpecial := true
 	if req.ParseSpecial != nil {
 		parseSpecial = *req.ParseSpecial
@@ -33,6 +38,10 @@ func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
 	}
 	if !req.WithPieces {
 		writeJSON(w, http.StatusOK, map[string]any{"tokens": nonNil(toks)})
+		return
+	}
+	if len(toks) > maxTokenPieces {
+		fail(w, r, badRequest("with_pieces is limited to %d tokens; the content has %d (ask without with_pieces, or in parts)", maxTokenPieces, len(toks)))
 		return
 	}
 	pieces := make([]openai.TokenPiece, 0, len(toks))
@@ -77,6 +86,10 @@ func (s *Server) handleApplyTemplate(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
+	if err := checkMessageCount("messages", len(req.Messages)); err != nil {
+		fail(w, r, err)
+		return
+	}
 	msgs, err := openai.ToEngineMessages(req.Messages)
 	if err != nil {
 		fail(w, r, err)
@@ -89,6 +102,9 @@ func (s *Server) handleApplyTemplate(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"prompt": prompt})
 }
+
+// maxTokenizeBytes bounds /tokenize's content: what a slot could hold, and at least 1 MiB.
+func maxTokenizeBytes(l *loaded) int { return max(maxPromptBytes(l), 1<<20) }
 
 func nonNil[T any](s []T) []T {
 	if s == nil {

@@ -35,6 +35,9 @@ type Config struct {
 	APIKey string
 	// MaxBodyBytes limits request bodies (413 beyond); 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// BodyReadTimeout is how long a client may take to send a body (408 after); 0 means
+	// DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
 	// ContextDir stores saved contexts and slot files; "" means DefaultContextDir().
 	ContextDir string
 	// ModelAlias is the model id reported by /v1/models; "" means the model's file name.
@@ -95,6 +98,9 @@ type loaded struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = DefaultBodyReadTimeout
 	}
 	if cfg.ContextDir == "" {
 		dir, err := DefaultContextDir()
@@ -157,11 +163,16 @@ func (s *Server) modelName(l *loaded) string {
 	return l.info.Name
 }
 
-// Serve answers on ln until ctx is cancelled, then stops: running generations are cancelled (their
-// clients get what was generated so far) and the server waits up to 10 s for handlers to return.
+// errShuttingDown is the cause of every request context's cancellation when the server stops: it
+// tells a stop from a client that went away.
+var errShuttingDown = errors.New("the server is shutting down")
+
+// Serve answers on ln until ctx is cancelled, then stops: running generations and queued requests
+// are cancelled and answered 503 (a stream ends with an error event), and the server waits up to
+// 10 s for handlers to return.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	baseCtx, cancelBase := context.WithCancel(context.Background())
-	defer cancelBase()
+	baseCtx, cancelBase := context.WithCancelCause(context.Background())
+	defer cancelBase(errShuttingDown)
 	hs := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -177,7 +188,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down")
-	cancelBase()
+	cancelBase(errShuttingDown)
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(shutCtx); err != nil {

@@ -36,6 +36,8 @@ type Engine struct {
 	// in the middle of an answer).
 	FailAfter int
 	FailErr   error
+	// TokenizeDelay is slept in every Tokenize call (a slow tokenizer; not cancellable, as a C call).
+	TokenizeDelay time.Duration
 	// SaveDelay is slept after SaveState writes its file (a slow disk), so that saves overlap.
 	SaveDelay time.Duration
 	// StatsAtEnd counts generated tokens in Stats only when a request finishes, as engine/local does.
@@ -52,6 +54,8 @@ type Engine struct {
 	cancelled   int
 	stats       engine.Stats
 	closed      bool
+	tokenized   int // bytes passed to Tokenize
+	tokenizes   int // Tokenize calls
 	layerCounts [][]int64
 }
 
@@ -90,6 +94,11 @@ func (e *Engine) Info() engine.ModelInfo { return e.info }
 func (e *Engine) SetFingerprint(fp string) { e.info.Fingerprint = fp }
 
 func (e *Engine) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
+	e.mu.Lock()
+	e.tokenized += len(text)
+	e.tokenizes++
+	e.mu.Unlock()
+	time.Sleep(e.TokenizeDelay)
 	out := make([]int32, 0, len(text)+1)
 	if addSpecial {
 		out = append(out, BOS)
@@ -411,6 +420,8 @@ func (e *Engine) Close() error {
 type Counters struct {
 	Running, MaxRunning, Completed, Cancelled int
 	BusySlots                                 int
+	// TokenizedBytes and TokenizeCalls count what Tokenize was given.
+	TokenizedBytes, TokenizeCalls int
 }
 
 func (e *Engine) Counters() Counters {
@@ -422,7 +433,8 @@ func (e *Engine) Counters() Counters {
 			busy++
 		}
 	}
-	return Counters{Running: e.running, MaxRunning: e.maxRunning, Completed: e.completed, Cancelled: e.cancelled, BusySlots: busy}
+	return Counters{Running: e.running, MaxRunning: e.maxRunning, Completed: e.completed, Cancelled: e.cancelled, BusySlots: busy,
+		TokenizedBytes: e.tokenized, TokenizeCalls: e.tokenizes}
 }
 
 // SlotKV returns what slot i's cache holds.
