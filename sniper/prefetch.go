@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Prefetch: while layer N's experts compute, read the experts layer N+1's router is expected to
@@ -114,8 +113,8 @@ type prediction struct {
 // aheadState is the sniper's side of prefetching (guarded by s.mu).
 type aheadState struct {
 	pred map[int]prediction // by layer
-	// loading holds the experts a prefetch is reading right now (without the lock); the channel is
-	// closed when the read is over.
+	// loading holds the experts being read right now (by a prefetch or an Ensure, without the
+	// lock: readUnlocked); the channel is closed when the read is over.
 	loading  map[Key]chan struct{}
 	inflight sync.WaitGroup
 	// rankSeen[r] and rankHit[r] tally one-token predictions with an r-th surest expert and those
@@ -378,7 +377,7 @@ func (s *Sniper) notePrediction(job prefetchJob, ids []int) bool {
 // prefetch reads those of experts of layer that are neither resident nor being read, if the
 // prediction made after Ensure number seq is still current and the budget has room for them without
 // evicting anything pinned. The read runs without the lock (an Ensure that needs one of these experts
-// waits for it in awaitPrefetch; others proceed). It reports whether the prefetcher should go on with
+// waits for it in awaitLoads; others proceed). It reports whether the prefetcher should go on with
 // this prediction. Read errors are dropped: the expert stays missing, and Ensure reads it again and
 // reports what fails.
 func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []int) bool {
@@ -414,7 +413,7 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 		}
 		slots = append(slots, sl)
 	}
-	if len(slots) < len(missing) || s.checkFile(layer, missing[0]) != nil {
+	if len(slots) < len(missing) {
 		s.freeSlots(layer, slots)
 		return false // the pinned working sets (and this layer's experts) fill the cache
 	}
@@ -425,50 +424,29 @@ func (s *Sniper) prefetch(ctx context.Context, seq uint64, layer int, experts []
 	}
 	// The bytes are charged now, so that no one else fills the room while the read runs.
 	s.stats.CacheBytes += need
-	done := make(chan struct{})
-	if s.ahead.loading == nil {
-		s.ahead.loading = map[Key]chan struct{}{}
-	}
-	for _, e := range missing {
-		s.ahead.loading[Key{layer, e}] = done
-	}
-	s.ahead.inflight.Add(1)
-	s.mu.Unlock()
-	start := time.Now()
-	err = s.pool.Read(ctx, reqs)
-	s.mu.Lock()
-	s.ahead.inflight.Done()
-	s.stats.PrefetchTime += time.Since(start)
-	for _, e := range missing {
-		delete(s.ahead.loading, Key{layer, e})
-	}
-	close(done)
-	if err != nil || s.closed {
+	took, err := s.readUnlocked(ctx, layer, missing, reqs)
+	s.stats.PrefetchTime += took
+	if err != nil {
 		s.stats.CacheBytes -= need
 		s.freeSlots(layer, slots)
 		return false
 	}
-	for i, e := range missing {
-		k := Key{layer, e}
-		s.setResident(k, per)
-		s.slotOf[k] = slots[i]
-		s.prefetched[k] = true
-		s.policy.Touched(k)
+	s.admit(layer, missing, slots)
+	for _, e := range missing {
+		s.prefetched[Key{layer, e}] = true
 	}
-	s.stats.PeakCacheBytes = max(s.stats.PeakCacheBytes, s.stats.CacheBytes)
-	s.stats.BytesRead += need
 	s.stats.LayerMisses[layer] += int64(len(missing))
 	s.stats.PrefetchReads += int64(len(missing))
 	return true
 }
 
-// awaitPrefetch waits, without the lock, for prefetch reads of experts in s.union of layer that are in
-// flight, so that Ensure finds them resident (or, if the read failed, missing) instead of reading them
-// again. Called by Ensure with s.mu held, after pinning the union.
-func (s *Sniper) awaitPrefetch(ctx context.Context, layer int) error {
+// awaitLoads waits, without the lock, for reads in flight (a prefetch's or another Ensure's) of the
+// experts union of layer, so that Ensure finds them resident (or, if the read failed, missing)
+// instead of reading them again. Called by Ensure with s.mu held, after pinning the union.
+func (s *Sniper) awaitLoads(ctx context.Context, layer int, union []int) error {
 	for {
 		var wait []chan struct{}
-		for _, e := range s.union {
+		for _, e := range union {
 			if ch := s.ahead.loading[Key{layer, e}]; ch != nil && !slices.Contains(wait, ch) {
 				wait = append(wait, ch)
 			}
@@ -476,8 +454,6 @@ func (s *Sniper) awaitPrefetch(ctx context.Context, layer int) error {
 		if len(wait) == 0 {
 			return nil
 		}
-		// Other Ensures may run meanwhile and reuse s.union: keep ours.
-		union := slices.Clone(s.union)
 		s.mu.Unlock()
 		var err error
 		for _, ch := range wait {
@@ -491,7 +467,6 @@ func (s *Sniper) awaitPrefetch(ctx context.Context, layer int) error {
 			}
 		}
 		s.mu.Lock()
-		s.union = append(s.union[:0], union...)
 		if err != nil {
 			return fmt.Errorf("ensure layer %d: %w", layer, err)
 		}

@@ -261,6 +261,10 @@ func (p *Pin) Ensure(ctx context.Context, layer int, ids []int32) error {
 // evicted to stay within the budget. In ModeExperts, slots (if not nil; as long as ids) receives the
 // slot each ids[i] is resident in: what llama.cpp must compute with instead (see slots.go). On error
 // nothing of the failed experts is considered resident and the error names the file and offset.
+//
+// The sniper's lock is never held while reading: the experts being read are marked as loading
+// (readUnlocked), so that Stats, other contexts' Ensures and the prefetcher go on meanwhile, and an
+// Ensure that needs an expert being read waits for that read (awaitLoads) rather than for the lock.
 func (p *Pin) EnsureSlots(ctx context.Context, layer int, ids, slots []int32) error {
 	s := p.s
 	start := time.Now()
@@ -273,7 +277,6 @@ func (p *Pin) EnsureSlots(ctx context.Context, layer int, ids, slots []int32) er
 	}
 	s.stats.LockWaitTime += time.Since(start)
 	defer func() { s.stats.EnsureTime += time.Since(start) }()
-	defer func() { s.ensureSeq++ }() // after scorePrediction; a prefetch planned before is now stale
 	if layer < 0 || layer >= len(s.layers) || len(s.layers[layer]) == 0 {
 		return fmt.Errorf("ensure layer %d: no streamed tensors bound for this layer of %q", layer, s.idx.Path)
 	}
@@ -298,6 +301,9 @@ func (p *Pin) EnsureSlots(ctx context.Context, layer int, ids, slots []int32) er
 		slices.Sort(s.union)
 		s.scorePrediction(layer)
 	}
+	s.ensureSeq++ // after scorePrediction; a prefetch planned before is now stale
+	// The lock is let go while reading, and other Ensures reuse s.union meanwhile: keep ours.
+	union := slices.Clone(s.union)
 	s.stats.Ensures++
 	if s.idx.Mode == ModeDense {
 		s.stats.LayerActivations[layer]++
@@ -310,16 +316,16 @@ func (p *Pin) EnsureSlots(ctx context.Context, layer int, ids, slots []int32) er
 	}
 	// Pin this layer's working set; this pin's previous one (whose matmuls have run) becomes evictable.
 	p.unpin()
-	for _, e := range s.union {
+	for _, e := range union {
 		k := Key{layer, e}
 		s.pinned[k]++
 		p.keys = append(p.keys, k)
 	}
-	if err := s.awaitPrefetch(ctx, layer); err != nil {
+	if err := s.awaitLoads(ctx, layer, union); err != nil {
 		return err
 	}
 	var missing []int
-	for _, e := range s.union {
+	for _, e := range union {
 		k := Key{layer, e}
 		if _, ok := s.resident[k]; ok {
 			s.stats.Hits++
@@ -350,33 +356,36 @@ func (p *Pin) EnsureSlots(ctx context.Context, layer int, ids, slots []int32) er
 	return nil
 }
 
-// load reads experts missing of layer (none of them resident) after making room for them, and marks
-// them resident. Called with s.mu held.
+// load reads experts missing of layer (none of them resident nor being read) after making room for
+// them, and marks them resident. Called with s.mu held; the lock is let go during the read.
 func (s *Sniper) load(ctx context.Context, layer int, missing []int) error {
 	if s.slotOf != nil {
 		return s.loadSlots(ctx, layer, missing)
 	}
-	per := s.expertBytes(layer)
-	if err := s.makeRoom(int64(len(missing)) * per); err != nil {
+	need := int64(len(missing)) * s.expertBytes(layer)
+	if err := s.makeRoom(need); err != nil {
 		return err
 	}
 	// Spares the reads did not take go back to the system, so that the budget holds.
 	defer s.releaseSpares()
-	if err := s.checkFile(layer, missing[0]); err != nil {
-		return err
-	}
-	readStart := time.Now()
-	err := s.read(ctx, layer, missing)
-	s.stats.ReadTime += time.Since(readStart)
+	reqs, err := s.readRequests(layer, missing)
 	if err != nil {
+		return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
+	}
+	// The bytes are charged before the read, so that no one else fills the room while it runs.
+	s.stats.CacheBytes += need
+	took, err := s.readUnlocked(ctx, layer, missing, reqs)
+	s.stats.ReadTime += took
+	if err != nil {
+		s.stats.CacheBytes -= need
 		return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
 	}
 	s.admit(layer, missing, nil)
 	return nil
 }
 
-// admit marks experts missing of layer, just read (into slots[i] in ModeExperts), resident and
-// counts them. Called with s.mu held.
+// admit marks experts missing of layer, just read (into slots[i] in ModeExperts) and already charged
+// to CacheBytes, resident and counts them. Called with s.mu held.
 func (s *Sniper) admit(layer int, missing []int, slots []int32) {
 	per := s.expertBytes(layer)
 	for i, e := range missing {
@@ -385,7 +394,6 @@ func (s *Sniper) admit(layer int, missing []int, slots []int32) {
 		if slots != nil {
 			s.slotOf[k] = slots[i]
 		}
-		s.stats.CacheBytes += per
 		s.policy.Touched(k)
 	}
 	s.stats.BytesRead += int64(len(missing)) * per
@@ -393,7 +401,7 @@ func (s *Sniper) admit(layer int, missing []int, slots []int32) {
 }
 
 // loadSlots is load in ModeExperts: each missing expert gets a slot (evicting as needed) and is read
-// into it. Called with s.mu held.
+// into it. Called with s.mu held; the lock is let go during the read.
 func (s *Sniper) loadSlots(ctx context.Context, layer int, missing []int) error {
 	slots := make([]int32, 0, len(missing))
 	for range missing {
@@ -404,22 +412,56 @@ func (s *Sniper) loadSlots(ctx context.Context, layer int, missing []int) error 
 		}
 		slots = append(slots, sl)
 	}
-	if err := s.checkFile(layer, missing[0]); err != nil {
-		s.freeSlots(layer, slots)
-		return err
-	}
 	reqs, err := s.slotReadRequests(layer, missing, slots)
-	if err == nil {
-		readStart := time.Now()
-		err = s.pool.Read(ctx, reqs)
-		s.stats.ReadTime += time.Since(readStart)
-	}
 	if err != nil {
+		s.freeSlots(layer, slots)
+		return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
+	}
+	need := int64(len(missing)) * s.expertBytes(layer)
+	s.stats.CacheBytes += need
+	took, err := s.readUnlocked(ctx, layer, missing, reqs)
+	s.stats.ReadTime += took
+	if err != nil {
+		s.stats.CacheBytes -= need
 		s.freeSlots(layer, slots)
 		return fmt.Errorf("load experts %v of layer %d: %w", missing, layer, err)
 	}
 	s.admit(layer, missing, slots)
 	return nil
+}
+
+// readUnlocked runs reqs, the reads of experts of layer, without s.mu: meanwhile the experts are
+// marked as loading, so that an Ensure needing one of them waits for this read (awaitLoads) and
+// nobody reads it twice, while statistics, predictions and the Ensures of other experts go on. It
+// checks first that the file is still the one opened (a stat, also outside the lock). Called with
+// s.mu held; held again on return, when it reports the read's duration and ErrClosed if the sniper
+// was closed meanwhile (Close waits for the read: the memory stays mapped until it ends).
+func (s *Sniper) readUnlocked(ctx context.Context, layer int, experts []int, reqs []ReadRequest) (time.Duration, error) {
+	done := make(chan struct{})
+	if s.ahead.loading == nil {
+		s.ahead.loading = map[Key]chan struct{}{}
+	}
+	for _, e := range experts {
+		s.ahead.loading[Key{layer, e}] = done
+	}
+	s.ahead.inflight.Add(1)
+	s.mu.Unlock()
+	start := time.Now()
+	err := s.checkFile(layer, experts[0])
+	if err == nil {
+		err = s.pool.Read(ctx, reqs)
+	}
+	took := time.Since(start)
+	s.mu.Lock()
+	s.ahead.inflight.Done()
+	for _, e := range experts {
+		delete(s.ahead.loading, Key{layer, e})
+	}
+	close(done)
+	if err == nil && s.closed {
+		err = ErrClosed
+	}
+	return took, err
 }
 
 // makeRoom evicts unpinned experts until need more bytes fit in the budget, or nothing evictable is
@@ -470,7 +512,8 @@ func (s *Sniper) evict(k Key) error {
 }
 
 // checkFile refuses to read from a model file that was replaced or truncated since it was opened:
-// its bytes would no longer be the weights llama.cpp was loaded with.
+// its bytes would no longer be the weights llama.cpp was loaded with. It needs no lock (what it
+// reads is set before the first Ensure).
 func (s *Sniper) checkFile(layer, expert int) error {
 	t := s.layers[layer][0]
 	off := t.Parts[0].FileOffset + int64(expert)*t.Parts[0].Stride
@@ -483,16 +526,6 @@ func (s *Sniper) checkFile(layer, expert int) error {
 			Err: errors.New("model file was replaced or modified while running (size, time or inode changed); reload the model")}
 	}
 	return nil
-}
-
-// read loads experts of layer: aligned supersets straight into mirrored tensors' memory, through the
-// pool's bounce buffers (copied into place on the reading goroutine) for the others.
-func (s *Sniper) read(ctx context.Context, layer int, experts []int) error {
-	reqs, err := s.readRequests(layer, experts)
-	if err != nil {
-		return err
-	}
-	return s.pool.Read(ctx, reqs)
 }
 
 // readRequests prepares the reads of experts of layer into mirrored memory (stream mode), moving

@@ -45,6 +45,9 @@ type Options struct {
 	// NoRepack loads in RAM with use_extra_bufts=false: the plain numeric path that streamed modes
 	// reproduce bit-exactly (slower on CPUs with AMX or repacked kernels).
 	NoRepack bool
+	// StreamFS opens the model file for streaming in sniper and stream modes (nil: direct I/O);
+	// tests inject faults and stalls here (sniper/faultfs).
+	StreamFS sniper.FS
 	// ModelOptions are passed to the binding's loader after the ones Options implies.
 	ModelOptions []binding.ModelOption
 	// StatsSource, when set, fills the streaming fields of Stats. By default a streamed model's own
@@ -105,7 +108,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 		}
 		m, err = binding.LoadModel(ctx, path, append(mopts, o.ModelOptions...)...)
 	case "sniper", "stream":
-		so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: o.CacheBudget, Prefetch: !o.NoPrefetch, Contexts: o.Slots}
+		so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: o.CacheBudget, Prefetch: !o.NoPrefetch, Contexts: o.Slots, FS: o.StreamFS}
 		if mode == "stream" {
 			so.Mode = sniper.ModeDense
 			so.Prefetch = false // prefetch predicts experts; dense layers have none
