@@ -35,9 +35,9 @@ func (r *Remote) explain(doing, name string, err error) error {
 			return fmt.Errorf("%s: %w (%s: %s): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the profile in the shared credentials file",
 				doing, ErrCredentials, apiErr.ErrorCode(), apiErr.ErrorMessage())
 		case "NoSuchBucket":
-			return fmt.Errorf("%s: %w: no bucket %q at %s (create it, or fix --remote)", doing, ErrNoBucket, r.bucket, r.endpoint)
+			return kindError{ErrNoBucket, fmt.Sprintf("%s: no bucket %q at %s (create it, or fix --remote)", doing, r.bucket, r.endpoint)}
 		case "NoSuchKey", "NotFound":
-			return fmt.Errorf("%s: %w: %s has no context %q", doing, ErrNotFound, r, name)
+			return r.notFound(doing, name)
 		}
 	}
 	var respErr *smithyhttp.ResponseError
@@ -47,7 +47,7 @@ func (r *Remote) explain(doing, name string, err error) error {
 			return fmt.Errorf("%s: %w (HTTP %d): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the profile in the shared credentials file",
 				doing, ErrCredentials, respErr.HTTPStatusCode())
 		case http.StatusNotFound:
-			return fmt.Errorf("%s: %w: %s has no context %q", doing, ErrNotFound, r, name)
+			return r.notFound(doing, name)
 		}
 	}
 	var sendErr *smithyhttp.RequestSendError
@@ -57,3 +57,16 @@ func (r *Remote) explain(doing, name string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }
+
+func (r *Remote) notFound(doing, name string) error {
+	return kindError{ErrNotFound, fmt.Sprintf("%s: %s has no context %q", doing, r, name)}
+}
+
+// kindError is an error of one of the kinds above whose message says it in its own words.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e kindError) Error() string { return e.msg }
+func (e kindError) Unwrap() error { return e.kind }

@@ -148,3 +148,11 @@ func ensureDir(dir string) error {
 
 // ErrNoRemote is what a command that needs a remote says when none is configured.
 var ErrNoRemote = errors.New("no remote is configured: give --remote s3://BUCKET[/PREFIX], set " + EnvRemote + ", or set \"remote\" in config.json")
+
+// Sub is the part of the remote under PREFIX/dir/ (the REPL keeps its sessions apart from the
+// server's contexts this way).
+func (r *Remote) Sub(dir string) *Remote {
+	sub := *r
+	sub.prefix = r.prefix + strings.Trim(dir, "/") + "/"
+	return &sub
+}

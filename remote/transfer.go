@@ -48,7 +48,7 @@ func (m Model) Same(o Model) bool {
 
 func (m Model) String() string {
 	if m.Fingerprint != "" {
-		return fmt.Sprintf("%q (fingerprint %.12s)", m.Name, m.Fingerprint)
+		return fmt.Sprintf("%q (fingerprint %.23s)", m.Name, m.Fingerprint)
 	}
 	return fmt.Sprintf("%q", m.Name)
 }

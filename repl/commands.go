@@ -33,6 +33,9 @@ func commandList() []command {
 		{"improve", "", "grading statistics by route, and what to try", (*REPL).cmdImprove},
 		{"save", "NAME", "save the conversation and its KV cache", (*REPL).cmdSave},
 		{"load", "[NAME]", "list saved conversations, or load NAME", (*REPL).cmdLoad},
+		{"push", "NAME", "upload the saved conversation NAME to the remote (--remote)", (*REPL).cmdPush},
+		{"pull", "NAME", "download the conversation NAME from the remote; /load NAME then resumes it", (*REPL).cmdPull},
+		{"ls-remote", "", "list the conversations in the remote", (*REPL).cmdListRemote},
 		{"ls", "[DIR]", "list a directory of the working directory", (*REPL).cmdList},
 		{"write", "FILE", "write the last answer to FILE in the working directory (asks first)", (*REPL).cmdWrite},
 		{"clear", "", "forget the conversation", (*REPL).cmdClear},
@@ -234,8 +237,8 @@ func (r *REPL) cmdSave(ctx context.Context, name string) (bool, error) {
 	var sess Session
 	err := r.op(ctx, func(ctx context.Context) error {
 		var err error
-		sess, err = r.sessions.Save(ctx, r.eng, r.agent.Slot, Session{Name: name, Model: r.model.Name, Mode: r.mode,
-			Messages: r.history})
+		sess, err = r.sessions.Save(ctx, r.eng, r.agent.Slot, Session{Name: name, Model: r.model.Name,
+			ModelFingerprint: r.eng.Info().Fingerprint, Mode: r.mode, Messages: r.history})
 		return err
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/expertsniper/expertsniper/hub"
+	"github.com/expertsniper/expertsniper/remote"
 )
 
 // Dirs are where the REPL keeps its files, following the XDG base directory spec on every platform (so
@@ -83,7 +84,9 @@ type Config struct {
 	Temperature float32 `json:"temperature,omitempty"`
 	Seed        uint32  `json:"seed,omitempty"`
 	Prices      Prices  `json:"prices"`
-	Search      struct {
+	// Remote is s3://BUCKET[/PREFIX], where /push and /pull move saved conversations.
+	Remote string `json:"remote,omitempty"`
+	Search struct {
 		URL     string `json:"url,omitempty"` // DuckDuckGo-compatible HTML endpoint
 		Results int    `json:"results,omitempty"`
 	} `json:"search"`
@@ -157,6 +160,11 @@ func (c *Config) Validate() error {
 	if c.DefaultModel != "" {
 		if _, ok := c.Models[c.DefaultModel]; !ok {
 			return fmt.Errorf("default_model %q is not among the models", c.DefaultModel)
+		}
+	}
+	if c.Remote != "" {
+		if _, _, err := remote.ParseURL(c.Remote); err != nil {
+			return err
 		}
 	}
 	if c.MaxTokens < 0 {

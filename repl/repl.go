@@ -16,6 +16,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/agentmode"
 	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/remote"
 	"github.com/expertsniper/expertsniper/tools"
 	"github.com/expertsniper/expertsniper/websearch"
 )
@@ -40,6 +41,8 @@ type Options struct {
 	Workdir string
 	// Interrupts delivers Ctrl-C (SIGINT) while a model call runs; each one cancels the running call.
 	Interrupts <-chan os.Signal
+	// Remote is where /push and /pull move saved conversations (--remote); nil when none is set.
+	Remote *remote.Remote
 	// KVShape reads a model's KV cache shape for the memory report; nil means ReadKVShape.
 	KVShape func(path string) (KVShape, error)
 }

@@ -20,11 +20,13 @@ var sessionName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // Session is a saved conversation: the messages, and beside them the KV state of their prompt so that
 // /load continues without re-evaluating it.
 type Session struct {
-	Name     string           `json:"name"`
-	Saved    time.Time        `json:"saved"`
-	Model    string           `json:"model"`
-	Mode     string           `json:"mode"`
-	Messages []engine.Message `json:"messages"`
+	Name  string    `json:"name"`
+	Saved time.Time `json:"saved"`
+	Model string    `json:"model"`
+	// ModelFingerprint identifies the model file (gguf.Fingerprint): a KV state fits no other.
+	ModelFingerprint string           `json:"model_fingerprint,omitempty"`
+	Mode             string           `json:"mode"`
+	Messages         []engine.Message `json:"messages"`
 	// Tokens is the length of the saved KV state (0 when none was saved).
 	Tokens int `json:"tokens"`
 }
@@ -102,7 +104,7 @@ func (s SessionStore) Load(ctx context.Context, eng engine.Engine, slot int, nam
 	if sess.Tokens == 0 {
 		return sess, nil, nil
 	}
-	if sess.Model != model {
+	if fp := eng.Info().Fingerprint; sess.Model != model || (sess.ModelFingerprint != "" && fp != "" && sess.ModelFingerprint != fp) {
 		return sess, fmt.Errorf("its KV state belongs to model %q, not %q", sess.Model, model), nil
 	}
 	n, err := eng.LoadState(ctx, slot, state)

@@ -261,11 +261,18 @@ func (c *contextStore) list() ([]savedContext, error) {
 // one whose metadata describes another state.
 func (c *contextStore) commit(sc savedContext, tmpState string) (savedContext, error) {
 	c.mu.Lock()
+	sc.Model, sc.ModelFingerprint = c.model, c.fingerprint
+	c.mu.Unlock()
+	return c.commitAs(sc, tmpState)
+}
+
+// commitAs is commit for a state made elsewhere (a pulled context): it keeps sc's model.
+func (c *contextStore) commitAs(sc savedContext, tmpState string) (savedContext, error) {
+	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.load(); err != nil {
 		return sc, err
 	}
-	sc.Model, sc.ModelFingerprint = c.model, c.fingerprint
 	sc.StateBytes = fileSize(tmpState)
 	data, err := json.MarshalIndent(sc, "", "  ")
 	if err != nil {
@@ -531,6 +538,15 @@ func (s *Server) handleContextLoad(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleContextList(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Query().Get("remote") {
+	case "", "0", "false":
+	case "1", "true":
+		s.handleRemoteContextList(w, r)
+		return
+	default:
+		fail(w, r, badRequest("remote must be 1 or 0"))
+		return
+	}
 	all, err := s.contexts.list()
 	if err != nil {
 		fail(w, r, err)

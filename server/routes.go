@@ -41,6 +41,8 @@ func (s *Server) routesHandler() http.Handler {
 	handle("GET", "/v1/context/list", s.handleContextList)
 	handle("POST", "/v1/context/list", s.handleContextList)
 	handle("POST", "/v1/context/delete", s.handleContextDelete)
+	handle("POST", "/v1/context/upload", s.handleContextUpload)
+	handle("POST", "/v1/context/download", s.handleContextDownload)
 
 	handle("GET", "/metrics", s.handleMetrics)
 	handle("GET", "/stats", s.handleStats)

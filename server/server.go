@@ -20,6 +20,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/openai"
+	"github.com/expertsniper/expertsniper/remote"
 )
 
 // Config is everything the server needs besides the engine.
@@ -49,6 +50,8 @@ type Config struct {
 	// Embeddings enables /v1/embeddings; without it the endpoint answers 501 as llama-server does
 	// without --embeddings.
 	Embeddings bool
+	// Remote, when set, is where /v1/context/upload and /download move saved contexts (--remote).
+	Remote *remote.Remote
 	// Log receives one line per request and server events; nil discards them.
 	Log io.Writer
 }

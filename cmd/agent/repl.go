@@ -15,6 +15,7 @@ import (
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/engine/local"
 	"github.com/expertsniper/expertsniper/plan"
+	"github.com/expertsniper/expertsniper/remote"
 	"github.com/expertsniper/expertsniper/repl"
 	"github.com/expertsniper/expertsniper/websearch"
 )
@@ -59,6 +60,7 @@ type replOptions struct {
 	ShellTimeout int
 	PriceInput   float64
 	PriceOutput  float64
+	Remote       string
 }
 
 func env(name string) []string { return []string{"EXPERTSNIPER_" + name} }
@@ -88,6 +90,7 @@ func (o *replOptions) flags(session bool) []cli.Flag {
 			&cli.IntFlag{Name: "shell-timeout", Usage: "seconds before a shell command is killed", EnvVars: env("SHELL_TIMEOUT"), Destination: &o.ShellTimeout},
 			&cli.Float64Flag{Name: "price-input", Usage: "cloud price per 1M input tokens for /cost, in $", EnvVars: env("PRICE_INPUT"), Destination: &o.PriceInput},
 			&cli.Float64Flag{Name: "price-output", Usage: "cloud price per 1M output tokens for /cost, in $", EnvVars: env("PRICE_OUTPUT"), Destination: &o.PriceOutput},
+			remoteFlag(&o.Remote),
 		)
 	}
 	return fs
@@ -132,6 +135,9 @@ func (o *replOptions) settings(c *cli.Context) (repl.Config, repl.ModelConfig, r
 	}
 	if set("shell-timeout") {
 		cfg.Shell.TimeoutSeconds = o.ShellTimeout
+	}
+	if set("remote") {
+		cfg.Remote = o.Remote
 	}
 	if set("price-input") || set("price-output") {
 		cfg.Prices.Label = "the prices you gave"
@@ -205,11 +211,18 @@ func replRun(c *cli.Context, streams *IOStreams, o *replOptions) error {
 	signal.Notify(interrupts, os.Interrupt)
 	defer signal.Stop(interrupts)
 
+	var rem *remote.Remote
+	if cfg.Remote != "" {
+		if rem, err = remote.Open(c.Context, cfg.Remote); err != nil {
+			return usagef("--remote: %v", err)
+		}
+	}
 	r, err := repl.New(c.Context, repl.Options{
 		In: streams.In, Out: streams.Out, ErrOut: streams.ErrOut, Lines: lines,
 		Config: cfg, Dirs: dirs, Model: model, Open: modelOpener(streams.ErrOut),
 		Searcher:   &websearch.DuckDuckGo{BaseURL: cfg.Search.URL},
 		Interrupts: interrupts,
+		Remote:     rem,
 	})
 	if err != nil {
 		if lines != nil {

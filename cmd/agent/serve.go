@@ -42,6 +42,7 @@ type serveOptions struct {
 	ContextDir string
 	MaxBody    string
 	AllowHosts cli.StringSlice
+	Remote     string
 
 	// open loads the model; tests replace it.
 	open func(ctx context.Context, o *serveOptions) (engine.Engine, error)
@@ -81,6 +82,7 @@ func serveCommand(streams *IOStreams) *cli.Command {
 		&cli.IntFlag{Name: "port", Value: 8080, Usage: "port to listen on (0: any free port)", EnvVars: serveEnv("PORT"), Destination: &o.Port},
 		&cli.StringFlag{Name: "api-key", Usage: "require this key as 'Authorization: Bearer KEY' (/health stays open)", EnvVars: append(serveEnv("API_KEY"), "LLAMA_API_KEY"), Destination: &o.APIKey},
 		&cli.StringFlag{Name: "context-dir", Usage: "where saved contexts and slot files are kept (default: $XDG_DATA_HOME/expertsniper/contexts)", EnvVars: serveEnv("CONTEXT_DIR"), Destination: &o.ContextDir},
+		remoteFlag(&o.Remote),
 		&cli.StringSliceFlag{Name: "allow-host", Usage: "also accept this `NAME` as Host and Origin on a loopback bind (a reverse proxy's public name; repeatable)", Destination: &o.AllowHosts},
 		&cli.StringFlag{Name: "max-body", Value: "16MiB", Usage: "largest request body accepted (413 beyond)", Destination: &o.MaxBody},
 	)
@@ -89,7 +91,7 @@ func serveCommand(streams *IOStreams) *cli.Command {
 		Usage: "serve the model over HTTP: OpenAI-compatible and llama-server endpoints, web chat, dashboard",
 		Description: "Endpoints: /v1/chat/completions, /v1/completions, /v1/models, /v1/embeddings, /completion,\n" +
 			"/tokenize, /detokenize, /apply-template, /props, /slots, /metrics, /health, saved contexts under\n" +
-			"/v1/context/{save,load,list,delete}; a web chat at / and a live dashboard at /dashboard.\n" +
+			"/v1/context/{save,load,list,delete,upload,download} (--remote); a web chat at / and a live dashboard at /dashboard.\n" +
 			"Stops cleanly on Ctrl-C or SIGTERM.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
@@ -175,8 +177,12 @@ func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	rem, err := openRemote(ctx, o.Remote, "")
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{Host: o.Host, AllowedHosts: o.AllowHosts.Value(), APIKey: o.APIKey, MaxBodyBytes: maxBody, ContextDir: o.ContextDir,
-		ModelAlias: o.Alias, Fingerprint: "expertsniper-b11669", Embeddings: o.Embeddings, Log: streams.ErrOut})
+		Remote: rem, ModelAlias: o.Alias, Fingerprint: "expertsniper-b11669", Embeddings: o.Embeddings, Log: streams.ErrOut})
 	if err != nil {
 		return err
 	}
