@@ -141,6 +141,19 @@ provision_root() {
 	touch "$stamp"
 }
 
+# llama.cpp's RPC backend (agent rpc-server, --rpc): the ggml plugin, and the stock worker the tests use
+# as a second opinion. Its own stamp, so that roots made before it get it without being remade.
+RPC_PACKAGES="libggml0-backend-rpc=$GGML_DEB_VERSION llama.cpp-tools-extra=$LLAMA_DEB_VERSION"
+provision_rpc() {
+	local stamp="$ROOT/.expertsniper-rpc-${LLAMA_DEB_VERSION#*:}-$GGML_DEB_VERSION"
+	[ -f "$stamp" ] && return 0
+	say "installing llama.cpp's RPC backend in the build root: $RPC_PACKAGES"
+	root_apt update || die "apt-get update failed in the build root"
+	root_apt install -y --no-install-recommends $RPC_PACKAGES >/dev/null 2>"$CACHE_DIR/apt-rpc.err" ||
+		die "could not install $RPC_PACKAGES in the build root: $(grep -v '^W:' "$CACHE_DIR/apt-rpc.err" | tail -2)"
+	touch "$stamp"
+}
+
 # What the tests need besides llama.cpp (a terminal multiplexer to drive the REPL, a headless browser for
 # the web pages, Node.js for the official OpenAI SDK, moto's S3 server for the saved contexts' remote),
 # installed in the root where the tests run. moto is pinned: its S3 server's behaviour is what the
@@ -205,6 +218,7 @@ elif [ -z "${EXPERTSNIPER_FORCE_ROOT:-}" ] && command -v pkg-config >/dev/null &
 else
 	MODE=root
 	provision_root
+	provision_rpc
 	BACKEND_DIR="$ROOT_LIB/ggml/backends0"
 	CGO_LDFLAGS_EXTRA="-Wl,--dynamic-linker=$ROOT_LIB/ld-linux-x86-64.so.2 -Wl,--disable-new-dtags -Wl,-rpath,$ROOT_LIB -Wl,--no-as-needed -lggml-base -lggml -lstdc++ -lgomp -lgcc_s -lm"
 fi

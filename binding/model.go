@@ -66,6 +66,9 @@ type ModelParams struct {
 	KVOverrides  []KVOverride
 	// Progress is called with the load progress in [0,1]; returning false aborts the load.
 	Progress func(progress float32) bool
+	// Devices and TensorSplit place offloaded layers (rpc.go: WithDevices, WithTensorSplit).
+	Devices     []Device
+	TensorSplit []float32
 }
 
 // ModelOption sets one load option.
@@ -210,6 +213,13 @@ func (p *ModelParams) toC(ctx context.Context) (cModelParams, error) {
 		}
 		cp.kv_overrides = arr
 	}
+
+	freeDevices, err := p.setDevices(&cp)
+	if err != nil {
+		free()
+		return cModelParams{}, err
+	}
+	frees = append(frees, freeDevices)
 
 	h := cgo.NewHandle(&progressState{ctx: ctx, fn: p.Progress})
 	frees = append(frees, h.Delete)

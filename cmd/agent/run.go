@@ -56,6 +56,9 @@ type runOptions struct {
 	// in the cache for good (sniper.Sniper.PinHot).
 	PinHot, HotFrom string
 
+	// rpc spreads the model over RPC workers (rpc.go).
+	rpc rpcFlagSet
+
 	// fs opens the model file for streaming; tests inject faults (nil: direct I/O).
 	fs sniper.FS
 	// predictInline makes --prefetch score every prediction (binding.StreamOptions.PredictInline).
@@ -71,7 +74,7 @@ func runCommand(streams *IOStreams) *cli.Command {
 			"fits --ram, else sniper for MoE models and stream for dense ones. --ram is the whole budget for the\n" +
 			"model's weights (pinned part + expert cache); --cache sets the expert cache directly (0: every\n" +
 			"chosen expert is read again every token; one layer's working set is always held).",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", EnvVars: []string{"EXPERTSNIPER_MODEL"}, Destination: &o.Model, Required: true},
 			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt `TEXT` (- or absent: read stdin)", Action: func(*cli.Context, string) error { o.PromptSet = true; return nil }, Destination: &o.Prompt},
 			&cli.IntFlag{Name: "n", Value: 64, Usage: "tokens to generate", Destination: &o.Tokens},
@@ -96,7 +99,7 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines", Destination: &o.Quiet},
 			&cli.StringFlag{Name: "doc", Usage: "answer the prompt (a question) about document `FILE` (- = stdin), read in pages when it is longer than the context", Destination: &o.Doc},
 			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens for --doc (0: the model's)", Destination: &o.DocCtx},
-		},
+		}, o.rpc.flags("EXPERTSNIPER_")...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("run takes no arguments (the prompt goes in -p), got %q", c.Args().Slice())
@@ -244,12 +247,25 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	if err != nil {
 		return err
 	}
-	mode, cacheBudget, err := chooseMode(o, pm, status)
+	workers, err := o.rpc.parse()
+	if err != nil {
+		return err
+	}
+	mode, cacheBudget, err := chooseModeRPC(workers, o, pm, status)
 	if err != nil {
 		return err
 	}
 	if err := binding.Init(); err != nil {
 		return err
+	}
+	var ramOptions []binding.ModelOption
+	if workers != nil {
+		rp, err := workers.connect(ctx, pm.Layers)
+		if err != nil {
+			return err
+		}
+		status("rpc: %s", rp.describe())
+		ramOptions = rp.Options
 	}
 
 	var sampler *rssSampler
@@ -262,7 +278,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	var m *binding.Model
 	switch mode {
 	case "ram":
-		m, err = binding.LoadModel(ctx, o.Model, binding.WithExtraBufts(!o.NoRepack))
+		m, err = binding.LoadModel(ctx, o.Model, append([]binding.ModelOption{binding.WithExtraBufts(!o.NoRepack)}, ramOptions...)...)
 	default:
 		sm := sniper.ModeExperts
 		if mode == "stream" {

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/expertsniper/expertsniper/binding"
+	"github.com/expertsniper/expertsniper/bytesize"
+	"github.com/expertsniper/expertsniper/ggmlrpc"
+	"github.com/expertsniper/expertsniper/plan"
+)
+
+func init() { register(rpcServerCommand) }
+
+// rpcServerCommand is a worker of llama.cpp's RPC backend from this binary: ggml's own RPC server
+// (reached through the backend registry) exposing this machine's CPU to a client's --rpc.
+func rpcServerCommand(streams *IOStreams) *cli.Command {
+	var host, cacheDir string
+	var port, threads int
+	var cache bool
+	return &cli.Command{
+		Name:  "rpc-server",
+		Usage: "lend this machine's CPU and RAM to another machine's model (llama.cpp's RPC backend worker)",
+		Description: "The machine running `agent run|serve --rpc HOST:PORT` places some of the model's layers here.\n" +
+			"It speaks llama.cpp's RPC protocol, so stock llama.cpp clients (--rpc) can use it too, and our --rpc\n" +
+			"can use stock ggml-rpc-server workers of the same ggml version. A worker serves one client at a time.\n" +
+			"The protocol has no authentication and no encryption: anyone who can reach the port can use this\n" +
+			"machine's memory and compute. It listens on loopback unless --host says otherwise.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "host", Aliases: []string{"H"}, Value: "127.0.0.1", Usage: "address to listen on (anything but loopback is open to the network, unauthenticated)", EnvVars: []string{"EXPERTSNIPER_RPC_HOST"}, Destination: &host},
+			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: ggmlrpc.DefaultPort, Usage: "port to listen on", EnvVars: []string{"EXPERTSNIPER_RPC_PORT"}, Destination: &port},
+			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads", EnvVars: []string{"EXPERTSNIPER_THREADS"}, Destination: &threads},
+			&cli.BoolFlag{Name: "cache", Aliases: []string{"c"}, Usage: "keep tensors clients send in a local file cache ($XDG_CACHE_HOME/expertsniper/rpc), so that reloading a model sends only hashes", Destination: &cache},
+			&cli.StringFlag{Name: "cache-dir", Usage: "the `DIR` of --cache", Destination: &cacheDir},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("rpc-server takes no arguments, got %q", c.Args().Slice())
+			}
+			if port < 1 || port > 65535 {
+				return usagef("--port must be between 1 and 65535, got %d", port)
+			}
+			if threads < 1 {
+				return usagef("--threads must be at least 1, got %d", threads)
+			}
+			if strings.Contains(host, ":") {
+				return usagef("--host %q: llama.cpp's RPC endpoints cannot hold IPv6 addresses; use an IPv4 address or a name", host)
+			}
+			if cacheDir != "" && !cache {
+				return usagef("--cache-dir needs --cache")
+			}
+			dir := ""
+			if cache {
+				var err error
+				if dir, err = rpcCacheDir(cacheDir); err != nil {
+					return err
+				}
+			}
+			endpoint := net.JoinHostPort(host, strconv.Itoa(port))
+			// ggml's server only logs a failed bind and returns; trying it here gives a clear error.
+			ln, err := net.Listen("tcp", endpoint)
+			if err != nil {
+				return fmt.Errorf("rpc-server: listen on %s: %w", endpoint, err)
+			}
+			ln.Close()
+			if !isLoopback(host) {
+				fmt.Fprintf(streams.ErrOut, "warning: listening on %s: llama.cpp's RPC protocol has no authentication or encryption; "+
+					"anyone who can reach this port can use this machine's memory and compute. Use it only on a network you trust.\n", endpoint)
+			}
+			cpu, err := binding.CPUDevice()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(streams.ErrOut, "rpc worker on %s: %s (%s), %d threads, protocol %d.%d.%d%s\n", endpoint, cpu.Description,
+				bytesize.Format(int64(cpu.FreeBytes))+" free", threads, ggmlrpc.ProtoMajor, ggmlrpc.ProtoMinor, ggmlrpc.ProtoPatch,
+				map[bool]string{true: ", tensor cache in " + dir, false: ""}[dir != ""])
+			binding.SetLogger(binding.LogInfo, func(_ binding.LogLevel, msg string) { fmt.Fprintln(streams.ErrOut, msg) })
+			return binding.ServeRPC(endpoint, dir, threads)
+		},
+	}
+}
+
+// rpcCacheDir makes (private) and returns the worker's tensor cache directory.
+func rpcCacheDir(dir string) (string, error) {
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("rpc-server: no cache directory (set --cache-dir): %w", err)
+		}
+		dir = filepath.Join(base, "expertsniper", "rpc")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("rpc-server: make the tensor cache %s: %w", dir, err)
+	}
+	// ggml-rpc.cpp joins file names to the directory without a separator.
+	return strings.TrimRight(dir, "/") + "/", nil
+}
+
+// rpcFlagSet are the flags that spread a model over RPC workers, shared by run, serve, the REPL and
+// bench.
+type rpcFlagSet struct {
+	RPC         string // HOST:PORT[,HOST:PORT…]
+	TensorSplit string // weights: the local machine's, then one per worker
+}
+
+func (r *rpcFlagSet) flags(envPrefix string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "rpc", Usage: "spread the model's layers over llama.cpp RPC workers (`HOST:PORT`,…; see agent rpc-server); ram mode only", EnvVars: []string{envPrefix + "RPC"}, Destination: &r.RPC},
+		&cli.StringFlag{Name: "tensor-split", Aliases: []string{"ts"}, Usage: "with --rpc: layer share `WEIGHTS`, the local machine's first then one per worker (default: equal, e.g. 1,1,1)", EnvVars: []string{envPrefix + "TENSOR_SPLIT"}, Destination: &r.TensorSplit},
+	}
+}
+
+// parse checks the flags; it returns nil when --rpc is not set.
+func (r *rpcFlagSet) parse() (*rpcSetup, error) {
+	if strings.TrimSpace(r.RPC) == "" {
+		if r.TensorSplit != "" {
+			return nil, usagef("--tensor-split needs --rpc")
+		}
+		return nil, nil
+	}
+	eps, err := ggmlrpc.ParseEndpoints(r.RPC)
+	if err != nil {
+		return nil, usagef("--rpc: %v", err)
+	}
+	ws, err := ggmlrpc.ParseSplit(r.TensorSplit, len(eps))
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return &rpcSetup{Endpoints: eps, Weights: ws}, nil
+}
+
+// rpcSetup is a checked --rpc/--tensor-split pair.
+type rpcSetup struct {
+	Endpoints []string
+	Weights   []float64 // nil: equal shares
+}
+
+// checkMode refuses the streamed modes: their expert tensors live in memory the sniper owns on this
+// machine, which a worker cannot reach (docs/rpc.md has the numbers behind this).
+func (s *rpcSetup) checkMode(mode string) error {
+	if s == nil || mode == "ram" {
+		return nil
+	}
+	return usagef("--rpc spreads a model that runs in RAM; it cannot be combined with %s mode, whose streamed "+
+		"weights live in this machine's memory (use --mode ram, with --tensor-split giving this machine a share it can hold; see docs/rpc.md)", mode)
+}
+
+// rpcPlan is what connecting to the workers gave: the options that place the layers and a report.
+type rpcPlan struct {
+	Options   []binding.ModelOption
+	Devices   []binding.Device
+	Placement ggmlrpc.Placement
+	Endpoints []string
+}
+
+// connect probes every worker (a clear error naming an unreachable or incompatible one, before
+// llama.cpp's client could abort the process), adds their devices and places layers layers.
+func (s *rpcSetup) connect(ctx context.Context, layers int) (*rpcPlan, error) {
+	for _, ep := range s.Endpoints {
+		if _, err := ggmlrpc.Probe(ctx, ep); err != nil {
+			return nil, err
+		}
+	}
+	var devs []binding.Device
+	perWorker := make([]int, len(s.Endpoints))
+	for i, ep := range s.Endpoints {
+		d, err := binding.AddRPCServer(ep)
+		if err != nil {
+			return nil, err
+		}
+		devs = append(devs, d...)
+		perWorker[i] = len(d)
+	}
+	p, err := ggmlrpc.Place(layers, s.Weights, perWorker)
+	if err != nil {
+		return nil, fmt.Errorf("--tensor-split: %w", err)
+	}
+	if p.OffloadLayers == 0 {
+		return nil, usagef("--tensor-split leaves the workers no layer of %d; give them a larger share", p.Units)
+	}
+	return &rpcPlan{
+		Options:   []binding.ModelOption{binding.WithDevices(devs), binding.WithTensorSplit(p.DeviceSplit), binding.WithGPULayers(p.OffloadLayers)},
+		Devices:   devs,
+		Placement: p,
+		Endpoints: s.Endpoints,
+	}, nil
+}
+
+// describe says where the layers went, e.g. "layers: 3 local, 3 on 127.0.0.1:50052, 3 on …".
+func (p *rpcPlan) describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d of %d layers (output included) local", p.Placement.LocalLayers, p.Placement.Units)
+	for i, ep := range p.Endpoints {
+		fmt.Fprintf(&b, ", %d on rpc worker %s", p.Placement.WorkerLayers[i], ep)
+	}
+	return b.String()
+}
+
+// chooseModeRPC is chooseMode for a model spread over workers: the whole model runs in RAM, the
+// local machine holding only its share, so auto means ram and the streamed modes are refused.
+func chooseModeRPC(s *rpcSetup, o *runOptions, pm *plan.Model, status func(string, ...any)) (string, int64, error) {
+	if s == nil {
+		return chooseMode(o, pm, status)
+	}
+	mode := strings.ToLower(o.Mode)
+	if mode == "auto" || mode == "" {
+		status("mode auto with --rpc: ram, the layers spread over this machine and %d worker(s)", len(s.Endpoints))
+		return "ram", 0, nil
+	}
+	if err := s.checkMode(mode); err != nil {
+		return "", 0, err
+	}
+	return mode, 0, nil
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/expertsniper/expertsniper/ggmlrpc"
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
+)
+
+// rpcWorker is an `agent rpc-server` started by a test.
+type rpcWorker struct {
+	endpoint string
+	cmd      *exec.Cmd
+	log      *syncBuffer
+}
+
+// kill stops the worker as a crash would (SIGKILL) and waits for it.
+func (w *rpcWorker) kill() {
+	if w.cmd.Process != nil {
+		_ = w.cmd.Process.Kill()
+		_ = w.cmd.Wait()
+	}
+}
+
+// startRPCWorker starts `bin rpc-server` on a free loopback port (or on endpoint when given) and
+// waits until it answers the protocol's hello.
+func startRPCWorker(t *testing.T, bin, endpoint string) *rpcWorker {
+	t.Helper()
+	if endpoint == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		endpoint = ln.Addr().String()
+		ln.Close()
+	}
+	_, port, _ := net.SplitHostPort(endpoint)
+	w := &rpcWorker{endpoint: endpoint, log: &syncBuffer{}}
+	w.cmd = exec.Command(bin, "rpc-server", "--port", port, "--threads", "1")
+	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
+	if err := w.cmd.Start(); err != nil {
+		t.Fatalf("start rpc-server: %v", err)
+	}
+	t.Cleanup(w.kill)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := ggmlrpc.Probe(ctx, endpoint)
+		cancel()
+		if err == nil {
+			return w
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rpc-server on %s did not answer: %v\n%s", endpoint, err, w.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRunOverTwoRPCWorkersMatchesTheLocalRun: the model spread over this process and two loopback
+// workers gives the same greedy text and bit-identical logits as the local in-RAM run without
+// repacking (the workers' CPU backends run the same kernels on the same bytes; repacking would take
+// another numeric path on the local share only).
+func TestRunOverTwoRPCWorkersMatchesTheLocalRun(t *testing.T) {
+	bin := buildAgent(t)
+	w1, w2 := startRPCWorker(t, bin, ""), startRPCWorker(t, bin, "")
+	for _, name := range []string{"qwen3moe-q8_0", "qwen35moe-q4_k_m"} {
+		t.Run(name, func(t *testing.T) {
+			model := testmodels.Path(t, name)
+			ref := ramReference(t, model, 1)
+			for _, split := range []string{"", "0,1,1", "2,1,3"} {
+				got, err := runAgentRun(t, runOptions{Model: model, Mode: "auto", NoRepack: true, Threads: 1,
+					rpc: rpcFlagSet{RPC: w1.endpoint + "," + w2.endpoint, TensorSplit: split}})
+				if err != nil {
+					t.Fatalf("--rpc --tensor-split %q: %v\n%s", split, err, got.stderr)
+				}
+				if got.stdout != ref.stdout {
+					t.Fatalf("--tensor-split %q: text %q, local %q", split, got.stdout, ref.stdout)
+				}
+				if !bytes.Equal(got.logits, ref.logits) {
+					t.Fatalf("--tensor-split %q: logits (%d bytes) differ from the local run's (%d bytes)", split, len(got.logits), len(ref.logits))
+				}
+			}
+		})
+	}
+}
+
+// TestRPCFlagsRefuseBadInput: bad --rpc values, a split of the wrong length, streamed modes and an
+// unreachable or incompatible worker are clear errors naming what is wrong, before anything loads.
+func TestRPCFlagsRefuseBadInput(t *testing.T) {
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	cases := []struct {
+		o    runOptions
+		want string
+	}{
+		{runOptions{rpc: rpcFlagSet{RPC: "nohost"}}, "HOST:PORT"},
+		{runOptions{rpc: rpcFlagSet{RPC: "127.0.0.1:1", TensorSplit: "1,1,1"}}, "want 2"},
+		{runOptions{rpc: rpcFlagSet{TensorSplit: "1,1"}}, "needs --rpc"},
+		{runOptions{Mode: "sniper", rpc: rpcFlagSet{RPC: dead}}, "sniper mode"},
+		{runOptions{rpc: rpcFlagSet{RPC: dead}}, "rpc worker " + dead + " unreachable"},
+		{runOptions{rpc: rpcFlagSet{RPC: dead, TensorSplit: "1,0"}}, "unreachable"},
+	}
+	for _, c := range cases {
+		o := c.o
+		o.Model, o.Threads = model, 1
+		if o.Mode == "" {
+			o.Mode = "auto"
+		}
+		_, err := runAgentRun(t, o)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want it to say %q", c.o.rpc, err, c.want)
+		}
+	}
+	// A worker of another protocol version: a listener that answers hello with major version 1.
+	old, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	go func() {
+		for {
+			c, err := old.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 33)
+			if _, err := c.Read(buf); err == nil {
+				resp := make([]byte, 8+28)
+				resp[0], resp[8] = 28, 1
+				c.Write(resp)
+			}
+			c.Close()
+		}
+	}()
+	_, err = runAgentRun(t, runOptions{Model: model, Mode: "auto", Threads: 1, rpc: rpcFlagSet{RPC: old.Addr().String()}})
+	var we *ggmlrpc.WorkerError
+	if !errors.As(err, &we) || we.Kind != "version mismatch" || !strings.Contains(err.Error(), old.Addr().String()) {
+		t.Fatalf("old worker: %v", err)
+	}
+}
