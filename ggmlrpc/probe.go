@@ -96,6 +96,9 @@ func (e *WorkerError) Error() string {
 
 func (e *WorkerError) Unwrap() error { return e.Err }
 
+// Unavailable marks the error as a service that is down rather than a bad request (HTTP 503).
+func (e *WorkerError) Unavailable() bool { return true }
+
 // Probe connects to the worker at endpoint, asks its protocol version (the HELLO every ggml-rpc client
 // sends first) and disconnects. It fails with a *WorkerError: "unreachable" when nothing answers the
 // protocol within the context's deadline (or 10 s), "version mismatch" when the worker speaks another
@@ -128,9 +131,9 @@ func Probe(ctx context.Context, endpoint string) (Version, error) {
 	var size [8]byte
 	if _, err := io.ReadFull(conn, size[:]); err != nil {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("no answer to hello: %w", ctx.Err())
+			err = ctx.Err()
 		}
-		return unreachable(fmt.Errorf("read hello: %w (is it a ggml RPC worker?)", err))
+		return unreachable(fmt.Errorf("no answer to hello (%v): it may be serving another client (a worker serves one at a time), or not be a ggml RPC worker", err))
 	}
 	n := binary.LittleEndian.Uint64(size[:])
 	if n < 3 || n > 1<<10 {

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/expertsniper/expertsniper/ggmlrpc"
 	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/remote"
 )
@@ -64,6 +65,10 @@ type ModelConfig struct {
 	CacheTypeK string `json:"cache_type_k,omitempty"` // f16, q8_0, q4_0
 	CacheTypeV string `json:"cache_type_v,omitempty"`
 	Threads    int    `json:"threads,omitempty"`
+	// RPC spreads the model over llama.cpp RPC workers ("HOST:PORT,…", agent rpc-server), in RAM mode;
+	// TensorSplit weights the layers: this machine's share first, then one per worker ("1,1,1").
+	RPC         string `json:"rpc,omitempty"`
+	TensorSplit string `json:"tensor_split,omitempty"`
 }
 
 // Prices are a cloud model's prices per million tokens, for /cost.
@@ -156,6 +161,9 @@ func (c *Config) Validate() error {
 		if m.Threads < 0 {
 			return fmt.Errorf("model %q: threads (--threads) must not be negative, got %d", name, m.Threads)
 		}
+		if err := validateRPC(m); err != nil {
+			return fmt.Errorf("model %q: %w", name, err)
+		}
 	}
 	if c.DefaultModel != "" {
 		if _, ok := c.Models[c.DefaultModel]; !ok {
@@ -178,6 +186,27 @@ func (c *Config) Validate() error {
 	}
 	if c.Prices.InputPerMillion < 0 || c.Prices.OutputPerMillion < 0 {
 		return errors.New("prices must not be negative")
+	}
+	return nil
+}
+
+// validateRPC checks a model's rpc and tensor_split (--rpc, --tensor-split).
+func validateRPC(m ModelConfig) error {
+	if strings.TrimSpace(m.RPC) == "" {
+		if m.TensorSplit != "" {
+			return errors.New("tensor_split (--tensor-split) needs rpc (--rpc)")
+		}
+		return nil
+	}
+	eps, err := ggmlrpc.ParseEndpoints(m.RPC)
+	if err != nil {
+		return fmt.Errorf("rpc (--rpc): %w", err)
+	}
+	if _, err := ggmlrpc.ParseSplit(m.TensorSplit, len(eps)); err != nil {
+		return err
+	}
+	if m.Mode == "sniper" || m.Mode == "stream" {
+		return fmt.Errorf("rpc (--rpc) runs the model in RAM spread over the workers; it cannot be combined with mode %s", m.Mode)
 	}
 	return nil
 }

@@ -80,7 +80,7 @@ func toAPIError(err error) *apiError {
 		return &apiError{status: http.StatusBadRequest, typ: errTypeExceedsContext, message: err.Error()}
 	case errors.Is(err, engine.ErrNotSupported):
 		return &apiError{status: http.StatusNotImplemented, typ: errTypeNotSupported, message: err.Error()}
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), isUnavailable(err):
 		return &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable, message: err.Error()}
 	}
 	// Field-level decode errors from our own UnmarshalJSON methods look like
@@ -89,6 +89,13 @@ func toAPIError(err error) *apiError {
 		return badRequest("%v", err)
 	}
 	return &apiError{status: http.StatusInternalServerError, typ: errTypeServer, message: err.Error()}
+}
+
+// isUnavailable reports whether err says that something the engine needs is down (e.g. an RPC worker:
+// ggmlrpc.WorkerError), which is the server's trouble for now, not the client's fault.
+func isUnavailable(err error) bool {
+	var u interface{ Unavailable() bool }
+	return errors.As(err, &u) && u.Unavailable()
 }
 
 func jsonTypeName(goType string) string {

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expertsniper/expertsniper/internal/nodetest"
 	"github.com/expertsniper/expertsniper/server/internal/fakeengine"
-	"github.com/expertsniper/expertsniper/server/internal/nodetest"
 )
 
 // requireNodeSDK returns node, with the locked clients installed in testdata/node.

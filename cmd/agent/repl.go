@@ -49,6 +49,7 @@ type replOptions struct {
 	RAM        string
 	Cache      string
 	Threads    int
+	rpc        rpcFlagSet
 
 	Raw          bool
 	System       string
@@ -82,6 +83,7 @@ func (o *replOptions) flags(session bool) []cli.Flag {
 		&cli.UintFlag{Name: "seed", Usage: "sampling seed (0 = random)", EnvVars: env("SEED"), Destination: &o.Seed},
 		&cli.StringFlag{Name: "system", Usage: "system prompt", EnvVars: env("SYSTEM"), Destination: &o.System},
 	}
+	fs = append(fs, o.rpc.flags("EXPERTSNIPER_")...)
 	if session {
 		fs = append(fs,
 			&cli.BoolFlag{Name: "raw", Usage: "start in raw mode (plain chat, no routing)", EnvVars: env("RAW"), Destination: &o.Raw},
@@ -180,6 +182,12 @@ func (o *replOptions) settings(c *cli.Context) (repl.Config, repl.ModelConfig, r
 	if set("threads") {
 		m.Threads = o.Threads
 	}
+	if set("rpc") {
+		m.RPC = o.rpc.RPC
+	}
+	if set("tensor-split") {
+		m.TensorSplit = o.rpc.TensorSplit
+	}
 	// The flags must pass the same checks as config.json.
 	check := cfg
 	check.DefaultModel = ""
@@ -248,14 +256,23 @@ func modelOpener(status io.Writer) repl.Opener {
 			mode = "auto"
 		}
 		say := func(format string, args ...any) { fmt.Fprintf(status, format+"\n", args...) }
-		mode, cache, err := chooseMode(&runOptions{Mode: mode, RAM: m.RAM, Cache: m.Cache}, pm, say)
+		workers, err := (&rpcFlagSet{RPC: m.RPC, TensorSplit: m.TensorSplit}).parse()
 		if err != nil {
 			return nil, err
 		}
-		return local.Open(ctx, m.Path, local.Options{
+		mode, cache, err := chooseModeRPC(workers, &runOptions{Mode: mode, RAM: m.RAM, Cache: m.Cache}, pm, say)
+		if err != nil {
+			return nil, err
+		}
+		lo := local.Options{
 			Context: m.Context, Threads: m.Threads,
 			CacheTypeK: strings.ToLower(m.CacheTypeK), CacheTypeV: strings.ToLower(m.CacheTypeV),
 			Mode: mode, CacheBudget: cache,
-		})
+		}
+		if workers != nil {
+			// In its own process: a worker lost mid-answer fails that answer, not the session.
+			return openIsolated(ctx, workers, m.Path, lo, status, say)
+		}
+		return local.Open(ctx, m.Path, lo)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -54,12 +55,16 @@ type serveOptions struct {
 	planned *plan.Model
 	// Embeddings enables /v1/embeddings (llama-server's --embeddings).
 	Embeddings bool
+	// rpc spreads the model over RPC workers (rpc.go); the model then runs in an engine process.
+	rpc     rpcFlagSet
+	workers *rpcSetup
+	errOut  io.Writer
 }
 
 func serveEnv(name string) []string { return []string{"EXPERTSNIPER_" + name} }
 
 func serveFlags(o *serveOptions) []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", EnvVars: serveEnv("MODEL"), Destination: &o.Model},
 		&cli.StringFlag{Name: "alias", Usage: "model id reported to clients (default: the file name)", Destination: &o.Alias},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens, shared by the slots (0: each slot gets the model's training context, at most 4096)", EnvVars: serveEnv("CTX_SIZE"), Destination: &o.Ctx},
@@ -72,7 +77,7 @@ func serveFlags(o *serveOptions) []cli.Flag {
 		&cli.StringFlag{Name: "ram", Usage: "memory budget for the model's weights, e.g. 8GiB (default: available memory)", EnvVars: serveEnv("RAM"), Destination: &o.RAM},
 		&cli.StringFlag{Name: "cache", Usage: "expert cache `SIZE`, 0, or unlimited (default: what --ram leaves after the pinned part)", EnvVars: serveEnv("CACHE"), Destination: &o.Cache},
 		&cli.BoolFlag{Name: "embeddings", Usage: "enable /v1/embeddings (mean-pooled; off by default, as in llama-server)", Destination: &o.Embeddings},
-	}
+	}, o.rpc.flags("EXPERTSNIPER_")...)
 }
 
 func serveCommand(streams *IOStreams) *cli.Command {
@@ -150,6 +155,13 @@ func (o *serveOptions) check() error {
 			return usagef("--cache: %v", err)
 		}
 	}
+	var err error
+	if o.workers, err = o.rpc.parse(); err != nil {
+		return err
+	}
+	if o.workers != nil && o.Mode != "auto" {
+		return o.workers.checkMode(o.Mode)
+	}
 	return nil
 }
 
@@ -206,6 +218,7 @@ func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
 
 	start := time.Now()
 	o.status = func(format string, args ...any) { fmt.Fprintf(streams.ErrOut, format+"\n", args...) }
+	o.errOut = streams.ErrOut
 	open := o.open
 	if open == nil {
 		open = serveEngineOpener
@@ -261,7 +274,7 @@ func openServeEngine(ctx context.Context, o *serveOptions) (engine.Engine, error
 	if status == nil {
 		status = func(string, ...any) {}
 	}
-	mode, cache, err := chooseMode(&runOptions{Mode: o.Mode, RAM: o.RAM, Cache: o.Cache}, pm, status)
+	mode, cache, err := chooseModeRPC(o.workers, &runOptions{Mode: o.Mode, RAM: o.RAM, Cache: o.Cache}, pm, status)
 	if err != nil {
 		return nil, err
 	}
@@ -272,11 +285,19 @@ func openServeEngine(ctx context.Context, o *serveOptions) (engine.Engine, error
 			return nil, usagef("-c %d over %d slots leaves %d tokens per slot; give each slot at least 64", o.Ctx, o.Parallel, perSlot)
 		}
 	}
-	return local.Open(ctx, o.Model, local.Options{
+	lo := local.Options{
 		Slots: o.Parallel, Context: perSlot, Threads: o.Threads,
 		CacheTypeK: strings.ToLower(o.CacheTypeK), CacheTypeV: strings.ToLower(o.CacheTypeV), FlashAttn: o.flashAttn(),
 		Mode: mode, CacheBudget: cache,
-	})
+	}
+	if o.workers != nil {
+		errOut := o.errOut
+		if errOut == nil {
+			errOut = io.Discard
+		}
+		return openIsolated(ctx, o.workers, o.Model, lo, errOut, status)
+	}
+	return local.Open(ctx, o.Model, lo)
 }
 
 // flashAttn normalises -fa's spellings to on, off or auto.

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expertsniper/expertsniper/internal/nodetest"
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 	"github.com/expertsniper/expertsniper/server"
-	"github.com/expertsniper/expertsniper/server/internal/nodetest"
 )
 
 // The official OpenAI SDK for Node against agent serve on the generated model (the same script the

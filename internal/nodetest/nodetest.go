@@ -22,7 +22,7 @@ func Dir(t testing.TB) string {
 	if !ok {
 		t.Fatal("nodetest: cannot find its own source file")
 	}
-	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "node")
+	return filepath.Join(filepath.Dir(file), "..", "..", "server", "testdata", "node")
 }
 
 // Require returns the node binary and the directory of the installed clients. A missing node or npm
