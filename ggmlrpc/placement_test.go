@@ -135,3 +135,26 @@ func TestProbeNamesTheWorker(t *testing.T) {
 		t.Fatalf("probe of a silent listener: %v", err)
 	}
 }
+
+func TestMeterRelaysAndCounts(t *testing.T) {
+	ok := fakeWorker(t, ProtoMajor, ProtoMinor)
+	m, err := NewMeter(ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := Probe(context.Background(), m.Endpoint()); err != nil {
+		t.Fatalf("probe through the meter: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sent, recv := m.Counts()
+		if sent == 1+8+connCapsSize && recv == 8+helloRespSize {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counted %d sent, %d received", sent, recv)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -141,6 +143,8 @@ func (r *rpcFlagSet) parse() (*rpcSetup, error) {
 type rpcSetup struct {
 	Endpoints []string
 	Weights   []float64 // nil: equal shares
+	// meters, when set, relay llama.cpp's connection to each worker and count its bytes (--stats).
+	meters []*ggmlrpc.Meter
 }
 
 // checkMode refuses the streamed modes: their expert tensors live in memory the sniper owns on this
@@ -172,9 +176,16 @@ func (s *rpcSetup) connect(ctx context.Context, layers int) (*rpcPlan, error) {
 	var devs []binding.Device
 	perWorker := make([]int, len(s.Endpoints))
 	for i, ep := range s.Endpoints {
-		d, err := binding.AddRPCServer(ep)
+		dial := ep
+		if s.meters != nil {
+			dial = s.meters[i].Endpoint()
+		}
+		d, err := binding.AddRPCServer(dial)
 		if err != nil {
 			return nil, err
+		}
+		for j := range d {
+			d[j].Endpoint = ep
 		}
 		devs = append(devs, d...)
 		perWorker[i] = len(d)
@@ -219,4 +230,87 @@ func chooseModeRPC(s *rpcSetup, o *runOptions, pm *plan.Model, status func(strin
 		return "", 0, err
 	}
 	return mode, 0, nil
+}
+
+// rpcTraffic counts what agent run sends to and receives from its workers, split into loading the
+// model, the prompt and generation (--stats, --stats-json): the transfer cost of spreading.
+type rpcTraffic struct {
+	setup            *rpcSetup
+	placement        ggmlrpc.Placement
+	start            time.Time
+	loadSecs         float64
+	atLoad, atPrompt int64
+}
+
+// measureTraffic puts a counting relay in front of every worker of s; call it before connect.
+func measureTraffic(s *rpcSetup) (*rpcTraffic, error) {
+	for _, ep := range s.Endpoints {
+		m, err := ggmlrpc.NewMeter(ep)
+		if err != nil {
+			s.closeMeters()
+			return nil, err
+		}
+		s.meters = append(s.meters, m)
+	}
+	return &rpcTraffic{setup: s, start: time.Now()}, nil
+}
+
+func (s *rpcSetup) closeMeters() {
+	for _, m := range s.meters {
+		m.Close()
+	}
+	s.meters = nil
+}
+
+func (t *rpcTraffic) total() int64 {
+	var n int64
+	for _, m := range t.setup.meters {
+		sent, recv := m.Counts()
+		n += sent + recv
+	}
+	return n
+}
+
+// loaded marks the end of the load (the weights have been sent).
+func (t *rpcTraffic) loaded(p ggmlrpc.Placement) {
+	if t != nil {
+		t.placement, t.atLoad, t.loadSecs = p, t.total(), time.Since(t.start).Seconds()
+	}
+}
+
+// prompted marks the end of prefill.
+func (t *rpcTraffic) prompted() {
+	if t != nil {
+		t.atPrompt = t.total()
+	}
+}
+
+// fill adds the traffic to rs; decodeEvals is how many generated tokens were evaluated.
+func (t *rpcTraffic) fill(rs *runStats, decodeEvals int) {
+	if t == nil {
+		return
+	}
+	end := t.total()
+	rs.RPCWorkers = t.setup.Endpoints
+	rs.RPCLayers = append([]int{t.placement.LocalLayers}, t.placement.WorkerLayers...)
+	rs.RPCLoadBytes, rs.RPCLoadSeconds = t.atLoad, t.loadSecs
+	rs.RPCPromptBytes = t.atPrompt - t.atLoad
+	rs.RPCDecodeBytes = end - t.atPrompt
+	if decodeEvals > 0 {
+		rs.RPCDecodeBytesPerToken = float64(rs.RPCDecodeBytes) / float64(decodeEvals)
+	}
+}
+
+// printRPCStats is --stats's line about the workers.
+func printRPCStats(w io.Writer, rs runStats) {
+	if len(rs.RPCWorkers) == 0 {
+		return
+	}
+	rate := 0.0
+	if rs.RPCLoadSeconds > 0 {
+		rate = float64(rs.RPCLoadBytes) / rs.RPCLoadSeconds / 1e9
+	}
+	fmt.Fprintf(w, "  rpc: layers %v (local first, then %s); load sent %s in %.1fs (%.2f GB/s); prompt %s on the wire, decode %s per token\n",
+		rs.RPCLayers, strings.Join(rs.RPCWorkers, ", "), sizeString(rs.RPCLoadBytes), rs.RPCLoadSeconds, rate,
+		sizeString(rs.RPCPromptBytes), sizeString(int64(rs.RPCDecodeBytesPerToken)))
 }

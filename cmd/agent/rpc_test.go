@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,8 +79,12 @@ func TestRunOverTwoRPCWorkersMatchesTheLocalRun(t *testing.T) {
 			model := testmodels.Path(t, name)
 			ref := ramReference(t, model, 1)
 			for _, split := range []string{"", "0,1,1", "2,1,3"} {
-				got, err := runAgentRun(t, runOptions{Model: model, Mode: "auto", NoRepack: true, Threads: 1,
-					rpc: rpcFlagSet{RPC: w1.endpoint + "," + w2.endpoint, TensorSplit: split}})
+				o := runOptions{Model: model, Mode: "auto", NoRepack: true, Threads: 1,
+					rpc: rpcFlagSet{RPC: w1.endpoint + "," + w2.endpoint, TensorSplit: split}}
+				if split == "2,1,3" { // through the traffic meters too
+					o.StatsJSON = filepath.Join(t.TempDir(), "stats.json")
+				}
+				got, err := runAgentRun(t, o)
 				if err != nil {
 					t.Fatalf("--rpc --tensor-split %q: %v\n%s", split, err, got.stderr)
 				}
@@ -86,6 +93,18 @@ func TestRunOverTwoRPCWorkersMatchesTheLocalRun(t *testing.T) {
 				}
 				if !bytes.Equal(got.logits, ref.logits) {
 					t.Fatalf("--tensor-split %q: logits (%d bytes) differ from the local run's (%d bytes)", split, len(got.logits), len(ref.logits))
+				}
+				if o.StatsJSON != "" {
+					var st runStats
+					data, _ := os.ReadFile(o.StatsJSON)
+					if err := json.Unmarshal(data, &st); err != nil {
+						t.Fatal(err)
+					}
+					layers := mustPlan(t, model).Layers
+					if len(st.RPCLayers) != 3 || st.RPCLayers[0]+st.RPCLayers[1]+st.RPCLayers[2] != layers+1 ||
+						st.RPCLoadBytes <= 0 || st.RPCPromptBytes <= 0 || st.RPCDecodeBytesPerToken <= 0 {
+						t.Fatalf("rpc statistics: %s", data)
+					}
 				}
 			}
 		})

@@ -19,6 +19,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/binding"
 	"github.com/expertsniper/expertsniper/bytesize"
+	"github.com/expertsniper/expertsniper/ggmlrpc"
 	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/sniper"
@@ -192,6 +193,16 @@ type runStats struct {
 	// PrefetchRankPrecision[r]: of one-token predictions, the share whose r-th surest expert the
 	// router chose (only ranks that were predicted).
 	PrefetchRankPrecision []float64 `json:"prefetch_rank_precision,omitempty"`
+
+	// --rpc: the workers, the layers each holds (local first), and the bytes on the wire (both ways)
+	// while loading, during the prompt and per generated token (rpc.go: rpcTraffic).
+	RPCWorkers             []string `json:"rpc_workers,omitempty"`
+	RPCLayers              []int    `json:"rpc_layers,omitempty"`
+	RPCLoadBytes           int64    `json:"rpc_load_bytes,omitempty"`
+	RPCLoadSeconds         float64  `json:"rpc_load_seconds,omitempty"`
+	RPCPromptBytes         int64    `json:"rpc_prompt_bytes,omitempty"`
+	RPCDecodeBytes         int64    `json:"rpc_decode_bytes,omitempty"`
+	RPCDecodeBytesPerToken float64  `json:"rpc_decode_bytes_per_token,omitempty"`
 }
 
 func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) {
@@ -259,13 +270,21 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		return err
 	}
 	var ramOptions []binding.ModelOption
+	var traffic *rpcTraffic
+	var placement ggmlrpc.Placement
 	if workers != nil {
+		if o.Stats || o.StatsJSON != "" {
+			if traffic, err = measureTraffic(workers); err != nil {
+				return err
+			}
+			defer workers.closeMeters()
+		}
 		rp, err := workers.connect(ctx, pm.Layers)
 		if err != nil {
 			return err
 		}
 		status("rpc: %s", rp.describe())
-		ramOptions = rp.Options
+		ramOptions, placement = rp.Options, rp.Placement
 	}
 
 	var sampler *rssSampler
@@ -296,6 +315,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		}
 	}()
 	status("loaded %s in %s mode in %.2fs", m.Name(), mode, time.Since(start).Seconds())
+	traffic.loaded(placement)
 	if o.Warm {
 		sn := m.Sniper()
 		if sn == nil || mode != "sniper" {
@@ -354,6 +374,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			}
 			if first {
 				rssAfterPrompt = sniper.CurrentRSS()
+				traffic.prompted()
 			}
 			first = false
 			_, err := io.WriteString(streams.Out, text)
@@ -387,6 +408,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	rs.RSSAfterLoad, rs.RSSAfterContext, rs.RSSAfterPrompt, rs.CacheAfterPrompt = rssAfterLoad, rssAfterContext, rssAfterPrompt, atPrompt.CacheBytes
 	rs.HotPinned = hotPinned
+	traffic.fill(&rs, evals)
 	rs.DecodeIOReadBytes = -1
 	if ioAtPrompt >= 0 {
 		if now := ioReadBytes(); now >= 0 {
@@ -543,6 +565,9 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 			line += fmt.Sprintf(", read %s per token, hit rate %.1f%%", sizeString(int64(rs.DecodeBytesPerTk)), 100*rs.HitRate)
 		}
 		fmt.Fprintln(streams.ErrOut, line)
+	}
+	if o.Stats {
+		printRPCStats(streams.ErrOut, rs)
 	}
 	if o.Stats && mode != "ram" {
 		fmt.Fprintf(streams.ErrOut, "  pinned %s, streamed %s, cache budget %s (peak %s held)\n",
