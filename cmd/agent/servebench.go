@@ -24,6 +24,9 @@ type serveBenchOptions struct {
 	MaxTokens int
 	Stream    string
 	JSON      bool
+	// Against is a stock llama-server's base URL: the same loads run against both servers.
+	Against string
+	Loads   cli.IntSlice
 }
 
 func serveBenchCommand(streams *IOStreams) *cli.Command {
@@ -36,6 +39,8 @@ func serveBenchCommand(streams *IOStreams) *cli.Command {
 		&cli.IntFlag{Name: "max-tokens", Value: 16, Usage: "max_tokens of every request", Destination: &o.MaxTokens},
 		&cli.StringFlag{Name: "stream", Value: "mixed", Usage: "on, off or mixed (every other request streamed)", Destination: &o.Stream},
 		&cli.BoolFlag{Name: "json", Usage: "print the report as JSON", Destination: &o.JSON},
+		&cli.StringFlag{Name: "against", Usage: "base URL of a stock llama-server (same model and flags): run each of --loads against both servers and print the ratio", Destination: &o.Against},
+		&cli.IntSliceFlag{Name: "loads", Value: cli.NewIntSlice(1, 4), Usage: "with --against: the numbers of concurrent clients to compare at (--clients is ignored)", Destination: &o.Loads},
 	)
 	for _, f := range flags {
 		if pf, ok := f.(*cli.IntFlag); ok && pf.Name == "parallel" {
@@ -47,7 +52,10 @@ func serveBenchCommand(streams *IOStreams) *cli.Command {
 		Usage: "load-test agent serve: concurrent chat clients, every answer checked, server RSS sampled",
 		Description: "Runs --clients × --requests chat completions (half streamed by default) against --url, or against\n" +
 			"a server it starts on -m with -np slots (default 4), and prints throughput, latency, queueing and the\n" +
-			"server's RSS over the run. Fails when any request fails or returns an incomplete answer.",
+			"server's RSS and expert bytes read per generated token over the run. Fails when any request fails or\n" +
+			"returns an incomplete answer. With --against URL of a stock llama-server, it runs each of --loads\n" +
+			"(default 1 and 4 concurrent clients, --requests each) against both servers, one after the other, and\n" +
+			"prints both throughputs and their ratio.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -87,6 +95,9 @@ func runServeBench(ctx context.Context, streams *IOStreams, o *serveBenchOptions
 		if err := waitHealthy(ctx, url, done); err != nil {
 			return err
 		}
+	}
+	if o.Against != "" {
+		return compareServers(ctx, streams, o, url)
 	}
 	fmt.Fprintf(streams.ErrOut, "load: %d clients × %d requests, max_tokens %d, stream %s, against %s\n",
 		o.Clients, o.Requests, o.MaxTokens, o.Stream, url)

@@ -1,5 +1,6 @@
 // Package loadgen drives an OpenAI-compatible server with concurrent chat clients and checks every
-// response for completeness, sampling the server's memory (GET /stats) as it goes. `agent serve-bench`
+// response for completeness, sampling the server's memory and expert reads (GET /stats, when the
+// server has it: a stock llama-server does not) as it goes. `agent serve-bench`
 // prints its report; the server's tests run a short version.
 package loadgen
 
@@ -52,6 +53,19 @@ type Report struct {
 	// buffers touched for the first time), growth after it would be a leak.
 	RSSWarm    int64
 	RSSSamples int
+	// ServerStats: the server answered GET /stats (agent serve), so the RSS figures and
+	// ExpertBytesRead are measured; a stock llama-server has no /stats.
+	ServerStats bool
+	// ExpertBytesRead is what the server read from disk during the run (streamed modes).
+	ExpertBytesRead int64
+}
+
+// ExpertBytesPerToken is the bytes the server read per generated token (0 without /stats).
+func (r Report) ExpertBytesPerToken() float64 {
+	if r.CompletionTokens == 0 {
+		return 0
+	}
+	return float64(r.ExpertBytesRead) / float64(r.CompletionTokens)
 }
 
 // RequestsPerSecond and TokensPerSecond summarise throughput.
@@ -77,7 +91,15 @@ func (r Report) Print(w io.Writer) {
 	if r.FirstTokenP50 > 0 {
 		fmt.Fprintf(w, "first token p50        %v (streamed requests)\n", r.FirstTokenP50.Round(time.Millisecond))
 	}
+	if !r.ServerStats {
+		fmt.Fprintf(w, "server statistics      none (the server has no GET /stats)\n")
+		for _, e := range r.Errors {
+			fmt.Fprintf(w, "error: %s\n", e)
+		}
+		return
+	}
 	fmt.Fprintf(w, "max queued             %d\n", r.MaxQueue)
+	fmt.Fprintf(w, "expert bytes read      %s, %s per generated token\n", mib(r.ExpertBytesRead), mib(int64(r.ExpertBytesPerToken())))
 	fmt.Fprintf(w, "server RSS             start %s, end %s, min %s, max %s (%d samples)\n",
 		mib(r.RSSStart), mib(r.RSSEnd), mib(r.RSSMin), mib(r.RSSMax), r.RSSSamples)
 	fmt.Fprintf(w, "RSS growth             %s in all, %s after the first quarter of the run\n",
@@ -118,17 +140,21 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		cfg.HTTPClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients + 2}}
 	}
 	cfg.URL = strings.TrimRight(cfg.URL, "/")
-	if _, err := sample(ctx, cfg); err != nil {
+	if err := healthy(ctx, cfg); err != nil {
 		return Report{}, fmt.Errorf("load: the server at %s is not ready: %w", cfg.URL, err)
 	}
-
-	rep := Report{Clients: cfg.Clients, RequestsPerClient: cfg.Requests, Requests: cfg.Clients * cfg.Requests}
+	first, err := sample(ctx, cfg)
+	rep := Report{Clients: cfg.Clients, RequestsPerClient: cfg.Requests, Requests: cfg.Clients * cfg.Requests,
+		ServerStats: err == nil}
 	var samplesMu sync.Mutex
 	var rss []int64
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	samplerDone := make(chan struct{})
 	go func() {
 		defer close(samplerDone)
+		if !rep.ServerStats {
+			return
+		}
 		t := time.NewTicker(cfg.SampleEvery)
 		defer t.Stop()
 		for {
@@ -166,14 +192,15 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	wg.Wait()
 	rep.Wall = time.Since(start)
 	close(results)
-	// One last sample after the load, so RSSEnd is the state the load left behind.
-	if st, err := sample(ctx, cfg); err == nil {
-		samplesMu.Lock()
-		rss = append(rss, st.RSSBytes)
-		samplesMu.Unlock()
-	}
 	stopSampling()
 	<-samplerDone
+	// One last sample after the load, so RSSEnd is the state the load left behind.
+	if rep.ServerStats {
+		if st, err := sample(ctx, cfg); err == nil {
+			rss = append(rss, st.RSSBytes)
+			rep.ExpertBytesRead = st.BytesRead - first.BytesRead
+		}
+	}
 
 	var lat, ttft []time.Duration
 	for o := range results {
@@ -215,8 +242,9 @@ func percentile(d []time.Duration, p int) time.Duration {
 }
 
 type stats struct {
-	RSSBytes int64 `json:"rss_bytes"`
-	Queue    int   `json:"queue"`
+	RSSBytes  int64 `json:"rss_bytes"`
+	Queue     int   `json:"queue"`
+	BytesRead int64 `json:"bytes_read"`
 }
 
 func (cfg Config) newRequest(ctx context.Context, method, path string, body []byte) (*http.Request, error) {
@@ -229,6 +257,23 @@ func (cfg Config) newRequest(ctx context.Context, method, path string, body []by
 		req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
 	}
 	return req, nil
+}
+
+// healthy checks GET /health (both agent serve and llama-server answer 200 once the model is loaded).
+func healthy(ctx context.Context, cfg Config) error {
+	req, err := cfg.newRequest(ctx, "GET", "/health", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := cfg.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET /health: status %d", resp.StatusCode)
+	}
+	return nil
 }
 
 func sample(ctx context.Context, cfg Config) (stats, error) {
@@ -268,18 +313,23 @@ type chatChunk struct {
 // chat sends one request and checks that its answer is complete: status 200, a finish reason, usage
 // that counts the tokens, and for a stream the final [DONE].
 func chat(ctx context.Context, cfg Config, prompt string, stream bool) outcome {
-	body, _ := json.Marshal(map[string]any{
+	req := map[string]any{
 		"messages":    []map[string]string{{"role": "user", "content": prompt}},
 		"max_tokens":  cfg.MaxTokens,
 		"temperature": 0,
 		"stream":      stream,
-	})
+	}
+	if stream {
+		// The OpenAI way to ask for usage in a stream: what a stock llama-server needs too.
+		req["stream_options"] = map[string]any{"include_usage": true}
+	}
+	body, _ := json.Marshal(req)
 	start := time.Now()
-	req, err := cfg.newRequest(ctx, "POST", "/v1/chat/completions", body)
+	hreq, err := cfg.newRequest(ctx, "POST", "/v1/chat/completions", body)
 	if err != nil {
 		return outcome{err: err}
 	}
-	resp, err := cfg.HTTPClient.Do(req)
+	resp, err := cfg.HTTPClient.Do(hreq)
 	if err != nil {
 		return outcome{err: fmt.Errorf("POST /v1/chat/completions: %w", err)}
 	}
