@@ -21,7 +21,9 @@ type SamplerParams struct {
 	RepeatLastN      int     // tokens the penalties look back on (0 with a penalty set: 64)
 	PresencePenalty  float32
 	FrequencyPenalty float32
-	Seed             uint32 // 0: a random seed
+	Seed             uint32 // 0: a random seed, unless FixedSeed
+	// FixedSeed uses Seed as given, 0 included (llama-server's "seed": 0 is a seed like any other).
+	FixedSeed bool
 
 	// Grammar constrains every sampled token to a GBNF grammar (root rule "root"); "" = none.
 	Grammar string
@@ -86,7 +88,7 @@ func NewSampler(m *Model, p SamplerParams) (*Sampler, error) {
 		}
 		add(C.llama_sampler_init_temp(C.float(p.Temperature)))
 		seed := C.uint32_t(C.LLAMA_DEFAULT_SEED)
-		if p.Seed != 0 {
+		if p.Seed != 0 || p.FixedSeed {
 			seed = C.uint32_t(p.Seed)
 		}
 		add(C.llama_sampler_init_dist(seed))

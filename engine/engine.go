@@ -24,15 +24,20 @@ type Sampling struct {
 	RepeatLastN      int
 	PresencePenalty  float32
 	FrequencyPenalty float32
-	Seed             uint32 // 0 = random
+	Seed             uint32 // 0 = random, unless FixedSeed
+	// FixedSeed uses Seed as given, 0 included (an API client's "seed": 0 asks for seed 0).
+	FixedSeed bool
 }
 
 // Request is one completion of a raw prompt (chat front ends apply the template first).
 type Request struct {
-	Prompt    string
-	MaxTokens int      // <= 0: until end of generation or the context is full
-	Stop      []string // generation ends before any of these strings; they are not emitted
-	Sampling  Sampling
+	Prompt string
+	// PromptTokens, when set, are evaluated as given instead of tokenizing Prompt (llama-server's
+	// token-id prompts: no BOS added, no re-tokenization); Prompt is then only their text.
+	PromptTokens []int32
+	MaxTokens    int      // <= 0: until end of generation or the context is full
+	Stop         []string // generation ends before any of these strings; they are not emitted
+	Sampling     Sampling
 	// Slot pins the request to one slot (-1 = any free slot). Slots keep their KV cache between
 	// requests, so a prompt that extends the previous one only evaluates the new tokens.
 	Slot int
@@ -51,6 +56,9 @@ type Request struct {
 type Token struct {
 	ID   int32
 	Text string
+	// IDs are the tokens generated since the previous Token, this one last: more than one when text
+	// was held back (half a character, a possible stop string).
+	IDs []int32
 	// Logprobs (with Request.Logprobs) of the tokens generated since the previous Token: usually
 	// this one, more when text was held back (half a character, a possible stop string).
 	Logprobs []TokenLogprob
@@ -83,7 +91,10 @@ type Result struct {
 	FinishReason string         // "stop" (end of generation or a stop string), "length" (MaxTokens or context full)
 	StoppingWord string         // the stop string that ended it, if any
 	Logprobs     []TokenLogprob // one per generated token, with Request.Logprobs
-	Timings      Timings
+	// Tokens are every generated token, including those whose text was held back (half a
+	// character, a stop string's start) and the one that completed a stop string.
+	Tokens  []int32
+	Timings Timings
 }
 
 // ModelInfo describes the loaded model.

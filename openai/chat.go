@@ -119,22 +119,18 @@ func ToStreamChunks(meta ResponseMeta, pieces []string, res engine.Result, inclu
 	return append(out, FinishChunks(meta, res, includeUsage)...)
 }
 
-// FinishChunks ends a streamed chat: an empty delta with the finish reason, the usage and the
-// timings (as llama-server sends it), and, when the client asked with stream_options.include_usage,
-// OpenAI's extra usage-only chunk with no choices.
+// FinishChunks ends a streamed chat: an empty delta with the finish reason and, when the client asked
+// with stream_options.include_usage, OpenAI's extra chunk with no choices. The usage and timings go
+// on the last chunk only (once: clients that add up the chunks' usage must not count it twice).
 func FinishChunks(meta ResponseMeta, res engine.Result, includeUsage bool) []ChatCompletionChunk {
 	reason := res.FinishReason
 	usage := ToUsage(res.Timings)
 	timings := ToTimings(res.Timings)
-	last := chunk(meta, []ChunkChoice{{FinishReason: &reason, Index: 0, Delta: Delta{}}})
-	last.Usage = &usage
-	last.Timings = &timings
-	out := []ChatCompletionChunk{last}
+	out := []ChatCompletionChunk{chunk(meta, []ChunkChoice{{FinishReason: &reason, Index: 0, Delta: Delta{}}})}
 	if includeUsage {
-		u := chunk(meta, nil)
-		u.Usage = &usage
-		u.Timings = &timings
-		out = append(out, u)
+		out = append(out, chunk(meta, nil))
 	}
+	out[len(out)-1].Usage = &usage
+	out[len(out)-1].Timings = &timings
 	return out
 }

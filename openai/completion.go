@@ -85,20 +85,17 @@ func TextChunk(meta ResponseMeta, text string, lps []engine.TokenLogprob, offset
 	return textCompletion(meta, []TextChoice{c})
 }
 
-// TextFinishChunks ends a streamed text completion, like FinishChunks does for chat.
+// TextFinishChunks ends a streamed text completion, like FinishChunks does for chat: usage and
+// timings on the last chunk only.
 func TextFinishChunks(meta ResponseMeta, res engine.Result, includeUsage bool) []TextCompletion {
 	reason := res.FinishReason
 	usage := ToUsage(res.Timings)
 	timings := ToTimings(res.Timings)
-	last := textCompletion(meta, []TextChoice{{Text: "", Index: 0, FinishReason: &reason}})
-	last.Usage = &usage
-	last.Timings = &timings
-	out := []TextCompletion{last}
+	out := []TextCompletion{textCompletion(meta, []TextChoice{{Text: "", Index: 0, FinishReason: &reason}})}
 	if includeUsage {
-		u := textCompletion(meta, []TextChoice{})
-		u.Usage = &usage
-		u.Timings = &timings
-		out = append(out, u)
+		out = append(out, textCompletion(meta, []TextChoice{}))
 	}
+	out[len(out)-1].Usage = &usage
+	out[len(out)-1].Timings = &timings
 	return out
 }

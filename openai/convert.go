@@ -88,12 +88,12 @@ func (p SamplingParams) ToEngine(def engine.Sampling) (engine.Sampling, error) {
 	}
 	if p.Seed != nil {
 		switch {
-		case *p.Seed < 0: // llama-server's -1: a random seed
-			s.Seed = 0
+		case *p.Seed < 0, *p.Seed == math.MaxUint32: // llama-server's -1 (LLAMA_DEFAULT_SEED): a random seed
+			s.Seed, s.FixedSeed = 0, false
 		case *p.Seed > math.MaxUint32:
 			return s, badField("seed", "must fit in 32 bits, got %d", *p.Seed)
-		default:
-			s.Seed = uint32(*p.Seed)
+		default: // 0 included: a seed like any other, as in llama-server
+			s.Seed, s.FixedSeed = uint32(*p.Seed), true
 		}
 	}
 	return s, nil

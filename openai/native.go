@@ -39,7 +39,9 @@ type NativeCompletionRequest struct {
 	Stop        StringOrList  `json:"stop,omitempty"`
 	Stream      bool          `json:"stream"`
 	CachePrompt *bool         `json:"cache_prompt,omitempty"`
-	IDSlot      *int          `json:"id_slot,omitempty"`
+	// ReturnTokens fills "tokens" with the generated token ids (llama-server's default: empty).
+	ReturnTokens bool `json:"return_tokens"`
+	IDSlot       *int `json:"id_slot,omitempty"`
 	// Grammar (GBNF) or JSONSchema constrain the output, as llama-server's fields of the same names.
 	Grammar    *string         `json:"grammar,omitempty"`
 	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
@@ -51,9 +53,10 @@ type NativeCompletionRequest struct {
 // NativeCall is a validated /completion request. When Prompt.IsTokens the server detokenizes it into
 // Request.Prompt.
 type NativeCall struct {
-	Prompt  NativePrompt
-	Request engine.Request
-	Stream  bool
+	Prompt       NativePrompt
+	Request      engine.Request
+	Stream       bool
+	ReturnTokens bool
 }
 
 // FromNativeRequest validates a /completion request.
@@ -87,6 +90,7 @@ func FromNativeRequest(req NativeCompletionRequest, def engine.Sampling) (Native
 		return call, err
 	}
 	call.Stream = req.Stream
+	call.ReturnTokens = req.ReturnTokens
 	return call, nil
 }
 
@@ -126,7 +130,7 @@ func ToGenerationSettings(r engine.Request, stream bool) GenerationSettings {
 	}
 	s := r.Sampling
 	seed := s.Seed
-	if seed == 0 {
+	if seed == 0 && !s.FixedSeed {
 		seed = math.MaxUint32 // llama.cpp's LLAMA_DEFAULT_SEED: a random seed
 	}
 	return GenerationSettings{Seed: seed, Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
@@ -183,9 +187,10 @@ func StopType(res engine.Result) string {
 }
 
 // ToNativeCompletion builds the final /completion object. content is the whole generation for a
-// non-streamed response and "" for the last streamed event (the pieces went before it).
+// non-streamed response and "" for the last streamed event (the pieces went before it); tokens are
+// every generated token, reported only when the client asked with return_tokens.
 func ToNativeCompletion(meta ResponseMeta, call NativeCall, slot int, content string, tokens []int32, res engine.Result) NativeCompletion {
-	if tokens == nil {
+	if tokens == nil || !call.ReturnTokens {
 		tokens = []int32{}
 	}
 	usage := ToUsage(res.Timings)

@@ -3,6 +3,7 @@ package openai
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -29,7 +30,7 @@ func TestFromChatRequestAppliesDefaultsAndOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(call.Messages) != 2 || call.Messages[0].Role != "system" || call.Messages[1].Content != "hello" {
+	if len(call.Messages) != 2 || call.Messages[0].Role != "system" || call.Messages[1].Content != "hel\nlo" {
 		t.Fatalf("messages %+v", call.Messages)
 	}
 	r := call.Request
@@ -37,7 +38,7 @@ func TestFromChatRequestAppliesDefaultsAndOverrides(t *testing.T) {
 		t.Fatalf("request %+v call %+v", r, call)
 	}
 	want := DefaultSampling
-	want.Temperature, want.TopK, want.Seed = 0, 5, 42
+	want.Temperature, want.TopK, want.Seed, want.FixedSeed = 0, 5, 42, true
 	if r.Sampling != want {
 		t.Fatalf("sampling %+v, want %+v", r.Sampling, want)
 	}
@@ -98,13 +99,18 @@ func TestStreamChunksHaveLlamaServersShape(t *testing.T) {
 	if s := mustJSON(t, chunks[0]); !strings.Contains(s, `"delta":{"content":"a"}`) {
 		t.Fatalf("content chunk %s", s)
 	}
+	// With include_usage the usage is on the usage-only chunk alone (never twice: clients add them up).
 	finish := mustJSON(t, chunks[2])
-	if !strings.Contains(finish, `"finish_reason":"length","index":0,"delta":{}`) ||
-		!strings.Contains(finish, `"usage":{"completion_tokens":2,"prompt_tokens":5,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":2}}`) {
+	if !strings.Contains(finish, `"finish_reason":"length","index":0,"delta":{}`) || strings.Contains(finish, `"usage"`) {
 		t.Fatalf("finish chunk %s", finish)
 	}
-	if s := mustJSON(t, chunks[3]); !strings.Contains(s, `"choices":[]`) || !strings.Contains(s, `"usage"`) {
+	if s := mustJSON(t, chunks[3]); !strings.Contains(s, `"choices":[]`) ||
+		!strings.Contains(s, `"usage":{"completion_tokens":2,"prompt_tokens":5,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":2}}`) {
 		t.Fatalf("usage chunk %s", s)
+	}
+	// Without it, the finish chunk is the last and carries it.
+	if s := mustJSON(t, FinishChunks(meta, res, false)[0]); !strings.Contains(s, `"usage":{"completion_tokens":2`) {
+		t.Fatalf("finish chunk without include_usage %s", s)
 	}
 	if tm := ToTimings(res.Timings); tm.PredictedPerTokenMS != 5 {
 		t.Fatalf("timings %+v", tm)
@@ -130,5 +136,28 @@ func TestNativeStopTypes(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"x":1}`), &p); err == nil {
 		t.Fatal("an object prompt must be refused")
+	}
+}
+
+// "seed": 0 is a seed like any other (llama-server's behaviour); -1 and 4294967295 ask for a random one.
+func TestSeedZeroIsASeed(t *testing.T) {
+	for _, c := range []struct {
+		seed  int64
+		fixed bool
+		shown uint32
+	}{{0, true, 0}, {7, true, 7}, {-1, false, math.MaxUint32}, {math.MaxUint32, false, math.MaxUint32}} {
+		s, err := SamplingParams{Seed: &c.seed}.ToEngine(DefaultSampling)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.FixedSeed != c.fixed || (c.fixed && s.Seed != uint32(c.seed)) {
+			t.Errorf("seed %d: %+v", c.seed, s)
+		}
+		if got := ToGenerationSettings(engine.Request{Sampling: s}, false).Seed; got != c.shown {
+			t.Errorf("seed %d is shown as %d, want %d", c.seed, got, c.shown)
+		}
+	}
+	if DefaultSampling.FixedSeed {
+		t.Error("a request without a seed must get a random one")
 	}
 }

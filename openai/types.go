@@ -38,7 +38,7 @@ func (s *StringOrList) UnmarshalJSON(data []byte) error {
 }
 
 // MessageContent is a chat message's content: a string, or an array of parts of which only
-// {"type":"text"} parts are supported (this server has no vision or audio input).
+// {"type":"text"} parts are supported (this server has no vision or audio input), joined with "\n".
 type MessageContent string
 
 type contentPart struct {
@@ -64,14 +64,15 @@ func (c *MessageContent) UnmarshalJSON(data []byte) error {
 		if err := json.Unmarshal(data, &parts); err != nil {
 			return &RequestError{Field: "content", Message: "must be a string or an array of content parts"}
 		}
-		var b strings.Builder
+		// Text parts are joined with a newline, as llama-server joins them.
+		texts := make([]string, 0, len(parts))
 		for i, p := range parts {
 			if p.Type != "text" {
 				return &RequestError{Field: "content", Message: fmt.Sprintf("part %d has type %q; only \"text\" is supported", i, p.Type)}
 			}
-			b.WriteString(p.Text)
+			texts = append(texts, p.Text)
 		}
-		*c = MessageContent(b.String())
+		*c = MessageContent(strings.Join(texts, "\n"))
 		return nil
 	}
 	return &RequestError{Field: "content", Message: "must be a string or an array of content parts"}
@@ -324,9 +325,9 @@ type EmbeddingRequest struct {
 
 // Embedding is one vector of an embeddings response.
 type Embedding struct {
-	Embedding []float32 `json:"embedding"`
-	Index     int       `json:"index"`
-	Object    string    `json:"object"`
+	Embedding EmbeddingVector `json:"embedding"`
+	Index     int             `json:"index"`
+	Object    string          `json:"object"`
 }
 
 // EmbeddingList is the response of /v1/embeddings.

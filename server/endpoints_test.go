@@ -151,6 +151,30 @@ func TestChatStreamIncludeUsageAddsAUsageOnlyChunk(t *testing.T) {
 	if len(v["choices"].([]any)) != 0 || v["usage"] == nil {
 		t.Fatalf("second to last event %s, want choices [] and usage", usageOnly)
 	}
+	// Usage comes once: clients that add up the chunks' usage must not count it twice.
+	withUsage := 0
+	for _, ev := range events[:len(events)-1] {
+		if decode[map[string]any](t, []byte(ev))["usage"] != nil {
+			withUsage++
+		}
+	}
+	if withUsage != 1 {
+		t.Fatalf("%d chunks carry usage, want 1", withUsage)
+	}
+	// The legacy completions stream too.
+	resp = ts.stream(t, context.Background(), "/v1/completions",
+		map[string]any{"prompt": "x", "stream": true, "stream_options": map[string]any{"include_usage": true}})
+	defer resp.Body.Close()
+	events = sseEvents(t, resp.Body)
+	withUsage = 0
+	for _, ev := range events[:len(events)-1] {
+		if decode[map[string]any](t, []byte(ev))["usage"] != nil {
+			withUsage++
+		}
+	}
+	if withUsage != 1 || decode[map[string]any](t, []byte(events[len(events)-2]))["usage"] == nil {
+		t.Fatalf("completions stream: %d chunks carry usage, want the last one only", withUsage)
+	}
 }
 
 func TestStopStringsAndMaxTokensEndGeneration(t *testing.T) {

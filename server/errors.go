@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode"
 
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/openai"
@@ -69,7 +70,7 @@ func toAPIError(err error) *apiError {
 	case errors.As(err, &syntaxErr):
 		return badRequest("invalid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)
 	case errors.As(err, &typeErr):
-		field := typeErr.Field
+		field := jsonFieldPath(typeErr.Field)
 		if field == "" {
 			field = "body"
 		}
@@ -96,6 +97,19 @@ func toAPIError(err error) *apiError {
 func isUnavailable(err error) bool {
 	var u interface{ Unavailable() bool }
 	return errors.As(err, &u) && u.Unavailable()
+}
+
+// jsonFieldPath turns encoding/json's field path into the client's JSON names: the path includes the
+// Go names of embedded structs ("SamplingParams.temperature"), which mean nothing to a client. Every
+// JSON name of this API is lower case, so segments that start with a capital are Go's.
+func jsonFieldPath(path string) string {
+	var out []string
+	for _, seg := range strings.Split(path, ".") {
+		if seg != "" && !unicode.IsUpper([]rune(seg)[0]) {
+			out = append(out, seg)
+		}
+	}
+	return strings.Join(out, ".")
 }
 
 func jsonTypeName(goType string) string {

@@ -31,7 +31,7 @@ type generation struct {
 	res     engine.Result
 	slot    int
 	resumed string // the saved context the slot was loaded from, if any
-	tokens  []int32
+	pieces  int    // tokens delivered with text so far (the engine's Result.Tokens has them all)
 }
 
 // generate runs req on a slot: it waits for one (FIFO), loads a saved context when one covers more of
@@ -42,7 +42,7 @@ type generation struct {
 // client with the first byte of the response.
 func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req engine.Request, stream bool, onToken func(engine.Token) error) (generation, error) {
 	var g generation
-	if err := checkFits(ctx, l, req.Prompt); err != nil {
+	if err := checkRequestFits(ctx, l, req); err != nil {
 		return g, err
 	}
 	s.metrics.deferredWaits.Add(1)
@@ -76,9 +76,9 @@ func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req e
 	params := openai.ToGenerationSettings(req, stream)
 	l.slots.progress(sl, 0, params)
 	res, err := l.eng.Complete(ctx, req, func(t engine.Token) error {
-		g.tokens = append(g.tokens, t.ID)
+		g.pieces++
 		s.metrics.tokensLive.Add(1)
-		l.slots.progress(sl, len(g.tokens), params)
+		l.slots.progress(sl, g.pieces, params)
 		return onToken(t)
 	})
 	if err != nil {

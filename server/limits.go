@@ -59,6 +59,17 @@ func contextFull(n, nCtx int, atLeast bool) *apiError {
 		message: fmt.Sprintf("request (%s) exceeds the available context size (%d tokens), try increasing it", count, nCtx)}
 }
 
+// checkRequestFits is checkFits for a request, whose prompt may be token ids (counted as they are).
+func checkRequestFits(ctx context.Context, l *loaded, req engine.Request) error {
+	if req.PromptTokens != nil {
+		if n := len(req.PromptTokens); n >= l.info.Context {
+			return contextFull(n, l.info.Context, false)
+		}
+		return nil
+	}
+	return checkFits(ctx, l, req.Prompt)
+}
+
 // checkFits refuses a prompt that cannot fit in a slot before it waits for one, with the counts
 // llama-server reports. The engine checks again (ErrContextFull) with its exact accounting.
 func checkFits(ctx context.Context, l *loaded, prompt string) error {

@@ -93,12 +93,19 @@ func (s *Server) handleNativeCompletion(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	if call.Prompt.IsTokens {
+		// The ids are evaluated as given (detokenizing and tokenizing again can give other tokens);
+		// their text serves the slot choice, saved-context matching and the response's prompt.
+		if len(call.Prompt.Tokens) == 0 {
+			fail(w, r, badRequest("prompt is an empty array of tokens"))
+			return
+		}
 		text, err := l.eng.Detokenize(call.Prompt.Tokens)
 		if err != nil {
 			fail(w, r, badRequest("prompt tokens: %v", err))
 			return
 		}
 		call.Request.Prompt = text
+		call.Request.PromptTokens = call.Prompt.Tokens
 	}
 	meta := s.meta(l, "cmpl", "")
 
@@ -108,7 +115,7 @@ func (s *Server) handleNativeCompletion(w http.ResponseWriter, r *http.Request) 
 			fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, openai.ToNativeCompletion(meta, call, g.slot, g.res.Text, g.tokens, g.res))
+		writeJSON(w, http.StatusOK, openai.ToNativeCompletion(meta, call, g.slot, g.res.Text, g.res.Tokens, g.res))
 		return
 	}
 
@@ -119,10 +126,10 @@ func (s *Server) handleNativeCompletion(w http.ResponseWriter, r *http.Request) 
 	g, err := s.generate(r.Context(), l, w.Header(), call.Request, true, func(t engine.Token) error {
 		n++
 		if n == 1 {
-			evaluated = promptTokenEstimate(l, call.Request.Prompt)
+			evaluated = promptTokenEstimate(l, call.Request)
 			slot = slotFromHeader(w)
 		}
-		c := openai.NativeChunk{Index: 0, Content: t.Text, Tokens: []int32{t.ID}, Stop: false,
+		c := openai.NativeChunk{Index: 0, Content: t.Text, Tokens: nonNil(t.IDs), Stop: false,
 			IDSlot: slot, TokensPredicted: n, TokensEvaluated: evaluated}
 		if call.Request.Logprobs {
 			c.Probabilities = openai.ToChatLogprobs(t.Logprobs)
@@ -138,8 +145,11 @@ func (s *Server) handleNativeCompletion(w http.ResponseWriter, r *http.Request) 
 
 // promptTokenEstimate counts the prompt's tokens for the streamed events (the exact count arrives
 // in the last event's timings).
-func promptTokenEstimate(l *loaded, prompt string) int {
-	toks, err := l.eng.Tokenize(prompt, true, true)
+func promptTokenEstimate(l *loaded, req engine.Request) int {
+	if req.PromptTokens != nil {
+		return len(req.PromptTokens)
+	}
+	toks, err := l.eng.Tokenize(req.Prompt, true, true)
 	if err != nil {
 		return 0
 	}

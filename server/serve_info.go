@@ -105,9 +105,29 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	if len(req.Input) == 0 {
-		fail(w, r, badRequest("input is required"))
+	useBase64, err := req.Base64Encoding()
+	if err != nil {
+		fail(w, r, err)
 		return
+	}
+	switch {
+	case len(req.Input) == 0:
+		fail(w, r, badRequest("input is required: a string or a non-empty array of strings"))
+		return
+	case len(req.Input) > maxEmbeddingInputs:
+		fail(w, r, badRequest("input has %d entries; at most %d are accepted", len(req.Input), maxEmbeddingInputs))
+		return
+	}
+	for i, text := range req.Input {
+		if text == "" {
+			fail(w, r, badRequest("input[%d] is empty: there is nothing to embed", i))
+			return
+		}
+		if len(text) > maxPromptBytes(l) {
+			fail(w, r, &apiError{status: http.StatusBadRequest, typ: errTypeExceedsContext, nCtx: l.info.Context,
+				message: fmt.Sprintf("input[%d] (%d bytes) exceeds the available context size (%d tokens)", i, len(text), l.info.Context)})
+			return
+		}
 	}
 	out := openai.EmbeddingList{Model: s.modelName(l), Object: "list", Data: []openai.Embedding{}}
 	for i, text := range req.Input {
@@ -116,9 +136,10 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 			fail(w, r, fmt.Errorf("embed input %d: %w", i, err))
 			return
 		}
+		openai.NormalizeL2(vec)
 		toks, _ := l.eng.Tokenize(text, true, false)
 		out.Usage.PromptTokens += len(toks)
-		out.Data = append(out.Data, openai.Embedding{Embedding: vec, Index: i, Object: "embedding"})
+		out.Data = append(out.Data, openai.Embedding{Embedding: openai.EmbeddingVector{Values: vec, Base64: useBase64}, Index: i, Object: "embedding"})
 	}
 	out.Usage.TotalTokens = out.Usage.PromptTokens
 	writeJSON(w, http.StatusOK, out)

@@ -245,7 +245,7 @@ func samplerParams(req engine.Request) binding.SamplerParams {
 		Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 		RepeatPenalty: s.RepeatPenalty, RepeatLastN: s.RepeatLastN,
 		PresencePenalty: s.PresencePenalty, FrequencyPenalty: s.FrequencyPenalty, Seed: s.Seed,
-		Grammar: req.Grammar,
+		FixedSeed: s.FixedSeed, Grammar: req.Grammar,
 	}
 	if len(req.GrammarTriggers) > 0 {
 		p.GrammarTriggerPatterns = []string{triggerPattern(req.GrammarTriggers)}
@@ -274,9 +274,17 @@ func toLogprob(lp binding.TokenLogprob) engine.TokenLogprob {
 // Complete evaluates req.Prompt in a slot (reusing the slot's cached prefix) and generates.
 func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(engine.Token) error) (engine.Result, error) {
 	var res engine.Result
-	toks, err := e.model.Tokenize(req.Prompt, true, true)
-	if err != nil {
-		return res, fmt.Errorf("complete: %w", err)
+	toks := req.PromptTokens
+	if toks == nil {
+		var err error
+		if toks, err = e.model.Tokenize(req.Prompt, true, true); err != nil {
+			return res, fmt.Errorf("complete: %w", err)
+		}
+	}
+	for i, t := range toks {
+		if t < 0 || int(t) >= e.info.Vocab {
+			return res, fmt.Errorf("complete: prompt token %d (position %d) is outside the vocabulary of %d", t, i, e.info.Vocab)
+		}
 	}
 	if len(toks) == 0 {
 		return res, fmt.Errorf("complete: the prompt is empty")
@@ -302,12 +310,14 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 		}))
 	}
 	if onToken != nil {
+		var ids []int32 // tokens whose text is held back, then this one
 		opts = append(opts, binding.WithTokenCallback(func(tok binding.Token, text string) error {
+			ids = append(ids, tok)
 			if text == "" {
 				return nil // held back (a possible stop string, or half a character): comes later
 			}
-			t := engine.Token{ID: tok, Text: text, Logprobs: pending}
-			pending = nil
+			t := engine.Token{ID: tok, Text: text, IDs: ids, Logprobs: pending}
+			pending, ids = nil, nil
 			return onToken(t)
 		}))
 	}
@@ -327,6 +337,8 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 	for _, lp := range r.Logprobs {
 		res.Logprobs = append(res.Logprobs, toLogprob(lp))
 	}
+	res.Tokens = make([]int32, len(r.Tokens))
+	copy(res.Tokens, r.Tokens)
 	if err != nil {
 		return res, fmt.Errorf("complete in slot %d: %w", s.id, err)
 	}

@@ -205,6 +205,9 @@ func pieceID(p string) int32 {
 func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(engine.Token) error) (engine.Result, error) {
 	var res engine.Result
 	promptTokens := len(req.Prompt)
+	if req.PromptTokens != nil {
+		promptTokens = len(req.PromptTokens)
+	}
 	if promptTokens > e.info.Context {
 		return res, fmt.Errorf("%w: %d tokens, context %d", engine.ErrContextFull, promptTokens, e.info.Context)
 	}
@@ -267,6 +270,7 @@ loop:
 		if e.FailAfter > 0 && generated >= e.FailAfter {
 			return res, e.FailErr
 		}
+		res.Tokens = append(res.Tokens, pieceID(p))
 		emit := p
 		for _, s := range req.Stop {
 			if i := strings.Index(text.String()+p, s); i >= 0 {
@@ -279,7 +283,7 @@ loop:
 			text.WriteString(emit)
 			generated++
 			e.touchExperts(emit)
-			if err := onToken(engine.Token{ID: pieceID(emit), Text: emit}); err != nil {
+			if err := onToken(engine.Token{ID: pieceID(emit), Text: emit, IDs: []int32{pieceID(emit)}}); err != nil {
 				e.countCancel()
 				return res, err
 			}
