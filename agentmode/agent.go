@@ -271,7 +271,7 @@ func (a *Agent) shell(ctx context.Context, history []engine.Message, request str
 		h.status("the model wrote no command; answering as chat")
 		return a.answer(ctx, a.messages(history, request), h, r)
 	}
-	h.status("command: %s", r.Command)
+	h.status("command: %s", tools.ShowExactly(r.Command))
 	res, err := a.Shell.Run(ctx, r.Command)
 	switch {
 	case errors.Is(err, tools.ErrDeclined):

@@ -24,6 +24,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -54,6 +55,9 @@ type Client struct {
 	// StallTimeout ends a download attempt that receives no data for this long (it is then resumed
 	// like a dropped connection). 0 means no limit.
 	StallTimeout time.Duration
+	// OnRetry, if set, is told about every failed request that is tried again, so that a user sees
+	// why nothing happens.
+	OnRetry func(err error, wait time.Duration)
 }
 
 // NewClient returns a client for endpoint with the default retry policy.
@@ -115,6 +119,10 @@ func (c *Client) ListFiles(ctx context.Context, repo string) ([]RepoFile, error)
 		}
 		var entries []treeEntry
 		link, err := c.getJSON(ctx, next, &entries)
+		var he *HTTPError
+		if errors.As(err, &he) && he.kind != nil {
+			return nil, &RepoError{Repo: repo, Endpoint: c.Endpoint, StatusCode: he.StatusCode, kind: he.kind}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("list files of %s: %w", repo, err)
 		}
@@ -205,6 +213,32 @@ func nextLink(header, current string) (string, error) {
 	return "", nil
 }
 
+// RepoError says that a repository cannot be listed: it does not exist, or it is private or gated and
+// the token (if any) does not open it. The hub answers the same for both. It matches ErrAuth or
+// ErrNotFound.
+type RepoError struct {
+	Repo, Endpoint string
+	StatusCode     int
+	kind           error
+}
+
+func (e *RepoError) Error() string {
+	return fmt.Sprintf("no repository %s on %s (HTTP %d): check the name; if it is private or gated, set HF_TOKEN to a token that can read it",
+		e.Repo, e.Endpoint, e.StatusCode)
+}
+
+func (e *RepoError) Unwrap() error { return e.kind }
+
+// CheckEndpoint returns an error unless endpoint is an http or https URL with a host: a mistyped
+// HF_ENDPOINT fails at once with the variable's name instead of after retries.
+func CheckEndpoint(endpoint string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("HF_ENDPOINT %q is not an http:// or https:// URL", endpoint)
+	}
+	return nil
+}
+
 // HTTPError is a non-success answer from the hub or its CDN.
 type HTTPError struct {
 	URL        string
@@ -288,8 +322,23 @@ func isTransient(err error) bool {
 	if errors.As(err, &he) {
 		return he.transient()
 	}
+	// Nothing listening, or a host name that does not resolve, will not change in the next minute:
+	// saying so at once beats half a minute of silent retries.
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return false
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return false
+	}
+	// *url.Error is a net.Error too, whatever it wraps (an unsupported scheme, a bad URL): only the
+	// network errors inside it are worth another attempt.
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return true
+	}
 	var ne net.Error
-	if errors.As(err, &ne) {
+	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
 	if errors.Is(err, errStalled) {
@@ -310,6 +359,9 @@ func (c *Client) retry(ctx context.Context, attempt func() error) error {
 			// Jitter spreads retries of parallel clients; it never shortens the wait below half.
 			d := wait/2 + time.Duration(rand.Int64N(int64(wait/2)+1))
 			d = max(d, retryAfter(err))
+			if c.OnRetry != nil {
+				c.OnRetry(err, d)
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

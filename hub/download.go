@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/expertsniper/expertsniper/bytesize"
+	"github.com/expertsniper/expertsniper/diskspace"
+	"github.com/expertsniper/expertsniper/gguf"
 )
 
 // PartialSuffix marks a download in progress; the file gets its final name only once verified.
@@ -128,7 +130,7 @@ func (c *Client) Pull(ctx context.Context, ref Ref, dir string, progress func() 
 		if err := os.MkdirAll(filepath.Dir(dests[0]), 0o755); err != nil {
 			return nil, fmt.Errorf("create models directory: %w", err)
 		}
-		if free, err := freeBytes(filepath.Dir(dests[0])); err == nil && free < uint64(missing) {
+		if free, err := diskspace.Free(filepath.Dir(dests[0])); err == nil && free < uint64(missing) {
 			return nil, fmt.Errorf("not enough disk space in %s: the download needs %s more, %s is free",
 				filepath.Dir(dests[0]), bytesize.Format(missing), bytesize.Format(int64(free)))
 		}
@@ -493,6 +495,15 @@ func (d *fileDownload) finish() error {
 		return fmt.Errorf("download %s: close %s: %w", name, d.partial, err)
 	}
 	d.out = nil
+	// A model must be one before it gets its name: a file the hub calls .gguf that does not parse as
+	// GGUF (a broken upload, an HTML error page stored as the file) is removed, not reported as ready.
+	if strings.EqualFold(filepath.Ext(name), ".gguf") {
+		if _, err := gguf.Open(d.partial); err != nil {
+			os.Remove(d.partial)
+			os.Remove(d.metaPath())
+			return fmt.Errorf("download %s: the file the hub serves is not a valid GGUF model (removed): %w", name, err)
+		}
+	}
 	if err := os.Rename(d.partial, d.dest); err != nil {
 		return fmt.Errorf("download %s: %w", name, err)
 	}

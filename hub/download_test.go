@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -250,7 +253,7 @@ func TestFileReplacedOnHubIsRefused(t *testing.T) {
 
 func TestSmallNonLFSFileVerifiedByGitOID(t *testing.T) {
 	h := newFakeHub(t)
-	content := []byte("GGUF not really, but small enough to live in git")
+	content := append(append([]byte(nil), emptyGGUFHeader...), "small enough to live in git"...)
 	h.addRepo("org/Small", false, map[string]fakeFile{"small.gguf": {content: content}})
 	dir := t.TempDir()
 	paths, _, err := pull(t, h.client(), "org/Small:small.gguf", dir)
@@ -313,8 +316,9 @@ func TestErrorsAreClear(t *testing.T) {
 
 	t.Run("unknown repository", func(t *testing.T) {
 		_, _, err := pull(t, h.client(), "org/Nope", t.TempDir())
-		if !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "repository not found or needs a token (HF_TOKEN)") {
-			t.Fatalf("err = %v", err)
+		if !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "no repository org/Nope on "+h.server.URL) ||
+			!strings.Contains(err.Error(), "HF_TOKEN") || strings.Contains(err.Error(), "/api/") {
+			t.Fatalf("err = %v; want the repository's name and the endpoint, not the API's URL", err)
 		}
 	})
 	t.Run("private repository without token", func(t *testing.T) {
@@ -407,7 +411,7 @@ func TestStalledConnectionIsRetried(t *testing.T) {
 	h.addRepo("org/M", false, map[string]fakeFile{"M-Q4_0.gguf": f})
 	h.stall[f.sha256()] = 1 // sends 1 KiB, then nothing
 	c := h.client()
-	c.StallTimeout = 100 * time.Millisecond
+	c.StallTimeout = time.Second // long enough that a loaded machine's first 1 KiB arrives in time
 	r, _ := ParseRef("org/M")
 	rec := &recordingProgress{}
 	paths, err := c.Pull(context.Background(), r, t.TempDir(), func() Progress { return rec })
@@ -415,7 +419,7 @@ func TestStalledConnectionIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertFile(t, paths[0], model)
-	if len(rec.retries) != 1 || !strings.Contains(rec.retries[0], "no data for 100ms") {
+	if len(rec.retries) != 1 || !strings.Contains(rec.retries[0], "no data for 1s") {
 		t.Fatalf("retries = %v", rec.retries)
 	}
 	if len(h.ranges) != 2 || h.ranges[1] != "M-Q4_0.gguf bytes=1024-" {
@@ -440,4 +444,106 @@ func TestRateLimitHonoursRetryAfter(t *testing.T) {
 	if len(rec.retries) != 1 || !strings.Contains(rec.retries[0], "HTTP 429") {
 		t.Fatalf("retries = %v", rec.retries)
 	}
+}
+
+// TestPermanentNetworkErrorsFailAtOnce: a refused connection, a host name that does not resolve and a
+// URL that is not http(s) are not retried (they were, silently, for half a minute).
+func TestPermanentNetworkErrorsFailAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	for name, endpoint := range map[string]string{
+		"refused":    refused,
+		"no scheme":  "127.0.0.1:1",
+		"bad scheme": "ftp://example.invalid",
+		"no host":    "http://nosuchhost.invalid",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := NewClient(endpoint, "")
+			c.Backoff, c.MaxBackoff = time.Second, time.Second // a retry would show in the time taken
+			retries := 0
+			c.OnRetry = func(error, time.Duration) { retries++ }
+			start := time.Now()
+			_, err := c.ListFiles(context.Background(), "org/M")
+			if err == nil || retries != 0 {
+				t.Fatalf("err = %v after %d retries", err, retries)
+			}
+			if el := time.Since(start); el > 20*time.Second {
+				t.Fatalf("took %s: %v", el, err)
+			}
+			t.Logf("%s", err)
+		})
+	}
+	if err := CheckEndpoint("127.0.0.1:8080"); err == nil || !strings.Contains(err.Error(), "HF_ENDPOINT") {
+		t.Fatalf("CheckEndpoint(127.0.0.1:8080) = %v", err)
+	}
+	if err := CheckEndpoint("https://huggingface.co"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStalledHubTimesOutAndSaysSo: a hub that accepts the connection and never answers ends in an
+// error after its response timeout (60 s by default; shortened here).
+func TestStalledHubTimesOutAndSaysSo(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	c := NewClient("http://"+ln.Addr().String(), "")
+	c.HTTP.Transport.(*http.Transport).ResponseHeaderTimeout = 200 * time.Millisecond
+	c.Backoff, c.MaxBackoff, c.Attempts = time.Millisecond, time.Millisecond, 3
+	var retries []string
+	c.OnRetry = func(err error, _ time.Duration) { retries = append(retries, err.Error()) }
+	start := time.Now()
+	_, err = c.ListFiles(context.Background(), "org/M")
+	if err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("err = %v", err)
+	}
+	if el := time.Since(start); el > 30*time.Second {
+		t.Fatalf("took %s", el)
+	}
+	// A server that does not answer within the timeout is not asked again and again: the user hears
+	// about it after one timeout, not after Attempts of them.
+	if len(retries) != 0 {
+		t.Fatalf("retries: %q", retries)
+	}
+}
+
+// TestDownloadedGGUFIsValidatedBeforeItIsReady: random bytes named .gguf, checksum and all, are not a
+// model: the pull fails and leaves nothing.
+func TestDownloadedGGUFIsValidatedBeforeItIsReady(t *testing.T) {
+	h := newFakeHub(t)
+	junk := randomBytes(21, 5000)
+	copy(junk, "NOPE")
+	h.addRepo("org/Junk-GGUF", false, map[string]fakeFile{"Junk-Q4_0.gguf": {content: junk, lfs: true}})
+	dir := t.TempDir()
+	_, _, err := pull(t, h.client(), "org/Junk-GGUF:Q4_0", dir)
+	if err == nil || !strings.Contains(err.Error(), "not a valid GGUF model") {
+		t.Fatalf("err = %v", err)
+	}
+	assertNoLeftovers(t, dir)
 }

@@ -72,14 +72,23 @@ func newFakeHub(t *testing.T) *fakeHub {
 	return h
 }
 
+// randomBytes is n bytes of file content for the fake hub. Files named .gguf must parse as GGUF before
+// a pull calls them ready, so the content starts with a valid GGUF v3 header (no tensors, no metadata)
+// when n allows; the rest is random.
 func randomBytes(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	b := make([]byte, n)
 	for i := range b {
 		b[i] = byte(r.Uint32())
 	}
+	if n >= len(emptyGGUFHeader) {
+		copy(b, emptyGGUFHeader)
+	}
 	return b
 }
+
+// emptyGGUFHeader is "GGUF", version 3, 0 tensors, 0 metadata entries.
+var emptyGGUFHeader = []byte{'G', 'G', 'U', 'F', 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 func (h *fakeHub) addRepo(name string, private bool, files map[string]fakeFile) {
 	h.mu.Lock()

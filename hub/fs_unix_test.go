@@ -38,10 +38,3 @@ func TestConcurrentDownloadOfSameFileIsRefused(t *testing.T) {
 		t.Fatalf("after the other download ended: %v", err)
 	}
 }
-
-func TestFreeBytes(t *testing.T) {
-	n, err := freeBytes(t.TempDir())
-	if err != nil || n == 0 {
-		t.Fatalf("freeBytes = %d, %v", n, err)
-	}
-}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/expertsniper/expertsniper/bytesize"
+	"github.com/expertsniper/expertsniper/diskspace"
 	"github.com/expertsniper/expertsniper/gguf"
 )
 
@@ -114,7 +115,7 @@ func MergeSplit(ctx context.Context, parts []string, out string, progress func(d
 			}
 		}
 	}
-	if free, ferr := freeBytes(filepath.Dir(out)); ferr == nil && free < uint64(w.DataSize()) {
+	if free, ferr := diskspace.Free(filepath.Dir(out)); ferr == nil && free < uint64(w.DataSize()) {
 		return fmt.Errorf("merge into %s: needs %s, only %s free", out, bytesize.Format(w.DataSize()), bytesize.Format(int64(free)))
 	}
 	if err := w.Write(ctx); err != nil {

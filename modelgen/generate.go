@@ -93,17 +93,37 @@ func Write(ctx context.Context, path string, opts Options) (err error) {
 
 // WriteTo generates the model into out.
 func WriteTo(ctx context.Context, out io.Writer, opts Options) error {
-	if err := opts.Shape.Validate(); err != nil {
+	w, err := newWriter(out, opts)
+	if err != nil {
 		return err
 	}
+	return w.Write(ctx)
+}
+
+// DataSize is the size of the tensor data of the model opts describe: the file is a little larger (its
+// header). Commands compare it with the free disk space before they write.
+func DataSize(opts Options) (int64, error) {
+	w, err := newWriter(io.Discard, opts)
+	if err != nil {
+		return 0, err
+	}
+	return w.DataSize(), nil
+}
+
+// newWriter declares the model's metadata and tensors on a gguf.Writer to out; nothing is generated
+// until its Write.
+func newWriter(out io.Writer, opts Options) (*gguf.Writer, error) {
+	if err := opts.Shape.Validate(); err != nil {
+		return nil, err
+	}
 	if err := checkType(opts.Type); err != nil {
-		return err
+		return nil, err
 	}
 	w := gguf.NewWriter(out)
 	w.Progress = opts.Progress
 	for _, kv := range metadata(opts) {
 		if err := w.AddKV(kv.Key, kv.Value); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	workers := opts.Workers
@@ -116,10 +136,10 @@ func WriteTo(ctx context.Context, out io.Writer, opts Options) error {
 			return generate(ctx, w, spec, opts, workers)
 		}
 		if err := w.AddTensor(spec.Name, spec.Type, spec.Dims, fill); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return w.Write(ctx)
+	return w, nil
 }
 
 // TensorSpec is one tensor of a generated model and how its values are drawn.

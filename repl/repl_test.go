@@ -207,6 +207,31 @@ func TestShellCommandNeedsYesOnTheInput(t *testing.T) {
 	}
 }
 
+// TestShellConfirmationShowsControlCharacters reproduces the carriage-return trick: the model's command
+// "touch …\rRun `ls -la" would, printed raw, show "Run `ls -la`? [y/N]" on a terminal while `touch`
+// is what runs. The question and the status line show it with its escapes instead.
+func TestShellConfirmationShowsControlCharacters(t *testing.T) {
+	trick := "touch made-by-trick #\rRun `ls -la"
+	eng := func(m ModelConfig) (*scripted.Engine, error) {
+		return &scripted.Engine{Reply: replies("shell", trick, func(string) string { return "ok" })}, nil
+	}
+	h := newHarness(t, strings.NewReader("list my files\nn\n"), eng)
+	if err := h.run(); err != nil {
+		t.Fatal(err)
+	}
+	errs := h.errOut.String()
+	if strings.ContainsAny(errs, "\r\x1b") {
+		t.Fatalf("a control character reached the screen raw:\n%q", errs)
+	}
+	want := `Run "touch made-by-trick #\rRun ` + "`ls -la" + `" (it contains control or invisible characters, shown as escapes)? [y/N]`
+	if !strings.Contains(errs, want) {
+		t.Fatalf("the question does not show the command exactly; want %q in:\n%s", want, errs)
+	}
+	if _, err := os.Stat(filepath.Join(h.opts.Workdir, "made-by-trick")); err == nil {
+		t.Fatal("a declined command ran")
+	}
+}
+
 func TestShellDeclinedRunsNothing(t *testing.T) {
 	eng := func(m ModelConfig) (*scripted.Engine, error) {
 		return &scripted.Engine{Reply: replies("shell", "touch must-not-exist", func(string) string { return "ok" })}, nil

@@ -187,7 +187,7 @@ func (w *Workspace) WriteFile(ctx context.Context, name, content string) error {
 		}
 		verb = "Overwrite"
 	}
-	question := fmt.Sprintf("%s %s (%d bytes)?", verb, filepath.Join(w.dir, rel), len(content))
+	question := fmt.Sprintf("%s %s (%d bytes)?", verb, ShowExactly(filepath.Join(w.dir, rel)), len(content))
 	if err := confirm(ctx, w.Confirm, question); err != nil {
 		return fmt.Errorf("write %q: %w", name, err)
 	}

@@ -45,7 +45,7 @@ func (s *Shell) Run(ctx context.Context, command string) (ShellResult, error) {
 	if command == "" {
 		return res, ErrEmptyCommand
 	}
-	if err := confirm(ctx, s.Confirm, fmt.Sprintf("Run `%s`?", command)); err != nil {
+	if err := confirm(ctx, s.Confirm, "Run "+quoteForQuestion(command)+"?"); err != nil {
 		return res, fmt.Errorf("run %q: %w", command, err)
 	}
 	timeout := s.Timeout

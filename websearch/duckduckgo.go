@@ -8,12 +8,16 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"golang.org/x/net/html"
 )
 
 // DefaultDuckDuckGoURL is DuckDuckGo's JavaScript-free results page.
 const DefaultDuckDuckGoURL = "https://html.duckduckgo.com/html/"
+
+// DefaultTimeout bounds a search when DuckDuckGo.Timeout is 0.
+const DefaultTimeout = 20 * time.Second
 
 // maxPageBytes bounds what we read of a results page (real pages are ~30–60 KB).
 const maxPageBytes = 4 << 20
@@ -23,8 +27,11 @@ type DuckDuckGo struct {
 	// BaseURL is the results page; the query goes into its q parameter. Empty means DefaultDuckDuckGoURL
 	// (tests point it at a local server).
 	BaseURL string
-	// Client sends the request; nil means a client with no timeout of its own (ctx bounds the call).
+	// Client sends the request; nil means http.DefaultClient.
 	Client *http.Client
+	// Timeout bounds the whole search (connecting, waiting for the answer, reading it); 0 means
+	// DefaultTimeout. A server that accepts the connection and never answers must not hang the REPL.
+	Timeout time.Duration
 	// UserAgent is sent with the request; DuckDuckGo serves a challenge to some obvious bots.
 	UserAgent string
 }
@@ -40,7 +47,16 @@ func (d *DuckDuckGo) Search(ctx context.Context, query string, max int) ([]Resul
 	if query == "" {
 		return nil, ErrEmptyQuery
 	}
-	results, err := d.search(ctx, query)
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	searchCtx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("no answer within %s: %w", timeout, ErrTimeout))
+	defer cancel()
+	results, err := d.search(searchCtx, query)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(searchCtx), ErrTimeout) {
+		err = context.Cause(searchCtx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("search duckduckgo for %q: %w", query, err)
 	}

@@ -3,6 +3,7 @@ package websearch
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -128,5 +129,52 @@ func TestDuckDuckGoHonoursContext(t *testing.T) {
 func TestDuckDuckGoEmptyQuery(t *testing.T) {
 	if _, err := (&DuckDuckGo{BaseURL: "http://127.0.0.1:1/html/"}).Search(context.Background(), "  ", 5); !errors.Is(err, ErrEmptyQuery) {
 		t.Fatalf("err = %v, want ErrEmptyQuery", err)
+	}
+}
+
+// stalledListener accepts connections and never answers them.
+func stalledListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String() + "/html/"
+}
+
+// TestDuckDuckGoTimesOutOnAServerThatNeverAnswers: a search whose server accepts and stays silent
+// ends with an error that says so, after Timeout, even when the caller's context has no deadline.
+func TestDuckDuckGoTimesOutOnAServerThatNeverAnswers(t *testing.T) {
+	d := &DuckDuckGo{BaseURL: stalledListener(t), Timeout: 300 * time.Millisecond}
+	start := time.Now()
+	_, err := d.Search(context.Background(), "anything", 5)
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "no answer within 300ms") {
+		t.Fatalf("got %v, want ErrTimeout naming the time", err)
+	}
+	if el := time.Since(start); el > 30*time.Second {
+		t.Fatalf("took %s", el)
+	}
+	// The default applies when Timeout is unset.
+	if (&DuckDuckGo{}).Timeout != 0 || DefaultTimeout <= 0 || DefaultTimeout > time.Minute {
+		t.Fatalf("DefaultTimeout %s", DefaultTimeout)
 	}
 }

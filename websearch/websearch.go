@@ -25,5 +25,8 @@ type Searcher interface {
 // ErrBlocked means the provider answered but refused to serve results (rate limit, bot challenge).
 var ErrBlocked = errors.New("the search provider refused the request (rate limited or asked for a challenge); try again later")
 
+// ErrTimeout means the provider did not answer in time.
+var ErrTimeout = errors.New("the search provider did not answer in time")
+
 // ErrEmptyQuery is returned for a query with no words.
 var ErrEmptyQuery = errors.New("empty search query")

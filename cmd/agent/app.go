@@ -104,12 +104,16 @@ func newApp(streams *IOStreams) *cli.App {
 // run executes the CLI and maps the outcome to an exit code.
 func run(ctx context.Context, args []string, streams *IOStreams) exitCode {
 	err := newApp(streams).RunContext(ctx, args)
-	if err == nil {
-		return exitOK
-	}
-	if errors.Is(err, context.Canceled) {
+	// A signal ends every command the same way, whatever it returned on its way out (docs/commands.md).
+	if interruptedBySignal(ctx) || errors.Is(err, context.Canceled) {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			fmt.Fprintf(streams.ErrOut, "%s %v\n", color.RedString("error:"), err)
+		}
 		fmt.Fprintln(streams.ErrOut, "cancelled")
 		return exitCancel
+	}
+	if err == nil {
+		return exitOK
 	}
 	fmt.Fprintf(streams.ErrOut, "%s %v\n", color.RedString("error:"), err)
 	var ue usageError

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"runtime"
 	"strings"
 	"time"
@@ -126,9 +125,8 @@ func correlateCommand(streams *IOStreams) *cli.Command {
 }
 
 func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command string) error {
-	// Ctrl-C cancels the run, so that the child is killed and its cgroup removed before we exit.
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
-	defer stop()
+	// Ctrl-C and SIGTERM cancel ctx (signals.go), so that the child is killed and its cgroup removed
+	// before we exit.
 	w := bench.Workload{Model: o.Model, PromptTokens: o.PromptTokens, GenTokens: o.GenTokens, Threads: o.Threads}
 	if err := w.Validate(); err != nil {
 		return usageError{err}

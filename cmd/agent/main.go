@@ -5,12 +5,11 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-	os.Exit(int(run(ctx, os.Args, systemStreams())))
+	ctx, stop := withSignals(context.Background())
+	code := run(ctx, os.Args, systemStreams())
+	stop()
+	os.Exit(int(code))
 }

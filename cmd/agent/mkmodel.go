@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/expertsniper/expertsniper/bytesize"
+	"github.com/expertsniper/expertsniper/diskspace"
 	"github.com/expertsniper/expertsniper/gguf"
 	"github.com/expertsniper/expertsniper/modelgen"
 )
@@ -120,6 +121,9 @@ func runMkmodel(ctx context.Context, streams *IOStreams, o *mkmodelOptions) erro
 
 	opts := modelgen.Options{Shape: shape, Type: genType, Seed: o.Seed, RandomQuants: randomQuants,
 		RouterSkew: o.Skew, Workers: o.Threads}
+	if err := checkMkmodelSpace(o.Output, opts, quantizeTo != ""); err != nil {
+		return err
+	}
 	fmt.Fprintf(streams.ErrOut, "generating %s, %s, seed %d\n", shape.Describe(), strings.ToUpper(typeName), o.Seed)
 	bar := newMkmodelProgress(streams.ErrOut, streams.IsTTY)
 	opts.Progress = bar.update
@@ -214,4 +218,25 @@ func (p *mkmodelProgress) finish() {
 			fmt.Fprintln(p.w)
 		}
 	}
+}
+
+// checkMkmodelSpace refuses a model that cannot fit on the output's disk before writing a byte (a
+// mistyped --layers would otherwise start a write of hundreds of GiB). When quantizing, the generated
+// intermediate and the quantized file exist at once; the quantized one is counted at Q8_0's size, more
+// than any llama-quantize type that needs no importance matrix takes.
+func checkMkmodelSpace(output string, opts modelgen.Options, quantize bool) error {
+	need, err := modelgen.DataSize(opts)
+	if err != nil {
+		return usageError{err}
+	}
+	if quantize {
+		q8 := opts
+		q8.Type = gguf.TypeQ8_0
+		out, err := modelgen.DataSize(q8)
+		if err != nil {
+			return usageError{err}
+		}
+		need += out
+	}
+	return diskspace.Check(filepath.Dir(output), need, "mkmodel: "+filepath.Base(output)+" ("+opts.Shape.Describe()+")")
 }

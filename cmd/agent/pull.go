@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
@@ -67,6 +68,12 @@ func runPull(ctx context.Context, streams *IOStreams, opts *pullOptions) error {
 		}
 	}
 	client := hub.NewClientFromEnv()
+	if err := hub.CheckEndpoint(client.Endpoint); err != nil {
+		return err
+	}
+	client.OnRetry = func(err error, wait time.Duration) {
+		fmt.Fprintf(streams.ErrOut, "retrying in %s: %v\n", wait.Round(100*time.Millisecond), err)
+	}
 	tty := errOutIsTTY(streams)
 	fmt.Fprintf(streams.ErrOut, "pulling %s from %s into %s\n", ref, client.Endpoint, dir)
 	paths, err := client.Pull(ctx, ref, dir, func() hub.Progress { return hub.NewProgress(streams.ErrOut, tty) })

@@ -218,6 +218,7 @@ func replRun(c *cli.Context, streams *IOStreams, o *replOptions) error {
 	interrupts := make(chan os.Signal, 1)
 	signal.Notify(interrupts, os.Interrupt)
 	defer signal.Stop(interrupts)
+	defer takeInterrupts(c.Context)()
 
 	var rem *remote.Remote
 	if cfg.Remote != "" {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -64,6 +63,8 @@ type runOptions struct {
 	fs sniper.FS
 	// predictInline makes --prefetch score every prediction (binding.StreamOptions.PredictInline).
 	predictInline bool
+	// statsOut receives --stats-json (opened up front by runRun).
+	statsOut io.Writer
 }
 
 func runCommand(streams *IOStreams) *cli.Command {
@@ -239,6 +240,22 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			return usagef("--cache: %v", err)
 		}
 	}
+	// Output files are opened before any work (a path that cannot be written fails now, not after the
+	// run) and named only if the run succeeds (outputs.go).
+	var logitsOut, statsOut *outputFile
+	if o.LogitsOut != "" {
+		if logitsOut, err = createOutput("--logits-out", o.LogitsOut); err != nil {
+			return err
+		}
+		defer logitsOut.finish(&err)
+	}
+	if o.StatsJSON != "" {
+		if statsOut, err = createOutput("--stats-json", o.StatsJSON); err != nil {
+			return err
+		}
+		defer statsOut.finish(&err)
+		o.statsOut = statsOut
+	}
 	prompt := o.Prompt
 	if !o.PromptSet || prompt == "-" {
 		b, err := io.ReadAll(streams.In)
@@ -350,13 +367,11 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	rssAfterPrompt := int64(0)
 
 	var logits *logitsWriter
-	if o.LogitsOut != "" {
-		if logits, err = newLogitsWriter(o.LogitsOut); err != nil {
-			return err
-		}
+	if logitsOut != nil {
+		logits = newLogitsWriter(logitsOut.File)
 		defer func() {
-			if cerr := logits.close(); cerr != nil && err == nil {
-				err = cerr
+			if ferr := logits.flush(); ferr != nil && err == nil {
+				err = fmt.Errorf("--logits-out: %w", ferr)
 			}
 		}()
 	}
@@ -589,12 +604,12 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 				rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, 100*rs.PrefetchRecall, strings.Join(ranks, " "))
 		}
 	}
-	if o.StatsJSON != "" {
+	if o.statsOut != nil {
 		b, err := json.MarshalIndent(rs, "", "  ")
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(o.StatsJSON, append(b, '\n'), 0o644); err != nil {
+		if _, err := o.statsOut.Write(append(b, '\n')); err != nil {
 			return fmt.Errorf("write statistics: %w", err)
 		}
 	}
@@ -603,17 +618,12 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 
 // logitsWriter appends float32 logits, little-endian, to a file.
 type logitsWriter struct {
-	f   *os.File
 	w   *bufio.Writer
 	buf []byte
 }
 
-func newLogitsWriter(path string) (*logitsWriter, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("--logits-out: %w", err)
-	}
-	return &logitsWriter{f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil
+func newLogitsWriter(f io.Writer) *logitsWriter {
+	return &logitsWriter{w: bufio.NewWriterSize(f, 1<<20)}
 }
 
 func (l *logitsWriter) write(_ int, logits []float32) error {
@@ -625,9 +635,7 @@ func (l *logitsWriter) write(_ int, logits []float32) error {
 	return err
 }
 
-func (l *logitsWriter) close() error {
-	return errors.Join(l.w.Flush(), l.f.Close())
-}
+func (l *logitsWriter) flush() error { return l.w.Flush() }
 
 // rssSampler reads the resident set size at a fixed interval and keeps the peak.
 type rssSampler struct {

@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -186,8 +183,7 @@ func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
 	if o.planned, err = plan.Open(o.Model); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// Ctrl-C and SIGTERM cancel ctx (signals.go): the server then shuts down cleanly.
 
 	rem, err := openRemote(ctx, o.Remote, "")
 	if err != nil {
