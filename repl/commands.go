@@ -166,11 +166,18 @@ func (r *REPL) cmdBench(ctx context.Context, _ string) (bool, error) {
 	}
 	fmt.Fprintf(r.err, "%s\n", dim(fmt.Sprintf("bench: ~%d prompt tokens, up to %d generated, greedy (Ctrl-C stops)", promptTokens, genTokens)))
 	before := r.eng.Stats()
+	// The reads up to the first token are the prompt's; the rest are decode's.
+	atFirst, first := before, true
 	var res engine.Result
 	err := r.op(ctx, func(ctx context.Context) error {
 		var err error
 		res, err = r.eng.Complete(ctx, engine.Request{Prompt: b.String(), MaxTokens: genTokens, Slot: -1},
-			func(engine.Token) error { return nil })
+			func(engine.Token) error {
+				if first {
+					atFirst, first = r.eng.Stats(), false
+				}
+				return nil
+			})
 		return err
 	})
 	if err != nil {
@@ -181,9 +188,19 @@ func (r *REPL) cmdBench(ctx context.Context, _ string) (bool, error) {
 	fmt.Fprintf(r.err, "prefill  %5d tokens  %8.1f tok/s\n", t.PromptTokens, t.PromptPerSecond)
 	fmt.Fprintf(r.err, "decode   %5d tokens  %8.1f tok/s\n", t.PredictedTokens, t.PredictedPerSecond)
 	if info := r.eng.Info(); info.Mode == "sniper" || info.Mode == "stream" {
-		n := int64(t.PromptTokens + t.PredictedTokens)
-		read := after.BytesRead - before.BytesRead
-		fmt.Fprintf(r.err, "disk     %s read, %s per token\n", bytesize.FormatTenths(read), bytesize.FormatTenths(read/max(n, 1)))
+		// Each phase's bytes over its own tokens: the prompt's over the prompt tokens, decode's over
+		// the tokens decode evaluated (the last generated token is sampled, never evaluated).
+		prefillRead, decodeRead := atFirst.BytesRead-before.BytesRead, after.BytesRead-atFirst.BytesRead
+		decoded := int64(t.PredictedTokens)
+		if res.FinishReason == "length" && decoded > 0 {
+			decoded--
+		}
+		fmt.Fprintf(r.err, "disk     prefill %s read (%s per prompt token), decode %s read", bytesize.FormatTenths(prefillRead),
+			bytesize.FormatTenths(prefillRead/max(int64(t.PromptTokens), 1)), bytesize.FormatTenths(decodeRead))
+		if decoded > 0 {
+			fmt.Fprintf(r.err, " (%s per generated token)", bytesize.FormatTenths(decodeRead/decoded))
+		}
+		fmt.Fprintln(r.err)
 		if parts := streamingParts(before, after, info.Mode); len(parts) > 0 {
 			fmt.Fprintln(r.err, dim(strings.Join(parts, " · ")))
 		}

@@ -106,7 +106,7 @@ type Config struct {
 // model's list price so that /cost means something out of the box; the label says which.
 func DefaultConfig() Config {
 	c := Config{Mode: "agent", MaxTokens: 1024}
-	c.Prices = Prices{Label: "a frontier cloud model at $3 in / $15 out per 1M tokens", InputPerMillion: 3, OutputPerMillion: 15}
+	c.Prices = Prices{Label: "a frontier cloud model", InputPerMillion: 3, OutputPerMillion: 15}
 	c.Search.Results = 5
 	c.Shell.TimeoutSeconds = 30
 	c.Shell.MaxOutputBytes = 16 << 10

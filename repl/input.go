@@ -68,6 +68,9 @@ func NewTerminalReader(historyFile string, out, errOut io.Writer) (LineReader, e
 		InterruptPrompt:   "^C",
 		EOFPrompt:         "",
 		AutoComplete:      readline.NewPrefixCompleter(items...),
+		// Only whole requests go into the history (readInput adds them): not the answers to y/N
+		// questions, nor the lines of a multi-line request one by one.
+		DisableAutoSaveHistory: true,
 		Stdout:            out,
 		Stderr:            errOut,
 	})
@@ -88,6 +91,19 @@ func (t *terminalReader) ReadLine(prompt string) (string, error) {
 
 func (t *terminalReader) Close() error { return t.rl.Close() }
 
+// AddHistory records a request in the history (and its file).
+func (t *terminalReader) AddHistory(line string) { t.rl.SaveHistory(line) }
+
+// addHistory records a whole single-line request where lr keeps a history. A multi-line request is
+// not recorded: the history file holds one line per entry, and its lines alone are fragments.
+func addHistory(lr LineReader, request string) {
+	h, ok := lr.(interface{ AddHistory(string) })
+	if !ok || strings.TrimSpace(request) == "" || strings.Contains(request, "\n") {
+		return
+	}
+	h.AddHistory(request)
+}
+
 // readInput reads one request, joining continuation lines: a line ending in a backslash continues on
 // the next line, and a line that is just `"""` opens a block that ends at the next `"""`.
 func readInput(lr LineReader, prompt, more string) (string, error) {
@@ -98,6 +114,7 @@ func readInput(lr LineReader, prompt, more string) (string, error) {
 	if strings.HasPrefix(strings.TrimSpace(line), `"""`) {
 		first := strings.TrimPrefix(strings.TrimSpace(line), `"""`)
 		if strings.HasSuffix(first, `"""`) && len(first) >= 3 { // """one line"""
+			addHistory(lr, line)
 			return strings.TrimSuffix(first, `"""`), nil
 		}
 		var b strings.Builder
@@ -127,5 +144,6 @@ func readInput(lr LineReader, prompt, more string) (string, error) {
 		}
 	}
 	b.WriteString(line)
+	addHistory(lr, b.String())
 	return b.String(), nil
 }

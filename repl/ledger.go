@@ -46,8 +46,8 @@ func (t Totals) Cost(p Prices) (input, output float64) {
 func (t Totals) CostReport(p Prices) string {
 	in, out := t.Cost(p)
 	var b strings.Builder
-	fmt.Fprintf(&b, "This session: %d turns, %d model calls, %d input tokens, %d output tokens.\n",
-		t.Turns, t.Calls, t.PromptTokens, t.GeneratedTokens)
+	fmt.Fprintf(&b, "This session: %s, %s, %s, %s.\n", plural(t.Turns, "turn"), plural(t.Calls, "model call"),
+		plural(t.PromptTokens, "input token"), plural(t.GeneratedTokens, "output token"))
 	label := p.Label
 	if label == "" {
 		label = "the configured cloud prices"

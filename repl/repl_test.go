@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/expertsniper/expertsniper/agentmode/scripted"
+	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/websearch"
 )
@@ -464,5 +465,67 @@ func TestNoModelIsAClearError(t *testing.T) {
 	h.opts.Model = ModelConfig{}
 	if err := h.run(); err == nil || !strings.Contains(err.Error(), "no model") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestCostShowsThePriceOnce: the default prices' label named the price and the report named it again.
+func TestCostShowsThePriceOnce(t *testing.T) {
+	h := newHarness(t, strings.NewReader("/raw\nhello\n/cost\n"), echoEngine)
+	h.opts.Config.Prices = DefaultConfig().Prices
+	if err := h.run(); err != nil {
+		t.Fatal(err)
+	}
+	errs := h.errOut.String()
+	if n := strings.Count(errs, "per 1M tokens"); n != 1 || strings.Count(errs, "$3") != 1 {
+		t.Fatalf("the price appears %d times:\n%s", n, errs)
+	}
+}
+
+// TestCountsAreWrittenWithTheRightPlural: "1 turns" read wrong.
+func TestCountsAreWrittenWithTheRightPlural(t *testing.T) {
+	h := newHarness(t, strings.NewReader("/raw\nhi\n/stats\n/cost\n"), func(m ModelConfig) (*scripted.Engine, error) {
+		e, _ := echoEngine(m)
+		e.ModelInfo.Mode = "sniper"
+		e.StreamStats = engine.Stats{CacheHits: 1, CacheMisses: 1, Reads: 1, CacheBudget: 1 << 30}
+		return e, nil
+	})
+	if err := h.run(); err != nil {
+		t.Fatal(err)
+	}
+	errs := h.errOut.String()
+	for _, want := range []string{"1 turn,", "1 model call,", "1 slot,", "1 hit, 1 miss", "in 1 read"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	for _, wrong := range []string{"1 turns", "1 calls", "1 model calls", "1 hits", "1 misses", "1 reads", "slot(s)"} {
+		if strings.Contains(errs, wrong) {
+			t.Errorf("stderr says %q:\n%s", wrong, errs)
+		}
+	}
+}
+
+// TestBenchAndStatsDivideBytesByTheirOwnTokens: a prompt token and a generated token read very
+// different amounts (a prompt's tokens share experts); /bench reports each phase over its own tokens,
+// /stats the total over every evaluated token.
+func TestBenchAndStatsDivideBytesByTheirOwnTokens(t *testing.T) {
+	h := newHarness(t, strings.NewReader("/bench\n/stats\n"), func(m ModelConfig) (*scripted.Engine, error) {
+		e, _ := echoEngine(m)
+		e.ModelInfo.Mode = "sniper"
+		e.PromptReadBytes, e.DecodeReadBytes = 1<<10, 1<<20
+		e.Reply = func(engine.Request) string { return "one two three four five six seven eight" }
+		return e, nil
+	})
+	if err := h.run(); err != nil {
+		t.Fatal(err)
+	}
+	errs := h.errOut.String()
+	if !strings.Contains(errs, "(1.0 KiB per prompt token)") || !strings.Contains(errs, "decode 8.0 MiB read (1.0 MiB per generated token)") {
+		t.Errorf("/bench does not divide each phase's reads by its own tokens:\n%s", errs)
+	}
+	st := h.engines[0].Stats()
+	perToken := bytesize.FormatTenths(st.BytesRead / (st.PromptTokens + st.GeneratedTokens))
+	if !strings.Contains(errs, "("+perToken+" per token, prompt and generated)") {
+		t.Errorf("/stats lacks %s per token:\n%s", perToken, errs)
 	}
 }

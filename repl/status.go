@@ -18,7 +18,7 @@ func statusLine(reply agentmode.Reply, elapsed time.Duration, before, after engi
 		parts = append(parts, string(reply.Route))
 	}
 	t := reply.Answer
-	parts = append(parts, fmt.Sprintf("%d tokens", t.PredictedTokens))
+	parts = append(parts, plural(t.PredictedTokens, "token"))
 	if t.PredictedMS > 0 && t.PredictedTokens > 0 {
 		parts = append(parts, fmt.Sprintf("%.1f tok/s", float64(t.PredictedTokens)/(t.PredictedMS/1000)))
 	}
@@ -33,7 +33,7 @@ func statusLine(reply agentmode.Reply, elapsed time.Duration, before, after engi
 		parts = append(parts, p)
 	}
 	if reply.Usage.Calls > 1 {
-		parts = append(parts, fmt.Sprintf("%d calls", reply.Usage.Calls))
+		parts = append(parts, plural(reply.Usage.Calls, "call"))
 	}
 	parts = append(parts, fmt.Sprintf("%.1fs", elapsed.Seconds()))
 	parts = append(parts, streamingParts(before, after, mode)...)
@@ -62,8 +62,8 @@ func streamingParts(before, after engine.Stats, mode string) []string {
 // statsReport is the text of /stats.
 func statsReport(info engine.ModelInfo, s engine.Stats, totals Totals, kv string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "model      %s (%s), %s mode, %d slot(s), context %d (trained %d)\n", info.Name, info.Architecture,
-		info.Mode, info.Slots, info.Context, info.ContextTrain)
+	fmt.Fprintf(&b, "model      %s (%s), %s mode, %s, context %d (trained %d)\n", info.Name, info.Architecture,
+		info.Mode, plural(info.Slots, "slot"), info.Context, info.ContextTrain)
 	if info.SizeBytes > 0 {
 		fmt.Fprintf(&b, "size       %s, %d parameters\n", bytesize.FormatTenths(int64(info.SizeBytes)), info.Parameters)
 	}
@@ -73,22 +73,24 @@ func statsReport(info engine.ModelInfo, s engine.Stats, totals Totals, kv string
 	if s.RSSBytes > 0 {
 		fmt.Fprintf(&b, "memory     RSS %s\n", bytesize.FormatTenths(s.RSSBytes))
 	}
-	fmt.Fprintf(&b, "engine     %d prompt tokens, %d generated since load\n", s.PromptTokens, s.GeneratedTokens)
+	fmt.Fprintf(&b, "engine     %s, %d generated since load\n", plural(s.PromptTokens, "prompt token"), s.GeneratedTokens)
 	if info.Mode == "sniper" || info.Mode == "stream" || s.Reads > 0 {
-		fmt.Fprintf(&b, "disk       %s in %d reads", bytesize.FormatTenths(s.BytesRead), s.Reads)
-		if s.GeneratedTokens > 0 {
-			fmt.Fprintf(&b, " (%s per generated token)", bytesize.FormatTenths(s.BytesRead/max(s.GeneratedTokens, 1)))
+		fmt.Fprintf(&b, "disk       %s in %s", bytesize.FormatTenths(s.BytesRead), plural(s.Reads, "read"))
+		// The bytes were read for the prompts and the generated tokens alike: per token evaluated,
+		// not per generated token (which would count every prompt's reads against the answers).
+		if n := s.PromptTokens + s.GeneratedTokens; n > 0 {
+			fmt.Fprintf(&b, " (%s per token, prompt and generated)", bytesize.FormatTenths(s.BytesRead/n))
 		}
 		fmt.Fprintf(&b, ", latency p50 %d µs, p99 %d µs\n", s.ReadP50Micros, s.ReadP99Micros)
 		hit := 0.0
 		if s.CacheHits+s.CacheMisses > 0 {
 			hit = 100 * float64(s.CacheHits) / float64(s.CacheHits+s.CacheMisses)
 		}
-		fmt.Fprintf(&b, "cache      %s of %s, %d hits, %d misses (%.1f%% hit rate)\n", bytesize.FormatTenths(s.CacheBytes),
-			bytesize.FormatTenths(s.CacheBudget), s.CacheHits, s.CacheMisses, hit)
+		fmt.Fprintf(&b, "cache      %s of %s, %s, %s (%.1f%% hit rate)\n", bytesize.FormatTenths(s.CacheBytes),
+			bytesize.FormatTenths(s.CacheBudget), plural(s.CacheHits, "hit"), pluralOf(s.CacheMisses, "miss", "misses"), hit)
 	}
-	fmt.Fprintf(&b, "session    %d turns, %d calls, %d input tokens (%d cached), %d output tokens", totals.Turns,
-		totals.Calls, totals.PromptTokens, totals.CachedTokens, totals.GeneratedTokens)
+	fmt.Fprintf(&b, "session    %s, %s, %s (%d cached), %s", plural(totals.Turns, "turn"),
+		plural(totals.Calls, "call"), plural(totals.PromptTokens, "input token"), totals.CachedTokens, plural(totals.GeneratedTokens, "output token"))
 	if totals.GeneratedMS > 0 {
 		fmt.Fprintf(&b, ", %.1f tok/s average", float64(totals.GeneratedTokens)/(totals.GeneratedMS/1000))
 	}

@@ -26,11 +26,16 @@ type Engine struct {
 	ModelInfo engine.ModelInfo
 	// StreamStats, when set, is added to Stats (as if a sniper were reading experts).
 	StreamStats engine.Stats
+	// PromptReadBytes and DecodeReadBytes, when set, are added to Stats().BytesRead per evaluated
+	// token, as a streaming engine reads: every prompt token before the first generated token, then
+	// one evaluation per generated token except a last one cut off by MaxTokens.
+	PromptReadBytes, DecodeReadBytes int64
 
 	mu       sync.Mutex
 	requests []engine.Request
 	prompt   int64
 	gen      int64
+	read     int64
 	closed   bool
 }
 
@@ -118,6 +123,7 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 	if onToken == nil {
 		onToken = func(engine.Token) error { return nil }
 	}
+	e.addRead(int64(len(req.Prompt)) * e.PromptReadBytes)
 	var text strings.Builder
 	for i, piece := range pieces(reply) {
 		if req.MaxTokens > 0 && i >= req.MaxTokens {
@@ -148,12 +154,18 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 			case <-time.After(e.TokenDelay):
 			}
 		}
+		if i > 0 {
+			e.addRead(e.DecodeReadBytes) // the previous token's evaluation
+		}
 		text.WriteString(piece)
 		res.Timings.PredictedTokens++
 		if err := onToken(engine.Token{ID: int32(i), Text: piece}); err != nil {
 			res.Text = text.String()
 			return res, err
 		}
+	}
+	if res.FinishReason == "stop" && res.Timings.PredictedTokens > 0 {
+		e.addRead(e.DecodeReadBytes) // the last token was evaluated to find that generation ends
 	}
 	res.Text = text.String()
 	res.Timings.PredictedMS = float64(time.Since(start).Microseconds())/1000 + 0.001
@@ -238,7 +250,14 @@ func (e *Engine) Stats() engine.Stats {
 	s := e.StreamStats
 	s.PromptTokens += e.prompt
 	s.GeneratedTokens += e.gen
+	s.BytesRead += e.read
 	return s
+}
+
+func (e *Engine) addRead(n int64) {
+	e.mu.Lock()
+	e.read += n
+	e.mu.Unlock()
 }
 
 // Close implements engine.Engine.

@@ -153,6 +153,19 @@ func TestREPLInTmux(t *testing.T) {
 	s.typeLine("/stats")
 	s.waitFor("session ", 1, 10*time.Second)
 
+	// History keeps whole requests only: not the lines of a multi-line request one by one, and not
+	// the answer to a y/N question.
+	s.typeLine(`Tell me a long story \`)
+	s.typeLine("about the sea and its ships.")
+	s.waitFor("[raw]", 3, 30*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	s.send("C-c")
+	s.waitFor("raw@tiny-long>", 3, 30*time.Second)
+	s.typeLine("/write story.txt")
+	s.waitFor("[y/N]", 1, 10*time.Second)
+	s.typeLine("n")
+	s.waitFor("raw@tiny-long>", 4, 10*time.Second)
+
 	s.typeLine("/quit")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -166,7 +179,13 @@ func TestREPLInTmux(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("the screen at the end:\n%s", s.screen())
-	if _, err := os.Stat(filepath.Join(home, "state", "expertsniper", "history")); err != nil {
-		t.Errorf("no line history was kept: %v", err)
+	history, err := os.ReadFile(filepath.Join(home, "state", "expertsniper", "history"))
+	if err != nil {
+		t.Fatalf("no line history was kept: %v", err)
+	}
+	entries := strings.Split(strings.TrimSpace(string(history)), "\n")
+	want := []string{"/help", "/raw", "Hello, who are you?", "/model", "/model tiny-long", "Write a very long story about the sea.", "/stats", "/write story.txt", "/quit"}
+	if strings.Join(entries, "|") != strings.Join(want, "|") {
+		t.Errorf("history:\n%q\nwant:\n%q", entries, want)
 	}
 }

@@ -503,8 +503,13 @@ func chooseMode(o *runOptions, pm *plan.Model, status func(string, ...any)) (mod
 	default:
 		cache = sniper.Unlimited
 	}
-	status("%s mode: pinned %s, streamed %s, one layer's working set %s, expert cache %s",
-		mode, sizeString(pm.PinnedBytes), sizeString(pm.StreamedBytes), sizeString(ws), cacheString(cache))
+	// Stream mode caches dense layers' FFN weights, not experts: the line says which.
+	cacheName := "expert cache"
+	if mode == "stream" {
+		cacheName = "FFN weight cache"
+	}
+	status("%s mode: pinned %s, streamed %s, one layer's working set %s, %s %s",
+		mode, sizeString(pm.PinnedBytes), sizeString(pm.StreamedBytes), sizeString(ws), cacheName, cacheString(cache))
 	return mode, cache, nil
 }
 
