@@ -71,8 +71,8 @@ func NewTerminalReader(historyFile string, out, errOut io.Writer) (LineReader, e
 		// Only whole requests go into the history (readInput adds them): not the answers to y/N
 		// questions, nor the lines of a multi-line request one by one.
 		DisableAutoSaveHistory: true,
-		Stdout:            out,
-		Stderr:            errOut,
+		Stdout:                 out,
+		Stderr:                 errOut,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start line editing: %w", err)
