@@ -3,12 +3,14 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,5 +205,56 @@ func TestWebChatStopButtonCancelsTheGeneration(t *testing.T) {
 	}
 	if c := fake.Counters(); c.Cancelled != 1 || c.Completed != 1 || c.BusySlots != 0 {
 		t.Errorf("engine counters %+v: want the first generation cancelled and the second completed", c)
+	}
+}
+
+// A turn that failed (here the engine's error, a 500) is shown with its error but dropped from the chat's history: the
+// next question is sent without it.
+func TestWebChatDropsAFailedTurnFromItsHistory(t *testing.T) {
+	node := requireNodeSDK(t)
+	chromium := chromiumPath(t)
+	fake := fakeengine.New(1, 4096)
+	var prompts []string
+	var mu sync.Mutex
+	fake.Reply = func(prompt string) string {
+		mu.Lock()
+		prompts = append(prompts, prompt)
+		mu.Unlock()
+		return "An answer."
+	}
+	fake.FailPrompt = func(prompt string) error {
+		if strings.Contains(prompt, "the failed question") && !strings.Contains(prompt, "the second question") {
+			return errors.New("a read error on the model file")
+		}
+		return nil
+	}
+	ts := newTestServer(t, fake)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "chat_failed_turn.mjs")
+	cmd.Dir = nodeSDKDir
+	cmd.Env = append(os.Environ(), "BASE_URL="+ts.URL, "CHROMIUM="+chromium)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chat_failed_turn.mjs: %v\n%s%s", err, stderr.String(), out)
+	}
+	var got struct {
+		PageErrors   []string `json:"pageErrors"`
+		Error        string   `json:"error"`
+		SecondAnswer string   `json:"secondAnswer"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("decode %q: %v", out, err)
+	}
+	t.Logf("%+v", got)
+	if len(got.PageErrors) > 0 || !strings.Contains(got.Error, "a read error") || got.SecondAnswer != "An answer." {
+		t.Errorf("the page showed %+v", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(prompts) != 1 || !strings.Contains(prompts[0], "the second question") || strings.Contains(prompts[0], "the failed question") {
+		t.Fatalf("the engine was asked %q: want only the second question, without the failed one", prompts)
 	}
 }

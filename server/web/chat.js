@@ -64,6 +64,9 @@
 
   function send(text) {
     if (!text.trim() || controller) { return; }
+    // A turn joins the history only with its answer: a failed one is dropped (the next question
+    // must not carry a question the model never answered), and so is one stopped before any text.
+    var turnStart = history.length;
     history.push({ role: "user", content: text });
     var u = bubble("user");
     u.querySelector(".body").textContent = text;
@@ -129,10 +132,11 @@
       })
       .catch(function (err) {
         if (err.name === "AbortError") {
-          if (answer) { history.push({ role: "assistant", content: answer }); }
+          if (answer) { history.push({ role: "assistant", content: answer }); } else { history.length = turnStart; }
           finish(true);
           return;
         }
+        history.length = turnStart;
         finish(false);
         var e = document.createElement("div");
         e.className = "error";

@@ -36,6 +36,8 @@ type Engine struct {
 	// in the middle of an answer).
 	FailAfter int
 	FailErr   error
+	// FailPrompt, when set, fails Complete with its error for the prompts it chooses.
+	FailPrompt func(prompt string) error
 	// TokenizeDelay is slept in every Tokenize call (a slow tokenizer; not cancellable, as a C call).
 	TokenizeDelay time.Duration
 	// SaveDelay is slept after SaveState writes its file (a slow disk), so that saves overlap.
@@ -237,6 +239,11 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 	reply := DefaultReply
 	if e.Reply != nil {
 		reply = e.Reply
+	}
+	if e.FailPrompt != nil {
+		if err := e.FailPrompt(req.Prompt); err != nil {
+			return res, err
+		}
 	}
 	answer := reply(req.Prompt)
 	promptDone := time.Now()
