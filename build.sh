@@ -94,7 +94,8 @@ from_source() {
 
 # ---------------------------------------------------------------- 3. the Debian-unstable build root
 host_mirror() {
-	# The mirror the host's apt already uses (never hard-coded).
+	# The mirror the host's apt already uses (never hard-coded), unless EXPERTSNIPER_MIRROR names one.
+	if [ -n "${EXPERTSNIPER_MIRROR:-}" ]; then echo "$EXPERTSNIPER_MIRROR"; return; fi
 	local m=""
 	if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
 		m="$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources | grep -v security | grep -i debian | head -1 | awk '{print $2}')"
@@ -103,11 +104,22 @@ host_mirror() {
 		m="$(grep -h '^deb ' /etc/apt/sources.list | grep -v security | grep -i debian | head -1 | awk '{print $2}')"
 	fi
 	[ -n "$m" ] || die "cannot find a Debian mirror in /etc/apt/sources.list(.d); set EXPERTSNIPER_MIRROR"
-	echo "${EXPERTSNIPER_MIRROR:-$m}"
+	echo "$m"
 }
 
 root_apt() {
 	in_root env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false -o Dpkg::Use-Pty=0 -qq "$@"
+}
+
+# remove_partial_root deletes what a failed or interrupted debootstrap left in $ROOT.tmp. It unmounts
+# what debootstrap may have mounted inside first, and never crosses into another filesystem.
+remove_partial_root() {
+	[ -e "$ROOT.tmp" ] || return 0
+	local m
+	for m in proc sys dev/pts dev; do
+		umount -l "$ROOT.tmp/$m" 2>/dev/null || true
+	done
+	rm -rf --one-file-system "$ROOT.tmp"
 }
 
 provision_root() {
@@ -122,9 +134,11 @@ provision_root() {
 	local mirror; mirror="$(host_mirror)"
 	if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
 		say "making the Debian-unstable build root in $ROOT (about a minute, ~1 GB) from $mirror"
-		rm -rf "$ROOT.tmp"; mkdir -p "$(dirname "$ROOT")"
-		debootstrap --variant=minbase --include=ca-certificates sid "$ROOT.tmp" "$mirror" >"$CACHE_DIR/debootstrap.log" 2>&1 ||
-			die "debootstrap failed; see $CACHE_DIR/debootstrap.log"
+		remove_partial_root; mkdir -p "$(dirname "$ROOT")" "$CACHE_DIR"
+		if ! debootstrap --variant=minbase --include=ca-certificates sid "$ROOT.tmp" "$mirror" >"$CACHE_DIR/debootstrap.log" 2>&1; then
+			remove_partial_root
+			die "debootstrap failed (offline, or the mirror $mirror cannot be reached?); see $CACHE_DIR/debootstrap.log"
+		fi
 		mv "$ROOT.tmp" "$ROOT"
 	fi
 	say "installing llama.cpp $LLAMA_DEB_VERSION in the build root"
@@ -233,7 +247,12 @@ run_env() {
 	fi
 }
 
-LDFLAGS="-X $MODULE/binding.defaultBackendDir=$BACKEND_DIR"
+# agent --version names the commit it was built from (the build root builds with -buildvcs=false).
+GIT_COMMIT="$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || true)"
+if [ -n "$GIT_COMMIT" ] && [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+	GIT_COMMIT="$GIT_COMMIT-dirty"
+fi
+LDFLAGS="-X $MODULE/binding.defaultBackendDir=$BACKEND_DIR -X main.gitCommit=$GIT_COMMIT"
 
 build() {
 	say "building bin/agent (llama.cpp from: $MODE)"

@@ -141,6 +141,26 @@ func (r *REPL) Close() error {
 	return errors.Join(errs...)
 }
 
+// readRequest reads the next request, giving up when ctx ends (SIGTERM while the REPL waits at the
+// prompt): the read goes on in a goroutine, which Close or the end of the process finishes.
+func (r *REPL) readRequest(ctx context.Context) (string, error) {
+	type read struct {
+		input string
+		err   error
+	}
+	done := make(chan read, 1)
+	go func() {
+		input, err := readInput(r.lines, r.prompt(), dim("... "))
+		done <- read{input, err}
+	}()
+	select {
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case got := <-done:
+		return got.input, got.err
+	}
+}
+
 // Run reads and answers until /quit or end of input (Ctrl-D).
 func (r *REPL) Run(ctx context.Context) error {
 	fmt.Fprintln(r.err, dim("Type a question, / for commands, Ctrl-C stops an answer, Ctrl-D quits."))
@@ -148,13 +168,15 @@ func (r *REPL) Run(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		input, err := readInput(r.lines, r.prompt(), dim("... "))
+		input, err := r.readRequest(ctx)
 		switch {
 		case errors.Is(err, io.EOF):
 			fmt.Fprintln(r.err, dim("bye"))
 			return nil
 		case errors.Is(err, ErrInterrupted):
 			continue // Ctrl-C at the prompt drops the line, as in a shell
+		case err != nil && ctx.Err() != nil:
+			return ctx.Err()
 		case err != nil:
 			return fmt.Errorf("read input: %w", err)
 		}

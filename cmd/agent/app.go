@@ -66,6 +66,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 func newApp(streams *IOStreams) *cli.App {
 	app := &cli.App{
 		Name:                 "agent",
+		Version:              ourVersion(), // --version prints more: version.go
 		Usage:                "run Mixture-of-Experts models bigger than your RAM, streaming experts from disk",
 		Reader:               streams.In,
 		Writer:               streams.Out,

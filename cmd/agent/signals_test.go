@@ -74,6 +74,9 @@ func TestSignalsEndEveryCommandTheSameWay(t *testing.T) {
 		readyFile string
 		// kept are the files the command may leave in dir after the signal.
 		kept []string
+		// signals to test, SIGINT and SIGTERM when nil; openStdin keeps a pipe open on stdin.
+		signals   []syscall.Signal
+		openStdin bool
 	}{
 		{name: "run", ready: "loaded", args: func(dir string) []string {
 			return []string{"run", "-m", model, "-p", "Once upon a time", "-n", "100000", "--mode", "sniper", "--cache", "0",
@@ -91,12 +94,20 @@ func TestSignalsEndEveryCommandTheSameWay(t *testing.T) {
 			}
 			return []string{"ask", "-m", model, "--doc", doc, "What does the fox do?"}
 		}},
+		// Ctrl-C belongs to the REPL (it stops an answer); SIGTERM ends it, even waiting at the prompt.
+		{name: "repl", ready: "type a question", signals: []syscall.Signal{syscall.SIGTERM}, openStdin: true, args: func(string) []string {
+			return []string{"-m", model}
+		}},
 		{name: "serve", ready: "model loaded", args: func(string) []string {
 			return []string{"serve", "-m", model, "--port", "0"}
 		}},
 	}
 	for _, tc := range cases {
-		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		signals := tc.signals
+		if signals == nil {
+			signals = []syscall.Signal{syscall.SIGINT, syscall.SIGTERM}
+		}
+		for _, sig := range signals {
 			t.Run(tc.name+"/"+sig.String(), func(t *testing.T) {
 				dir := t.TempDir()
 				cmd := exec.Command(bin, tc.args(dir)...)
@@ -105,6 +116,13 @@ func TestSignalsEndEveryCommandTheSameWay(t *testing.T) {
 					"XDG_CONFIG_HOME="+t.TempDir(), "XDG_STATE_HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir(), "NO_COLOR=1")
 				var stdout, stderr syncBuffer
 				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				if tc.openStdin {
+					stdin, err := cmd.StdinPipe()
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer stdin.Close()
+				}
 				if err := cmd.Start(); err != nil {
 					t.Fatal(err)
 				}
