@@ -12,6 +12,18 @@ import (
 type Message struct {
 	Role    string `json:"role"` // "system", "user", "assistant", "tool"
 	Content string `json:"content"`
+	// ToolCalls are an assistant turn's calls; ToolCallID and Name identify the call a tool turn
+	// answers. Only templates rendered as Jinja (chatfmt) see them.
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
+	Name       string     `json:"name,omitempty"`
+}
+
+// ToolCall is one function call the model made; Arguments is a JSON object's text.
+type ToolCall struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
 }
 
 // Sampling selects the next token. The zero value means greedy (temperature 0).
@@ -113,8 +125,12 @@ type ModelInfo struct {
 	Vocab           int
 	Embedding       int
 	HasChatTemplate bool
-	Mode            string // "ram", "sniper" or "stream"
-	Slots           int
+	// ChatTemplate is the GGUF's tokenizer.chat_template (Jinja), "" if none; BOSText and EOSText
+	// are the begin/end-of-sequence tokens as text, which templates print.
+	ChatTemplate     string
+	BOSText, EOSText string
+	Mode             string // "ram", "sniper" or "stream"
+	Slots            int
 }
 
 // Stats are live counters; the streaming fields are zero in RAM mode.

@@ -16,7 +16,11 @@ import (
 )
 
 // The primitive rules, as llama.cpp's converter writes them, so that both servers accept the same
-// texts. space allows the whitespace a model tends to put between JSON tokens, bounded.
+// texts. space allows the whitespace a model tends to put between JSON tokens, bounded. One
+// difference: char leaves out what llama.cpp's grammar would accept from invalid UTF-8 — a stray
+// continuation byte (which it decodes as U+0080–U+00BF), surrogates and lead bytes past U+10FFFF —
+// which a model (a random one easily) would otherwise write into a string. U+0080–U+00BF can
+// still be written escaped (\u00a3); overlong encodings remain possible (no code point tells them).
 var primitives = map[string]string{
 	"space":         `| " " | "\n"{1,2} [ \t]{0,20}`,
 	"boolean":       `("true" | "false")`,
@@ -27,7 +31,7 @@ var primitives = map[string]string{
 	"value":         `object | array | string | number | boolean | null`,
 	"object":        `"{" space ( string ":" space value ("," space string ":" space value)* )? space "}"`,
 	"array":         `"[" space ( value ("," space value)* )? space "]"`,
-	"char":          `[^"\\\x7F\x00-\x1F] | [\\] (["\\bfnrt] | "u" [0-9a-fA-F]{4})`,
+	"char":          `[^"\\\x7F\x00-\x1F\x80-\xBF\uD800-\uDFFF\U00110000-\U003FFFFF] | [\\] (["\\bfnrt] | "u" [0-9a-fA-F]{4})`,
 	"string":        `"\"" char* "\""`,
 	"null":          `"null"`,
 }
@@ -128,6 +132,10 @@ func (b *Builder) usePrimitive(name string) {
 		b.usePrimitive(d)
 	}
 }
+
+// FreshName returns an unused rule name based on name (other characters than letters, digits and
+// '-' are replaced).
+func (b *Builder) FreshName(name string) string { return b.fresh(name) }
 
 var notRuleChar = regexp.MustCompile(`[^a-zA-Z0-9-]+`)
 

@@ -34,6 +34,9 @@ type Options struct {
 	RouterSkew float64
 	// Workers generating data in parallel; 0 means GOMAXPROCS.
 	Workers int
+	// ChatTemplate is the family whose chat template the file carries (see TemplateFamilies; ""
+	// is ChatML).
+	ChatTemplate string
 	// Progress, if set, receives bytes of tensor data written so far and the total.
 	Progress func(done, total int64)
 }
@@ -119,9 +122,13 @@ func newWriter(out io.Writer, opts Options) (*gguf.Writer, error) {
 	if err := checkType(opts.Type); err != nil {
 		return nil, err
 	}
+	template, err := ChatTemplateOf(opts.ChatTemplate)
+	if err != nil {
+		return nil, err
+	}
 	w := gguf.NewWriter(out)
 	w.Progress = opts.Progress
-	for _, kv := range metadata(opts) {
+	for _, kv := range metadata(opts, template) {
 		if err := w.AddKV(kv.Key, kv.Value); err != nil {
 			return nil, err
 		}
@@ -172,7 +179,7 @@ var (
 	initA      = initKind{dist: distNegative}
 )
 
-func metadata(o Options) []gguf.KV {
+func metadata(o Options, template string) []gguf.KV {
 	s := o.Shape
 	a := s.Arch
 	u := func(v int) uint32 { return uint32(v) }
@@ -232,7 +239,7 @@ func metadata(o Options) []gguf.KV {
 		gguf.KV{Key: "tokenizer.ggml.bos_token_id", Value: tok.BOS},
 		gguf.KV{Key: "tokenizer.ggml.padding_token_id", Value: tok.Pad},
 		gguf.KV{Key: "tokenizer.ggml.add_bos_token", Value: false},
-		gguf.KV{Key: "tokenizer.chat_template", Value: ChatTemplate})
+		gguf.KV{Key: "tokenizer.chat_template", Value: template})
 	return kvs
 }
 

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"github.com/expertsniper/expertsniper/chatfmt"
 	"github.com/expertsniper/expertsniper/engine"
 )
 
@@ -11,6 +12,9 @@ type ChatCall struct {
 	Request      engine.Request
 	Stream       bool
 	IncludeUsage bool
+	// Tools the model may call (nil: none, or tool_choice "none"). The server renders them with
+	// the template and sets the grammar from the template's tool-call format.
+	Tools ToolUse
 }
 
 var chatRoles = map[string]string{
@@ -20,6 +24,7 @@ var chatRoles = map[string]string{
 // FromChatRequest validates a chat request and translates it to engine terms.
 func FromChatRequest(req ChatCompletionRequest, def engine.Sampling) (ChatCall, error) {
 	var call ChatCall
+	var err error
 	if len(req.Messages) == 0 {
 		return call, badField("messages", "must be a non-empty array")
 	}
@@ -28,7 +33,17 @@ func FromChatRequest(req ChatCompletionRequest, def engine.Sampling) (ChatCall, 
 		if !ok {
 			return call, badField("messages", "message %d has unknown role %q (system, developer, user, assistant, tool)", i, m.Role)
 		}
-		call.Messages = append(call.Messages, engine.Message{Role: role, Content: string(m.Content)})
+		if len(m.ToolCalls) > 0 && role != "assistant" {
+			return call, badField("messages", "message %d has tool_calls but role %q (only assistant messages make calls)", i, m.Role)
+		}
+		call.Messages = append(call.Messages, engine.Message{Role: role, Content: string(m.Content),
+			ToolCalls: toEngineCalls(m.ToolCalls), ToolCallID: m.ToolCallID, Name: m.Name})
+	}
+	if call.Tools, err = toolUse(req); err != nil {
+		return call, err
+	}
+	if call.Tools.Tools != nil && req.ResponseFormat != nil && req.ResponseFormat.Type != "" && req.ResponseFormat.Type != "text" {
+		return call, badField("response_format", "cannot be combined with tools (both constrain the output)")
 	}
 	if err := checkN(req.N); err != nil {
 		return call, err
@@ -59,11 +74,21 @@ func FromChatRequest(req ChatCompletionRequest, def engine.Sampling) (ChatCall, 
 }
 
 // ToChatCompletion builds the non-streamed response.
-func ToChatCompletion(meta ResponseMeta, call ChatCall, res engine.Result) ChatCompletion {
+// With calls, the finish reason is "tool_calls" and content is the text around them (null if none).
+func ToChatCompletion(meta ResponseMeta, call ChatCall, res engine.Result, content string, calls []chatfmt.Call) ChatCompletion {
 	choice := ChatChoice{
 		FinishReason: res.FinishReason,
 		Index:        0,
-		Message:      AssistantMessage{Role: "assistant", Content: res.Text},
+		Message:      AssistantMessage{Role: "assistant", Content: &content},
+	}
+	if len(calls) > 0 {
+		if res.FinishReason == "stop" {
+			choice.FinishReason = "tool_calls"
+		}
+		choice.Message.ToolCalls = ToWireCalls(calls, false)
+		if content == "" {
+			choice.Message.Content = nil
+		}
 	}
 	if call.Request.Logprobs {
 		choice.Logprobs = &ChoiceLogprobs{Content: ToChatLogprobs(res.Logprobs)}
@@ -123,7 +148,16 @@ func ToStreamChunks(meta ResponseMeta, pieces []string, res engine.Result, inclu
 // with stream_options.include_usage, OpenAI's extra chunk with no choices. The usage and timings go
 // on the last chunk only (once: clients that add up the chunks' usage must not count it twice).
 func FinishChunks(meta ResponseMeta, res engine.Result, includeUsage bool) []ChatCompletionChunk {
-	reason := res.FinishReason
+	return FinishChunksWithReason(meta, res, res.FinishReason, includeUsage)
+}
+
+// ToolCallChunk carries calls parsed from a streamed turn, whole (name and arguments in one delta).
+func ToolCallChunk(meta ResponseMeta, calls []chatfmt.Call) ChatCompletionChunk {
+	return chunk(meta, []ChunkChoice{{Index: 0, Delta: Delta{ToolCalls: ToWireCalls(calls, true)}}})
+}
+
+// FinishChunksWithReason is FinishChunks with another finish reason (tool_calls).
+func FinishChunksWithReason(meta ResponseMeta, res engine.Result, reason string, includeUsage bool) []ChatCompletionChunk {
 	usage := ToUsage(res.Timings)
 	timings := ToTimings(res.Timings)
 	out := []ChatCompletionChunk{chunk(meta, []ChunkChoice{{FinishReason: &reason, Index: 0, Delta: Delta{}}})}

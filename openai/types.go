@@ -80,9 +80,11 @@ func (c *MessageContent) UnmarshalJSON(data []byte) error {
 
 // ChatMessage is one message of a chat request.
 type ChatMessage struct {
-	Role    string         `json:"role"`
-	Content MessageContent `json:"content"`
-	Name    string         `json:"name,omitempty"`
+	Role       string         `json:"role"`
+	Content    MessageContent `json:"content"`
+	Name       string         `json:"name,omitempty"`
+	ToolCalls  []ToolCall     `json:"tool_calls,omitempty"`
+	ToolCallID string         `json:"tool_call_id,omitempty"`
 }
 
 // StreamOptions is OpenAI's stream_options.
@@ -117,6 +119,9 @@ type ChatCompletionRequest struct {
 	N                   *int            `json:"n,omitempty"`
 	IDSlot              *int            `json:"id_slot,omitempty"` // llama-server extension
 	ResponseFormat      *ResponseFormat `json:"response_format,omitempty"`
+	Tools               []ToolSpec      `json:"tools,omitempty"`
+	ToolChoice          *ToolChoice     `json:"tool_choice,omitempty"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls,omitempty"`
 	Logprobs            *bool           `json:"logprobs,omitempty"`
 	TopLogprobs         *int            `json:"top_logprobs,omitempty"`
 	SamplingParams
@@ -167,8 +172,9 @@ type Timings struct {
 
 // AssistantMessage is the message of a non-streamed chat choice.
 type AssistantMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role      string     `json:"role"`
+	Content   *string    `json:"content"` // null when the turn is only tool calls
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // ChatChoice is one choice of a chat completion.
@@ -194,12 +200,18 @@ type ChatCompletion struct {
 // Delta is the incremental message of a streamed chat chunk. Content is a pointer because the first
 // chunk carries "content": null next to the role, as llama-server sends it.
 type Delta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string     `json:"role,omitempty"`
+	Content   *string    `json:"content,omitempty"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // MarshalJSON writes "content": null in the role chunk, and omits content in the final empty delta.
 func (d Delta) MarshalJSON() ([]byte, error) {
+	if len(d.ToolCalls) > 0 {
+		return json.Marshal(struct {
+			ToolCalls []ToolCall `json:"tool_calls"`
+		}{d.ToolCalls})
+	}
 	if d.Role != "" {
 		return json.Marshal(struct {
 			Role    string  `json:"role"`

@@ -1,9 +1,9 @@
 package server
 
 import (
-	"fmt"
 	"net/http"
 
+	"github.com/expertsniper/expertsniper/chatfmt"
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/openai"
 )
@@ -28,12 +28,11 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	prompt, err := l.eng.ApplyTemplate(call.Messages, true)
+	format, err := s.renderChat(l, &call)
 	if err != nil {
-		fail(w, r, fmt.Errorf("apply the chat template: %w", err))
+		fail(w, r, err)
 		return
 	}
-	call.Request.Prompt = prompt
 	meta := s.meta(l, "chatcmpl", req.Model)
 
 	if !call.Stream {
@@ -42,7 +41,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, openai.ToChatCompletion(meta, call, g.res))
+		content, calls := splitCalls(format, g.res.Text, call)
+		writeJSON(w, http.StatusOK, openai.ToChatCompletion(meta, call, g.res, content, calls))
 		return
 	}
 
@@ -55,11 +55,21 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		started = true
 		return sse.data(openai.RoleChunk(meta))
 	}
+	var hold *callHoldback
+	if format != nil {
+		hold = &callHoldback{starts: format.Starts()}
+	}
 	g, err := s.generate(r.Context(), l, w.Header(), call.Request, true, func(t engine.Token) error {
 		if err := begin(); err != nil {
 			return err
 		}
-		return sse.data(openai.ContentChunk(meta, t.Text, t.Logprobs, call.Request.Logprobs))
+		text := t.Text
+		if hold != nil {
+			if text = hold.push(text); text == "" {
+				return nil
+			}
+		}
+		return sse.data(openai.ContentChunk(meta, text, t.Logprobs, call.Request.Logprobs))
 	})
 	if err != nil {
 		failStream(sse, r, err)
@@ -68,10 +78,38 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if err := begin(); err != nil {
 		return
 	}
-	for _, c := range openai.FinishChunks(meta, g.res, call.IncludeUsage) {
+	reason := g.res.FinishReason
+	if hold != nil {
+		if _, calls := splitCalls(format, g.res.Text, call); len(calls) > 0 {
+			if err := sse.data(openai.ToolCallChunk(meta, calls)); err != nil {
+				return
+			}
+			if reason == "stop" {
+				reason = "tool_calls"
+			}
+		} else if hold.pending != "" {
+			if err := sse.data(openai.ContentChunk(meta, hold.pending, nil, false)); err != nil {
+				return
+			}
+		}
+	}
+	for _, c := range openai.FinishChunksWithReason(meta, g.res, reason, call.IncludeUsage) {
 		if err := sse.data(c); err != nil {
 			return
 		}
 	}
 	sse.done()
+}
+
+// splitCalls parses a turn into its text and tool calls (all text when there are no tools or the
+// calls do not parse: a truncated call stays visible rather than lost).
+func splitCalls(format chatfmt.Format, text string, call openai.ChatCall) (string, []chatfmt.Call) {
+	if format == nil {
+		return text, nil
+	}
+	content, calls, err := format.Parse(text, call.Tools.Tools)
+	if err != nil {
+		return text, nil
+	}
+	return content, calls
 }

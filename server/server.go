@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/expertsniper/expertsniper/chatfmt"
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/openai"
 	"github.com/expertsniper/expertsniper/remote"
@@ -95,6 +96,7 @@ type loaded struct {
 	eng   engine.Engine
 	info  engine.ModelInfo
 	slots *slotPool
+	tmpl  *chatfmt.Template // the model's chat template as Jinja (nil: llama.cpp's handling)
 }
 
 // New makes a server; the model is attached later with SetEngine.
@@ -148,7 +150,7 @@ func (s *Server) SetEngine(e engine.Engine) error {
 		slots = 1
 	}
 	s.contexts.setModel(info.Name, info.Fingerprint)
-	s.eng.Store(&loaded{eng: e, info: info, slots: newSlotPool(slots)})
+	s.eng.Store(&loaded{eng: e, info: info, slots: newSlotPool(slots), tmpl: s.compileTemplate(info)})
 	return nil
 }
 

@@ -34,6 +34,7 @@ type mkmodelOptions struct {
 	RandomQuants string // auto, yes, no
 	Skew         float64
 	Threads      int
+	ChatTemplate string
 }
 
 func mkmodelCommand(io *IOStreams) *cli.Command {
@@ -57,6 +58,7 @@ func mkmodelCommand(io *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "random-quants", Value: "auto", Usage: "q4_0/q8_0 as random blocks rather than quantized Gaussians: auto (yes for big shapes), yes, no", Destination: &opts.RandomQuants},
 			&cli.Float64Flag{Name: "skew", Usage: "router skew (e.g. 4): a few experts per layer win the top-k much more often", Destination: &opts.Skew},
 			&cli.IntFlag{Name: "threads", Usage: "generator goroutines (default: all CPUs)", Destination: &opts.Threads},
+			&cli.StringFlag{Name: "chat-template", Value: "chatml", Usage: "the chat template the file carries, a family's real one: " + strings.Join(modelgen.TemplateFamilies(), ", "), Destination: &opts.ChatTemplate},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -119,8 +121,11 @@ func runMkmodel(ctx context.Context, streams *IOStreams, o *mkmodelOptions) erro
 		return usageError{err}
 	}
 
+	if _, err := modelgen.ChatTemplateOf(o.ChatTemplate); err != nil {
+		return usageError{err}
+	}
 	opts := modelgen.Options{Shape: shape, Type: genType, Seed: o.Seed, RandomQuants: randomQuants,
-		RouterSkew: o.Skew, Workers: o.Threads}
+		RouterSkew: o.Skew, Workers: o.Threads, ChatTemplate: o.ChatTemplate}
 	if err := checkMkmodelSpace(o.Output, opts, quantizeTo != ""); err != nil {
 		return err
 	}

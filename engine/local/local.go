@@ -152,6 +152,13 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 		Parameters: st.Parameters, SizeBytes: st.SizeBytes, ContextTrain: st.ContextTrain,
 		Context: e.slots[0].ctx.Size(), Vocab: st.Vocab, Embedding: st.Embedding,
 		HasChatTemplate: m.ChatTemplate() != "", Mode: mode, Slots: o.Slots,
+		ChatTemplate: m.ChatTemplate(),
+	}
+	if m.BOS() != binding.NoToken {
+		e.info.BOSText, _ = m.TokenToPiece(m.BOS(), true)
+	}
+	if m.EOS() != binding.NoToken {
+		e.info.EOSText, _ = m.TokenToPiece(m.EOS(), true)
 	}
 	return e, nil
 }

@@ -177,3 +177,54 @@ func All(tb testing.TB) map[string]string {
 	}
 	return out
 }
+
+// WithTemplate returns the path of a tiny model of arch in type typ whose GGUF carries the chat
+// template of family (modelgen.TemplateFamilies), generating it on first use.
+func WithTemplate(tb testing.TB, name, family string) string {
+	tb.Helper()
+	arch, typ, err := Parse(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := modelgen.ChatTemplateOf(family); err != nil {
+		tb.Fatal(err)
+	}
+	dir, err := Dir()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(dir, strings.TrimSuffix(FileName(name), ".gguf")+"."+family+".gguf")
+	ctx := context.Background()
+	if d, ok := tb.(interface{ Context() context.Context }); ok {
+		ctx = d.Context()
+	}
+	err = func() error {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		unlock, err := lockFile(ctx, path+".lock")
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		shape, err := modelgen.Tiny(arch)
+		if err != nil {
+			return err
+		}
+		t, err := gguf.ParseType(typ)
+		if err != nil {
+			return err
+		}
+		return modelgen.Write(ctx, path, modelgen.Options{Shape: shape, Type: t, Seed: Seed, ChatTemplate: family})
+	}()
+	if err != nil {
+		tb.Fatalf("test model %s with the %s template: %v", name, family, err)
+	}
+	return path
+}

@@ -1,0 +1,97 @@
+package compat
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/expertsniper/expertsniper/internal/nodetest"
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
+	"github.com/expertsniper/expertsniper/server"
+)
+
+// toolFamilies are the chat templates whose tool-call formats the server parses.
+var toolFamilies = []string{"qwen3", "qwen3.5", "llama3", "mistral"}
+
+// startOursWithContext serves model with one slot of nCtx tokens (tool prompts are long in the
+// generated models' small vocabulary).
+func startOursWithContext(t *testing.T, model string, nCtx int) string {
+	t.Helper()
+	eng := openEngine(t, model, nCtx, 1)
+	srv, err := server.New(server.Config{Host: "127.0.0.1", ContextDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SetEngine(eng); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// The official OpenAI SDK for Node drives tool calls (forced plain and streamed, a tool result
+// round trip), json_schema output and logprobs against a random-weight model carrying each
+// family's real template: the grammar makes even a random model write valid calls.
+func TestToolCallsThroughTheNodeSDKForEachFamily(t *testing.T) {
+	node, dir := nodetest.Require(t)
+	for _, family := range toolFamilies {
+		t.Run(family, func(t *testing.T) {
+			model := testmodels.WithTemplate(t, compatModel, family)
+			url := startOursWithContext(t, model, 4096)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, node, "tools_check.mjs")
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "OPENAI_BASE_URL="+url+"/v1", "OPENAI_API_KEY=unused")
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("tools_check.mjs: %v\n%s%s", err, stderr.String(), out)
+			}
+			t.Logf("%s", out)
+		})
+	}
+}
+
+// The same forced call on stock llama-server (--jinja) and on ours: both answer with a call in
+// OpenAI's shape whose arguments follow the schema.
+func TestForcedToolCallSideBySide(t *testing.T) {
+	body := `{"messages":[{"role":"user","content":"Weather in Paris?"}],"temperature":0,"max_tokens":120,
+		"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object",
+			"properties":{"city":{"type":"string","maxLength":12},"unit":{"enum":["c","f"]}},"required":["city","unit"]}}}],
+		"tool_choice":"required"}`
+	validator := schemaValidator(t, `{"type":"object","properties":{"city":{"type":"string","maxLength":12},"unit":{"enum":["c","f"]}},"required":["city","unit"]}`)
+	for _, family := range toolFamilies {
+		t.Run(family, func(t *testing.T) {
+			model := testmodels.WithTemplate(t, compatModel, family)
+			theirsURL := startLlamaServer(t, model, "--jinja", "-c", "4096", "-np", "1")
+			oursURL := startOursWithContext(t, model, 4096)
+			ours := call(t, oursURL, "POST", "/v1/chat/completions", body)
+			theirs := call(t, theirsURL, "POST", "/v1/chat/completions", body)
+			if ours.status != 200 {
+				t.Fatalf("ours: %d %s", ours.status, ours.raw)
+			}
+			args, _ := field(ours.body, "choices", 0, "message", "tool_calls", 0, "function", "arguments").(string)
+			if args == "" {
+				t.Fatalf("ours made no call: %s", ours.raw)
+			}
+			followsSchema(t, validator, "ours", args)
+			if got := field(ours.body, "choices", 0, "finish_reason"); got != "tool_calls" {
+				t.Errorf("ours: finish_reason %v", got)
+			}
+			theirsArgs, _ := field(theirs.body, "choices", 0, "message", "tool_calls", 0, "function", "arguments").(string)
+			t.Logf("ours %s\ntheirs (%d) %s", args, theirs.status, theirsArgs)
+			if theirs.status == 200 && theirsArgs != "" {
+				for _, d := range CompareShapes(theirs.body, ours.body, Allowance{}) {
+					t.Errorf("%s", d)
+				}
+			}
+		})
+	}
+}
