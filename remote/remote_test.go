@@ -276,3 +276,35 @@ func TestInterruptedTransfers(t *testing.T) {
 		t.Fatalf("pull from a killed server: %v", err)
 	}
 }
+
+// TestServerKilledMidDownload: the pull fails with a clear error, keeps what it got for the next
+// pull, and writes nothing else.
+func TestServerKilledMidDownload(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.SetEnv(t)
+	ctx := ctxT(t)
+	l, _ := fixture(t, t.TempDir(), "big", 8*remote.MinPartSize)
+	r := open(t, "s3://contexts")
+	if _, err := r.Push(ctx, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	part := filepath.Join(dir, ".big.state.part")
+	var killed atomic.Bool
+	_, err := r.Pull(ctx, "big", remote.Model{}, part, func(done, total int64) {
+		if done > total/8 && killed.CompareAndSwap(false, true) {
+			srv.Kill()
+		}
+	})
+	if !errors.Is(err, remote.ErrUnreachable) || !strings.Contains(err.Error(), "pull again to resume") {
+		t.Fatalf("pull from a server killed half-way: %v", err)
+	}
+	t.Log(err)
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 { // the part and its note
+		t.Fatalf("after the failed pull the directory holds %d files, want the part file and its note", len(entries))
+	}
+	if st, err := os.Stat(part); err != nil || st.Size() == 0 || st.Size() >= int64(8*remote.MinPartSize) {
+		t.Fatalf("partial download: %v", err)
+	}
+}

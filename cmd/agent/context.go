@@ -150,6 +150,7 @@ func contextCommand(streams *IOStreams) *cli.Command {
 				fmt.Fprintf(streams.ErrOut, "removed %s from %s\n", name, rem)
 				return nil
 			}),
+			contextBenchCommand(streams),
 		},
 	}
 }
