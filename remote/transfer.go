@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -337,4 +338,22 @@ func (r *Remote) Remove(ctx context.Context, name string) error {
 		}
 	}
 	return nil
+}
+
+// EveryTenth calls show when a transfer starts and each time it passes another tenth of the way
+// (tenth 0 to 10), one call at a time: for progress lines that should not flood a log or a terminal.
+func EveryTenth(show func(tenth int, done, total int64)) Progress {
+	var mu sync.Mutex
+	last := -1
+	return func(done, total int64) {
+		if total <= 0 {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if tenth := int(done * 10 / total); tenth > last {
+			last = tenth
+			show(tenth, done, total)
+		}
+	}
 }

@@ -92,19 +92,9 @@ func (r *REPL) remoteOrErr() (*remote.Remote, error) {
 
 // transferProgress prints a transfer's percentage on one line, every tenth of the way.
 func (r *REPL) transferProgress(verb, name string) remote.Progress {
-	last := int64(-1)
-	mu := make(chan struct{}, 1)
-	return func(done, total int64) {
-		mu <- struct{}{}
-		defer func() { <-mu }()
-		if total <= 0 {
-			return
-		}
-		if tenth := done * 10 / total; tenth > last {
-			last = tenth
-			fmt.Fprintf(r.err, "\r%s %s: %3d%% of %s", verb, name, tenth*10, bytesize.Format(total))
-		}
-	}
+	return remote.EveryTenth(func(tenth int, _, total int64) {
+		fmt.Fprintf(r.err, "\r%s %s: %3d%% of %s", verb, name, tenth*10, bytesize.Format(total))
+	})
 }
 
 func (r *REPL) cmdPush(ctx context.Context, name string) (bool, error) {

@@ -137,19 +137,9 @@ func (s *Server) remoteOr400(w http.ResponseWriter, r *http.Request) *remote.Rem
 
 // logProgress logs a transfer every tenth of the way.
 func (s *Server) logProgress(what, name string) remote.Progress {
-	var mu = make(chan struct{}, 1)
-	last := int64(-1)
-	return func(done, total int64) {
-		mu <- struct{}{}
-		defer func() { <-mu }()
-		if total <= 0 {
-			return
-		}
-		if tenth := done * 10 / total; tenth > last {
-			last = tenth
-			s.log.Info(what, "name", name, "done_bytes", done, "total_bytes", total)
-		}
-	}
+	return remote.EveryTenth(func(_ int, done, total int64) {
+		s.log.Info(what, "name", name, "done_bytes", done, "total_bytes", total)
+	})
 }
 
 func mbPerSecond(bytes int64, since time.Time) float64 {

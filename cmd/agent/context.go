@@ -173,28 +173,16 @@ func (o *contextOptions) dir() (string, error) {
 // progressPrinter shows a transfer's progress on stderr: one line redrawn on a terminal, a line per
 // tenth of the way otherwise.
 func progressPrinter(streams *IOStreams, verb, name string) remote.Progress {
-	last := int64(-1)
-	mu := make(chan struct{}, 1)
-	return func(done, total int64) {
-		mu <- struct{}{}
-		defer func() { <-mu }()
-		if total <= 0 {
+	return remote.EveryTenth(func(tenth int, done, total int64) {
+		if !streams.IsTTY {
+			fmt.Fprintf(streams.ErrOut, "%s %s: %d%% of %s\n", verb, name, tenth*10, bytesize.Format(total))
 			return
 		}
-		tenth := done * 10 / total
-		if tenth <= last {
-			return
+		fmt.Fprintf(streams.ErrOut, "\r%s %s: %3d%% of %s", verb, name, tenth*10, bytesize.Format(total))
+		if done == total {
+			fmt.Fprintln(streams.ErrOut)
 		}
-		last = tenth
-		if streams.IsTTY {
-			fmt.Fprintf(streams.ErrOut, "\r%s %s: %3d%% of %s", verb, name, tenth*10, bytesize.Format(total))
-			if done == total {
-				fmt.Fprintln(streams.ErrOut)
-			}
-			return
-		}
-		fmt.Fprintf(streams.ErrOut, "%s %s: %d%% of %s\n", verb, name, tenth*10, bytesize.Format(total))
-	}
+	})
 }
 
 // rate says how long a transfer of n bytes took and how fast it went.
