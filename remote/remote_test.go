@@ -161,6 +161,19 @@ func TestClearErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	t.Run("shared credentials file and AWS_ENDPOINT_URL_S3", func(t *testing.T) {
+		creds := filepath.Join(t.TempDir(), "credentials")
+		os.WriteFile(creds, []byte("[ci]\naws_access_key_id = "+srv.AccessKey+"\naws_secret_access_key = "+srv.SecretKey+"\n"), 0o600)
+		t.Setenv("AWS_ACCESS_KEY_ID", "")
+		t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+		t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+		t.Setenv("AWS_PROFILE", "ci")
+		t.Setenv("AWS_ENDPOINT_URL", "")
+		t.Setenv("AWS_ENDPOINT_URL_S3", srv.URL) // the S3-only variable names the endpoint too
+		if list, err := open(t, "s3://contexts").List(ctx); err != nil || len(list) != 1 {
+			t.Fatalf("list with the keys from the shared credentials file and AWS_ENDPOINT_URL_S3: %v %+v", err, list)
+		}
+	})
 	t.Run("wrong credentials", func(t *testing.T) {
 		t.Setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
 		_, err := open(t, "s3://contexts").Push(ctx, l, nil)
