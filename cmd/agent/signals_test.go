@@ -94,6 +94,10 @@ func TestSignalsEndEveryCommandTheSameWay(t *testing.T) {
 			}
 			return []string{"ask", "-m", model, "--doc", doc, "What does the fox do?"}
 		}},
+		// bench runs each configuration as a child in a memory cgroup: the signal must reach through.
+		{name: "bench", ready: "[1/1] ours ram", args: func(string) []string {
+			return []string{"bench", "-m", model, "-p", "8", "-n", "20000", "-t", "1", "--configs", "ram", "--caps", "none", "--probe", "200ms"}
+		}},
 		// Ctrl-C belongs to the REPL (it stops an answer); SIGTERM ends it, even waiting at the prompt.
 		{name: "repl", ready: "type a question", signals: []syscall.Signal{syscall.SIGTERM}, openStdin: true, args: func(string) []string {
 			return []string{"-m", model}
