@@ -1,7 +1,9 @@
-// Package agentmode lets the model route each request itself: one short call classifies the request as
-// search, shell or chat; search rewrites the request into a query, searches the web and answers citing
-// the results; shell has the model write one command, which runs only after the user says yes, and
-// answers from its output; chat just answers. Everything goes through engine.Engine, so the logic is
+// Package agentmode lets the model route each request itself. When the model's chat template takes
+// tools (native.go), the model is offered web_search, run_shell and read_file and calls them in its
+// own format. Otherwise one short call classifies the request as search, shell or chat; search
+// rewrites the request into a query, searches the web and answers citing the results; shell has the
+// model write one command, which runs only after the user says yes, and answers from its output;
+// chat just answers. Everything goes through engine.Engine, so the logic is
 // tested against a scripted engine.
 package agentmode
 
@@ -115,6 +117,7 @@ type Agent struct {
 	Engine   engine.Engine
 	Searcher websearch.Searcher // nil: search requests are answered as chat, with a note
 	Shell    *tools.Shell       // nil: shell requests are answered as chat, with a note
+	Files    *tools.Workspace   // nil: no read_file tool (native tool calls only)
 	// System is the system prompt of answers ("" = none).
 	System string
 	// Sampling and MaxTokens apply to answers; the short routing calls are always greedy.
@@ -150,6 +153,9 @@ func (a *Agent) Classify(ctx context.Context, history []engine.Message, request 
 
 // Respond routes request and answers it. history holds earlier turns (without the system prompt).
 func (a *Agent) Respond(ctx context.Context, history []engine.Message, request string, h Hooks) (Reply, error) {
+	if tmpl := a.nativeTemplate(); tmpl != nil && len(a.availableTools()) > 0 {
+		return a.respondNative(ctx, tmpl, history, request, h)
+	}
 	var r Reply
 	route, err := a.Classify(ctx, history, request, &r.Usage)
 	if err != nil {
@@ -200,11 +206,7 @@ func (a *Agent) search(ctx context.Context, history []engine.Message, request, q
 	}
 	r.Query = query
 	h.status("query: %s", query)
-	n := a.SearchResults
-	if n <= 0 {
-		n = 5
-	}
-	results, err := a.Searcher.Search(ctx, query, n)
+	results, err := a.Searcher.Search(ctx, query, a.searchResults())
 	if err != nil {
 		if ctx.Err() != nil {
 			return r, ctx.Err()
@@ -223,6 +225,14 @@ func (a *Agent) search(ctx context.Context, history []engine.Message, request, q
 	}
 	msgs := a.messages(history, searchRequest(request, query, results))
 	return a.answer(ctx, msgs, h, r)
+}
+
+// searchResults is how many results a search asks for.
+func (a *Agent) searchResults() int {
+	if a.SearchResults <= 0 {
+		return 5
+	}
+	return a.SearchResults
 }
 
 func describeSearchError(err error) string {

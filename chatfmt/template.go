@@ -9,6 +9,8 @@ import (
 	"fmt"
 
 	"github.com/ardanlabs/jinja"
+
+	"github.com/expertsniper/expertsniper/engine"
 )
 
 // Message is one chat turn as a template sees it.
@@ -18,6 +20,19 @@ type Message struct {
 	ToolCalls  []Call // an assistant turn's calls
 	ToolCallID string // a tool turn's answer to this call
 	Name       string // a tool turn's tool name
+}
+
+// FromEngine converts engine messages (a chat request's, the REPL's history) for a template.
+func FromEngine(msgs []engine.Message) []Message {
+	out := make([]Message, len(msgs))
+	for i, m := range msgs {
+		cm := Message{Role: m.Role, Content: m.Content, ToolCallID: m.ToolCallID, Name: m.Name}
+		for _, c := range m.ToolCalls {
+			cm.ToolCalls = append(cm.ToolCalls, Call{ID: c.ID, Name: c.Name, Arguments: c.Arguments})
+		}
+		out[i] = cm
+	}
+	return out
 }
 
 // Tool is a function the model may call.

@@ -48,6 +48,9 @@ func FromChatRequest(req ChatCompletionRequest, def engine.Sampling) (ChatCall, 
 	if err := checkN(req.N); err != nil {
 		return call, err
 	}
+	if err := req.unsupportedChatFields.check(); err != nil {
+		return call, err
+	}
 	if err := checkStops(req.Stop); err != nil {
 		return call, err
 	}

@@ -142,16 +142,3 @@ func randomLetters(n int) string {
 	}
 	return string(b)
 }
-
-// ToChatfmtMessages converts engine messages for a Jinja template.
-func ToChatfmtMessages(msgs []engine.Message) []chatfmt.Message {
-	out := make([]chatfmt.Message, len(msgs))
-	for i, m := range msgs {
-		cm := chatfmt.Message{Role: m.Role, Content: m.Content, ToolCallID: m.ToolCallID, Name: m.Name}
-		for _, c := range m.ToolCalls {
-			cm.ToolCalls = append(cm.ToolCalls, chatfmt.Call{ID: c.ID, Name: c.Name, Arguments: c.Arguments})
-		}
-		out[i] = cm
-	}
-	return out
-}

@@ -122,9 +122,47 @@ type ChatCompletionRequest struct {
 	Tools               []ToolSpec      `json:"tools,omitempty"`
 	ToolChoice          *ToolChoice     `json:"tool_choice,omitempty"`
 	ParallelToolCalls   *bool           `json:"parallel_tool_calls,omitempty"`
-	Logprobs            *bool           `json:"logprobs,omitempty"`
-	TopLogprobs         *int            `json:"top_logprobs,omitempty"`
+	unsupportedChatFields
+	Logprobs    *bool `json:"logprobs,omitempty"`
+	TopLogprobs *int  `json:"top_logprobs,omitempty"`
 	SamplingParams
+}
+
+// unsupportedChatFields are OpenAI chat fields this server cannot honour: sent with a value, they
+// are refused with a 400 naming them rather than silently ignored.
+type unsupportedChatFields struct {
+	LogitBias        json.RawMessage `json:"logit_bias,omitempty"`
+	Audio            json.RawMessage `json:"audio,omitempty"`
+	Modalities       json.RawMessage `json:"modalities,omitempty"`
+	Prediction       json.RawMessage `json:"prediction,omitempty"`
+	WebSearchOptions json.RawMessage `json:"web_search_options,omitempty"`
+	Functions        json.RawMessage `json:"functions,omitempty"`
+	FunctionCall     json.RawMessage `json:"function_call,omitempty"`
+	ReasoningEffort  json.RawMessage `json:"reasoning_effort,omitempty"`
+}
+
+// check names the first field sent with a value that asks for something.
+func (u unsupportedChatFields) check() error {
+	for _, f := range []struct {
+		name, why string
+		v         json.RawMessage
+	}{
+		{"logit_bias", "is not supported", u.LogitBias},
+		{"audio", "audio output is not supported", u.Audio},
+		{"modalities", `only ["text"] is supported`, u.Modalities},
+		{"prediction", "predicted outputs are not supported", u.Prediction},
+		{"web_search_options", "web search is not supported", u.WebSearchOptions},
+		{"functions", "the legacy functions field is not supported; use tools", u.Functions},
+		{"function_call", "the legacy function_call field is not supported; use tool_choice", u.FunctionCall},
+		{"reasoning_effort", "is not supported", u.ReasoningEffort},
+	} {
+		v := string(bytes.TrimSpace(f.v))
+		if v == "" || v == "null" || v == "{}" || v == "[]" || (f.name == "modalities" && v == `["text"]`) {
+			continue
+		}
+		return badField(f.name, "%s", f.why)
+	}
+	return nil
 }
 
 // CompletionRequest is POST /v1/completions (OpenAI's legacy text completions).

@@ -110,6 +110,7 @@ func New(ctx context.Context, opts Options) (*REPL, error) {
 	r.ws = ws
 	r.agent = &agentmode.Agent{
 		Searcher:      opts.Searcher,
+		Files:         ws,
 		System:        r.cfg.System,
 		MaxTokens:     r.cfg.MaxTokens,
 		Sampling:      engine.Sampling{Temperature: r.cfg.Temperature, Seed: r.cfg.Seed},

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/expertsniper/expertsniper/chatfmt"
 	"github.com/expertsniper/expertsniper/engine"
@@ -35,7 +34,7 @@ func (s *Server) renderChat(l *loaded, call *openai.ChatCall) (chatfmt.Format, e
 		return nil, &openai.RequestError{Field: "tools", Message: "the model has no chat template that takes tools (a Jinja tokenizer.chat_template)"}
 	}
 	if l.tmpl != nil {
-		prompt, err := l.tmpl.Render(openai.ToChatfmtMessages(call.Messages), tools, true)
+		prompt, err := l.tmpl.Render(chatfmt.FromEngine(call.Messages), tools, true)
 		switch {
 		case err == nil:
 			call.Request.Prompt = prompt
@@ -70,40 +69,4 @@ func (s *Server) renderChat(l *loaded, call *openai.ChatCall) (chatfmt.Format, e
 	}
 	call.Request.Grammar, call.Request.GrammarTriggers = g, triggers
 	return f, nil
-}
-
-// callHoldback streams a turn's text while holding back what may start a tool call; once a call
-// starts, the rest is kept for parsing at the end.
-type callHoldback struct {
-	starts  []string
-	pending string
-	inCall  bool
-}
-
-// push adds generated text and returns what may be sent as content now.
-func (h *callHoldback) push(text string) string {
-	if h.inCall {
-		h.pending += text
-		return ""
-	}
-	h.pending += text
-	for _, s := range h.starts {
-		if i := strings.Index(h.pending, s); i >= 0 {
-			out := h.pending[:i]
-			h.pending, h.inCall = h.pending[i:], true
-			return out
-		}
-	}
-	keep := 0
-	for _, s := range h.starts {
-		for k := min(len(s)-1, len(h.pending)); k > keep; k-- {
-			if h.pending[len(h.pending)-k:] == s[:k] {
-				keep = k
-				break
-			}
-		}
-	}
-	out := h.pending[:len(h.pending)-keep]
-	h.pending = h.pending[len(h.pending)-keep:]
-	return out
 }

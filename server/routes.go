@@ -23,6 +23,8 @@ func (s *Server) routesHandler() http.Handler {
 
 	handle("POST", "/v1/chat/completions", s.handleChat)
 	handle("POST", "/chat/completions", s.handleChat)
+	handle("POST", "/v1/responses", s.handleResponses)
+	handle("POST", "/responses", s.handleResponses)
 	handle("POST", "/v1/completions", s.handleTextCompletion)
 	handle("POST", "/completions", s.handleTextCompletion)
 	handle("POST", "/completion", s.handleNativeCompletion)

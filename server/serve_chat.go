@@ -55,9 +55,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		started = true
 		return sse.data(openai.RoleChunk(meta))
 	}
-	var hold *callHoldback
+	var hold *chatfmt.Holdback
 	if format != nil {
-		hold = &callHoldback{starts: format.Starts()}
+		hold = &chatfmt.Holdback{Starts: format.Starts()}
 	}
 	g, err := s.generate(r.Context(), l, w.Header(), call.Request, true, func(t engine.Token) error {
 		if err := begin(); err != nil {
@@ -65,7 +65,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		}
 		text := t.Text
 		if hold != nil {
-			if text = hold.push(text); text == "" {
+			if text = hold.Push(text); text == "" {
 				return nil
 			}
 		}
@@ -87,8 +87,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			if reason == "stop" {
 				reason = "tool_calls"
 			}
-		} else if hold.pending != "" {
-			if err := sse.data(openai.ContentChunk(meta, hold.pending, nil, false)); err != nil {
+		} else if hold.Pending != "" {
+			if err := sse.data(openai.ContentChunk(meta, hold.Pending, nil, false)); err != nil {
 				return
 			}
 		}

@@ -48,10 +48,26 @@ func (s *sseWriter) data(v any) error {
 	return s.raw(payload)
 }
 
-func (s *sseWriter) raw(payload []byte) error {
+// event writes one "event: NAME" + "data: JSON" event (the Responses API's typed events).
+func (s *sseWriter) event(name string, v any) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode an event: %w", err)
+	}
+	return s.write(name, payload)
+}
+
+func (s *sseWriter) raw(payload []byte) error { return s.write("", payload) }
+
+func (s *sseWriter) write(name string, payload []byte) error {
 	s.start()
 	s.buf.Reset()
-	s.buf.Grow(len(payload) + 8)
+	s.buf.Grow(len(payload) + len(name) + 16)
+	if name != "" {
+		s.buf.WriteString("event: ")
+		s.buf.WriteString(name)
+		s.buf.WriteString("\n")
+	}
 	s.buf.WriteString("data: ")
 	s.buf.Write(payload)
 	s.buf.WriteString("\n\n")

@@ -35,8 +35,8 @@ func startOursWithContext(t *testing.T, model string, nCtx int) string {
 }
 
 // The official OpenAI SDK for Node drives tool calls (forced plain and streamed, a tool result
-// round trip), json_schema output and logprobs against a random-weight model carrying each
-// family's real template: the grammar makes even a random model write valid calls.
+// round trip), json_schema output, logprobs and the Responses API against a random-weight model
+// carrying each family's real template: the grammar makes even a random model write valid calls.
 func TestToolCallsThroughTheNodeSDKForEachFamily(t *testing.T) {
 	node, dir := nodetest.Require(t)
 	for _, family := range toolFamilies {
@@ -45,16 +45,18 @@ func TestToolCallsThroughTheNodeSDKForEachFamily(t *testing.T) {
 			url := startOursWithContext(t, model, 4096)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, node, "tools_check.mjs")
-			cmd.Dir = dir
-			cmd.Env = append(os.Environ(), "OPENAI_BASE_URL="+url+"/v1", "OPENAI_API_KEY=unused")
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("tools_check.mjs: %v\n%s%s", err, stderr.String(), out)
+			for _, script := range []string{"tools_check.mjs", "responses_check.mjs"} {
+				cmd := exec.CommandContext(ctx, node, script)
+				cmd.Dir = dir
+				cmd.Env = append(os.Environ(), "OPENAI_BASE_URL="+url+"/v1", "OPENAI_API_KEY=unused")
+				var stderr strings.Builder
+				cmd.Stderr = &stderr
+				out, err := cmd.Output()
+				if err != nil {
+					t.Fatalf("%s: %v\n%s%s", script, err, stderr.String(), out)
+				}
+				t.Logf("%s: %s", script, out)
 			}
-			t.Logf("%s", out)
 		})
 	}
 }
