@@ -211,20 +211,7 @@ type schemaObject struct {
 func propertyOrder(params json.RawMessage) []string {
 	var top map[string]json.RawMessage
 	json.Unmarshal(params, &top)
-	d := json.NewDecoder(bytes.NewReader(top["properties"]))
-	var keys []string
-	if t, err := d.Token(); err != nil || t != json.Delim('{') {
-		return nil
-	}
-	for d.More() {
-		t, err := d.Token()
-		if err != nil {
-			return keys
-		}
-		keys = append(keys, t.(string))
-		var skip json.RawMessage
-		d.Decode(&skip)
-	}
+	keys, _ := grammar.OrderedKeys(top["properties"])
 	return keys
 }
 
@@ -275,7 +262,7 @@ func xmlParams(b *grammar.Builder, t Tool) (string, error) {
 			// Raw text up to the closing tag: any character but '<' (and, as in JSON strings, no
 			// stray UTF-8 continuation bytes; see package grammar).
 			b.Rule("xml-char", `[^<\x80-\xBF\uD800-\uDFFF\U00110000-\U003FFFFF]`)
-			value = repeatRule("xml-char", lo, hi)
+			value = grammar.Repeat("xml-char", lo, hi)
 		} else {
 			n, err := b.AddSchema(b.FreshName("param-"+t.Name+"-"+p), s.Properties[p])
 			if err != nil {
@@ -344,17 +331,6 @@ func (qwenXML) Parse(text string, tools []Tool) (string, []Call, error) {
 		return "", nil, fmt.Errorf("a <tool_call> block has no <function=...>: %q", text[first:])
 	}
 	return content, calls, nil
-}
-
-// repeatRule is item repeated lo..hi times (hi < 0: unbounded).
-func repeatRule(item string, lo, hi int) string {
-	switch {
-	case hi < 0 && lo == 0:
-		return item + "*"
-	case hi < 0:
-		return fmt.Sprintf("%s{%d,}", item, lo)
-	}
-	return fmt.Sprintf("%s{%d,%d}", item, lo, hi)
 }
 
 // ---------------------------------------------------------------- Llama 3.x JSON

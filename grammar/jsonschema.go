@@ -373,7 +373,7 @@ func (b *Builder) stringRule(s map[string]json.RawMessage, path string) (string,
 		return "", err
 	}
 	b.usePrimitive("char")
-	return `"\"" ` + repeat("char", lo, hi) + ` "\""`, nil
+	return `"\"" ` + Repeat("char", lo, hi) + ` "\""`, nil
 }
 
 // bounds reads a pair of non-negative integer limits; hi is -1 when absent.
@@ -403,8 +403,8 @@ func bounds(s map[string]json.RawMessage, minKey, maxKey, path string) (lo, hi i
 	return lo, hi, nil
 }
 
-// repeat is item repeated lo..hi times (hi -1: unbounded) in GBNF.
-func repeat(item string, lo, hi int) string {
+// Repeat is item repeated lo..hi times (hi -1: unbounded) in GBNF.
+func Repeat(item string, lo, hi int) string {
 	switch {
 	case lo == 0 && hi < 0:
 		return item + "*"
@@ -460,7 +460,7 @@ func (b *Builder) arrayRule(s map[string]json.RawMessage, name, path string) (st
 	if hi < 0 {
 		restHi = -1
 	}
-	list := item + " " + repeat(`("," space `+item+`)`, max(lo-1, 0), restHi)
+	list := item + " " + Repeat(`("," space `+item+`)`, max(lo-1, 0), restHi)
 	if lo == 0 {
 		list = "(" + list + ")?"
 	}
@@ -479,7 +479,7 @@ func (b *Builder) objectRule(s map[string]json.RawMessage, name, path string) (s
 	var props map[string]json.RawMessage
 	if p, ok := s["properties"]; ok {
 		var err error
-		if keys, err = orderedKeys(p); err != nil {
+		if keys, err = OrderedKeys(p); err != nil {
 			return "", &SchemaError{path + "/properties", "must be an object of schemas"}
 		}
 		_ = json.Unmarshal(p, &props)
@@ -622,9 +622,9 @@ func (b *Builder) ref(raw json.RawMessage, path string) (string, error) {
 	return n, nil
 }
 
-// orderedKeys returns the keys of a JSON object in document order (property order is the order
+// OrderedKeys returns the keys of a JSON object in document order (property order is the order
 // the model writes them in, as llama.cpp does).
-func orderedKeys(raw json.RawMessage) ([]string, error) {
+func OrderedKeys(raw json.RawMessage) ([]string, error) {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	if t, err := d.Token(); err != nil || t != json.Delim('{') {
 		return nil, fmt.Errorf("not an object")
