@@ -81,3 +81,16 @@ func TestPullFailsAtOnceOnAnUnusableHub(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamModeDoesNotTalkAboutExperts: a dense model streamed layer by layer has no experts; the
+// load line names what its cache holds.
+func TestStreamModeDoesNotTalkAboutExperts(t *testing.T) {
+	model := testmodels.Path(t, "qwen3-q8_0")
+	_, errOut, code := runAgentForTest(t, "run", "-m", model, "-p", "Hi", "-n", "2", "--mode", "stream", "--cache", "1MiB")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if strings.Contains(errOut, "expert cache") || !strings.Contains(errOut, "FFN weight cache") {
+		t.Fatalf("stream mode's status:\n%s", errOut)
+	}
+}
