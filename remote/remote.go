@@ -1,9 +1,9 @@
 // Package remote keeps saved contexts in S3-compatible storage (AWS S3, Cloudflare R2, MinIO, rclone),
 // so that a context evaluated on one machine is resumed on another.
 //
-// A saved context travels as two objects under the remote's prefix: NAME.state, the engine's state
-// file byte for byte, and NAME.json, a manifest holding the local metadata file, the model the state
-// belongs to and the state's size and sha256. A push writes the state first and the manifest last; a
+// A saved context travels as two objects under the remote's prefix: NAME.ID.state, the engine's state
+// file byte for byte (ID is new for each push), and NAME.json, a manifest holding the local metadata
+// file, the model the state belongs to, the state's key, size and sha256. A push writes the state first and the manifest last; a
 // pull reads the manifest first, so it knows the model before it downloads anything and what the
 // downloaded bytes must hash to before they get their final name.
 //
@@ -14,6 +14,8 @@ package remote
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -110,7 +112,24 @@ func (r *Remote) String() string {
 }
 
 func (r *Remote) manifestKey(name string) string { return r.prefix + name + ".json" }
-func (r *Remote) stateKey(name string) string    { return r.prefix + name + ".state" }
+
+// newStateKey is where a push puts a state: NAME.ID.state, a key of its own for each push, so that
+// the manifest (written last) switches from the previous state to the new one in one PUT, and a push
+// cut off at any point leaves the previous version whole.
+func (r *Remote) newStateKey(name string) string {
+	var id [8]byte
+	rand.Read(id[:])
+	return r.prefix + name + "." + hex.EncodeToString(id[:]) + ".state"
+}
+
+// isStateOf says whether key (a key under the prefix) is one of name's state objects.
+func (r *Remote) isStateOf(key, name string) bool {
+	rest, ok := strings.CutPrefix(key, r.prefix+name+".")
+	id, ok2 := strings.CutSuffix(rest, ".state")
+	return ok && ok2 && stateIDPattern.MatchString(id)
+}
+
+var stateIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 func (r *Remote) partSize() int64 {
 	switch {

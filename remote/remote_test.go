@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -101,9 +102,17 @@ func TestPushPullListRemove(t *testing.T) {
 		t.Fatalf("push: %d progress calls ending at %d; manifest %+v", calls.Load(), last.Load(), m)
 	}
 	// It went as a multipart upload: S3 gives such objects an ETag ending in -PARTS.
-	head, err := srv.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("contexts"), Key: aws.String("team/manual.state")})
+	head, err := srv.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("contexts"), Key: aws.String(m.StateKey)})
 	if err != nil || !strings.HasSuffix(strings.Trim(aws.ToString(head.ETag), `"`), "-4") {
 		t.Fatalf("state object: %v, ETag %s (want a 4-part upload)", err, aws.ToString(head.ETag))
+	}
+
+	// A second push replaces the first: one manifest, one state object.
+	if m, err = r.Push(ctx, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	if keys := objectKeys(t, srv, "team/"); len(keys) != 2 || !slices.Contains(keys, "team/manual.json") || !slices.Contains(keys, m.StateKey) {
+		t.Fatalf("objects after a second push: %v (state %s)", keys, m.StateKey)
 	}
 
 	list, err := r.List(ctx)
@@ -146,6 +155,22 @@ func TestPushPullListRemove(t *testing.T) {
 	if list, err := r.List(ctx); err != nil || len(list) != 0 {
 		t.Fatalf("list after remove: %v %+v", err, list)
 	}
+	if keys := objectKeys(t, srv, ""); len(keys) != 0 {
+		t.Fatalf("objects left after remove: %v", keys)
+	}
+}
+
+func objectKeys(t *testing.T, srv *s3test.Server, prefix string) []string {
+	t.Helper()
+	out, err := srv.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("contexts"), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	return keys
 }
 
 // TestClearErrors: wrong keys, a missing bucket, an endpoint nobody answers on and a tampered object
@@ -157,7 +182,8 @@ func TestClearErrors(t *testing.T) {
 	dir := t.TempDir()
 	l, _ := fixture(t, dir, "doc", 1000)
 	r := open(t, "s3://contexts")
-	if _, err := r.Push(ctx, l, nil); err != nil {
+	pushed, err := r.Push(ctx, l, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -204,7 +230,7 @@ func TestClearErrors(t *testing.T) {
 	})
 	t.Run("tampered object", func(t *testing.T) {
 		evil := bytes.Repeat([]byte{7}, 1000) // same size, other bytes
-		if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("contexts"), Key: aws.String("doc.state"),
+		if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("contexts"), Key: aws.String(pushed.StateKey),
 			Body: bytes.NewReader(evil)}); err != nil {
 			t.Fatal(err)
 		}
@@ -269,6 +295,31 @@ func TestInterruptedTransfers(t *testing.T) {
 	if data, _ := os.ReadFile(part); first != st.Size() || !bytes.Equal(data, state) {
 		t.Fatalf("resumed from %d (want %d); equal %v", first, st.Size(), bytes.Equal(data, state))
 	}
+
+	// A push of a new version cut off half-way leaves the previous version whole.
+	newer := make([]byte, size)
+	rand.Read(newer)
+	os.WriteFile(l.StatePath, newer, 0o600)
+	once.Store(false)
+	_, err = r.Push(ctx, l, func(done, total int64) {
+		if done > 0 && once.CompareAndSwap(false, true) {
+			cut.SetDown(true)
+			cut.CutAll()
+		}
+	})
+	if !errors.Is(err, remote.ErrUnreachable) {
+		t.Fatalf("a push to an endpoint that went away: %v", err)
+	}
+	t.Log(err)
+	cut.SetDown(false)
+	again := filepath.Join(t.TempDir(), ".big.state.part")
+	if _, err := r.Pull(ctx, "big", remote.Model{}, again, nil); err != nil {
+		t.Fatalf("pull after a cut push: %v", err)
+	}
+	if data, _ := os.ReadFile(again); !bytes.Equal(data, state) {
+		t.Fatal("after a cut push the remote no longer holds the previous version")
+	}
+	os.WriteFile(l.StatePath, state, 0o600)
 
 	// The server killed during a push of a new version: a clear error, the local files untouched.
 	before, _ := os.ReadFile(l.StatePath)

@@ -62,6 +62,7 @@ type Manifest struct {
 	Tokens      int       `json:"tokens"`
 	StateBytes  int64     `json:"state_bytes"`
 	StateSHA256 string    `json:"state_sha256"`
+	StateKey    string    `json:"state_key"` // the state object's key, under the bucket
 	Pushed      time.Time `json:"pushed"`
 	// Meta is the local metadata file as the pushing store wrote it (the prompt or messages).
 	Meta json.RawMessage `json:"meta"`
@@ -76,9 +77,10 @@ type Local struct {
 	StatePath string // the engine's state file
 }
 
-// Push uploads a saved context: the state (multipart, with progress), then the manifest. Until the
-// manifest is written the remote still lists the previous version, whose state S3 replaces only when
-// the new upload completes; a push cut off half-way leaves the remote as it was.
+// Push uploads a saved context: the state (multipart, with progress) under a key of its own, then the
+// manifest that names it, then it deletes the previous version's state. Until the manifest is written
+// the remote holds the previous version whole, so a push cut off at any point leaves the remote as it
+// was (at worst with an unreferenced state, which the next push of the name removes).
 func (r *Remote) Push(ctx context.Context, l Local, progress Progress) (Manifest, error) {
 	doing := fmt.Sprintf("push context %q to %s", l.Name, r)
 	meta, err := os.ReadFile(l.MetaPath)
@@ -111,9 +113,10 @@ func (r *Remote) Push(ctx context.Context, l Local, progress Progress) (Manifest
 		o.ObjectProgressListeners.Register(progressListener{progress})
 	})
 	progress.report(0, size)
+	key := r.newStateKey(l.Name)
 	_, err = tm.UploadObject(ctx, &transfermanager.UploadObjectInput{
 		Bucket:        aws.String(r.bucket),
-		Key:           aws.String(r.stateKey(l.Name)),
+		Key:           aws.String(key),
 		Body:          body,
 		ContentLength: aws.Int64(size),
 		ContentType:   aws.String("application/octet-stream"),
@@ -122,7 +125,7 @@ func (r *Remote) Push(ctx context.Context, l Local, progress Progress) (Manifest
 		return Manifest{}, r.explain(doing, l.Name, err)
 	}
 	m := Manifest{Format: manifestFormat, Name: l.Name, Model: l.Model, Tokens: l.Tokens, StateBytes: size,
-		StateSHA256: hex.EncodeToString(sum.Sum(nil)), Pushed: time.Now().UTC(), Meta: meta}
+		StateSHA256: hex.EncodeToString(sum.Sum(nil)), StateKey: key, Pushed: time.Now().UTC(), Meta: meta}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return Manifest{}, fmt.Errorf("%s: encode the manifest: %w", doing, err)
@@ -138,7 +141,31 @@ func (r *Remote) Push(ctx context.Context, l Local, progress Progress) (Manifest
 		return Manifest{}, r.explain(doing+": write the manifest", l.Name, err)
 	}
 	progress.report(size, size)
+	if err := r.removeStates(ctx, l.Name, key); err != nil {
+		return m, fmt.Errorf("%s: pushed, but the previous version's state was not removed: %w", doing, err)
+	}
 	return m, nil
+}
+
+// removeStates deletes name's state objects but keep ("" deletes them all).
+func (r *Remote) removeStates(ctx context.Context, name, keep string) error {
+	p := s3.NewListObjectsV2Paginator(r.client, &s3.ListObjectsV2Input{Bucket: aws.String(r.bucket), Prefix: aws.String(r.prefix + name + ".")})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return r.explain("list the states of "+name, name, err)
+		}
+		for _, obj := range page.Contents {
+			key := aws.ToString(obj.Key)
+			if key == keep || !r.isStateOf(key, name) {
+				continue
+			}
+			if _, err := r.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(key)}); err != nil {
+				return r.explain("delete "+key, name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // progressListener forwards the transfer manager's byte counts.
@@ -168,7 +195,8 @@ func (r *Remote) Manifest(ctx context.Context, name string) (Manifest, error) {
 		return m, fmt.Errorf("%s: %w: its manifest is not valid JSON", doing, ErrCorrupt)
 	case m.Format > manifestFormat:
 		return m, fmt.Errorf("%s: its manifest is format %d, newer than this program's %d: update expertsniper", doing, m.Format, manifestFormat)
-	case m.Name != name || m.StateBytes < 0 || len(m.StateSHA256) != 64 || !json.Valid(m.Meta):
+	case m.Name != name || m.StateBytes < 0 || len(m.StateSHA256) != 64 || !json.Valid(m.Meta) ||
+		!r.isStateOf(m.StateKey, name):
 		return m, fmt.Errorf("%s: %w: its manifest is incomplete or names another context", doing, ErrCorrupt)
 	}
 	return m, nil
@@ -220,7 +248,7 @@ func (r *Remote) Pull(ctx context.Context, name string, want Model, partPath str
 	}
 	progress.report(offset, m.StateBytes)
 	if offset < m.StateBytes {
-		if err := r.download(ctx, doing, name, f, sum, offset, m.StateBytes, progress); err != nil {
+		if err := r.download(ctx, doing, name, m.StateKey, f, sum, offset, m.StateBytes, progress); err != nil {
 			return m, err
 		}
 	}
@@ -239,8 +267,8 @@ func (r *Remote) Pull(ctx context.Context, name string, want Model, partPath str
 }
 
 // download appends the state's bytes from offset to f, hashing them as they come.
-func (r *Remote) download(ctx context.Context, doing, name string, f *os.File, sum hash.Hash, offset, total int64, progress Progress) error {
-	in := &s3.GetObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(r.stateKey(name))}
+func (r *Remote) download(ctx context.Context, doing, name, key string, f *os.File, sum hash.Hash, offset, total int64, progress Progress) error {
+	in := &s3.GetObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(key)}
 	if offset > 0 {
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-", offset))
 	}
@@ -332,10 +360,11 @@ func (r *Remote) Remove(ctx context.Context, name string) error {
 	if _, err := r.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(r.manifestKey(name))}); err != nil {
 		return r.explain(doing, name, err)
 	}
-	for _, key := range []string{r.manifestKey(name), r.stateKey(name)} {
-		if _, err := r.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(key)}); err != nil {
-			return r.explain(doing, name, err)
-		}
+	if _, err := r.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(r.manifestKey(name))}); err != nil {
+		return r.explain(doing, name, err)
+	}
+	if err := r.removeStates(ctx, name, ""); err != nil {
+		return fmt.Errorf("%s: %w", doing, err)
 	}
 	return nil
 }

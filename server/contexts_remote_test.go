@@ -99,8 +99,16 @@ func TestContextsTravelThroughARemote(t *testing.T) {
 	expectError(t, resp, body, 400, "invalid_request_error")
 
 	// A tampered object: 502, and the local copy stays.
+	objs, err := srv.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("contexts"), Prefix: aws.String("shared/manual.")})
+	if err != nil || len(objs.Contents) != 2 {
+		t.Fatalf("objects of the context: %v %+v", err, objs)
+	}
+	stateKey := aws.ToString(objs.Contents[0].Key)
+	if !strings.HasSuffix(stateKey, ".state") {
+		stateKey = aws.ToString(objs.Contents[1].Key)
+	}
 	if _, err := srv.Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String("contexts"),
-		Key: aws.String("shared/manual.state"), Body: bytes.NewReader(bytes.Repeat([]byte{1}, len(before)))}); err != nil {
+		Key: aws.String(stateKey), Body: bytes.NewReader(bytes.Repeat([]byte{1}, len(before)))}); err != nil {
 		t.Fatal(err)
 	}
 	resp, body = ts2.do(t, "POST", "/v1/context/download", map[string]any{"name": "manual"})

@@ -181,10 +181,11 @@ func (s *Server) Kill() {
 // that drops does; the server behind it keeps its objects (moto keeps them in memory only, so a killed
 // moto cannot be restarted with them).
 type Cutter struct {
-	URL   string
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
+	URL    string
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	closed bool // refuse new connections (SetDown)
 }
 
 // Cut starts a proxy to s, closed when the test ends.
@@ -200,6 +201,13 @@ func (s *Server) Cut(t testing.TB) *Cutter {
 			in, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			c.mu.Lock()
+			down := c.closed
+			c.mu.Unlock()
+			if down {
+				in.Close()
+				continue
 			}
 			out, err := net.Dial("tcp", target)
 			if err != nil {
@@ -217,7 +225,15 @@ func (s *Server) Cut(t testing.TB) *Cutter {
 	return c
 }
 
-// CutAll closes every connection through the proxy; new ones are still accepted.
+// SetDown makes the proxy close new connections at once (down) or pass them on again: an endpoint
+// that is gone, so that the client's retries fail too.
+func (c *Cutter) SetDown(down bool) {
+	c.mu.Lock()
+	c.closed = down
+	c.mu.Unlock()
+}
+
+// CutAll closes every connection through the proxy; new ones are still accepted unless SetDown.
 func (c *Cutter) CutAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
