@@ -24,6 +24,9 @@ type Workload struct {
 	PromptTokens int    `json:"prompt_tokens"`
 	GenTokens    int    `json:"gen_tokens"`
 	Threads      int    `json:"threads"`
+	// RPC and TensorSplit are the --rpc workers and --tensor-split weights of the rpc configuration.
+	RPC         string `json:"rpc,omitempty"`
+	TensorSplit string `json:"tensor_split,omitempty"`
 }
 
 // Validate rejects workloads no configuration could run.
@@ -37,6 +40,8 @@ func (w Workload) Validate() error {
 		return fmt.Errorf("bench: generated tokens must be at least 1, got %d", w.GenTokens)
 	case w.Threads < 1:
 		return fmt.Errorf("bench: threads must be at least 1, got %d", w.Threads)
+	case w.TensorSplit != "" && w.RPC == "":
+		return fmt.Errorf("bench: a tensor split needs rpc workers")
 	}
 	return nil
 }
@@ -53,17 +58,19 @@ const (
 	KindSniper Kind = "sniper"
 	// KindStream streams each layer's FFN of a dense model.
 	KindStream Kind = "stream"
+	// KindRPC is our engine in RAM with the layers spread over llama.cpp RPC workers (Workload.RPC).
+	KindRPC Kind = "rpc"
 )
 
 // ParseKind accepts the names of the configuration kinds.
 func ParseKind(s string) (Kind, error) {
 	switch k := Kind(strings.ToLower(strings.TrimSpace(s))); k {
-	case KindPeer, KindRAM, KindSniper, KindStream:
+	case KindPeer, KindRAM, KindSniper, KindStream, KindRPC:
 		return k, nil
 	case "peer", "llama", "llamacpp":
 		return KindPeer, nil
 	}
-	return "", fmt.Errorf("unknown configuration %q (llama.cpp, ram, sniper, stream)", s)
+	return "", fmt.Errorf("unknown configuration %q (llama.cpp, ram, sniper, stream, rpc)", s)
 }
 
 // Config is one configuration: an engine, its expert cache budget (streaming kinds) and the memory cap
@@ -149,6 +156,10 @@ type Measurement struct {
 	// Streaming kinds only (NaN/absent otherwise): bytes of experts read per decoded token, the disk
 	// throughput achieved while decoding, and the expert cache hit rate during decode.
 	ReadPerToken Num `json:"read_per_token_bytes"`
+	// RPC kind only: bytes on the wire to and from the workers per decoded token, and how fast the
+	// weights went to the workers while loading (GB/s).
+	WirePerToken Num `json:"rpc_wire_per_token_bytes"`
+	WireLoadGBps Num `json:"rpc_load_gb_s"`
 	DiskGBps     Num `json:"disk_gb_s"`
 	HitRate      Num `json:"hit_rate"`
 	// Ratios to the peer under the same cap, and to our uncapped in-RAM run (NaN when missing).
@@ -203,6 +214,7 @@ func failed(c Config, err error) Measurement {
 func (m *Measurement) clearOptional() {
 	nan := Num(math.NaN())
 	m.ReadPerToken, m.DiskGBps, m.HitRate = nan, nan, nan
+	m.WirePerToken, m.WireLoadGBps = nan, nan
 	m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM = nan, nan, nan, nan
 }
 

@@ -27,12 +27,14 @@ func (r *Report) rows() [][]string {
 		}
 		row = append(row, rates(m.PrefillTPS, m.PrefillRuns), rates(m.DecodeTPS, m.DecodeRuns), times(m.PrefillVsPeer), times(m.DecodeVsPeer),
 			times(m.PrefillVsRAM), times(m.DecodeVsRAM), FormatSize(m.PeakRSS), FormatSize(m.PeakUsage), FormatSize(m.DiskRead))
-		if m.ReadPerToken.Missing() {
-			row = append(row, "—")
-		} else {
-			row = append(row, FormatSize(int64(m.ReadPerToken)))
+		switch {
+		case m.Kind == KindRPC && !m.WirePerToken.Missing(): // what crossed the network instead of the disk
+			row = append(row, FormatSize(int64(m.WirePerToken))+" wire", num(m.WireLoadGBps, "%.2f load"), "—")
+		case m.ReadPerToken.Missing():
+			row = append(row, "—", num(m.DiskGBps, "%.2f"), percent(m.HitRate))
+		default:
+			row = append(row, FormatSize(int64(m.ReadPerToken)), num(m.DiskGBps, "%.2f"), percent(m.HitRate))
 		}
-		row = append(row, num(m.DiskGBps, "%.2f"), percent(m.HitRate))
 		out = append(out, row)
 	}
 	return out
@@ -75,6 +77,13 @@ func (r *Report) header() []string {
 	lines := []string{
 		fmt.Sprintf("model %s (%s), prompt %d tokens, %d generated, %d threads", w.Model, FormatSize(r.ModelSize), w.PromptTokens, w.GenTokens, w.Threads),
 		"machine: " + r.Machine.String(),
+	}
+	if w.RPC != "" {
+		split := w.TensorSplit
+		if split == "" {
+			split = "equal"
+		}
+		lines = append(lines, fmt.Sprintf("rpc workers %s (tensor split %s, running outside the caps): for rpc, read/token is the bytes on the wire per token and disk GB/s the rate the weights went to the workers at load", w.RPC, split))
 	}
 	if r.Rounds > 1 {
 		lines = append(lines, fmt.Sprintf("%d rounds of every configuration: tok/s are medians (range in parentheses), the other columns the median-decode round's", r.Rounds))

@@ -28,6 +28,10 @@ type RunStats struct {
 	// Prefill's cache lookups, so that decode's hit rate can be told apart (absent in older runs).
 	PromptHits   *int64 `json:"prompt_hits"`
 	PromptMisses *int64 `json:"prompt_misses"`
+	// --rpc: bytes on the wire per generated token, and the weights sent while loading.
+	RPCDecodeBytesPerToken float64 `json:"rpc_decode_bytes_per_token"`
+	RPCLoadBytes           int64   `json:"rpc_load_bytes"`
+	RPCLoadSeconds         float64 `json:"rpc_load_seconds"`
 }
 
 // ParseRunStats reads `agent run --stats-json` output and checks it has the timings the bench needs.
@@ -49,11 +53,20 @@ func ParseRunStats(data []byte) (RunStats, error) {
 // runs without weight repacking (--no-repack): the numeric path the streaming modes reproduce
 // bit-exactly and the one the peer runs with --repack 0.
 func OursArgs(w Workload, c Config, prompt, statsPath string) []string {
+	mode := string(c.Kind)
+	if c.Kind == KindRPC {
+		mode = "ram"
+	}
 	args := []string{"run", "-m", w.Model, "-p", prompt, "-n", strconv.Itoa(w.GenTokens), "--temp", "0",
-		"--threads", strconv.Itoa(w.Threads), "--mode", string(c.Kind), "--stats-json", statsPath}
+		"--threads", strconv.Itoa(w.Threads), "--mode", mode, "--stats-json", statsPath}
 	switch c.Kind {
 	case KindRAM:
 		args = append(args, "--no-repack")
+	case KindRPC:
+		args = append(args, "--no-repack", "--rpc", w.RPC)
+		if w.TensorSplit != "" {
+			args = append(args, "--tensor-split", w.TensorSplit)
+		}
 	case KindSniper, KindStream:
 		budget := "unlimited"
 		if c.Budget >= 0 {
@@ -72,6 +85,13 @@ func measurementFromRun(c Config, s RunStats) Measurement {
 	m := Measurement{Config: c, PromptTokens: s.PromptTokens, GenTokens: s.GeneratedTokens,
 		PrefillTPS: s.PromptPerSec, DecodeTPS: s.DecodePerSec}
 	m.clearOptional()
+	if c.Kind == KindRPC {
+		m.WirePerToken = Num(s.RPCDecodeBytesPerToken)
+		if s.RPCLoadSeconds > 0 {
+			m.WireLoadGBps = Num(float64(s.RPCLoadBytes) / s.RPCLoadSeconds / 1e9)
+		}
+		return m
+	}
 	if c.Kind != KindSniper && c.Kind != KindStream {
 		return m
 	}

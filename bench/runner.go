@@ -139,7 +139,7 @@ func (r *Runner) one(ctx context.Context, w Workload, c Config) (Measurement, er
 	switch c.Kind {
 	case KindPeer:
 		return r.peer(ctx, w, c)
-	case KindRAM, KindSniper, KindStream:
+	case KindRAM, KindSniper, KindStream, KindRPC:
 		return r.ours(ctx, w, c)
 	}
 	return Measurement{}, fmt.Errorf("bench: unknown configuration kind %q", c.Kind)

@@ -41,6 +41,7 @@ type benchOptions struct {
 	Agent        string
 	From         string
 	Verbose      bool
+	rpc          rpcFlagSet
 }
 
 func benchCommand(streams *IOStreams) *cli.Command {
@@ -54,9 +55,10 @@ func benchCommand(streams *IOStreams) *cli.Command {
 			"in-RAM mode (--no-repack), and the sniper (MoE) or dense streaming with each of --budgets as the\n" +
 			"expert cache. Prints prefill and decode tok/s, ratios to the peer under the same cap and to our\n" +
 			"uncapped in-RAM run, peak RSS and cgroup peak, decode bytes read per token, disk GB/s and the cache\n" +
-			"hit rate, plus the disk-bound ceiling measured with direct reads of the model's experts.\n" +
+			"hit rate, plus the disk-bound ceiling measured with direct reads of the model's experts. With --rpc,\n" +
+			"also our in-RAM mode spread over those workers (configuration rpc), with the bytes on the wire per token.\n" +
 			"Linux only (memory cgroups); runs as root or with a delegated cgroup.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE` (required)", Destination: &o.Model},
 			&cli.IntFlag{Name: "prompt-tokens", Aliases: []string{"p"}, Value: 32, Usage: "prompt length in tokens", Destination: &o.PromptTokens},
 			&cli.IntFlag{Name: "gen-tokens", Aliases: []string{"n"}, Value: 16, Usage: "tokens to generate", Destination: &o.GenTokens},
@@ -76,7 +78,7 @@ func benchCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "from", Usage: "print a report saved with --json from `FILE` (as a table, markdown or JSON) instead of running", Destination: &o.From},
 			&cli.StringFlag{Name: "agent", Hidden: true, Usage: "agent `BINARY` that runs our configurations (default: this one)", Destination: &o.Agent},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "copy the children's stderr to ours", Destination: &o.Verbose},
-		},
+		}, o.rpc.flags("EXPERTSNIPER_")...),
 		Subcommands: []*cli.Command{correlateCommand(streams)},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -128,6 +130,13 @@ func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command 
 	// Ctrl-C and SIGTERM cancel ctx (signals.go), so that the child is killed and its cgroup removed
 	// before we exit.
 	w := bench.Workload{Model: o.Model, PromptTokens: o.PromptTokens, GenTokens: o.GenTokens, Threads: o.Threads}
+	workers, err := o.rpc.parse()
+	if err != nil {
+		return err
+	}
+	if workers != nil {
+		w.RPC, w.TensorSplit = strings.Join(workers.Endpoints, ","), o.rpc.TensorSplit
+	}
 	if err := w.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -150,9 +159,16 @@ func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command 
 	if err != nil {
 		return err
 	}
-	kinds, err := benchKinds(o.Configs, sniper.IsMoE(f))
+	kinds, err := benchKinds(o.Configs, sniper.IsMoE(f), workers != nil)
 	if err != nil {
 		return usageError{err}
+	}
+	if workers != nil {
+		// A worker serves one client at a time and the configurations run one after another; a
+		// worker that is down fails here, not in the middle of the matrix.
+		if err := workers.probeAll(ctx, false); err != nil {
+			return err
+		}
 	}
 	if err := memcap.Supported(); err != nil {
 		return fmt.Errorf("bench runs every configuration under a memory cap: %w", err)
@@ -223,13 +239,18 @@ func writeBenchReport(streams *IOStreams, o *benchOptions, rep *bench.Report) er
 	return rep.WriteText(streams.Out)
 }
 
-// benchKinds parses --configs; auto picks the streaming kind the model supports.
-func benchKinds(s string, moe bool) ([]bench.Kind, error) {
+// benchKinds parses --configs; auto picks the streaming kind the model supports, and rpc when
+// --rpc names workers.
+func benchKinds(s string, moe, rpc bool) ([]bench.Kind, error) {
 	if strings.EqualFold(strings.TrimSpace(s), "auto") {
+		kinds := []bench.Kind{bench.KindPeer, bench.KindRAM, bench.KindStream}
 		if moe {
-			return []bench.Kind{bench.KindPeer, bench.KindRAM, bench.KindSniper}, nil
+			kinds[2] = bench.KindSniper
 		}
-		return []bench.Kind{bench.KindPeer, bench.KindRAM, bench.KindStream}, nil
+		if rpc {
+			kinds = append(kinds, bench.KindRPC)
+		}
+		return kinds, nil
 	}
 	var out []bench.Kind
 	for _, part := range strings.Split(s, ",") {
@@ -245,6 +266,9 @@ func benchKinds(s string, moe bool) ([]bench.Kind, error) {
 		}
 		if k == bench.KindStream && moe {
 			return nil, fmt.Errorf("bench --configs: stream is for dense models; this one has experts (use sniper)")
+		}
+		if k == bench.KindRPC && !rpc {
+			return nil, fmt.Errorf("bench --configs: rpc needs the workers in --rpc HOST:PORT,…")
 		}
 		out = append(out, k)
 	}

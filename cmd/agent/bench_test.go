@@ -14,21 +14,24 @@ import (
 )
 
 func TestBenchKinds(t *testing.T) {
-	got, err := benchKinds("auto", true)
+	got, err := benchKinds("auto", true, false)
 	if err != nil || len(got) != 3 || got[2] != bench.KindSniper {
 		t.Fatalf("auto for MoE: %v %v", got, err)
 	}
-	got, err = benchKinds("auto", false)
+	got, err = benchKinds("auto", false, false)
 	if err != nil || got[2] != bench.KindStream {
 		t.Fatalf("auto for dense: %v %v", got, err)
 	}
-	if got, err = benchKinds("peer, sniper", true); err != nil || len(got) != 2 || got[0] != bench.KindPeer {
+	if got, err = benchKinds("peer, sniper", true, false); err != nil || len(got) != 2 || got[0] != bench.KindPeer {
 		t.Fatalf("peer,sniper: %v %v", got, err)
 	}
-	for _, bad := range []string{"sniper", "bogus", ","} {
-		if _, err := benchKinds(bad, false); err == nil {
+	for _, bad := range []string{"sniper", "bogus", ",", "rpc"} {
+		if _, err := benchKinds(bad, false, false); err == nil {
 			t.Errorf("benchKinds(%q, dense) accepted", bad)
 		}
+	}
+	if got, err = benchKinds("auto", true, true); err != nil || len(got) != 4 || got[3] != bench.KindRPC {
+		t.Fatalf("auto with --rpc: %v %v", got, err)
 	}
 }
 

@@ -167,3 +167,33 @@ func TestRPCFlagsRefuseBadInput(t *testing.T) {
 		t.Fatalf("old worker: %v", err)
 	}
 }
+
+// TestBenchRPCConfiguration: agent bench --rpc measures our in-RAM mode spread over the workers next
+// to the local one, with the bytes on the wire per token.
+func TestBenchRPCConfiguration(t *testing.T) {
+	bin := buildAgent(t)
+	w1, w2 := startRPCWorker(t, bin, ""), startRPCWorker(t, bin, "")
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	var out, errOut bytes.Buffer
+	code := run(t.Context(), []string{"agent", "bench", "-m", model, "-p", "8", "-n", "4", "-t", "1", "--configs", "ram,rpc",
+		"--caps", "none", "--probe", "0", "--json", "--agent", bin, "--rpc", w1.endpoint + "," + w2.endpoint, "--tensor-split", "1,1,2"},
+		&IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var rep struct {
+		Results []struct {
+			Kind         string   `json:"kind"`
+			Err          string   `json:"error"`
+			DecodeTPS    float64  `json:"decode_tok_s"`
+			WirePerToken *float64 `json:"rpc_wire_per_token_bytes"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if len(rep.Results) != 2 || rep.Results[1].Kind != "rpc" || rep.Results[1].Err != "" || rep.Results[1].DecodeTPS <= 0 ||
+		rep.Results[1].WirePerToken == nil || *rep.Results[1].WirePerToken <= 0 {
+		t.Fatalf("report:\n%s\n%s", out.String(), errOut.String())
+	}
+}
