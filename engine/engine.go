@@ -148,6 +148,21 @@ type Stats struct {
 	ReadP99Micros   int64
 	// LayerExpertActivations[layer][expert] counts how often the router chose that expert.
 	LayerExpertActivations [][]int64
+	// Devices are where the model's layers live when it is spread over llama.cpp RPC workers (the
+	// local machine first); empty when everything is local.
+	Devices []Device
+	// EngineProcessRSSBytes is the resident memory of a separate engine process holding the model
+	// (engine/isolated); 0 when the model lives in the caller's process.
+	EngineProcessRSSBytes int64
+}
+
+// Device is one place a spread model's layers live: the local machine or an RPC worker's device.
+type Device struct {
+	Name       string `json:"name"`
+	Endpoint   string `json:"endpoint,omitempty"` // the worker's HOST:PORT; "" for the local machine
+	Layers     int    `json:"layers"`             // of n_layer+1 (the output layer counts as one)
+	FreeBytes  uint64 `json:"free_bytes"`         // as the device reported when the model loaded
+	TotalBytes uint64 `json:"total_bytes"`
 }
 
 // Engine is a loaded model with one or more slots. All methods are safe for concurrent use; Complete

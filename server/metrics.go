@@ -101,6 +101,17 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("expertsniper_expert_cache_budget_bytes", "gauge", "Byte budget of the expert cache.", st.CacheBudget)
 	metric("expertsniper_read_latency_p50_seconds", "gauge", "Median weight read latency.", float64(st.ReadP50Micros)/1e6)
 	metric("expertsniper_read_latency_p99_seconds", "gauge", "99th percentile weight read latency.", float64(st.ReadP99Micros)/1e6)
+	if len(st.Devices) > 0 {
+		devices := func(name, help string, v func(engine.Device) any) {
+			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
+			for _, d := range st.Devices {
+				fmt.Fprintf(&b, "%s{device=%q,endpoint=%q} %v\n", name, d.Name, d.Endpoint, v(d))
+			}
+		}
+		devices("expertsniper_device_layers", "Layers of the model on each device (the output layer counts as one).", func(d engine.Device) any { return d.Layers })
+		devices("expertsniper_device_free_bytes", "Free memory each device reported when the model loaded.", func(d engine.Device) any { return d.FreeBytes })
+		devices("expertsniper_device_total_bytes", "Total memory of each device.", func(d engine.Device) any { return d.TotalBytes })
+	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write([]byte(b.String()))
 }
@@ -129,6 +140,8 @@ type statsView struct {
 	ReadP99US    int64         `json:"read_p99_us"`
 	Activations  [][]int64     `json:"layer_expert_activations"`
 	Running      []slotRunning `json:"running"`
+	// Devices are where a model spread over RPC workers lives (empty when all is local).
+	Devices []engine.Device `json:"devices"`
 }
 
 type slotRunning struct {
@@ -150,7 +163,10 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		RSSBytes: processRSS(st), PromptTokens: st.PromptTokens, Generated: max(st.GeneratedTokens, s.metrics.tokensLive.Load()),
 		BytesRead: st.BytesRead, Reads: st.Reads, CacheHits: st.CacheHits, CacheMisses: st.CacheMisses,
 		CacheBytes: st.CacheBytes, CacheBudget: st.CacheBudget, ReadP50US: st.ReadP50Micros, ReadP99US: st.ReadP99Micros,
-		Activations: st.LayerExpertActivations, Running: []slotRunning{},
+		Activations: st.LayerExpertActivations, Running: []slotRunning{}, Devices: st.Devices,
+	}
+	if v.Devices == nil {
+		v.Devices = []engine.Device{}
 	}
 	if v.Activations == nil {
 		v.Activations = [][]int64{}
@@ -166,10 +182,11 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-// processRSS prefers the kernel's figure for this process and falls back to the engine's.
+// processRSS prefers the kernel's figure for this process and falls back to the engine's; a model
+// held by a separate engine process (--rpc) adds that process's.
 func processRSS(st engine.Stats) int64 {
 	if rss := selfRSS(); rss > 0 {
-		return rss
+		return rss + st.EngineProcessRSSBytes
 	}
 	return st.RSSBytes
 }

@@ -74,6 +74,9 @@ func openEngineHost(ctx context.Context, cfg engineHostConfig) (engine.Engine, e
 		}
 		fmt.Fprintf(os.Stderr, "rpc: %s\n", rp.describe())
 		o.ModelOptions = append(o.ModelOptions, rp.Options...)
+		if o.StatsSource == nil && o.Mode == "ram" {
+			o.StatsSource = deviceStats(rp.engineDevices())
+		}
 	}
 	return local.Open(ctx, cfg.Model, o)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/binding"
 	"github.com/expertsniper/expertsniper/bytesize"
+	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/ggmlrpc"
 	"github.com/expertsniper/expertsniper/plan"
 )
@@ -314,3 +316,24 @@ func printRPCStats(w io.Writer, rs runStats) {
 		rs.RPCLayers, strings.Join(rs.RPCWorkers, ", "), sizeString(rs.RPCLoadBytes), rs.RPCLoadSeconds, rate,
 		sizeString(rs.RPCPromptBytes), sizeString(int64(rs.RPCDecodeBytesPerToken)))
 }
+
+// engineDevices lists where the plan put the layers, for /stats, /metrics and the dashboard.
+func (p *rpcPlan) engineDevices() []engine.Device {
+	out := []engine.Device{{Name: "local", Layers: p.Placement.LocalLayers}}
+	if cpu, err := binding.CPUDevice(); err == nil {
+		out[0].Name, out[0].FreeBytes, out[0].TotalBytes = "local "+cpu.Name, cpu.FreeBytes, cpu.TotalBytes
+	}
+	for i, d := range p.Devices {
+		layers := 0
+		if i < len(p.Placement.DeviceSplit) {
+			layers = int(math.Round(float64(p.Placement.DeviceSplit[i])))
+		}
+		out = append(out, engine.Device{Name: d.Name, Endpoint: d.Endpoint, Layers: layers, FreeBytes: d.FreeBytes, TotalBytes: d.TotalBytes})
+	}
+	return out
+}
+
+// deviceStats puts the devices into the engine's statistics (local.StatsSource).
+type deviceStats []engine.Device
+
+func (d deviceStats) FillStats(s *engine.Stats) { s.Devices = d }

@@ -140,6 +140,39 @@ func TestServeOverTwoRPCWorkers(t *testing.T) {
 		t.Fatalf("bad request over RPC: %+v", spread.BadRequest)
 	}
 
+	get := func(path string) string {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer k")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	var stats struct {
+		RSS     int64 `json:"rss_bytes"`
+		Devices []struct {
+			Endpoint string `json:"endpoint"`
+			Layers   int    `json:"layers"`
+		} `json:"devices"`
+	}
+	if err := json.Unmarshal([]byte(get("/stats")), &stats); err != nil {
+		t.Fatal(err)
+	}
+	layers := 0
+	for _, d := range stats.Devices {
+		layers += d.Layers
+	}
+	if len(stats.Devices) != 3 || stats.Devices[1].Endpoint != w1.endpoint || stats.Devices[2].Endpoint != w2.endpoint ||
+		layers != mustPlan(t, model).Layers+1 || stats.RSS <= 0 {
+		t.Fatalf("/stats devices: %+v", stats)
+	}
+	if m := get("/metrics"); !strings.Contains(m, `expertsniper_device_layers{device="`) || !strings.Contains(m, `endpoint="`+w2.endpoint+`"}`) {
+		t.Fatalf("/metrics lacks the devices:\n%s", m)
+	}
+
 	post := func(body string) (*http.Response, error) {
 		req, _ := http.NewRequest("POST", base+"/v1/completions", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer k")

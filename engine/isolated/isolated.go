@@ -302,6 +302,7 @@ func (e *Engine) Stats() engine.Stats {
 		select {
 		case <-call.Done:
 			if call.Error == nil {
+				s.EngineProcessRSSBytes = s.RSSBytes
 				e.mu.Lock()
 				e.stats = s
 				e.mu.Unlock()

@@ -53,8 +53,24 @@
     $("slots").textContent = s.slots_busy + " / " + s.slots;
     $("slots-sub").textContent = "busy · " + s.queue + " queued" +
       s.running.map(function (r) { return " · slot " + r.id + ": " + r.decoded + " tok"; }).join("");
+    drawDevices(s.devices || []);
     drawSpark();
     drawHeatmap(s.layer_expert_activations);
+  }
+
+  // A model spread over RPC workers: where its layers are (one line per device, the local one first).
+  function drawDevices(devs) {
+    var card = $("devices-card");
+    if (!devs.length) { card.classList.add("hidden"); return; }
+    card.classList.remove("hidden");
+    var list = $("devices");
+    list.textContent = "";
+    devs.forEach(function (d) {
+      var li = document.createElement("li");
+      li.textContent = d.name + (d.endpoint ? " on " + d.endpoint : "") + ": " + d.layers + " layers · " +
+        bytes(d.free_bytes) + " free of " + bytes(d.total_bytes);
+      list.appendChild(li);
+    });
   }
 
   function drawSpark() {
