@@ -111,3 +111,48 @@ func Place(nLayer int, weights []float64, devicesPerWorker []int) (Placement, er
 	}
 	return p, nil
 }
+
+// Share is what one device holds of a model spread by a Placement.
+type Share struct {
+	Layers      int   `json:"layers"`
+	WeightBytes int64 `json:"weight_bytes"`
+	KVBytes     int64 `json:"kv_bytes"`
+}
+
+// Shares divides a model's bytes along p, in llama.cpp's order: the local machine holds the input
+// tensors (token embeddings) and the first LocalLayers units; then each worker device takes the next
+// units by its DeviceSplit share; the last unit is the output layer. layerBytes are the repeating
+// layers' tensor bytes, kvPerLayer a layer's share of the KV cache and recurrent state. The result has
+// the local machine first, then one entry per device. (llama.cpp rounds the devices' boundaries its
+// own way, so a device may end up with a layer more or less.)
+func Shares(p Placement, layerBytes []int64, outputBytes, inputBytes, kvPerLayer int64) []Share {
+	unitBytes := func(u int) (int64, int64) {
+		if u < len(layerBytes) {
+			return layerBytes[u], kvPerLayer
+		}
+		return outputBytes, 0
+	}
+	out := make([]Share, 1+len(p.DeviceSplit))
+	out[0].WeightBytes = inputBytes
+	next := 0
+	take := func(s *Share, n int) {
+		for i := 0; i < n && next < p.Units; i++ {
+			w, kv := unitBytes(next)
+			s.Layers++
+			s.WeightBytes += w
+			s.KVBytes += kv
+			next++
+		}
+	}
+	take(&out[0], p.LocalLayers)
+	given := 0.0
+	for i, f := range p.DeviceSplit {
+		given += float64(f)
+		n := int(math.Round(given)) - (next - p.LocalLayers)
+		if i == len(p.DeviceSplit)-1 {
+			n = p.Units - next
+		}
+		take(&out[i+1], n)
+	}
+	return out
+}

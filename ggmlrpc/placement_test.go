@@ -158,3 +158,15 @@ func TestMeterRelaysAndCounts(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestSharesFollowThePlacement(t *testing.T) {
+	p, err := Place(5, []float64{1, 1, 1}, []int{1, 1}) // 6 units: 2 local, 2, 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := []int64{10, 10, 10, 10, 10}
+	sh := Shares(p, layers, 7, 100, 3)
+	if len(sh) != 3 || sh[0] != (Share{2, 120, 6}) || sh[1] != (Share{2, 20, 6}) || sh[2] != (Share{2, 17, 3}) {
+		t.Fatalf("shares %+v", sh)
+	}
+}

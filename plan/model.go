@@ -69,6 +69,12 @@ type Model struct {
 	// LayerStreamBytes is, per layer, what one token reads at 0% cache hits: ExpertsUsed experts for
 	// MoE, the whole FFN for dense models.
 	LayerStreamBytes []int64 `json:"layer_stream_bytes"`
+	// LayerBytes are all the tensor bytes of each repeating layer (blk.N.*), OutputBytes those of the
+	// output layer (output.*, output_norm.*), InputBytes the rest (token embeddings): how a model
+	// spread over devices divides (llama.cpp places whole layers; the input stays local).
+	LayerBytes  []int64 `json:"layer_bytes"`
+	OutputBytes int64   `json:"output_bytes"`
+	InputBytes  int64   `json:"input_bytes"`
 
 	Types []TypeCount `json:"types"`
 }
@@ -273,6 +279,20 @@ func analyze(path string, f *gguf.File, tensors []gguf.TensorInfo) (*Model, erro
 		}
 	}
 	m.PinnedBytes = m.TensorBytes - m.StreamedBytes
+	m.LayerBytes = make([]int64, m.Layers)
+	for _, t := range tensors {
+		if sm := layerTensorName.FindStringSubmatch(t.Name); sm != nil {
+			if l, err := strconv.Atoi(sm[1]); err == nil && l < m.Layers {
+				m.LayerBytes[l] += t.Bytes()
+				continue
+			}
+		}
+		if strings.HasPrefix(t.Name, "output.") || strings.HasPrefix(t.Name, "output_norm.") {
+			m.OutputBytes += t.Bytes()
+		} else {
+			m.InputBytes += t.Bytes()
+		}
+	}
 	m.ExpertBytes = make([]int64, m.Layers)
 	m.LayerStreamBytes = make([]int64, m.Layers)
 	for l := 0; l < m.Layers; l++ {

@@ -26,6 +26,7 @@ type inspectOptions struct {
 	KVTypeV  string
 	DiskGBps float64
 	JSON     bool
+	rpc      rpcFlagSet
 }
 
 func inspectCommand(streams *IOStreams) *cli.Command {
@@ -38,15 +39,16 @@ func inspectCommand(streams *IOStreams) *cli.Command {
 			"Prints architecture, parameters (total and active), experts and their bytes, tensor types, then a\n" +
 			"memory plan: pinned weights, KV cache, the expert cache the budget leaves, bytes read per token,\n" +
 			"the disk-bound speed range, and the flags to run it with. The disk speed is measured with a short\n" +
-			"direct-read probe of the model file unless --disk-gbps is given.",
-		Flags: []cli.Flag{
+			"direct-read probe of the model file unless --disk-gbps is given. With --rpc, it also asks the workers\n" +
+			"for their memory and shows what each device would hold of the model spread over them (--tensor-split).",
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "ram", Usage: "memory budget for the model, e.g. 12GiB (default: available RAM minus 10%)", Destination: &opts.RAM},
 			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size to plan for (default: min(4096, trained))", Destination: &opts.Context},
 			&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "KV cache type of K: f16, q8_0, q4_0", Destination: &opts.KVTypeK},
 			&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Usage: "KV cache type of V (default: as K)", Destination: &opts.KVTypeV},
 			&cli.Float64Flag{Name: "disk-gbps", Usage: "disk read speed in GB/s (default: measure it)", Destination: &opts.DiskGBps},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts", Destination: &opts.JSON},
-		},
+		}, opts.rpc.flags("EXPERTSNIPER_")...),
 		Action: func(c *cli.Context) error {
 			args, err := interspersedArgs(c)
 			if err != nil {
@@ -120,12 +122,32 @@ func runInspect(ctx context.Context, streams *IOStreams, opts *inspectOptions) e
 		return usagef("%v", err)
 	}
 	report := plan.Report{Model: model, Plan: p}
+	var spread *rpcMemoryPlan
+	if workers, err := opts.rpc.parse(); err != nil {
+		return err
+	} else if workers != nil {
+		if spread, err = planRPCMemory(ctx, workers, model, p); err != nil {
+			return err
+		}
+	}
 	if opts.JSON {
 		enc := json.NewEncoder(streams.Out)
 		enc.SetIndent("", "  ")
+		if spread != nil {
+			return enc.Encode(struct {
+				plan.Report
+				RPC *rpcMemoryPlan `json:"rpc"`
+			}{report, spread})
+		}
 		return enc.Encode(report)
 	}
-	return report.WriteText(streams.Out)
+	if err := report.WriteText(streams.Out); err != nil {
+		return err
+	}
+	if spread != nil {
+		spread.writeText(streams.Out)
+	}
+	return nil
 }
 
 // interspersedArgs lets flags follow the positional arguments (`agent inspect MODEL --ram 8GiB`), as

@@ -7,10 +7,13 @@ import (
 	"math"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -87,7 +90,18 @@ func rpcServerCommand(streams *IOStreams) *cli.Command {
 				bytesize.Format(int64(cpu.FreeBytes))+" free", threads, ggmlrpc.ProtoMajor, ggmlrpc.ProtoMinor, ggmlrpc.ProtoPatch,
 				map[bool]string{true: ", tensor cache in " + dir, false: ""}[dir != ""])
 			binding.SetLogger(binding.LogInfo, func(_ binding.LogLevel, msg string) { fmt.Fprintln(streams.ErrOut, msg) })
-			return binding.ServeRPC(endpoint, dir, threads)
+			// ggml's server cannot be stopped; on SIGTERM or Ctrl-C we return and the process ends.
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			served := make(chan error, 1)
+			go func() { served <- binding.ServeRPC(endpoint, dir, threads) }()
+			select {
+			case err := <-served:
+				return err
+			case <-ctx.Done():
+				fmt.Fprintf(streams.ErrOut, "rpc worker on %s stopped\n", endpoint)
+				return nil
+			}
 		},
 	}
 }
@@ -337,3 +351,67 @@ func (p *rpcPlan) engineDevices() []engine.Device {
 type deviceStats []engine.Device
 
 func (d deviceStats) FillStats(s *engine.Stats) { s.Devices = d }
+
+// rpcMemoryPlan is agent inspect --rpc: what each device would hold of the model spread over the
+// workers. Field names are stable (--json).
+type rpcMemoryPlan struct {
+	Workers     []string          `json:"workers"`
+	TensorSplit string            `json:"tensor_split"`
+	Devices     []rpcDeviceMemory `json:"devices"`
+}
+
+type rpcDeviceMemory struct {
+	Name     string `json:"name"`
+	Endpoint string `json:"endpoint,omitempty"`
+	ggmlrpc.Share
+	FreeBytes uint64 `json:"free_bytes"`
+	Fits      bool   `json:"fits"`
+}
+
+// planRPCMemory asks the workers for their devices and memory and divides the model's weights and
+// KV cache (p's context) along the placement --tensor-split gives.
+func planRPCMemory(ctx context.Context, s *rpcSetup, m *plan.Model, p *plan.Plan) (*rpcMemoryPlan, error) {
+	rp, err := s.connect(ctx, m.Layers)
+	if err != nil {
+		return nil, err
+	}
+	kvPerLayer := (p.KVCacheBytes + p.RecurrentStateBytes) / int64(max(m.Layers, 1))
+	shares := ggmlrpc.Shares(rp.Placement, m.LayerBytes, m.OutputBytes, m.InputBytes, kvPerLayer)
+	split := "equal"
+	if len(s.Weights) > 0 {
+		var ws []string
+		for _, w := range s.Weights {
+			ws = append(ws, strconv.FormatFloat(w, 'g', -1, 64))
+		}
+		split = strings.Join(ws, ",")
+	}
+	out := &rpcMemoryPlan{Workers: s.Endpoints, TensorSplit: split}
+	for i, d := range rp.engineDevices() {
+		dm := rpcDeviceMemory{Name: d.Name, Endpoint: d.Endpoint, Share: shares[i], FreeBytes: d.FreeBytes}
+		need := dm.WeightBytes + dm.KVBytes
+		if i == 0 {
+			need += p.ComputeBytes // the local machine also runs the graph's CPU parts and the runtime
+		}
+		dm.Fits = d.FreeBytes == 0 || uint64(need) <= d.FreeBytes
+		out.Devices = append(out.Devices, dm)
+	}
+	return out, nil
+}
+
+func (r *rpcMemoryPlan) writeText(w io.Writer) {
+	fmt.Fprintf(w, "\nSpread over %d RPC worker(s), --tensor-split %s (layers include the output layer; KV cache shared evenly):\n", len(r.Workers), r.TensorSplit)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  device\tlayers\tweights\tKV cache\tfree memory\t")
+	for _, d := range r.Devices {
+		name := d.Name
+		if d.Endpoint != "" {
+			name += " on " + d.Endpoint
+		}
+		fit := ""
+		if !d.Fits {
+			fit = "does not fit"
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\t%s\n", name, d.Layers, sizeString(d.WeightBytes), sizeString(d.KVBytes), sizeString(int64(d.FreeBytes)), fit)
+	}
+	tw.Flush()
+}

@@ -196,4 +196,32 @@ func TestBenchRPCConfiguration(t *testing.T) {
 		rep.Results[1].WirePerToken == nil || *rep.Results[1].WirePerToken <= 0 {
 		t.Fatalf("report:\n%s\n%s", out.String(), errOut.String())
 	}
+
+	// agent inspect --rpc plans the memory of each device.
+	cmd := exec.Command(bin, "inspect", model, "--ram", "1GiB", "--disk-gbps", "1", "--json", "--rpc", w1.endpoint+","+w2.endpoint, "--tensor-split", "1,1,2")
+	js, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("inspect --rpc: %v", err)
+	}
+	var ins struct {
+		Model struct {
+			Layers int `json:"layers"`
+		} `json:"model"`
+		RPC struct {
+			Devices []struct {
+				Endpoint    string `json:"endpoint"`
+				Layers      int    `json:"layers"`
+				WeightBytes int64  `json:"weight_bytes"`
+				Fits        bool   `json:"fits"`
+			} `json:"devices"`
+		} `json:"rpc"`
+	}
+	if err := json.Unmarshal(js, &ins); err != nil {
+		t.Fatal(err)
+	}
+	d := ins.RPC.Devices
+	if len(d) != 3 || d[2].Endpoint != w2.endpoint || d[0].Layers+d[1].Layers+d[2].Layers != ins.Model.Layers+1 ||
+		d[2].Layers < d[1].Layers || d[1].WeightBytes <= 0 || !d[0].Fits {
+		t.Fatalf("inspect --rpc devices: %s", js)
+	}
 }
