@@ -111,6 +111,52 @@ func TestRunOverTwoRPCWorkersMatchesTheLocalRun(t *testing.T) {
 	}
 }
 
+// stockRPCServer is Debian's ggml-rpc-server (llama.cpp-tools-extra, which build.sh installs).
+const stockRPCServer = "/usr/libexec/x86_64-linux-gnu/llama/bin/ggml-rpc-server"
+
+// TestRunOverAStockWorkerToo: a stock ggml-rpc-server of the same build serves our --rpc next to an
+// agent rpc-server, with the local run's logits.
+func TestRunOverAStockWorkerToo(t *testing.T) {
+	if _, err := os.Stat(stockRPCServer); err != nil {
+		t.Fatalf("the stock worker is missing (./build.sh installs llama.cpp-tools-extra): %v", err)
+	}
+	bin := buildAgent(t)
+	ours := startRPCWorker(t, bin, "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stockEP := ln.Addr().String()
+	ln.Close()
+	_, port, _ := net.SplitHostPort(stockEP)
+	stock := exec.Command(stockRPCServer, "-p", port, "-t", "1")
+	log := &syncBuffer{}
+	stock.Stdout, stock.Stderr = log, log
+	if err := stock.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stock.Process.Kill(); stock.Wait() })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := ggmlrpc.Probe(context.Background(), stockEP); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("stock worker: %v\n%s", err, log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	ref := ramReference(t, model, 1)
+	got, err := runAgentRun(t, runOptions{Model: model, Mode: "auto", NoRepack: true, Threads: 1,
+		rpc: rpcFlagSet{RPC: stockEP + "," + ours.endpoint}})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, got.stderr)
+	}
+	if got.stdout != ref.stdout || !bytes.Equal(got.logits, ref.logits) {
+		t.Fatalf("over a stock and our worker: text %q (local %q), logits equal: %v", got.stdout, ref.stdout, bytes.Equal(got.logits, ref.logits))
+	}
+}
+
 // TestRPCFlagsRefuseBadInput: bad --rpc values, a split of the wrong length, streamed modes and an
 // unreachable or incompatible worker are clear errors naming what is wrong, before anything loads.
 func TestRPCFlagsRefuseBadInput(t *testing.T) {
