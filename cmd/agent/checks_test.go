@@ -94,3 +94,17 @@ func TestStreamModeDoesNotTalkAboutExperts(t *testing.T) {
 		t.Fatalf("stream mode's status:\n%s", errOut)
 	}
 }
+
+// TestLogitsOutIsCheckedAgainstFreeDisk: --logits-out writes every position's logits; a run whose
+// logits cannot fit on the disk is refused before it generates anything.
+func TestLogitsOutIsCheckedAgainstFreeDisk(t *testing.T) {
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	dir := t.TempDir()
+	_, errOut, code := runAgentForTest(t, "run", "-m", model, "-p", "Hi", "-n", "2000000000", "--logits-out", filepath.Join(dir, "l.bin"))
+	if code == exitOK || !strings.Contains(errOut, "--logits-out needs") || !strings.Contains(errOut, "free") {
+		t.Fatalf("exit %d, stderr %q; want a refusal naming the size and the free space", code, errOut)
+	}
+	if names := listDir(t, dir); len(names) != 0 {
+		t.Fatalf("left %q", names)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/binding"
 	"github.com/expertsniper/expertsniper/bytesize"
+	"github.com/expertsniper/expertsniper/diskspace"
 	"github.com/expertsniper/expertsniper/ggmlrpc"
 	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
@@ -356,6 +358,13 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	toks, err := m.Tokenize(prompt, true, true)
 	if err != nil {
 		return err
+	}
+	if o.LogitsOut != "" {
+		// Every evaluated position's logits: a long run on a large vocabulary writes gigabytes.
+		size := int64(len(toks)+o.Tokens) * int64(m.Stats().Vocab) * 4
+		if err := diskspace.Check(filepath.Dir(o.LogitsOut), size, "--logits-out"); err != nil {
+			return err
+		}
 	}
 	nctx := len(toks) + o.Tokens + 8
 	c, err := m.NewContext(binding.WithContextSize(nctx), binding.WithThreads(o.Threads, o.Threads))
