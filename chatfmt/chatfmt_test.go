@@ -15,7 +15,7 @@ var weatherTool = Tool{Name: "get_weather", Description: "Weather in a city",
 // the tool's answer all reach the prompt, and the format is the one the family writes.
 func TestFamilyTemplatesRenderToolConversations(t *testing.T) {
 	wantFormat := map[string]string{"qwen3": "hermes", "qwen3.5": "qwen3-coder-xml", "llama3": "llama3-json", "mistral": "mistral",
-		"gpt-oss": "", "deepseek": "", "chatml": ""}
+		"gpt-oss": "", "deepseek": "deepseek-dsml", "chatml": ""}
 	for _, family := range modelgen.TemplateFamilies() {
 		t.Run(family, func(t *testing.T) {
 			src, err := modelgen.ChatTemplateOf(family)
@@ -40,7 +40,7 @@ func TestFamilyTemplatesRenderToolConversations(t *testing.T) {
 				{Role: "tool", ToolCallID: "call12345", Name: "get_weather", Content: "sunny, 21C"},
 			}
 			var tools []Tool
-			if tmpl.Format() != nil || family == "gpt-oss" || family == "deepseek" {
+			if tmpl.Format() != nil || family == "gpt-oss" {
 				tools = []Tool{weatherTool}
 			}
 			prompt, err := tmpl.Render(msgs, tools, true)
@@ -74,6 +74,8 @@ func TestParseEachFormat(t *testing.T) {
 		{qwenXML{}, "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>", "", "get_weather", `{"city":"Paris","days":3}`, 1},
 		{llama3{}, `{"name": "get_weather", "parameters": {"city": "Paris"}}`, "", "get_weather", `{"city":"Paris"}`, 1},
 		{mistral{}, `[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}`, "", "get_weather", `{"city":"Paris"}`, 1},
+		{deepseekDSML{}, "Checking.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>",
+			"Checking.", "get_weather", `{"city":"Paris","days":3}`, 1},
 	} {
 		content, calls, err := c.f.Parse(c.text, tools)
 		if err != nil {
@@ -91,7 +93,7 @@ func TestParseEachFormat(t *testing.T) {
 }
 
 func TestGrammarsNameTheTools(t *testing.T) {
-	for _, f := range []Format{hermes{}, qwenXML{}, llama3{}, mistral{}} {
+	for _, f := range []Format{hermes{}, qwenXML{}, llama3{}, mistral{}, deepseekDSML{}} {
 		g, triggers, err := f.Grammar([]Tool{weatherTool, {Name: "noop"}}, Choice{Name: "get_weather"})
 		if err != nil || triggers != nil || !strings.Contains(g, "get_weather") || strings.Contains(g, "noop") {
 			t.Errorf("%s named: %v %v\n%s", f.Name(), err, triggers, g)

@@ -34,6 +34,8 @@ type Format interface {
 // does; nil when the template takes no tools.
 func Detect(src string) Format {
 	switch {
+	case strings.Contains(src, dsml) && strings.Contains(src, "invoke name="):
+		return deepseekDSML{}
 	case strings.Contains(src, "<function=") && strings.Contains(src, "<parameter="):
 		return qwenXML{}
 	case strings.Contains(src, "<tool_call>"):
@@ -62,9 +64,12 @@ func toolsFor(tools []Tool, c Choice) ([]Tool, error) {
 	return nil, fmt.Errorf("tool %q is not among the tools", c.Name)
 }
 
-// callsGrammar writes root as one call (or, parallel, several separated by sep) of any allowed
-// tool; call(b, tool, args) writes one tool's call given its arguments rule.
-func callsGrammar(tools []Tool, c Choice, sep string, call func(b *grammar.Builder, t Tool, args string) string) (string, error) {
+// frame is what a format writes around its calls: before the first, between two, after the last.
+type frame struct{ open, sep, close string }
+
+// callsGrammar writes root as one call (or, parallel, several) of any allowed tool inside f;
+// call(b, tool, args) writes one tool's call given its arguments rule.
+func callsGrammar(tools []Tool, c Choice, f frame, call func(b *grammar.Builder, t Tool, args string) string) (string, error) {
 	allowed, err := toolsFor(tools, c)
 	if err != nil {
 		return "", err
@@ -79,11 +84,17 @@ func callsGrammar(tools []Tool, c Choice, sep string, call func(b *grammar.Build
 		alts[i] = b.Rule(fmt.Sprintf("call-%d", i), call(b, t, args))
 	}
 	one := b.Rule("call", strings.Join(alts, " | "))
+	root := one
 	if c.Parallel {
-		b.Rule("root", one+" ("+grammar.Literal(sep)+" "+one+")*")
-	} else {
-		b.Rule("root", one)
+		root = one + " (" + grammar.Literal(f.sep) + " " + one + ")*"
 	}
+	if f.open != "" {
+		root = grammar.Literal(f.open) + " " + root
+	}
+	if f.close != "" {
+		root += " " + grammar.Literal(f.close)
+	}
+	b.Rule("root", root)
 	return b.String(), nil
 }
 
@@ -136,7 +147,7 @@ func (hermes) Name() string     { return "hermes" }
 func (hermes) Starts() []string { return []string{"<tool_call>"} }
 
 func (hermes) Grammar(tools []Tool, c Choice) (string, []string, error) {
-	g, err := callsGrammar(tools, c, "\n", func(b *grammar.Builder, t Tool, args string) string {
+	g, err := callsGrammar(tools, c, frame{sep: "\n"}, func(b *grammar.Builder, t Tool, args string) string {
 		return grammar.Literal("<tool_call>\n{\"name\": \""+t.Name+"\", \"arguments\": ") + " " + args + " " + grammar.Literal("}\n</tool_call>")
 	})
 	return g, lazy(c, "<tool_call>"), err
@@ -189,7 +200,7 @@ func (qwenXML) Starts() []string { return []string{"<tool_call>"} }
 
 func (qwenXML) Grammar(tools []Tool, c Choice) (string, []string, error) {
 	var inner error
-	g, err := callsGrammar(tools, c, "\n", func(b *grammar.Builder, t Tool, _ string) string {
+	g, err := callsGrammar(tools, c, frame{sep: "\n"}, func(b *grammar.Builder, t Tool, _ string) string {
 		params, err := xmlParams(b, t)
 		if err != nil {
 			inner = err
@@ -243,8 +254,14 @@ func isStringSchema(s json.RawMessage) bool {
 	return ok
 }
 
-// xmlParams writes a tool's parameters: the required ones in order, then each optional one.
+// xmlParams writes a tool's parameters in Qwen's XML.
 func xmlParams(b *grammar.Builder, t Tool) (string, error) {
+	return tagParams(b, t, func(p string, _ bool) (string, string) { return "<parameter=" + p + ">\n", "\n</parameter>\n" })
+}
+
+// tagParams writes a tool's parameters in schema order (optional ones may be left out), each
+// between the tags tag gives for it: a plain string parameter as raw text, any other as JSON.
+func tagParams(b *grammar.Builder, t Tool, tag func(param string, plain bool) (open, close string)) (string, error) {
 	var s schemaObject
 	if len(bytes.TrimSpace(t.Parameters)) > 0 {
 		if err := json.Unmarshal(t.Parameters, &s); err != nil {
@@ -258,7 +275,8 @@ func xmlParams(b *grammar.Builder, t Tool) (string, error) {
 	var parts []string
 	for _, p := range propertyOrder(t.Parameters) {
 		var value string
-		if plain, lo, hi := plainString(s.Properties[p]); plain {
+		plain, lo, hi := plainString(s.Properties[p])
+		if plain {
 			// Raw text up to the closing tag: any character but '<' (and, as in JSON strings, no
 			// stray UTF-8 continuation bytes; see package grammar).
 			b.Rule("xml-char", `[^<\x80-\xBF\uD800-\uDFFF\U00110000-\U003FFFFF]`)
@@ -270,7 +288,8 @@ func xmlParams(b *grammar.Builder, t Tool) (string, error) {
 			}
 			value = n
 		}
-		part := grammar.Literal("<parameter="+p+">\n") + " " + value + " " + grammar.Literal("\n</parameter>\n")
+		open, close := tag(p, plain)
+		part := grammar.Literal(open) + " " + value + " " + grammar.Literal(close)
 		if !required[p] {
 			part = "(" + part + ")?"
 		}
@@ -333,6 +352,72 @@ func (qwenXML) Parse(text string, tools []Tool) (string, []Call, error) {
 	return content, calls, nil
 }
 
+// ---------------------------------------------------------------- DeepSeek V4 DSML
+
+// deepseekDSML writes, after the text, <｜DSML｜tool_calls> holding one <｜DSML｜invoke name="…">
+// per call with <｜DSML｜parameter name="…" string="true|false"> values (raw text or JSON).
+type deepseekDSML struct{}
+
+const dsml = "｜DSML｜"
+
+func (deepseekDSML) Name() string     { return "deepseek-dsml" }
+func (deepseekDSML) Starts() []string { return []string{"<" + dsml + "tool_calls>"} }
+
+func (deepseekDSML) Grammar(tools []Tool, c Choice) (string, []string, error) {
+	var inner error
+	f := frame{open: "<" + dsml + "tool_calls>\n", close: "</" + dsml + "tool_calls>"}
+	g, err := callsGrammar(tools, c, f, func(b *grammar.Builder, t Tool, _ string) string {
+		params, err := tagParams(b, t, func(p string, plain bool) (string, string) {
+			return fmt.Sprintf(`<%sparameter name="%s" string="%t">`, dsml, p, plain), "</" + dsml + "parameter>\n"
+		})
+		if err != nil {
+			inner = err
+		}
+		return grammar.Literal("<"+dsml+`invoke name="`+t.Name+"\">\n") + " " + params + " " + grammar.Literal("</"+dsml+"invoke>\n")
+	})
+	if err == nil {
+		err = inner
+	}
+	return g, lazy(c, "<"+dsml+"tool_calls>"), err
+}
+
+var (
+	dsmlInvoke    = regexp.MustCompile(`(?s)<` + dsml + `invoke name="([^"]+)">(.*?)</` + dsml + `invoke>`)
+	dsmlParameter = regexp.MustCompile(`(?s)<` + dsml + `parameter name="([^"]+)" string="(true|false)">(.*?)</` + dsml + `parameter>`)
+)
+
+func (deepseekDSML) Parse(text string, _ []Tool) (string, []Call, error) {
+	first := strings.Index(text, "<"+dsml+"tool_calls>")
+	if first < 0 {
+		return strings.TrimSpace(text), nil, nil
+	}
+	var calls []Call
+	for _, m := range dsmlInvoke.FindAllStringSubmatch(text[first:], -1) {
+		var args bytes.Buffer
+		args.WriteByte('{')
+		for i, p := range dsmlParameter.FindAllStringSubmatch(m[2], -1) {
+			if i > 0 {
+				args.WriteByte(',')
+			}
+			key, _ := json.Marshal(p[1])
+			args.Write(key)
+			args.WriteByte(':')
+			if p[2] == "false" && json.Valid([]byte(p[3])) {
+				json.Compact(&args, []byte(p[3]))
+			} else {
+				v, _ := json.Marshal(p[3])
+				args.Write(v)
+			}
+		}
+		args.WriteByte('}')
+		calls = append(calls, Call{Name: m[1], Arguments: args.String()})
+	}
+	if len(calls) == 0 {
+		return "", nil, fmt.Errorf("a tool_calls block has no complete invoke: %q", text[first:])
+	}
+	return strings.TrimSpace(text[:first]), calls, nil
+}
+
 // ---------------------------------------------------------------- Llama 3.x JSON
 
 // llama3 writes a bare {"name": ..., "parameters": {...}} as the whole turn (one call per turn).
@@ -343,7 +428,7 @@ func (llama3) Starts() []string { return []string{`{"name"`} }
 
 func (llama3) Grammar(tools []Tool, c Choice) (string, []string, error) {
 	c.Parallel = false // the format has one call per turn
-	g, err := callsGrammar(tools, c, "", func(b *grammar.Builder, t Tool, args string) string {
+	g, err := callsGrammar(tools, c, frame{}, func(b *grammar.Builder, t Tool, args string) string {
 		return grammar.Literal(`{"name": "`+t.Name+`", "parameters": `) + " " + args + ` "}"`
 	})
 	return g, lazy(c, `{"name"`), err
@@ -380,7 +465,7 @@ func (mistral) Name() string     { return "mistral" }
 func (mistral) Starts() []string { return []string{"[TOOL_CALLS]"} }
 
 func (mistral) Grammar(tools []Tool, c Choice) (string, []string, error) {
-	g, err := callsGrammar(tools, c, "", func(b *grammar.Builder, t Tool, args string) string {
+	g, err := callsGrammar(tools, c, frame{}, func(b *grammar.Builder, t Tool, args string) string {
 		return grammar.Literal("[TOOL_CALLS]"+t.Name+"[ARGS]") + " " + args
 	})
 	return g, lazy(c, "[TOOL_CALLS]"), err
