@@ -7,12 +7,10 @@ import (
 	"math"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -90,9 +88,9 @@ func rpcServerCommand(streams *IOStreams) *cli.Command {
 				bytesize.Format(int64(cpu.FreeBytes))+" free", threads, ggmlrpc.ProtoMajor, ggmlrpc.ProtoMinor, ggmlrpc.ProtoPatch,
 				map[bool]string{true: ", tensor cache in " + dir, false: ""}[dir != ""])
 			binding.SetLogger(binding.LogInfo, func(_ binding.LogLevel, msg string) { fmt.Fprintln(streams.ErrOut, msg) })
-			// ggml's server cannot be stopped; on SIGTERM or Ctrl-C we return and the process ends.
-			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			// ggml's server cannot be stopped; SIGTERM and Ctrl-C cancel the context (signals.go), we
+			// return and the process ends.
+			ctx := c.Context
 			served := make(chan error, 1)
 			go func() { served <- binding.ServeRPC(endpoint, dir, threads) }()
 			select {

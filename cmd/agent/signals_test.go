@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -97,6 +98,15 @@ func TestSignalsEndEveryCommandTheSameWay(t *testing.T) {
 		// bench runs each configuration as a child in a memory cgroup: the signal must reach through.
 		{name: "bench", ready: "[1/1] ours ram", args: func(string) []string {
 			return []string{"bench", "-m", model, "-p", "8", "-n", "20000", "-t", "1", "--configs", "ram", "--caps", "none", "--probe", "200ms"}
+		}},
+		{name: "rpc-server", ready: "rpc worker on", args: func(string) []string {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := ln.Addr().(*net.TCPAddr).Port
+			ln.Close()
+			return []string{"rpc-server", "--port", fmt.Sprint(port), "-t", "1"}
 		}},
 		// Ctrl-C belongs to the REPL (it stops an answer); SIGTERM ends it, even waiting at the prompt.
 		{name: "repl", ready: "type a question", signals: []syscall.Signal{syscall.SIGTERM}, openStdin: true, args: func(string) []string {
