@@ -235,7 +235,7 @@ func (c *Context) generate(ctx context.Context, prompt []Token, o GenerateOption
 
 	genStart := time.Now()
 	defer func() { res.Timings.GenerateDuration = time.Since(genStart) }()
-	out := newStopFilter(o.Stop)
+	out := NewStopFilter(o.Stop)
 	var text strings.Builder
 	emit := func(tok Token, s string) error {
 		text.WriteString(s)
@@ -255,7 +255,7 @@ func (c *Context) generate(ctx context.Context, prompt []Token, o GenerateOption
 		}
 		if c.model.IsEOG(tok) {
 			res.FinishReason = FinishStop
-			return res, emit(tok, out.flush())
+			return res, emit(tok, out.Flush())
 		}
 		res.Tokens = append(res.Tokens, tok)
 		res.Timings.Generated++
@@ -268,14 +268,14 @@ func (c *Context) generate(ctx context.Context, prompt []Token, o GenerateOption
 		if err != nil {
 			return res, fmt.Errorf("generate: %w", err)
 		}
-		released, stop := out.push(piece)
+		released, stop := out.Push(piece)
 		if stop != "" {
 			res.FinishReason, res.StopString = FinishStop, stop
 			return res, emit(tok, released)
 		}
 		last := (o.MaxTokens > 0 && len(res.Tokens) >= o.MaxTokens) || len(c.past)+1 >= c.nCtx
 		if last {
-			released += out.flush()
+			released += out.Flush()
 		}
 		if err := emit(tok, released); err != nil {
 			return res, err
@@ -296,7 +296,7 @@ func (c *Context) reportLogprob(res *Result, tok Token, o GenerateOptions) error
 	if err != nil {
 		return err
 	}
-	lp, err := c.model.logprobsOf(logits, tok, o.TopLogprobs)
+	lp, err := c.model.Logprobs(logits, tok, o.TopLogprobs)
 	if err != nil {
 		return err
 	}
@@ -307,27 +307,29 @@ func (c *Context) reportLogprob(res *Result, tok Token, o GenerateOptions) error
 	return nil
 }
 
-// stopFilter releases generated text as soon as it can no longer be part of a stop string, and
+// StopFilter releases generated text as soon as it can no longer be part of a stop string, and
 // never releases a stop string or anything after it. It also holds back an incomplete UTF-8
-// sequence at the end, since a token can end in the middle of a character.
-type stopFilter struct {
+// sequence at the end, since a token can end in the middle of a character. Generate uses one; a
+// caller running its own decoding loop (engine/local's scheduler) uses one per sequence.
+type StopFilter struct {
 	stops   []string
 	pending string
 }
 
-func newStopFilter(stops []string) *stopFilter {
+// NewStopFilter returns a filter for stops (empty strings are ignored).
+func NewStopFilter(stops []string) *StopFilter {
 	var s []string
 	for _, x := range stops {
 		if x != "" {
 			s = append(s, x)
 		}
 	}
-	return &stopFilter{stops: s}
+	return &StopFilter{stops: s}
 }
 
-// push adds piece and returns the text that is now safe to release, and the stop string if one
+// Push adds piece and returns the text that is now safe to release, and the stop string if one
 // appeared (the text before it is then released and the rest dropped).
-func (f *stopFilter) push(piece string) (released, stop string) {
+func (f *StopFilter) Push(piece string) (released, stop string) {
 	f.pending += piece
 	first, which := -1, ""
 	for _, s := range f.stops {
@@ -354,8 +356,8 @@ func (f *stopFilter) push(piece string) (released, stop string) {
 	return released, ""
 }
 
-// flush releases everything held back.
-func (f *stopFilter) flush() string {
+// Flush releases everything held back.
+func (f *StopFilter) Flush() string {
 	s := f.pending
 	f.pending = ""
 	return s

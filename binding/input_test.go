@@ -253,10 +253,10 @@ func TestStopStrings(t *testing.T) {
 			t.Fatalf("stop %q: finish %s %q", stop, r.FinishReason, r.StopString)
 		}
 	}
-	f := newStopFilter([]string{"END"})
+	f := NewStopFilter([]string{"END"})
 	var out strings.Builder
 	for _, p := range []string{"ab", "cE", "N", "x", "EN", "D", "zz"} {
-		rel, stop := f.push(p)
+		rel, stop := f.Push(p)
 		out.WriteString(rel)
 		if stop != "" {
 			break
@@ -265,9 +265,9 @@ func TestStopStrings(t *testing.T) {
 	if out.String() != "abcENx" {
 		t.Fatalf("filter released %q", out.String())
 	}
-	f = newStopFilter(nil)
-	rel, _ := f.push("a\xe2\x9c")
-	rel2, _ := f.push("\x93b")
+	f = NewStopFilter(nil)
+	rel, _ := f.Push("a\xe2\x9c")
+	rel2, _ := f.Push("\x93b")
 	if rel != "a" || rel2 != "✓b" {
 		t.Fatalf("utf-8 hold back: %q %q", rel, rel2)
 	}

@@ -15,8 +15,8 @@ type TokenLogprob struct {
 	Top     []TokenLogprob // most likely first; nil unless alternatives were asked for
 }
 
-// logprobsOf returns the log-softmax of logits at tok and the top most likely tokens.
-func (m *Model) logprobsOf(logits []float32, tok Token, top int) (TokenLogprob, error) {
+// Logprobs returns the log-softmax of logits at tok and the top most likely tokens.
+func (m *Model) Logprobs(logits []float32, tok Token, top int) (TokenLogprob, error) {
 	maxLogit := float32(math.Inf(-1))
 	for _, l := range logits {
 		maxLogit = max(maxLogit, l)

@@ -1,7 +1,8 @@
 // Package local is the real engine.Engine: a model loaded through binding/ (in RAM, or streamed by
-// the sniper) with N slots, each its own llama.cpp context and KV cache. Requests wait in a queue
-// when every slot is busy; a slot keeps its cache between requests, so a prompt that extends what a
-// slot already holds only evaluates the new suffix.
+// the sniper) with N slots, the sequences of one llama.cpp context, decoded together by one
+// scheduler (continuous batching: scheduler.go). Requests wait in a queue when every slot is busy; a
+// slot keeps its cache between requests, so a prompt that extends what a slot already holds only
+// evaluates the new suffix.
 package local
 
 import (
@@ -23,7 +24,7 @@ import (
 
 // Options configure Open. Zero values are sensible defaults.
 type Options struct {
-	Slots        int // parallel requests (default 1)
+	Slots        int // parallel requests: sequences decoded together (default 1)
 	Context      int // context size of each slot in tokens (0: the model's, at most 4096)
 	Batch        int // n_batch (0: llama.cpp's default, capped at Context)
 	UBatch       int // n_ubatch
@@ -66,10 +67,19 @@ type Engine struct {
 	info  engine.ModelInfo
 	opts  Options
 
-	mu      sync.Mutex
-	slots   []*slot
-	changed chan struct{} // closed and replaced whenever a slot is released
-	closed  bool
+	// The one context, its batch and its slots (its sequences) belong to the loop (scheduler.go).
+	lctx      *binding.Context
+	batch     *binding.Batch
+	batchSize int
+	slots     []*slot
+	loopCtx   context.Context
+	wake      chan struct{} // capacity 1: a job was queued or the engine closed
+	loopDone  chan struct{}
+
+	mu        sync.Mutex // guards queue, closed and published
+	queue     []*job
+	closed    bool
+	published []SlotState
 
 	embedMu  sync.Mutex
 	embedCtx *binding.Context
@@ -78,12 +88,6 @@ type Engine struct {
 	promptTokens    atomic.Int64
 	generatedTokens atomic.Int64
 	stats           StatsSource
-}
-
-type slot struct {
-	id   int
-	ctx  *binding.Context
-	busy bool
 }
 
 var _ engine.Engine = (*Engine)(nil)
@@ -108,7 +112,8 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 		}
 		m, err = binding.LoadModel(ctx, path, append(mopts, o.ModelOptions...)...)
 	case "sniper", "stream":
-		so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: o.CacheBudget, Prefetch: !o.NoPrefetch, Contexts: o.Slots, FS: o.StreamFS}
+		// Two contexts may decode at once: the slots' one and the embeddings'.
+		so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: o.CacheBudget, Prefetch: !o.NoPrefetch, Contexts: 2, FS: o.StreamFS}
 		if mode == "stream" {
 			so.Mode = sniper.ModeDense
 			so.Prefetch = false // prefetch predicts experts; dense layers have none
@@ -120,7 +125,8 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open engine: %w", err)
 	}
-	e := &Engine{model: m, opts: o, changed: make(chan struct{}), stats: o.StatsSource}
+	e := &Engine{model: m, opts: o, stats: o.StatsSource, loopCtx: context.Background(),
+		wake: make(chan struct{}, 1), loopDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			e.closeAll()
@@ -131,16 +137,33 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 			e.stats = sniperStats{sn}
 		}
 	}
+	nctx := o.Context
+	if nctx == 0 {
+		nctx = min(m.Stats().ContextTrain, 4096)
+	}
+	// One unified KV cache of Context cells per slot, which the slots share (the engine keeps each
+	// slot within Context tokens, so they always fit). Unified rather than a buffer per sequence
+	// because a sequence's saved state then loads whatever the number of slots (llama.cpp b11669
+	// refuses a state saved with another number of per-sequence buffers), and attention only spans
+	// the cells in use, so it costs little while slots hold short conversations.
 	cparams := binding.ContextParams{
-		NCtx: o.Context, NBatch: o.Batch, NUBatch: o.UBatch, Threads: o.Threads, ThreadsBatch: o.BatchThreads,
+		NCtx: nctx * o.Slots, NBatch: o.Batch, NUBatch: o.UBatch, NSeqMax: o.Slots, KVUnified: true,
+		Threads: o.Threads, ThreadsBatch: o.BatchThreads,
 		FlashAttn: fa, CacheTypeK: binding.CacheType(o.CacheTypeK), CacheTypeV: binding.CacheType(o.CacheTypeV),
 	}
+	if cparams.NBatch == 0 {
+		cparams.NBatch = min(2048, nctx) // llama.cpp's default, within one slot's context
+	}
+	if e.lctx, err = m.NewContextWithParams(cparams); err != nil {
+		return nil, fmt.Errorf("open engine: context for %d slots: %w", o.Slots, err)
+	}
+	e.batchSize = e.lctx.BatchSize()
+	if e.batch, err = binding.NewBatch(e.batchSize, 1); err != nil {
+		return nil, fmt.Errorf("open engine: %w", err)
+	}
 	for i := 0; i < o.Slots; i++ {
-		c, err := m.NewContextWithParams(cparams)
-		if err != nil {
-			return nil, fmt.Errorf("open engine: slot %d: %w", i, err)
-		}
-		e.slots = append(e.slots, &slot{id: i, ctx: c})
+		e.slots = append(e.slots, &slot{id: i})
+		e.published = append(e.published, SlotState{ID: i})
 	}
 	fingerprint, err := gguf.Fingerprint(path)
 	if err != nil {
@@ -150,7 +173,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	e.info = engine.ModelInfo{
 		Name: filepath.Base(path), Path: path, Fingerprint: fingerprint, Architecture: m.Architecture(), Description: m.Description(),
 		Parameters: st.Parameters, SizeBytes: st.SizeBytes, ContextTrain: st.ContextTrain,
-		Context: e.slots[0].ctx.Size(), Vocab: st.Vocab, Embedding: st.Embedding,
+		Context: e.lctx.Size() / o.Slots, Vocab: st.Vocab, Embedding: st.Embedding,
 		HasChatTemplate: m.ChatTemplate() != "", Mode: mode, Slots: o.Slots,
 		ChatTemplate: m.ChatTemplate(),
 	}
@@ -160,6 +183,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	if m.EOS() != binding.NoToken {
 		e.info.EOSText, _ = m.TokenToPiece(m.EOS(), true)
 	}
+	go e.loop()
 	return e, nil
 }
 
@@ -190,52 +214,6 @@ func (e *Engine) ApplyTemplate(messages []engine.Message, addAssistant bool) (st
 
 // errClosed is returned by calls after Close.
 var errClosed = errors.New("engine closed")
-
-// acquire takes a slot: the requested one, or among free slots the one whose cache shares the
-// longest prefix with prompt (so that a follow-up request finds its conversation). It waits while
-// the wanted slot, or every slot, is busy.
-func (e *Engine) acquire(ctx context.Context, want int, prompt []int32) (*slot, error) {
-	if want >= len(e.slots) || want < -1 {
-		return nil, fmt.Errorf("slot %d does not exist (the engine has %d: 0..%d, or -1 for any)", want, len(e.slots), len(e.slots)-1)
-	}
-	for {
-		e.mu.Lock()
-		if e.closed {
-			e.mu.Unlock()
-			return nil, errClosed
-		}
-		var best *slot
-		bestLen := -1
-		for _, s := range e.slots {
-			if s.busy || (want >= 0 && s.id != want) {
-				continue
-			}
-			if n := commonPrefix(s.ctx.Tokens(), prompt); n > bestLen {
-				best, bestLen = s, n
-			}
-		}
-		if best != nil {
-			best.busy = true
-			e.mu.Unlock()
-			return best, nil
-		}
-		changed := e.changed
-		e.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for a free slot: %w", ctx.Err())
-		case <-changed:
-		}
-	}
-}
-
-func (e *Engine) release(s *slot) {
-	e.mu.Lock()
-	s.busy = false
-	close(e.changed)
-	e.changed = make(chan struct{})
-	e.mu.Unlock()
-}
 
 func commonPrefix(a, b []int32) int {
 	n := 0
@@ -299,57 +277,29 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 	if len(toks) >= e.info.Context {
 		return res, fmt.Errorf("complete: prompt of %d tokens, context of %d: %w", len(toks), e.info.Context, engine.ErrContextFull)
 	}
-	s, err := e.acquire(ctx, req.Slot, toks)
+	if err := e.checkSlot(req.Slot); err != nil {
+		return res, fmt.Errorf("complete: %w", err)
+	}
+	smpl, err := binding.NewSampler(e.model, samplerParams(req))
 	if err != nil {
 		return res, fmt.Errorf("complete: %w", err)
 	}
-	defer e.release(s)
-	opts := []binding.GenerateOption{
-		binding.WithMaxTokens(req.MaxTokens),
-		binding.WithStop(req.Stop...),
-		binding.WithSampling(samplerParams(req)),
-	}
-	var pending []engine.TokenLogprob // logprobs of tokens whose text is held back
-	if req.Logprobs {
-		opts = append(opts, binding.WithLogprobs(req.TopLogprobs, func(lp binding.TokenLogprob) error {
-			pending = append(pending, toLogprob(lp))
-			return nil
-		}))
-	}
-	if onToken != nil {
-		var ids []int32 // tokens whose text is held back, then this one
-		opts = append(opts, binding.WithTokenCallback(func(tok binding.Token, text string) error {
-			ids = append(ids, tok)
-			if text == "" {
-				return nil // held back (a possible stop string, or half a character): comes later
-			}
-			t := engine.Token{ID: tok, Text: text, IDs: ids, Logprobs: pending}
-			pending, ids = nil, nil
-			return onToken(t)
-		}))
-	}
-	r, err := s.ctx.GenerateTokens(ctx, toks, opts...)
-	e.promptTokens.Add(int64(r.Timings.PromptTokens))
-	e.generatedTokens.Add(int64(r.Timings.Generated))
-	res = engine.Result{
-		Text: r.Text, FinishReason: r.FinishReason, StoppingWord: r.StopString,
-		Timings: engine.Timings{
-			PromptTokens: r.Timings.PromptTokens, CachedTokens: r.Timings.CachedTokens,
-			PromptMS:        ms(r.Timings.PromptDuration.Seconds()),
-			PromptPerSecond: r.Timings.PromptPerSecond(),
-			PredictedTokens: r.Timings.Generated, PredictedMS: ms(r.Timings.GenerateDuration.Seconds()),
-			PredictedPerSecond: r.Timings.GeneratedPerSecond(),
-		},
-	}
-	for _, lp := range r.Logprobs {
-		res.Logprobs = append(res.Logprobs, toLogprob(lp))
-	}
-	res.Tokens = make([]int32, len(r.Tokens))
-	copy(res.Tokens, r.Tokens)
+	j := &job{want: req.Slot, prompt: toks, generate: true, req: req, sampler: smpl, stop: binding.NewStopFilter(req.Stop)}
+	err = e.submit(ctx, j, onToken)
+	// The loop is done with j: its result is ours to read.
+	res = j.res
 	if err != nil {
-		return res, fmt.Errorf("complete in slot %d: %w", s.id, err)
+		return res, fmt.Errorf("complete: %w", err)
 	}
 	return res, nil
+}
+
+// checkSlot refuses a slot number the engine does not have.
+func (e *Engine) checkSlot(want int) error {
+	if want >= len(e.slots) || want < -1 {
+		return fmt.Errorf("slot %d does not exist (the engine has %d: 0..%d, or -1 for any)", want, len(e.slots), len(e.slots)-1)
+	}
+	return nil
 }
 
 func ms(seconds float64) float64 { return seconds * 1000 }
@@ -408,20 +358,13 @@ func (e *Engine) SaveState(ctx context.Context, slotID int, prompt, path string)
 	if len(toks) >= e.info.Context {
 		return 0, fmt.Errorf("save state: prompt of %d tokens, context of %d: %w", len(toks), e.info.Context, engine.ErrContextFull)
 	}
-	s, err := e.acquire(ctx, slotID, toks)
-	if err != nil {
+	if err := e.checkSlot(slotID); err != nil {
 		return 0, fmt.Errorf("save state: %w", err)
 	}
-	defer e.release(s)
-	cached, err := s.ctx.PrepareForPrompt(toks, true)
-	if err != nil {
-		return 0, fmt.Errorf("save state: %w", err)
-	}
-	if err := s.ctx.Eval(ctx, toks[cached:], nil); err != nil {
-		return 0, fmt.Errorf("save state: evaluate prompt: %w", err)
-	}
-	e.promptTokens.Add(int64(len(toks) - cached))
-	if err := s.ctx.SaveState(path); err != nil {
+	j := &job{want: slotID, prompt: toks, onSlot: func(s *slot) error {
+		return e.lctx.SaveSequence(s.id, path, s.tokens)
+	}}
+	if err := e.submit(ctx, j, nil); err != nil {
 		return 0, fmt.Errorf("save state: %w", err)
 	}
 	return len(toks), nil
@@ -432,14 +375,17 @@ func (e *Engine) LoadState(ctx context.Context, slotID int, path string) (int, e
 	if _, err := os.Stat(path); err != nil {
 		return 0, fmt.Errorf("load state: %w", err)
 	}
-	s, err := e.acquire(ctx, slotID, nil)
-	if err != nil {
+	if err := e.checkSlot(slotID); err != nil {
 		return 0, fmt.Errorf("load state: %w", err)
 	}
-	defer e.release(s)
-	toks, err := s.ctx.LoadState(path)
-	if err != nil {
-		return 0, fmt.Errorf("load state into slot %d: %w", s.id, err)
+	var toks []int32
+	j := &job{want: slotID, onSlot: func(s *slot) error {
+		t, err := e.lctx.LoadSequence(s.id, path)
+		s.tokens, toks = t, t
+		return err
+	}}
+	if err := e.submit(ctx, j, nil); err != nil {
+		return 0, fmt.Errorf("load state: %w", err)
 	}
 	return len(toks), nil
 }
@@ -466,20 +412,9 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
-	for {
-		busy := false
-		for _, s := range e.slots {
-			busy = busy || s.busy
-		}
-		if !busy {
-			break
-		}
-		ch := e.changed
-		e.mu.Unlock()
-		<-ch
-		e.mu.Lock()
-	}
 	e.mu.Unlock()
+	e.wakeLoop()
+	<-e.loopDone
 	return e.closeAll()
 }
 
@@ -491,8 +426,11 @@ func (e *Engine) closeAll() error {
 		e.embedCtx = nil
 	}
 	e.embedMu.Unlock()
-	for _, s := range e.slots {
-		errs = append(errs, s.ctx.Close())
+	if e.batch != nil {
+		errs = append(errs, e.batch.Close())
+	}
+	if e.lctx != nil {
+		errs = append(errs, e.lctx.Close())
 	}
 	errs = append(errs, e.model.Close())
 	return errors.Join(errs...)

@@ -130,7 +130,8 @@ func TestQueueAndCancel(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		n := 0
-		e.Complete(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 4, Slot: -1}, func(engine.Token) error {
+		// More tokens than the engine generates ahead of a consumer (maxBacklog): it keeps the slot.
+		e.Complete(context.Background(), engine.Request{Prompt: prompt, MaxTokens: maxBacklog + 16, Slot: -1}, func(engine.Token) error {
 			if n++; n == 1 {
 				close(started)
 				<-unblock

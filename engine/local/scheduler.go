@@ -1,0 +1,491 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/expertsniper/expertsniper/binding"
+	"github.com/expertsniper/expertsniper/engine"
+)
+
+// Continuous batching, as llama-server does it. The engine has one llama.cpp context whose
+// sequences are the slots (n_seq_max = slots, one unified KV cache of Options.Context cells per
+// slot: see Open). One goroutine, the loop, owns the context, the batch
+// and the slots: every step it puts every generating sequence's next token and as many prompt tokens
+// as fit (n_batch) into one llama_decode, then samples each sequence that has an output with its own
+// sampler chain. In sniper mode the hook makes the union of all the step's tokens' experts resident
+// once (a ubatch's routing), so concurrent requests share their expert reads.
+//
+// Requests wait in e.queue until a slot they may use is free; a slot keeps its sequence's cache
+// between requests, and a new request reuses the longest prefix it shares with a free slot's cache.
+
+// job is one request on its way through the loop: a completion, or a state save/load.
+type job struct {
+	ctx    context.Context
+	want   int // the slot asked for, -1 for any
+	prompt []int32
+	// generate: sample after the prompt (Complete); otherwise run onSlot once the prompt is cached.
+	generate bool
+	onSlot   func(s *slot) error
+	req      engine.Request
+	sampler  *binding.Sampler
+	stop     *binding.StopFilter
+
+	// Owned by the loop.
+	slot     *slot
+	cached   int   // prompt tokens found in the slot's cache
+	fed      int   // prompt tokens put into a batch so far (cached ones included)
+	next     int32 // the sampled token to feed next step (when hasNext)
+	hasNext  bool
+	out      int // batch index of this job's output in the current step (-1: none)
+	nGen     int
+	text     strings.Builder
+	pending  []engine.TokenLogprob // logprobs of tokens whose text is held back
+	held     []int32               // tokens whose text is held back
+	res      engine.Result
+	admitted time.Time
+	sampled  time.Time // first token sampled (end of the prompt phase)
+
+	events *eventQueue
+}
+
+// slot is one sequence of the context.
+type slot struct {
+	id     int
+	tokens []int32 // the tokens whose keys and values the sequence holds, positions 0..len-1
+	job    *job
+}
+
+// eventQueue carries a job's tokens and its end from the loop to the request's goroutine without
+// ever blocking the loop on a slow consumer.
+type eventQueue struct {
+	mu     sync.Mutex
+	toks   []engine.Token
+	done   bool
+	err    error
+	notify chan struct{} // capacity 1: something new
+}
+
+func newEventQueue() *eventQueue { return &eventQueue{notify: make(chan struct{}, 1)} }
+
+func (q *eventQueue) signal() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *eventQueue) push(t engine.Token) {
+	q.mu.Lock()
+	q.toks = append(q.toks, t)
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *eventQueue) finish(err error) {
+	q.mu.Lock()
+	q.done, q.err = true, err
+	q.mu.Unlock()
+	q.signal()
+}
+
+// backlog is how many tokens wait for the consumer.
+func (q *eventQueue) backlog() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.toks)
+}
+
+// maxBacklog bounds the tokens a job generates ahead of its consumer (a slow client): beyond it the
+// job sits out steps, holding its slot, until the consumer catches up.
+const maxBacklog = 32
+
+// take returns what arrived since the last call, and whether the job is over (with its error).
+func (q *eventQueue) take() (toks []engine.Token, done bool, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	toks, q.toks = q.toks, nil
+	return toks, q.done, q.err
+}
+
+// submit queues j and waits until the loop finishes it, passing its tokens to onToken on the caller's
+// goroutine. An error from onToken cancels the job (its sequence leaves the next step) and is
+// returned.
+func (e *Engine) submit(ctx context.Context, j *job, onToken func(engine.Token) error) error {
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	j.ctx, j.events, j.out = jctx, newEventQueue(), -1
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		if j.sampler != nil {
+			j.sampler.Close()
+		}
+		return errClosed
+	}
+	e.queue = append(e.queue, j)
+	e.mu.Unlock()
+	e.wakeLoop()
+	var cbErr error
+	cancelled := jctx.Done()
+	for {
+		select {
+		case <-j.events.notify:
+		case <-cancelled:
+			cancelled = nil
+			e.wakeLoop() // the loop may be waiting: it ends the job at its next step
+			continue
+		}
+		toks, done, err := j.events.take()
+		e.wakeLoop() // the job may have been sitting out steps for its backlog
+		for _, t := range toks {
+			if cbErr == nil && onToken != nil && jctx.Err() == nil {
+				if cbErr = onToken(t); cbErr != nil {
+					cancel()
+				}
+			}
+		}
+		if done {
+			if cbErr != nil {
+				return cbErr
+			}
+			return err
+		}
+	}
+}
+
+func (e *Engine) wakeLoop() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop is the scheduler: it runs until the engine is closed and nothing is queued or running.
+func (e *Engine) loop() {
+	defer close(e.loopDone)
+	for {
+		e.mu.Lock()
+		admitted := e.admit()
+		idle := len(e.queue) == 0 && !e.anyRunning()
+		if idle && e.closed {
+			e.mu.Unlock()
+			return
+		}
+		e.mu.Unlock()
+		for _, j := range admitted {
+			e.prepare(j)
+		}
+		if !e.anyRunning() {
+			<-e.wake
+			continue
+		}
+		worked := e.step()
+		e.publishSlots()
+		if !worked {
+			<-e.wake // every running job waits for its consumer (or was just ended)
+		}
+	}
+}
+
+// anyRunning reports whether a slot has a job. Only the loop changes slot.job, and it reads it
+// without the lock.
+func (e *Engine) anyRunning() bool {
+	for _, s := range e.slots {
+		if s.job != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// admit gives queued jobs free slots, in order: a job pinned to a busy slot waits without holding up
+// the jobs behind it. Among free slots a job takes the one whose cache shares the longest prefix
+// with its prompt (a follow-up request finds its conversation). Jobs whose caller gave up are
+// ended. Called by the loop with e.mu held.
+func (e *Engine) admit() []*job {
+	var admitted []*job
+	keep := e.queue[:0]
+	for _, j := range e.queue {
+		if err := j.ctx.Err(); err != nil {
+			e.end(j, fmt.Errorf("waiting for a free slot: %w", err))
+			continue
+		}
+		var best *slot
+		bestLen := -1
+		for _, s := range e.slots {
+			if s.job != nil || (j.want >= 0 && s.id != j.want) {
+				continue
+			}
+			if n := commonPrefix(s.tokens, j.prompt); n > bestLen {
+				best, bestLen = s, n
+			}
+		}
+		if best == nil {
+			keep = append(keep, j)
+			continue
+		}
+		best.job, j.slot = j, best
+		admitted = append(admitted, j)
+	}
+	clear(e.queue[len(keep):])
+	e.queue = keep
+	return admitted
+}
+
+// prepare trims the job's slot to the longest prefix its prompt can reuse. A job with nothing to
+// evaluate (a state load, or a save of a prompt already cached) runs its onSlot at once.
+func (e *Engine) prepare(j *job) {
+	j.admitted = time.Now()
+	s := j.slot
+	common := commonPrefix(s.tokens, j.prompt)
+	if j.generate && common == len(j.prompt) {
+		common-- // sampling needs the logits of the last prompt token: evaluate it again
+	}
+	if common < len(s.tokens) {
+		kept, err := e.lctx.TrimSequence(s.id, common)
+		if err != nil {
+			e.finish(j, fmt.Errorf("slot %d: %w", s.id, err))
+			return
+		}
+		if !kept {
+			common = 0 // a recurrent model: the sequence was emptied
+		}
+		s.tokens = s.tokens[:common]
+	}
+	j.cached, j.fed = common, common
+	if !j.generate && j.fed == len(j.prompt) {
+		e.finish(j, j.onSlot(s))
+	}
+}
+
+// step runs one llama_decode over every running job's next tokens, then samples. It reports whether
+// there was anything to decode.
+func (e *Engine) step() bool {
+	// A request whose caller gave up leaves before the batch is built; what its sequence holds stays
+	// cached (all of it was evaluated), for the next request to reuse.
+	for _, s := range e.slots {
+		if j := s.job; j != nil {
+			if err := j.ctx.Err(); err != nil {
+				e.finish(j, err)
+			}
+		}
+	}
+	b := e.batch
+	b.Clear()
+	var in []*job
+	seq := make([]int, 1)
+	for _, s := range e.slots {
+		j := s.job
+		if j == nil || !j.hasNext || j.events.backlog() >= maxBacklog {
+			continue
+		}
+		seq[0] = s.id
+		if err := b.Add(j.next, len(s.tokens), seq, true); err != nil {
+			e.finish(j, err)
+			continue
+		}
+		j.out = b.Len() - 1
+		s.tokens = append(s.tokens, j.next)
+		j.hasNext = false
+		in = append(in, j)
+	}
+	for _, s := range e.slots {
+		j := s.job
+		if j == nil || j.fed >= len(j.prompt) || j.hasNext {
+			continue
+		}
+		room := e.batchSize - b.Len()
+		if room <= 0 {
+			break
+		}
+		seq[0] = s.id
+		n := min(room, len(j.prompt)-j.fed)
+		for i := j.fed; i < j.fed+n; i++ {
+			last := i == len(j.prompt)-1
+			if err := b.Add(j.prompt[i], len(s.tokens), seq, last && j.generate); err != nil {
+				e.finish(j, err)
+				break
+			}
+			s.tokens = append(s.tokens, j.prompt[i])
+			if last && j.generate {
+				j.out = b.Len() - 1
+			}
+		}
+		j.fed += n
+		in = append(in, j)
+	}
+	if b.Len() == 0 {
+		return false
+	}
+	if err := e.lctx.Decode(e.loopCtx, b); err != nil {
+		for _, j := range in {
+			// llama.cpp keeps the ubatches that finished: the sequence holds what it holds.
+			if end, serr := e.lctx.SequenceEnd(j.slot.id); serr == nil && end < len(j.slot.tokens) {
+				j.slot.tokens = j.slot.tokens[:end]
+			}
+			e.finish(j, fmt.Errorf("decode: %w", err))
+		}
+		return true
+	}
+	for _, j := range in {
+		if j.slot == nil || j.slot.job != j {
+			continue // ended while the batch was built
+		}
+		if !j.generate {
+			if j.fed == len(j.prompt) {
+				e.finish(j, j.onSlot(j.slot))
+			}
+			continue
+		}
+		if j.out >= 0 {
+			e.sample(j)
+		}
+	}
+	return true
+}
+
+// sample picks j's next token from its output of the step and delivers its text.
+func (e *Engine) sample(j *job) {
+	idx := j.out
+	j.out = -1
+	if j.sampled.IsZero() {
+		j.sampled = time.Now()
+	}
+	tok, err := j.sampler.Sample(e.lctx, idx)
+	if err != nil {
+		e.finish(j, fmt.Errorf("sample: %w", err))
+		return
+	}
+	if e.model.IsEOG(tok) {
+		j.res.FinishReason = binding.FinishStop
+		j.held = append(j.held, tok) // released with the held-back text, if any (as binding.Generate)
+		e.emit(j, tok, j.stop.Flush())
+		e.finish(j, nil)
+		return
+	}
+	j.nGen++
+	j.res.Tokens = append(j.res.Tokens, tok)
+	j.held = append(j.held, tok)
+	if j.req.Logprobs {
+		logits, err := e.lctx.Logits(idx)
+		if err == nil {
+			var lp binding.TokenLogprob
+			if lp, err = e.model.Logprobs(logits, tok, j.req.TopLogprobs); err == nil {
+				l := toLogprob(lp)
+				j.pending = append(j.pending, l)
+				j.res.Logprobs = append(j.res.Logprobs, l)
+			}
+		}
+		if err != nil {
+			e.finish(j, fmt.Errorf("logprobs: %w", err))
+			return
+		}
+	}
+	piece, err := e.model.TokenToPiece(tok, false)
+	if err != nil {
+		e.finish(j, err)
+		return
+	}
+	released, stop := j.stop.Push(piece)
+	if stop != "" {
+		j.res.FinishReason, j.res.StoppingWord = binding.FinishStop, stop
+		e.emit(j, tok, released)
+		e.finish(j, nil)
+		return
+	}
+	last := (j.req.MaxTokens > 0 && j.nGen >= j.req.MaxTokens) || len(j.slot.tokens)+1 >= e.info.Context
+	if last {
+		released += j.stop.Flush()
+	}
+	e.emit(j, tok, released)
+	if last {
+		j.res.FinishReason = binding.FinishLength
+		e.finish(j, nil)
+		return
+	}
+	j.next, j.hasNext = tok, true
+}
+
+// emit delivers text released by tok (nothing while it is held back: it comes with a later token).
+func (e *Engine) emit(j *job, tok int32, text string) {
+	if text == "" {
+		return
+	}
+	j.text.WriteString(text)
+	j.events.push(engine.Token{ID: tok, Text: text, IDs: j.held, Logprobs: j.pending})
+	j.pending, j.held = nil, nil
+}
+
+// finish ends a running job: its slot is free for the next one, its result goes to its caller.
+func (e *Engine) finish(j *job, err error) {
+	if j.slot != nil && j.slot.job == j {
+		j.slot.job = nil
+	}
+	now := time.Now()
+	evaluated := j.fed - j.cached
+	t := &j.res.Timings
+	t.PromptTokens, t.CachedTokens, t.PredictedTokens = evaluated, j.cached, j.nGen
+	if !j.admitted.IsZero() {
+		end := now
+		if !j.sampled.IsZero() {
+			end = j.sampled
+			t.PredictedMS = ms(now.Sub(j.sampled).Seconds())
+			if j.nGen > 0 && t.PredictedMS > 0 {
+				t.PredictedPerSecond = float64(j.nGen) / now.Sub(j.sampled).Seconds()
+			}
+		}
+		t.PromptMS = ms(end.Sub(j.admitted).Seconds())
+		if evaluated > 0 && t.PromptMS > 0 {
+			t.PromptPerSecond = float64(evaluated) / end.Sub(j.admitted).Seconds()
+		}
+	}
+	j.res.Text = j.text.String()
+	e.promptTokens.Add(int64(evaluated))
+	e.generatedTokens.Add(int64(j.nGen))
+	e.end(j, err)
+}
+
+// end releases what the job owns and tells its caller.
+func (e *Engine) end(j *job, err error) {
+	if j.sampler != nil {
+		j.sampler.Close()
+		j.sampler = nil
+	}
+	if err != nil && j.slot != nil {
+		err = fmt.Errorf("slot %d: %w", j.slot.id, err)
+	}
+	j.events.finish(err)
+}
+
+// SlotState is what a slot holds, for /slots and /props.
+type SlotState struct {
+	ID     int
+	Busy   bool
+	Tokens []int32 // the prefix its cache holds
+}
+
+// publishSlots copies the slots' state for Slots (the loop owns the slots themselves).
+func (e *Engine) publishSlots() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, s := range e.slots {
+		e.published[i] = SlotState{ID: s.id, Busy: s.job != nil, Tokens: append(e.published[i].Tokens[:0], s.tokens...)}
+	}
+}
+
+// Slots reports every slot: whether a request runs in it and the tokens its cache holds (as of the
+// last step).
+func (e *Engine) Slots() []SlotState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]SlotState, len(e.published))
+	for i, s := range e.published {
+		out[i] = SlotState{ID: s.ID, Busy: s.Busy, Tokens: slices.Clone(s.Tokens)}
+	}
+	return out
+}
