@@ -117,15 +117,10 @@ const (
 // ContextParams configure a context. Zero values mean llama.cpp's defaults, except NCtx (0 = the
 // model's training context, capped at 4096 to keep memory modest; set it explicitly for more).
 type ContextParams struct {
-	NCtx    int
-	NBatch  int // logical batch: the most tokens one Decode call takes (default 2048, capped at NCtx)
-	NUBatch int // physical batch (default 512)
-	NSeqMax int // sequences (default 1)
-	// KVUnified puts every sequence's cells in one buffer (llama_context_params.kv_unified): a
-	// sequence may then use any free cell, n_ctx in all, and a sequence's saved state loads into a
-	// context with any number of sequences (b11669 refuses a state saved with another number of
-	// per-sequence buffers: "n_stream mismatch").
-	KVUnified    bool
+	NCtx         int
+	NBatch       int // logical batch: the most tokens one Decode call takes (default 2048, capped at NCtx)
+	NUBatch      int // physical batch (default 512)
+	NSeqMax      int // sequences (default 1)
 	Threads      int // threads for generation (0 = llama.cpp's default)
 	ThreadsBatch int // threads for prompt processing (0 = Threads)
 	FlashAttn    FlashAttn
@@ -207,7 +202,6 @@ func (p *ContextParams) toC(ctxTrain int, abortFlag *C.int) (C.struct_llama_cont
 	if p.NSeqMax > 0 {
 		cp.n_seq_max = C.uint32_t(p.NSeqMax)
 	}
-	cp.kv_unified = C.bool(p.KVUnified)
 	if p.Threads > 0 {
 		cp.n_threads = C.int32_t(p.Threads)
 		cp.n_threads_batch = C.int32_t(p.Threads)

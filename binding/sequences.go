@@ -6,8 +6,10 @@ package binding
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"unsafe"
 )
 
@@ -16,8 +18,8 @@ import (
 // sequence's tokens itself: Tokens and the sequence-0 helpers (Eval, Generate, SaveState) track only
 // sequence 0.
 
-// SequenceSize is how many token positions one sequence may hold: all of n_ctx in a unified cache
-// (ContextParams.KVUnified), else n_ctx divided among the sequences (each has cells of its own).
+// SequenceSize is how many token positions one sequence may hold: n_ctx divided among the
+// sequences (llama.cpp's default cache, not unified: each sequence has cells of its own).
 func (c *Context) SequenceSize() int {
 	cc, err := c.ptr()
 	if err != nil {
@@ -57,8 +59,14 @@ func (c *Context) SaveSequence(seq int, path string, tokens []Token) error {
 	return nil
 }
 
+// ErrOtherSequenceCount: a sequence's state saved from a context with another number of sequences
+// (llama.cpp b11669 writes the number of per-sequence KV buffers into the file and refuses another).
+// LoadSequence then returns the saved tokens with it, for the caller to evaluate again.
+var ErrOtherSequenceCount = errors.New("the state was saved from a context with another number of sequences")
+
 // LoadSequence replaces sequence seq with the state saved in path (by SaveSequence or SaveState,
-// same model, compatible cache types) and returns its tokens. On failure the sequence is empty.
+// same model, compatible cache types) and returns its tokens. On failure the sequence is empty (and
+// with ErrOtherSequenceCount the saved tokens are returned).
 func (c *Context) LoadSequence(seq int, path string) ([]Token, error) {
 	cc, err := c.ptr()
 	if err != nil {
@@ -79,6 +87,10 @@ func (c *Context) LoadSequence(seq int, path string) ([]Token, error) {
 	runtime.KeepAlive(buf)
 	if r == 0 {
 		C.llama_memory_seq_rm(C.llama_get_memory(cc), C.llama_seq_id(seq), -1, -1)
+		if strings.Contains(logged, "n_stream mismatch") && n > 0 {
+			// llama.cpp read the tokens before it refused the cells.
+			return append([]Token(nil), buf[:n]...), fmt.Errorf("load sequence %d from %q: %w", seq, path, ErrOtherSequenceCount)
+		}
 		msg := "not a state file of this model, made with other cache types, or larger than a sequence's context"
 		if logged != "" {
 			msg += ": " + logged

@@ -76,6 +76,10 @@ type Engine struct {
 	wake      chan struct{} // capacity 1: a job was queued or the engine closed
 	loopDone  chan struct{}
 
+	// logitsHook, when set (by tests, before the first request), receives the logits of every
+	// output the loop samples from, with its slot.
+	logitsHook func(slot int, logits []float32)
+
 	mu        sync.Mutex // guards queue, closed and published
 	queue     []*job
 	closed    bool
@@ -141,13 +145,14 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	if nctx == 0 {
 		nctx = min(m.Stats().ContextTrain, 4096)
 	}
-	// One unified KV cache of Context cells per slot, which the slots share (the engine keeps each
-	// slot within Context tokens, so they always fit). Unified rather than a buffer per sequence
-	// because a sequence's saved state then loads whatever the number of slots (llama.cpp b11669
-	// refuses a state saved with another number of per-sequence buffers), and attention only spans
-	// the cells in use, so it costs little while slots hold short conversations.
+	// KV cells of its own for each slot (llama.cpp's default, not unified; llama-server's with -np
+	// N): a sequence's attention spans its own cells only, so its logits do not depend on what the
+	// other slots hold, and they equal llama-server's with the same -c and -np (a unified cache
+	// computes attention over every slot's cells, masked, which changes the sums' last bits). The
+	// price: a sequence's saved state loads only into a context with as many slots; LoadState then
+	// evaluates the saved tokens again.
 	cparams := binding.ContextParams{
-		NCtx: nctx * o.Slots, NBatch: o.Batch, NUBatch: o.UBatch, NSeqMax: o.Slots, KVUnified: true,
+		NCtx: nctx * o.Slots, NBatch: o.Batch, NUBatch: o.UBatch, NSeqMax: o.Slots,
 		Threads: o.Threads, ThreadsBatch: o.BatchThreads,
 		FlashAttn: fa, CacheTypeK: binding.CacheType(o.CacheTypeK), CacheTypeV: binding.CacheType(o.CacheTypeV),
 	}
@@ -173,7 +178,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	e.info = engine.ModelInfo{
 		Name: filepath.Base(path), Path: path, Fingerprint: fingerprint, Architecture: m.Architecture(), Description: m.Description(),
 		Parameters: st.Parameters, SizeBytes: st.SizeBytes, ContextTrain: st.ContextTrain,
-		Context: e.lctx.Size() / o.Slots, Vocab: st.Vocab, Embedding: st.Embedding,
+		Context: e.lctx.SequenceSize(), Vocab: st.Vocab, Embedding: st.Embedding,
 		HasChatTemplate: m.ChatTemplate() != "", Mode: mode, Slots: o.Slots,
 		ChatTemplate: m.ChatTemplate(),
 	}
@@ -379,12 +384,24 @@ func (e *Engine) LoadState(ctx context.Context, slotID int, path string) (int, e
 		return 0, fmt.Errorf("load state: %w", err)
 	}
 	var toks []int32
+	into := slotID
 	j := &job{want: slotID, onSlot: func(s *slot) error {
 		t, err := e.lctx.LoadSequence(s.id, path)
-		s.tokens, toks = t, t
+		toks, into = t, s.id
+		if err == nil {
+			s.tokens = t
+		} else {
+			s.tokens = s.tokens[:0]
+		}
 		return err
 	}}
-	if err := e.submit(ctx, j, nil); err != nil {
+	err := e.submit(ctx, j, nil)
+	if errors.Is(err, binding.ErrOtherSequenceCount) && len(toks) > 0 && len(toks) < e.info.Context {
+		// Saved with another number of slots: evaluate its tokens into the slot instead (the same
+		// cache, at the price of a prompt evaluation).
+		err = e.submit(ctx, &job{want: into, prompt: toks, onSlot: func(*slot) error { return nil }}, nil)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("load state: %w", err)
 	}
 	return len(toks), nil

@@ -13,8 +13,8 @@ import (
 )
 
 // Continuous batching, as llama-server does it. The engine has one llama.cpp context whose
-// sequences are the slots (n_seq_max = slots, one unified KV cache of Options.Context cells per
-// slot: see Open). One goroutine, the loop, owns the context, the batch
+// sequences are the slots (n_seq_max = slots, each with Options.Context KV cells of its own: see
+// Open). One goroutine, the loop, owns the context, the batch
 // and the slots: every step it puts every generating sequence's next token and as many prompt tokens
 // as fit (n_batch) into one llama_decode, then samples each sequence that has an output with its own
 // sampler chain. In sniper mode the hook makes the union of all the step's tokens' experts resident
@@ -118,18 +118,36 @@ func (q *eventQueue) take() (toks []engine.Token, done bool, err error) {
 func (e *Engine) submit(ctx context.Context, j *job, onToken func(engine.Token) error) error {
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	j.ctx, j.events, j.out = jctx, newEventQueue(), -1
+	if err := e.enqueue(jctx, j); err != nil {
+		return err
+	}
+	return e.await(jctx, cancel, j, onToken)
+}
+
+// enqueue queues jobs together: the loop admits them in one go, so that, with slots free for all,
+// they are decoded together from their first step (tests rely on that for a fixed batch).
+func (e *Engine) enqueue(ctx context.Context, jobs ...*job) error {
+	for _, j := range jobs {
+		j.ctx, j.events, j.out = ctx, newEventQueue(), -1
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		if j.sampler != nil {
-			j.sampler.Close()
+		for _, j := range jobs {
+			if j.sampler != nil {
+				j.sampler.Close()
+			}
 		}
 		return errClosed
 	}
-	e.queue = append(e.queue, j)
+	e.queue = append(e.queue, jobs...)
 	e.mu.Unlock()
 	e.wakeLoop()
+	return nil
+}
+
+// await delivers j's tokens to onToken until the loop finishes j. cancel cancels j's context.
+func (e *Engine) await(jctx context.Context, cancel context.CancelFunc, j *job, onToken func(engine.Token) error) error {
 	var cbErr error
 	cancelled := jctx.Done()
 	for {
@@ -355,6 +373,14 @@ func (e *Engine) sample(j *job) {
 	j.out = -1
 	if j.sampled.IsZero() {
 		j.sampled = time.Now()
+	}
+	if e.logitsHook != nil {
+		logits, err := e.lctx.Logits(idx)
+		if err != nil {
+			e.finish(j, err)
+			return
+		}
+		e.logitsHook(j.slot.id, logits)
 	}
 	tok, err := j.sampler.Sample(e.lctx, idx)
 	if err != nil {

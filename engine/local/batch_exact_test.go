@@ -1,0 +1,123 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/expertsniper/expertsniper/binding"
+	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/modelgen/testmodels"
+	"github.com/expertsniper/expertsniper/sniper"
+)
+
+var batchPrompts = []string{
+	"<|im_start|>user\nhello there, tell me about the cat<|im_end|>\n<|im_start|>assistant\n",
+	"The quick brown fox jumps over the lazy dog",
+	"one two",
+	"<|im_start|>user\nwrite a long story about a dragon and a knight who became friends<|im_end|>\n",
+}
+
+// decodeTogether opens path with o and one slot per prompt, queues one greedy request per prompt at
+// once (so the batches are the same in every run: all prompts in the first step, then one token of
+// every sequence still generating per step) and returns the logits each slot sampled from, in order,
+// and the texts.
+func decodeTogether(t *testing.T, path string, o Options, prompts []string, maxTokens int) ([][][]float32, []string) {
+	t.Helper()
+	o.Slots, o.Context, o.Threads, o.NoRepack = len(prompts), 256, 2, true
+	e, err := Open(context.Background(), path, o)
+	if err != nil {
+		t.Fatalf("open %s: %v", o.Mode, err)
+	}
+	defer func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	}()
+	logits := make([][][]float32, len(prompts))
+	e.logitsHook = func(slot int, l []float32) { logits[slot] = append(logits[slot], l) }
+	jobs := make([]*job, len(prompts))
+	for i, p := range prompts {
+		toks, err := e.Tokenize(p, true, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := engine.Request{Prompt: p, MaxTokens: maxTokens, Slot: -1}
+		smpl, err := binding.NewSampler(e.model, samplerParams(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs[i] = &job{want: -1, prompt: toks, generate: true, req: req, sampler: smpl, stop: binding.NewStopFilter(nil)}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := e.enqueue(ctx, jobs...); err != nil {
+		t.Fatal(err)
+	}
+	texts := make([]string, len(prompts))
+	for i, j := range jobs {
+		if err := e.await(ctx, cancel, j, nil); err != nil {
+			t.Fatalf("%s, request %d: %v", o.Mode, i, err)
+		}
+		if j.slot.id != i {
+			t.Fatalf("request %d ran in slot %d: the batch composition is not the fixed one", i, j.slot.id)
+		}
+		texts[i] = j.res.Text
+	}
+	return logits, texts
+}
+
+// TestBatchedStreamingIsBitExact: for a fixed batch composition (1 sequence, and 4 decoded together
+// by the scheduler), sniper mode (MoE) and stream mode (dense) compute exactly the in-RAM logits, on
+// every test architecture and type, with no expert cache and with an unlimited one. (Batching
+// changes the floating-point path against single-sequence decoding; the claim is equality between
+// modes for the same batches.)
+func TestBatchedStreamingIsBitExact(t *testing.T) {
+	archs := []string{"qwen3moe", "qwen35moe", "olmoe", "qwen2moe", "qwen3"}
+	types := []string{"f32", "q8_0", "q4_k_m"}
+	for _, arch := range archs {
+		for _, typ := range types {
+			name := arch + "-" + typ
+			t.Run(name, func(t *testing.T) {
+				t.Parallel() // runs wait on reads and page faults as much as on the 2 cores
+				path := testmodels.Path(t, name)
+				mode := "sniper"
+				if arch == "qwen3" {
+					mode = "stream"
+				}
+				for _, n := range []int{1, 4} {
+					prompts := batchPrompts[:n]
+					want, wantText := decodeTogether(t, path, Options{Mode: "ram"}, prompts, 6)
+					for _, budget := range []int64{0, sniper.Unlimited} {
+						got, gotText := decodeTogether(t, path, Options{Mode: mode, CacheBudget: budget}, prompts, 6)
+						what := fmt.Sprintf("%s, %d sequences, cache %d", mode, n, budget)
+						for s := range prompts {
+							sameLogits(t, fmt.Sprintf("%s, sequence %d", what, s), want[s], got[s])
+							if gotText[s] != wantText[s] {
+								t.Fatalf("%s, sequence %d: text %q, in RAM %q", what, s, gotText[s], wantText[s])
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+func sameLogits(t *testing.T, what string, want, got [][]float32) {
+	t.Helper()
+	if len(want) == 0 || len(want) != len(got) {
+		t.Fatalf("%s: %d outputs, in RAM %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if len(want[i]) != len(got[i]) {
+			t.Fatalf("%s: output %d has %d logits, in RAM %d", what, i, len(got[i]), len(want[i]))
+		}
+		for k := range want[i] {
+			if math.Float32bits(want[i][k]) != math.Float32bits(got[i][k]) {
+				t.Fatalf("%s: output %d logit %d = %v, in RAM %v (not bit-exact)", what, i, k, got[i][k], want[i][k])
+			}
+		}
+	}
+}
