@@ -121,3 +121,68 @@ func sameLogits(t *testing.T, what string, want, got [][]float32) {
 		}
 	}
 }
+
+// TestSniperStepEnsuresOnceForAllSequences: in sniper mode one decode step makes the experts of every
+// sequence in it resident together (the hook ensures the union of a ubatch's choices once per layer),
+// so four sequences decoded together make as many Ensure calls as one sequence alone, and read at most
+// four times its bytes with no cache. The prompts have the same length: llama.cpp splits a batch over
+// per-sequence KV buffers into ubatches that take as many tokens of each sequence, so prompts of
+// different lengths are evaluated in several ubatches (decode steps, one token each, stay one).
+func TestSniperStepEnsuresOnceForAllSequences(t *testing.T) {
+	path := testmodels.Path(t, "qwen3moe-q8_0")
+	const maxTokens = 4
+	run := func(n int) sniper.Stats {
+		prompts := make([]string, n)
+		for i := range prompts {
+			prompts[i] = batchPrompts[0]
+		}
+		o := Options{Mode: "sniper", CacheBudget: 0, NoPrefetch: true}
+		o.Slots, o.Context, o.Threads, o.NoRepack = len(prompts), 256, 2, true
+		e, err := Open(context.Background(), path, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		outputs := make([]int, len(prompts))
+		e.logitsHook = func(slot int, _ []float32) { outputs[slot]++ }
+		var jobs []*job
+		for i, p := range prompts {
+			toks, err := e.Tokenize(p, true, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			toks[len(toks)-1] += int32(i) // a different last token: the sequences diverge
+			req := engine.Request{Prompt: p, MaxTokens: maxTokens, Slot: -1}
+			smpl, err := binding.NewSampler(e.model, samplerParams(req))
+			if err != nil {
+				t.Fatal(err)
+			}
+			jobs = append(jobs, &job{want: -1, prompt: toks, generate: true, req: req, sampler: smpl, stop: binding.NewStopFilter(nil)})
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := e.enqueue(ctx, jobs...); err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range jobs {
+			if err := e.await(ctx, cancel, j, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for s, n := range outputs {
+			if n != maxTokens {
+				t.Fatalf("sequence %d sampled %d times, want %d (it ended early: pick other prompts)", s, n, maxTokens)
+			}
+		}
+		return e.model.Sniper().Stats()
+	}
+	one := run(1)
+	four := run(4)
+	if one.Ensures == 0 || four.Ensures != one.Ensures {
+		t.Fatalf("Ensure calls: %d for four sequences together, %d for one: want the same (one per layer per step)", four.Ensures, one.Ensures)
+	}
+	if four.BytesRead > 4*one.BytesRead {
+		t.Fatalf("four sequences read %d bytes, one %d: more than four times", four.BytesRead, one.BytesRead)
+	}
+	t.Logf("per step and layer, one Ensure: %d calls; bytes read %d (1 sequence) and %d (4 sequences)", four.Ensures, one.BytesRead, four.BytesRead)
+}
