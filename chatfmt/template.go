@@ -7,6 +7,7 @@ package chatfmt
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/ardanlabs/jinja"
 
@@ -75,68 +76,137 @@ func (t *Template) Render(msgs []Message, tools []Tool, addGenerationPrompt bool
 			err = fmt.Errorf("render the chat template: %v", r)
 		}
 	}()
-	data := map[string]any{
+	data := map[string]jinja.Value{
 		"messages":              messagesData(msgs),
-		"add_generation_prompt": addGenerationPrompt,
-		"bos_token":             t.bos,
-		"eos_token":             t.eos,
+		"add_generation_prompt": jinja.NewBool(addGenerationPrompt),
+		"bos_token":             jinja.NewString(t.bos),
+		"eos_token":             jinja.NewString(t.eos),
+		// As llama-server: templates with a thinking switch (DeepSeek V4, Qwen3) think by default.
+		"enable_thinking": jinja.NewBool(true),
 	}
 	if len(tools) > 0 {
 		data["tools"] = toolsData(tools)
 	}
-	s, err := t.tmpl.Render(data)
+	s, err := t.tmpl.RenderValues(data)
 	if err != nil {
 		return "", fmt.Errorf("render the chat template: %w", err)
 	}
 	return s, nil
 }
 
-// jsonValue decodes JSON text into the plain values a template reads (objects keep no order: Go
-// maps; tojson in the template sorts keys, as Python's json.dumps does not — a known difference).
-func jsonValue(text string) any {
-	var v any
-	if err := json.Unmarshal([]byte(text), &v); err != nil {
-		return text
+// jsonValue decodes JSON text into template values keeping the order of object keys, so that
+// tojson in a template prints a schema as the client wrote it (as llama-server's Python-like
+// tojson does); text that is not JSON stays a string.
+func jsonValue(text string) jinja.Value {
+	d := json.NewDecoder(strings.NewReader(text))
+	d.UseNumber()
+	v, err := decodeValue(d)
+	if err != nil || d.More() {
+		return jinja.NewString(text)
 	}
 	return v
 }
 
-func messagesData(msgs []Message) []any {
-	out := make([]any, len(msgs))
+func decodeValue(d *json.Decoder) (jinja.Value, error) {
+	tok, err := d.Token()
+	if err != nil {
+		return jinja.Undefined(), err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			obj := jinja.NewDict()
+			for d.More() {
+				k, err := d.Token()
+				if err != nil {
+					return obj, err
+				}
+				v, err := decodeValue(d)
+				if err != nil {
+					return obj, err
+				}
+				obj.AsDict().Set(k.(string), v)
+			}
+			_, err := d.Token() // '}'
+			return obj, err
+		case '[':
+			var items []jinja.Value
+			for d.More() {
+				v, err := decodeValue(d)
+				if err != nil {
+					return jinja.Undefined(), err
+				}
+				items = append(items, v)
+			}
+			_, err := d.Token() // ']'
+			return jinja.NewList(items), err
+		}
+	case string:
+		return jinja.NewString(t), nil
+	case bool:
+		return jinja.NewBool(t), nil
+	case json.Number:
+		if n, err := t.Int64(); err == nil {
+			return jinja.NewInt(n), nil
+		}
+		f, err := t.Float64()
+		return jinja.NewFloat(f), err
+	case nil:
+		return jinja.None(), nil
+	}
+	return jinja.Undefined(), fmt.Errorf("unexpected JSON token %v", tok)
+}
+
+// dict builds a template dict with keys in the given order (key, value, key, value, ...).
+func dict(kv ...any) jinja.Value {
+	d := jinja.NewDict()
+	for i := 0; i+1 < len(kv); i += 2 {
+		d.AsDict().Set(kv[i].(string), kv[i+1].(jinja.Value))
+	}
+	return d
+}
+
+func messagesData(msgs []Message) jinja.Value {
+	out := make([]jinja.Value, len(msgs))
 	for i, m := range msgs {
-		d := map[string]any{"role": m.Role, "content": m.Content}
+		content := jinja.NewString(m.Content)
+		if len(m.ToolCalls) > 0 && m.Content == "" {
+			content = jinja.None()
+		}
+		d := dict("role", jinja.NewString(m.Role), "content", content)
 		if len(m.ToolCalls) > 0 {
-			if m.Content == "" {
-				d["content"] = nil
-			}
-			calls := make([]any, len(m.ToolCalls))
+			calls := make([]jinja.Value, len(m.ToolCalls))
 			for j, c := range m.ToolCalls {
-				calls[j] = map[string]any{"id": c.ID, "type": "function",
-					"function": map[string]any{"name": c.Name, "arguments": jsonValue(c.Arguments)}}
+				calls[j] = dict("id", jinja.NewString(c.ID), "type", jinja.NewString("function"),
+					"function", dict("name", jinja.NewString(c.Name), "arguments", jsonValue(c.Arguments)))
 			}
-			d["tool_calls"] = calls
+			d.AsDict().Set("tool_calls", jinja.NewList(calls))
 		}
 		if m.ToolCallID != "" {
-			d["tool_call_id"] = m.ToolCallID
+			d.AsDict().Set("tool_call_id", jinja.NewString(m.ToolCallID))
 		}
 		if m.Name != "" {
-			d["name"] = m.Name
+			d.AsDict().Set("name", jinja.NewString(m.Name))
 		}
 		out[i] = d
 	}
-	return out
+	return jinja.NewList(out)
 }
 
-func toolsData(tools []Tool) []any {
-	out := make([]any, len(tools))
+func toolsData(tools []Tool) jinja.Value {
+	out := make([]jinja.Value, len(tools))
 	for i, t := range tools {
-		fn := map[string]any{"name": t.Name, "description": t.Description}
+		params := jsonValue(`{"type":"object","properties":{}}`)
 		if len(t.Parameters) > 0 {
-			fn["parameters"] = jsonValue(string(t.Parameters))
-		} else {
-			fn["parameters"] = map[string]any{"type": "object", "properties": map[string]any{}}
+			params = jsonValue(string(t.Parameters))
 		}
-		out[i] = map[string]any{"type": "function", "function": fn}
+		fn := dict("name", jinja.NewString(t.Name))
+		if t.Description != "" {
+			fn.AsDict().Set("description", jinja.NewString(t.Description))
+		}
+		fn.AsDict().Set("parameters", params)
+		out[i] = dict("type", jinja.NewString("function"), "function", fn)
 	}
-	return out
+	return jinja.NewList(out)
 }

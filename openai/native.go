@@ -237,11 +237,6 @@ type DetokenizeRequest struct {
 	Tokens []int32 `json:"tokens"`
 }
 
-// ApplyTemplateRequest is POST /apply-template.
-type ApplyTemplateRequest struct {
-	Messages []ChatMessage `json:"messages"`
-}
-
 // ToEngineMessages validates and converts chat messages (for /apply-template).
 func ToEngineMessages(msgs []ChatMessage) ([]engine.Message, error) {
 	call, err := FromChatRequest(ChatCompletionRequest{Messages: msgs}, DefaultSampling)

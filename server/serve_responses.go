@@ -27,6 +27,10 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
+	if err := checkMessageCount("input", len(call.Chat.Messages)); err != nil {
+		fail(w, r, err)
+		return
+	}
 	format, err := s.renderChat(l, &call.Chat)
 	if err != nil {
 		fail(w, r, err)

@@ -81,7 +81,8 @@ func (s *Server) handleApplyTemplate(w http.ResponseWriter, r *http.Request) {
 	if l == nil {
 		return
 	}
-	var req openai.ApplyTemplateRequest
+	// The whole chat body, as llama-server takes it: tools and tool calls render too.
+	var req openai.ChatCompletionRequest
 	if err := decodeJSON(r, &req); err != nil {
 		fail(w, r, err)
 		return
@@ -90,16 +91,16 @@ func (s *Server) handleApplyTemplate(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	msgs, err := openai.ToEngineMessages(req.Messages)
+	call, err := openai.FromChatRequest(req, s.sampling)
 	if err != nil {
 		fail(w, r, err)
 		return
 	}
-	prompt, err := l.eng.ApplyTemplate(msgs, true)
-	if err != nil {
-		fail(w, r, fmt.Errorf("apply the chat template: %w", err))
+	if _, err := s.renderChat(l, &call); err != nil {
+		fail(w, r, err)
 		return
 	}
+	prompt := call.Request.Prompt
 	writeJSON(w, http.StatusOK, map[string]any{"prompt": prompt})
 }
 

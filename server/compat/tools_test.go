@@ -99,3 +99,31 @@ func TestForcedToolCallSideBySide(t *testing.T) {
 		})
 	}
 }
+
+// The prompt of a tool conversation (tools, an assistant call, the tool's answer) is the one
+// llama-server --jinja renders from the same template, character for character.
+func TestToolPromptsMatchLlamaServer(t *testing.T) {
+	body := `{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Weather in Paris?"},
+		{"role":"assistant","content":null,"tool_calls":[{"id":"call12345","type":"function","function":{"name":"get_weather","arguments":"{\"unit\":\"c\",\"city\":\"Paris\"}"}}]},
+		{"role":"tool","tool_call_id":"call12345","content":"sunny, 21 C"}],
+		"tools":[{"type":"function","function":{"name":"get_weather","description":"The weather","parameters":{"type":"object",
+			"properties":{"unit":{"enum":["c","f"]},"city":{"type":"string","maxLength":12}},"required":["city","unit"]}}}]}`
+	for _, family := range toolFamilies {
+		if family == "llama3" {
+			// Llama 3's template prints tools with tojson(indent=4), which github.com/ardanlabs/jinja
+			// v1.8.0 encodes through Go maps: keys sorted. A known difference (docs/server.md).
+			continue
+		}
+		t.Run(family, func(t *testing.T) {
+			model := testmodels.WithTemplate(t, compatModel, family)
+			theirs := call(t, startLlamaServer(t, model, "--jinja", "-c", "4096", "-np", "1"), "POST", "/apply-template", body)
+			ours := call(t, startOursWithContext(t, model, 4096), "POST", "/apply-template", body)
+			if ours.status != 200 || theirs.status != 200 {
+				t.Fatalf("status ours %d %s, llama-server %d %s", ours.status, ours.raw, theirs.status, theirs.raw)
+			}
+			if o, th := field(ours.body, "prompt"), field(theirs.body, "prompt"); o != th {
+				t.Errorf("prompts differ:\nours   %q\ntheirs %q", o, th)
+			}
+		})
+	}
+}
