@@ -19,6 +19,8 @@ void es_flag_store(int *flag, int value) { __atomic_store_n(flag, value, __ATOMI
 int es_flag_load(int *flag) { return __atomic_load_n(flag, __ATOMIC_ACQUIRE); }
 
 ggml_abort_callback es_abort_fn(void) { return es_abort_cb; }
+void es_abort_msg_tramp(const char *msg) { goAbortTramp((char *)msg); }
+ggml_abort_callback_t es_abort_msg_fn(void) { return es_abort_msg_tramp; }
 ggml_log_callback es_log_fn(void) { return es_log_tramp; }
 llama_progress_callback es_progress_fn(void) { return es_progress_tramp; }
 

@@ -30,6 +30,11 @@ void es_set_progress(struct llama_model_params *p, uintptr_t handle);
 
 // es_abort_fn returns es_abort_cb as a value Go can store in llama_context_params.
 ggml_abort_callback es_abort_fn(void);
+
+// es_abort_msg_tramp forwards ggml's fatal-error message to Go (goAbortTramp) just before ggml ends
+// the process; es_abort_msg_fn returns it for ggml_set_abort_callback.
+void es_abort_msg_tramp(const char *msg);
+ggml_abort_callback_t es_abort_msg_fn(void);
 ggml_log_callback es_log_fn(void);
 llama_progress_callback es_progress_fn(void);
 

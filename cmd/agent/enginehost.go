@@ -68,7 +68,11 @@ func openEngineHost(ctx context.Context, cfg engineHostConfig) (engine.Engine, e
 		if err != nil {
 			return nil, err
 		}
-		rp, err := (&rpcSetup{Endpoints: cfg.RPC, Weights: cfg.Weights}).connect(ctx, pm.Layers)
+		workers := &rpcSetup{Endpoints: cfg.RPC, Weights: cfg.Weights}
+		if err := workers.guardProcess(os.Stderr); err != nil {
+			return nil, err
+		}
+		rp, err := workers.connect(ctx, pm.Layers)
 		if err != nil {
 			return nil, err
 		}

@@ -7,10 +7,12 @@ import (
 	"math"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -412,4 +414,28 @@ func (r *rpcMemoryPlan) writeText(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\t%s\n", name, d.Layers, sizeString(d.WeightBytes), sizeString(d.KVBytes), sizeString(int64(d.FreeBytes)), fit)
 	}
 	tw.Flush()
+}
+
+// guardProcess prepares a process whose model uses the workers of s for losing one. llama.cpp's RPC
+// client cannot survive it, but it can say so: a write to the dead worker's socket then fails
+// instead of ending the process silently by SIGPIPE, and the GGML_ABORT that follows prints which
+// worker no longer accepts connections (a worker busy with this process still does).
+func (s *rpcSetup) guardProcess(errOut io.Writer) error {
+	signal.Ignore(syscall.SIGPIPE)
+	return binding.SetAbortHandler(func(msg string) {
+		var lost []string
+		for _, ep := range s.Endpoints {
+			c, err := net.DialTimeout("tcp", ep, 3*time.Second)
+			if err != nil {
+				lost = append(lost, ep)
+				continue
+			}
+			c.Close()
+		}
+		if len(lost) > 0 {
+			fmt.Fprintf(errOut, "error: rpc worker %s lost mid-run (llama.cpp: %s)\n", strings.Join(lost, ", "), msg)
+			return
+		}
+		fmt.Fprintf(errOut, "error: llama.cpp aborted with rpc workers %s: %s\n", strings.Join(s.Endpoints, ", "), msg)
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -269,5 +270,34 @@ func TestBenchRPCConfiguration(t *testing.T) {
 	if len(d) != 3 || d[2].Endpoint != w2.endpoint || d[0].Layers+d[1].Layers+d[2].Layers != ins.Model.Layers+1 ||
 		d[2].Layers < d[1].Layers || d[1].WeightBytes <= 0 || !d[0].Fits {
 		t.Fatalf("inspect --rpc devices: %s", js)
+	}
+}
+
+// TestRunNamesALostWorker: llama.cpp's RPC client ends the process when a worker dies mid-run; agent
+// run says which worker (instead of dying silently by SIGPIPE) and exits non-zero.
+func TestRunNamesALostWorker(t *testing.T) {
+	bin := buildAgent(t)
+	w1, w2 := startRPCWorker(t, bin, ""), startRPCWorker(t, bin, "")
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	cmd := exec.Command(bin, "run", "-m", model, "-p", "Once upon a time", "-n", "4000", "-t", "1", "--temp", "0",
+		"--rpc", w1.endpoint+","+w2.endpoint)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(stdout, first); err != nil {
+		t.Fatalf("no token before the kill: %v\n%s", err, stderr.String())
+	}
+	w2.kill()
+	go io.Copy(io.Discard, stdout)
+	err = cmd.Wait()
+	if err == nil || !strings.Contains(stderr.String(), "rpc worker "+w2.endpoint+" lost mid-run") {
+		t.Fatalf("agent run after its worker died: %v\n%s", err, stderr.String())
 	}
 }

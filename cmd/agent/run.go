@@ -292,6 +292,9 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	var traffic *rpcTraffic
 	var placement ggmlrpc.Placement
 	if workers != nil {
+		if err := workers.guardProcess(streams.ErrOut); err != nil {
+			return err
+		}
 		if o.Stats || o.StatsJSON != "" {
 			if traffic, err = measureTraffic(workers); err != nil {
 				return err
