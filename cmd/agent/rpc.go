@@ -214,7 +214,10 @@ func (s *rpcSetup) connect(ctx context.Context, layers int) (*rpcPlan, error) {
 		return nil, usagef("--tensor-split leaves the workers no layer of %d; give them a larger share", p.Units)
 	}
 	return &rpcPlan{
-		Options:   []binding.ModelOption{binding.WithDevices(devs), binding.WithTensorSplit(p.DeviceSplit), binding.WithGPULayers(p.OffloadLayers)},
+		// Read, not mmap: the workers' layers are read once and sent, and this machine keeps only its
+		// own share resident (mapped, the sent layers' pages would stay counted in its RSS).
+		Options: []binding.ModelOption{binding.WithDevices(devs), binding.WithTensorSplit(p.DeviceSplit), binding.WithGPULayers(p.OffloadLayers),
+			binding.WithMMap(false)},
 		Devices:   devs,
 		Placement: p,
 		Endpoints: s.Endpoints,
