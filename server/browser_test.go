@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/server/internal/fakeengine"
 )
 
@@ -114,6 +115,8 @@ func TestDashboardUpdatesWhileARequestRuns(t *testing.T) {
 	fake := fakeengine.New(2, 1<<20)
 	fake.TokenDelay = 5 * time.Millisecond
 	fake.Reply = longReply
+	fake.Devices = []engine.Device{{Name: "local CPU", Layers: 3, FreeBytes: 8 << 30, TotalBytes: 16 << 30},
+		{Name: "RPC0", Endpoint: "127.0.0.1:50052", Layers: 2, FreeBytes: 4 << 30, TotalBytes: 8 << 30}}
 	ts := newTestServer(t, fake)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -138,6 +141,9 @@ func TestDashboardUpdatesWhileARequestRuns(t *testing.T) {
 	}
 	if !strings.Contains(dom, "4 layers × 8 experts") || !strings.Contains(dom, "slot 0:") {
 		t.Errorf("dashboard lacks the heat map summary or the running slot")
+	}
+	if !strings.Contains(dom, "RPC0 on 127.0.0.1:50052: 2 layers · 4.00 GiB free of 8.00 GiB") {
+		t.Errorf("dashboard lacks the devices of a model spread over RPC workers")
 	}
 	if v := regexp.MustCompile(`id="toks">([^<]*)<`).FindStringSubmatch(dom); v == nil || v[1] == "–" {
 		t.Errorf("no generation rate shown: %v", v)

@@ -30,6 +30,8 @@ type Engine struct {
 	Reply func(prompt string) string
 	// TokenDelay is slept before each generated token (cancellable).
 	TokenDelay time.Duration
+	// Devices are reported in Stats, as for a model spread over RPC workers.
+	Devices []engine.Device
 	// Embeddings enables Embed; otherwise it returns engine.ErrNotSupported.
 	Embeddings bool
 	// FailAfter, when > 0, makes Complete fail with FailErr after that many tokens (a disk error
@@ -413,6 +415,7 @@ func (e *Engine) Stats() engine.Stats {
 	s.CacheBudget = 64 << 20
 	s.CacheBytes = min(int64(32<<20), s.CacheMisses<<16)
 	s.ReadP50Micros, s.ReadP99Micros = 300, 1400
+	s.Devices = e.Devices
 	s.LayerExpertActivations = make([][]int64, len(e.layerCounts))
 	for i, l := range e.layerCounts {
 		s.LayerExpertActivations[i] = append([]int64(nil), l...)
