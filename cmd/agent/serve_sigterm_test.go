@@ -86,7 +86,9 @@ func TestServeSIGTERMMidRequestAnswers503(t *testing.T) {
 	}
 
 	a := <-plain
-	var e struct{ Error struct{ Type, Message string } }
+	var e struct {
+		Error struct{ Type, Message string }
+	}
 	if a.err != nil || a.status != 503 || json.Unmarshal([]byte(a.body), &e) != nil || e.Error.Type != "unavailable_error" {
 		t.Errorf("the non-streamed request on SIGTERM: %d %q %v", a.status, a.body, a.err)
 	}
