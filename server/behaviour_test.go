@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -241,35 +240,15 @@ func TestShutdownStopsRunningGenerations(t *testing.T) {
 	fake := fakeengine.New(1, 1<<20)
 	fake.Reply = longReply
 	fake.TokenDelay = 10 * time.Millisecond
-	srv, err := New(Config{Host: "127.0.0.1", ContextDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.SetEngine(fake)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-
+	_, base, stop := serveOnLoopback(t, fake)
 	body := strings.NewReader(`{"messages":[{"role":"user","content":"x"}],"stream":true}`)
-	resp, err := http.Post("http://"+ln.Addr().String()+"/v1/chat/completions", "application/json", body)
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json", body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	waitFor(t, "generation to start", func() bool { return fake.Counters().Running == 1 })
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Serve: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Serve did not return after its context was cancelled")
-	}
+	stop()
 	if c := fake.Counters(); c.Running != 0 || c.Cancelled != 1 {
 		t.Fatalf("counters after shutdown %+v", c)
 	}

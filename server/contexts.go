@@ -91,16 +91,22 @@ func (c *contextStore) slotText(filename string) string {
 func contextKey(name string) string  { return "context/" + name }
 func slotKey(filename string) string { return "slot/" + filename }
 
-// lock takes the lock of key, waiting for whoever holds it (or until ctx ends). The returned
-// function releases it.
-func (c *contextStore) lock(ctx context.Context, key string) (func(), error) {
+// lockChan is key's lock: a channel with room for one, full while someone holds it.
+func (c *contextStore) lockChan(key string) chan struct{} {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	ch, ok := c.nameLocks[key]
 	if !ok {
 		ch = make(chan struct{}, 1)
 		c.nameLocks[key] = ch
 	}
-	c.mu.Unlock()
+	return ch
+}
+
+// lock takes the lock of key, waiting for whoever holds it (or until ctx ends). The returned
+// function releases it.
+func (c *contextStore) lock(ctx context.Context, key string) (func(), error) {
+	ch := c.lockChan(key)
 	select {
 	case ch <- struct{}{}:
 		return func() { <-ch }, nil
@@ -111,13 +117,7 @@ func (c *contextStore) lock(ctx context.Context, key string) (func(), error) {
 
 // tryLock takes the lock of key only if it is free.
 func (c *contextStore) tryLock(key string) (func(), bool) {
-	c.mu.Lock()
-	ch, ok := c.nameLocks[key]
-	if !ok {
-		ch = make(chan struct{}, 1)
-		c.nameLocks[key] = ch
-	}
-	c.mu.Unlock()
+	ch := c.lockChan(key)
 	select {
 	case ch <- struct{}{}:
 		return func() { <-ch }, true

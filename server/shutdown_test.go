@@ -21,19 +21,7 @@ func TestShutdownAnswers503AndEndsStreamsWithAnError(t *testing.T) {
 	fake := fakeengine.New(2, 1<<20)
 	fake.Reply = longReply
 	fake.TokenDelay = 10 * time.Millisecond
-	srv, err := New(Config{Host: "127.0.0.1", ContextDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.SetEngine(fake)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	base := "http://" + ln.Addr().String()
+	srv, base, stop := serveOnLoopback(t, fake)
 
 	type answer struct {
 		status int
@@ -60,15 +48,7 @@ func TestShutdownAnswers503AndEndsStreamsWithAnError(t *testing.T) {
 	waitFor(t, "the plain request to run", func() bool { return fake.Counters().Running == 2 })
 	queued := post(`{"messages":[{"role":"user","content":"queued"}]}`) // both slots are busy
 	waitFor(t, "a request to queue", func() bool { _, waiting := srv.eng.Load().slots.counts(); return waiting == 1 })
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Serve: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Serve did not return after its context was cancelled")
-	}
+	stop()
 
 	for name, ch := range map[string]chan answer{"running": running, "queued": queued} {
 		a := <-ch
@@ -94,4 +74,38 @@ func TestShutdownAnswers503AndEndsStreamsWithAnError(t *testing.T) {
 	if last == "[DONE]" || !strings.Contains(last, `"error"`) || !strings.Contains(last, "shutting down") {
 		t.Fatalf("the stream ended with %q, want an error event", last)
 	}
+}
+
+// serveOnLoopback runs a server over fake with Serve, as agent serve does, on a loopback port. stop
+// ends Serve's context (what SIGTERM does) and waits for Serve to return.
+func serveOnLoopback(t *testing.T, fake *fakeengine.Engine) (srv *Server, base string, stop func()) {
+	t.Helper()
+	srv, err := New(Config{Host: "127.0.0.1", ContextDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SetEngine(fake); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(cancel)
+	stop = func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Serve: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("Serve did not return after its context was cancelled")
+		}
+	}
+	return srv, "http://" + ln.Addr().String(), stop
 }

@@ -1,13 +1,9 @@
 // Drives the web chat in Chromium with playwright-core: a question whose generation fails on the
 // server, then a good one. The Go test (server/browser_test.go) checks that the second request
 // did not carry the failed turn. Prints what the page showed as JSON.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-});
+const browser = await launchChromium();
 const out = { pageErrors: [] };
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });

@@ -1,14 +1,10 @@
 // Drives the web chat in Debian's Chromium with playwright-core, as a person would: type a question,
 // watch the answer stream, press Stop, then ask again. Prints what it saw as JSON for
 // server/browser_test.go; page errors fail the run.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const base = process.env.BASE_URL;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-});
+const browser = await launchChromium();
 const out = { pageErrors: [] };
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
