@@ -62,7 +62,17 @@ func TestServeSIGTERMMidRequestAnswers503(t *testing.T) {
 	// Both long: every token is read from disk (--cache 0), and only the context (4096) ends them
 	// (greedy on this model never writes the end-of-generation token).
 	plain := post(`{"prompt":"Once upon a time","n_predict":-1,"temperature":0}`)
-	stream := post(`{"prompt":"Once upon a time","n_predict":-1,"temperature":0,"stream":true}`)
+	// The stream is read here: its first event arrives before the signal is sent.
+	sresp, err := http.Post(base+"/completion", "application/json",
+		strings.NewReader(`{"prompt":"Once upon a time","n_predict":-1,"temperature":0,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sresp.Body.Close()
+	events := bufio.NewReader(sresp.Body)
+	if first, err := events.ReadString('\n'); err != nil || !strings.HasPrefix(first, "data: ") {
+		t.Fatalf("the stream's first event: %q %v", first, err)
+	}
 	for {
 		resp, err := http.Get(base + "/slots")
 		if err == nil {
@@ -92,17 +102,17 @@ func TestServeSIGTERMMidRequestAnswers503(t *testing.T) {
 	if a.err != nil || a.status != 503 || json.Unmarshal([]byte(a.body), &e) != nil || e.Error.Type != "unavailable_error" {
 		t.Errorf("the non-streamed request on SIGTERM: %d %q %v", a.status, a.body, a.err)
 	}
-	s := <-stream
+	rest, err := io.ReadAll(events)
 	var last string
-	sc := bufio.NewScanner(strings.NewReader(s.body))
+	sc := bufio.NewScanner(strings.NewReader(string(rest)))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		if line := sc.Text(); strings.HasPrefix(line, "data: ") {
 			last = strings.TrimPrefix(line, "data: ")
 		}
 	}
-	if s.err != nil || !strings.Contains(last, `"error"`) || !strings.Contains(last, "shutting down") {
-		t.Errorf("the stream on SIGTERM ended with %q (%v)", last, s.err)
+	if err != nil || !strings.Contains(last, `"error"`) || !strings.Contains(last, "shutting down") {
+		t.Errorf("the stream on SIGTERM ended with %q (%v)", last, err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
