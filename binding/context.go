@@ -8,7 +8,6 @@ import "C"
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync"
 	"unsafe"
 )
@@ -389,46 +388,17 @@ func (c *Context) StateSize(seq int) (int, error) {
 	return int(C.llama_state_seq_get_size(cc, C.llama_seq_id(seq))), nil
 }
 
-// SaveState writes the KV state of sequence 0 and its tokens to path.
+// SaveState writes the KV state of sequence 0 and its tokens to path (SaveSequence of sequence 0).
 func (c *Context) SaveState(path string) error {
-	cc, err := c.ptr()
-	if err != nil {
-		return err
-	}
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	var tp *C.llama_token
-	if len(c.past) > 0 {
-		tp = (*C.llama_token)(unsafe.Pointer(&c.past[0]))
-	}
-	n := C.llama_state_seq_save_file(cc, cpath, 0, tp, C.size_t(len(c.past)))
-	runtime.KeepAlive(c.past)
-	if n == 0 {
-		return fmt.Errorf("save state to %q: %w", path, &Error{Op: "llama_state_seq_save_file", Msg: "could not write the state file"})
-	}
-	return nil
+	return c.SaveSequence(0, path, c.past)
 }
 
 // LoadState replaces sequence 0 with the state saved in path (by SaveState, with the same model
 // and compatible cache types) and returns its tokens.
 func (c *Context) LoadState(path string) ([]Token, error) {
-	cc, err := c.ptr()
-	if err != nil {
+	if _, err := c.LoadSequence(0, path); err != nil {
 		return nil, err
 	}
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	C.llama_memory_seq_rm(C.llama_get_memory(cc), 0, -1, -1)
-	c.past = c.past[:0]
-	buf := make([]Token, c.nCtx)
-	var n C.size_t
-	r := C.llama_state_seq_load_file(cc, cpath, 0, (*C.llama_token)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n)
-	runtime.KeepAlive(buf)
-	if r == 0 {
-		return nil, fmt.Errorf("load state from %q: %w", path, &Error{Op: "llama_state_seq_load_file",
-			Msg: "not a state file of this model, made with other cache types, or larger than the context"})
-	}
-	c.past = append(c.past[:0], buf[:n]...)
 	return c.Tokens(), nil
 }
 

@@ -37,13 +37,26 @@ func decodeTogether(t *testing.T, path string, o Options, prompts []string, maxT
 	}()
 	logits := make([][][]float32, len(prompts))
 	e.logitsHook = func(slot int, l []float32) { logits[slot] = append(logits[slot], l) }
-	jobs := make([]*job, len(prompts))
+	toks := make([][]int32, len(prompts))
 	for i, p := range prompts {
-		toks, err := e.Tokenize(p, true, true)
-		if err != nil {
+		if toks[i], err = e.Tokenize(p, true, true); err != nil {
 			t.Fatal(err)
 		}
-		req := engine.Request{Prompt: p, MaxTokens: maxTokens, Slot: -1}
+	}
+	texts := make([]string, len(prompts))
+	for i, j := range runTogether(t, e, toks, maxTokens) {
+		texts[i] = j.res.Text
+	}
+	return logits, texts
+}
+
+// runTogether queues one greedy request per prompt on e at once (with every slot free, request i
+// runs in slot i, all from the same first step) and waits for them all.
+func runTogether(t *testing.T, e *Engine, prompts [][]int32, maxTokens int) []*job {
+	t.Helper()
+	jobs := make([]*job, len(prompts))
+	for i, toks := range prompts {
+		req := engine.Request{MaxTokens: maxTokens, Slot: -1}
 		smpl, err := binding.NewSampler(e.model, samplerParams(req))
 		if err != nil {
 			t.Fatal(err)
@@ -55,17 +68,15 @@ func decodeTogether(t *testing.T, path string, o Options, prompts []string, maxT
 	if err := e.enqueue(ctx, jobs...); err != nil {
 		t.Fatal(err)
 	}
-	texts := make([]string, len(prompts))
 	for i, j := range jobs {
 		if err := e.await(ctx, cancel, j, nil); err != nil {
-			t.Fatalf("%s, request %d: %v", o.Mode, i, err)
+			t.Fatalf("%s, request %d: %v", e.info.Mode, i, err)
 		}
 		if j.slot.id != i {
 			t.Fatalf("request %d ran in slot %d: the batch composition is not the fixed one", i, j.slot.id)
 		}
-		texts[i] = j.res.Text
 	}
-	return logits, texts
+	return jobs
 }
 
 // TestBatchedStreamingIsBitExact: for a fixed batch composition (1 sequence, and 4 decoded together
@@ -132,43 +143,25 @@ func TestSniperStepEnsuresOnceForAllSequences(t *testing.T) {
 	path := testmodels.Path(t, "qwen3moe-q8_0")
 	const maxTokens = 4
 	run := func(n int) sniper.Stats {
-		prompts := make([]string, n)
-		for i := range prompts {
-			prompts[i] = batchPrompts[0]
-		}
 		o := Options{Mode: "sniper", CacheBudget: 0, NoPrefetch: true}
-		o.Slots, o.Context, o.Threads, o.NoRepack = len(prompts), 256, 2, true
+		o.Slots, o.Context, o.Threads, o.NoRepack = n, 256, 2, true
 		e, err := Open(context.Background(), path, o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer e.Close()
-		outputs := make([]int, len(prompts))
+		outputs := make([]int, n)
 		e.logitsHook = func(slot int, _ []float32) { outputs[slot]++ }
-		var jobs []*job
-		for i, p := range prompts {
-			toks, err := e.Tokenize(p, true, true)
+		prompts := make([][]int32, n)
+		for i := range prompts {
+			toks, err := e.Tokenize(batchPrompts[0], true, true)
 			if err != nil {
 				t.Fatal(err)
 			}
 			toks[len(toks)-1] += int32(i) // a different last token: the sequences diverge
-			req := engine.Request{Prompt: p, MaxTokens: maxTokens, Slot: -1}
-			smpl, err := binding.NewSampler(e.model, samplerParams(req))
-			if err != nil {
-				t.Fatal(err)
-			}
-			jobs = append(jobs, &job{want: -1, prompt: toks, generate: true, req: req, sampler: smpl, stop: binding.NewStopFilter(nil)})
+			prompts[i] = toks
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		if err := e.enqueue(ctx, jobs...); err != nil {
-			t.Fatal(err)
-		}
-		for _, j := range jobs {
-			if err := e.await(ctx, cancel, j, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
+		runTogether(t, e, prompts, maxTokens)
 		for s, n := range outputs {
 			if n != maxTokens {
 				t.Fatalf("sequence %d sampled %d times, want %d (it ended early: pick other prompts)", s, n, maxTokens)
