@@ -71,7 +71,13 @@ func startLlamaServer(t *testing.T, model string, extra ...string) string {
 // startOurs runs agent serve's handler over the engine on model.
 func startOurs(t *testing.T, model string) string {
 	t.Helper()
-	eng := openEngine(t, model, compatCtx, compatSlots)
+	return startOursSized(t, model, compatCtx, compatSlots)
+}
+
+// startOursSized serves model with nCtx tokens shared by slots slots.
+func startOursSized(t *testing.T, model string, nCtx, slots int) string {
+	t.Helper()
+	eng := openEngine(t, model, nCtx, slots)
 	srv, err := server.New(server.Config{Host: "127.0.0.1", ContextDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

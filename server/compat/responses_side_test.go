@@ -11,7 +11,7 @@ import (
 func TestResponsesSideBySide(t *testing.T) {
 	model := testmodels.WithTemplate(t, compatModel, "qwen3")
 	theirsURL := startLlamaServer(t, model, "--jinja", "-c", "4096", "-np", "1")
-	oursURL := startOursWithContext(t, model, 4096)
+	oursURL := startOursSized(t, model, 4096, 1)
 	body := `{"input":"Say hello","instructions":"Be brief.","max_output_tokens":6,"temperature":0}`
 	theirs := call(t, theirsURL, "POST", "/v1/responses", body)
 	ours := call(t, oursURL, "POST", "/v1/responses", body)

@@ -2,7 +2,6 @@ package compat
 
 import (
 	"context"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -11,28 +10,10 @@ import (
 
 	"github.com/expertsniper/expertsniper/internal/nodetest"
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
-	"github.com/expertsniper/expertsniper/server"
 )
 
 // toolFamilies are the chat templates whose tool-call formats the server parses.
 var toolFamilies = []string{"qwen3", "qwen3.5", "llama3", "mistral", "deepseek"}
-
-// startOursWithContext serves model with one slot of nCtx tokens (tool prompts are long in the
-// generated models' small vocabulary).
-func startOursWithContext(t *testing.T, model string, nCtx int) string {
-	t.Helper()
-	eng := openEngine(t, model, nCtx, 1)
-	srv, err := server.New(server.Config{Host: "127.0.0.1", ContextDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.SetEngine(eng); err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
-	return ts.URL
-}
 
 // The official OpenAI SDK for Node drives tool calls (forced plain and streamed, a tool result
 // round trip), json_schema output, logprobs and the Responses API against a random-weight model
@@ -42,7 +23,7 @@ func TestToolCallsThroughTheNodeSDKForEachFamily(t *testing.T) {
 	for _, family := range toolFamilies {
 		t.Run(family, func(t *testing.T) {
 			model := testmodels.WithTemplate(t, compatModel, family)
-			url := startOursWithContext(t, model, 4096)
+			url := startOursSized(t, model, 4096, 1)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			for _, script := range []string{"tools_check.mjs", "responses_check.mjs"} {
@@ -73,7 +54,7 @@ func TestForcedToolCallSideBySide(t *testing.T) {
 		t.Run(family, func(t *testing.T) {
 			model := testmodels.WithTemplate(t, compatModel, family)
 			theirsURL := startLlamaServer(t, model, "--jinja", "-c", "4096", "-np", "1")
-			oursURL := startOursWithContext(t, model, 4096)
+			oursURL := startOursSized(t, model, 4096, 1)
 			ours := call(t, oursURL, "POST", "/v1/chat/completions", body)
 			// llama-server lets these templates' models reason first, so a random model answers in
 			// text whatever the limit: a short one keeps the test quick on a loaded machine.
@@ -117,7 +98,7 @@ func TestToolPromptsMatchLlamaServer(t *testing.T) {
 		t.Run(family, func(t *testing.T) {
 			model := testmodels.WithTemplate(t, compatModel, family)
 			theirs := call(t, startLlamaServer(t, model, "--jinja", "-c", "4096", "-np", "1"), "POST", "/apply-template", body)
-			ours := call(t, startOursWithContext(t, model, 4096), "POST", "/apply-template", body)
+			ours := call(t, startOursSized(t, model, 4096, 1), "POST", "/apply-template", body)
 			if ours.status != 200 || theirs.status != 200 {
 				t.Fatalf("status ours %d %s, llama-server %d %s", ours.status, ours.raw, theirs.status, theirs.raw)
 			}
