@@ -48,11 +48,4 @@ struct gguf_context *es_gguf_open(const char *fname);
 // sniper serves it), e.g. the fused qwen35moe gate_up experts. Returns 0 on success.
 int es_gguf_declare(struct gguf_context *g, const char *name, int type, int64_t ne0, int64_t ne1, int64_t ne2);
 
-// Large aligned allocations made while es_big_alloc_arm(1) is in effect (llama.cpp's one allocation
-// of all weights of a streamed model) are served by unreserved anonymous mappings, so that a model
-// whose experts exceed RAM+swap passes the kernel's overcommit check; the expert part of it is never
-// touched because the experts' data points at the sniper's memory.
-void es_big_alloc_arm(int on);
-size_t es_big_alloc_count(void);
-
 #endif

@@ -7,6 +7,7 @@ package binding
 
 /*
 #include "hook.h"
+#include "bigalloc.h"
 */
 import "C"
 

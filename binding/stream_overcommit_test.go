@@ -5,11 +5,13 @@ package binding
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"testing"
 
 	"github.com/expertsniper/expertsniper/gguf"
@@ -146,13 +148,12 @@ func memTotal(t *testing.T) int64 {
 	return total + swap
 }
 
-// TestStreamedModelLargerThanRAMLoadsAndRuns: llama.cpp allocates all weights in one block; with
-// experts bigger than RAM + swap the kernel's overcommit check would refuse it. The hook serves that
-// allocation with unreserved memory whose expert part is never touched.
-func TestStreamedModelLargerThanRAMLoadsAndRuns(t *testing.T) {
+// hugeExpertModel writes (sparsely) the tiny test model with 512 experts per layer whose FFN is sized
+// so that the experts exceed RAM + swap by an eighth, and returns its path and RAM + swap.
+func hugeExpertModel(t *testing.T) (string, int64) {
+	t.Helper()
 	limit := memTotal(t)
 	path := filepath.Join(t.TempDir(), "huge-experts.gguf")
-	// Size the expert FFN so that 512 experts per layer exceed RAM + swap by an eighth.
 	in, err := gguf.Open(tinyModelPath(t))
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +167,14 @@ func TestStreamedModelLargerThanRAMLoadsAndRuns(t *testing.T) {
 		t.Fatalf("expert bytes %d not above RAM + swap %d", experts, limit)
 	}
 	t.Logf("experts: %.1f GiB (RAM + swap %.1f GiB), expert FFN %d", float64(experts)/(1<<30), float64(limit)/(1<<30), nFF)
+	return path, limit
+}
+
+// TestStreamedModelLargerThanRAMLoadsAndRuns: llama.cpp allocates all weights in one block; with
+// experts bigger than RAM + swap the kernel's overcommit check would refuse it. The hook serves that
+// allocation with unreserved memory whose expert part is never touched.
+func TestStreamedModelLargerThanRAMLoadsAndRuns(t *testing.T) {
+	path, _ := hugeExpertModel(t)
 	before, allocs := sniper.CurrentRSS(), bigAllocations()
 	m, err := LoadStreamed(context.Background(), path, StreamOptions{CacheBudget: 0})
 	if err != nil {
@@ -175,22 +184,78 @@ func TestStreamedModelLargerThanRAMLoadsAndRuns(t *testing.T) {
 	if bigAllocations() == allocs {
 		t.Fatal("llama.cpp's weight allocation did not go through the hook's unreserved mapping")
 	}
-	c, err := m.NewContext(WithContextSize(64), WithThreads(2, 2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	res, err := c.Generate(context.Background(), "hello", WithMaxTokens(2))
+	res, st, err := generateTwo(m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rss := sniper.CurrentRSS()
-	st := m.Sniper().Stats()
 	t.Logf("generated %d tokens; RSS %d MiB → %d MiB; read %d MiB of experts", res.Timings.Generated, before>>20, rss>>20, st.BytesRead>>20)
-	if st.Misses == 0 {
-		t.Fatal("no expert was read")
-	}
 	if rss-before > 2<<30 {
 		t.Fatalf("RSS grew by %d MiB: the expert part of llama.cpp's allocation was touched", (rss-before)>>20)
+	}
+}
+
+// generateTwo generates two tokens with m and checks that experts were read.
+func generateTwo(m *Model) (Result, sniper.Stats, error) {
+	c, err := m.NewContext(WithContextSize(64), WithThreads(2, 2))
+	if err != nil {
+		return Result{}, sniper.Stats{}, err
+	}
+	defer c.Close()
+	res, err := c.Generate(context.Background(), "hello", WithMaxTokens(2))
+	if err != nil {
+		return res, sniper.Stats{}, err
+	}
+	st := m.Sniper().Stats()
+	if st.Misses == 0 {
+		return res, st, errors.New("no expert was read")
+	}
+	return res, st, nil
+}
+
+// TestTwoStreamedLoadsAtOnce: the allocator interposition (bigalloc.c) is armed per load, as a count,
+// so two streamed loads in one process, each with experts larger than RAM + swap, may overlap: neither
+// load's end disarms the other's allocation (with a flag, the second allocation fell to glibc and the
+// overcommit check refused it). Both models then run side by side, and unload.
+func TestTwoStreamedLoadsAtOnce(t *testing.T) {
+	path, _ := hugeExpertModel(t)
+	allocs := bigAllocations()
+	models := make([]*Model, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range models {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			models[i], errs[i] = LoadStreamed(context.Background(), path, StreamOptions{CacheBudget: 0})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("load %d: %v", i, err)
+		}
+		defer models[i].Close()
+	}
+	if got := bigAllocations() - allocs; got < 2 {
+		t.Fatalf("%d of the two loads' weight allocations went through the unreserved mapping", got)
+	}
+	texts := make([]string, 2)
+	for i, m := range models {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, _, err := generateTwo(m)
+			texts[i], errs[i] = res.Text, err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("model %d: %v", i, err)
+		}
+	}
+	if texts[0] != texts[1] {
+		t.Fatalf("the two loads of one model answered %q and %q", texts[0], texts[1])
 	}
 }
