@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/expertsniper/expertsniper/bytesize"
 )
 
 // parseMeminfo returns MemAvailable from the text of /proc/meminfo, in bytes.
@@ -60,4 +62,25 @@ func parseVMStat(text string) (int64, error) {
 	}
 	total := free + pages["Pages inactive"] + pages["Pages speculative"] + pages["Pages purgeable"]
 	return total * pageSize, nil
+}
+
+// Headroom is what DefaultBudget leaves to the rest of the system out of the memory available: a
+// tenth, at least 256 MiB (the desktop, the page cache of other programs, estimates that fall short).
+func Headroom(available int64) int64 { return max(available/10, 256<<20) }
+
+// DefaultBudget is the memory budget a model gets when none is given (--ram): what the machine can
+// give without swapping (AvailableRAM: MemAvailable, the memory cgroup's room, or macOS's free and
+// reclaimable pages), less Headroom. Every command uses it, so the default means the same in run,
+// inspect, serve and the REPL; it covers everything the model takes (weights in RAM, expert cache,
+// KV cache, compute buffers).
+func DefaultBudget() (int64, string, error) {
+	avail, source, err := AvailableRAM()
+	if err != nil {
+		return 0, "", err
+	}
+	budget := avail - Headroom(avail)
+	if budget <= 0 {
+		return 0, "", fmt.Errorf("only %d MiB of memory is available (%s)", avail>>20, source)
+	}
+	return budget, fmt.Sprintf("%s %s less %s for the system", source, bytesize.Format(avail), bytesize.Format(Headroom(avail))), nil
 }

@@ -167,7 +167,9 @@ func Make(m *Model, o Options) (*Plan, error) {
 		p.Mode = streamMode
 		p.CacheBytes = o.RAM - p.StreamingMinBytes
 		p.CacheFraction = math.Min(1, float64(p.CacheBytes)/float64(m.StreamedBytes))
-		p.Flags = fmt.Sprintf("--mode %s --ram %s --cache %s", streamMode, FlagSize(o.RAM), FlagSize(p.CacheBytes))
+		// --ram alone: run, serve and the REPL derive the same cache from it (engine/local.Decide);
+		// a --cache rounded apart from it could ask for more than the budget holds.
+		p.Flags = fmt.Sprintf("--mode %s --ram %s", streamMode, FlagSize(o.RAM))
 	}
 	if m.MoE && m.MeanExpertBytes() > 0 {
 		p.CacheExperts = min(p.CacheBytes/m.MeanExpertBytes(), int64(m.Experts*m.Layers))

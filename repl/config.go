@@ -16,6 +16,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/ggmlrpc"
 	"github.com/expertsniper/expertsniper/hub"
+	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/remote"
 )
 
@@ -145,14 +146,23 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(m.Path) == "" {
 			return fmt.Errorf("model %q has no path", name)
 		}
-		switch m.Mode {
-		case "", "auto", "ram", "sniper", "stream":
-		default:
-			return fmt.Errorf("model %q: mode %q: want auto, ram, sniper or stream", name, m.Mode)
+		// The same parsers as the engine's and every command's flags (plan).
+		if _, err := plan.ParseMode(m.Mode); err != nil {
+			return fmt.Errorf("model %q: %w", name, err)
 		}
 		for _, t := range []string{m.CacheTypeK, m.CacheTypeV} {
-			if t != "" && !validCacheType(t) {
-				return fmt.Errorf("model %q: cache type %q: want f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl", name, t)
+			if _, err := plan.ParseKVType(t); err != nil {
+				return fmt.Errorf("model %q: %w", name, err)
+			}
+		}
+		for _, b := range []struct{ key, v string }{{"ram", m.RAM}, {"cache", m.Cache}} {
+			if b.v == "" {
+				continue
+			}
+			if n, err := plan.ParseBudget(b.v); err != nil {
+				return fmt.Errorf("model %q: %s: %w", name, b.key, err)
+			} else if n == 0 && b.key == "ram" {
+				return fmt.Errorf("model %q: ram 0 leaves no memory for the model: give a size such as 8GiB, or unlimited", name)
 			}
 		}
 		if m.Context < 0 {

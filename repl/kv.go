@@ -2,23 +2,10 @@ package repl
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/gguf"
 )
-
-// KV cache types llama.cpp b11669 accepts for --cache-type-k/-v.
-var cacheTypes = []string{"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"}
-
-func validCacheType(t string) bool {
-	for _, c := range cacheTypes {
-		if strings.EqualFold(c, t) {
-			return true
-		}
-	}
-	return false
-}
 
 // KVShape is what the KV cache size depends on: per attention layer, the K and V widths (heads × head
 // size). Layers without attention (the recurrent layers of qwen35moe) have no KV cache.

@@ -37,7 +37,7 @@ func TestStatsAnswerWhileASniperReadIsStalled(t *testing.T) {
 		return faultfs.Fault{}
 	})
 	eng, err := local.Open(context.Background(), testmodels.Path(t, "qwen3moe-f32"), local.Options{
-		Mode: "sniper", CacheBudget: 0, Context: 256, Threads: 2, NoRepack: true,
+		Mode: "sniper", Cache: "0", Context: 256, Threads: 2,
 		StreamFS: faultfs.Wrap(sniper.DirectFS{}, stall),
 	})
 	if err != nil {

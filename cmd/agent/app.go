@@ -12,6 +12,8 @@ import (
 	"github.com/fatih/color"
 	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
+
+	"github.com/expertsniper/expertsniper/engine/local"
 )
 
 // exitCode is decided in one place (run) from the error a command returns.
@@ -62,6 +64,24 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// A flag whose usage already says what its default is ("default: the engine's") must not get
+// urfave/cli's own "(default: 0)" after it: help would show two defaults, one of them wrong.
+func init() {
+	stock := cli.FlagStringer
+	cli.FlagStringer = func(f cli.Flag) string {
+		text := stock(f)
+		df, ok := f.(cli.DocGenerationFlag)
+		if !ok || !strings.Contains(df.GetUsage(), "(default:") {
+			return text
+		}
+		auto := " (default: " + df.GetDefaultText() + ")"
+		if i := strings.LastIndex(text, auto); i >= 0 && strings.Count(text, "(default:") > 1 {
+			text = text[:i] + text[i+len(auto):]
+		}
+		return text
+	}
+}
 
 func newApp(streams *IOStreams) *cli.App {
 	app := &cli.App{
@@ -121,9 +141,18 @@ func run(ctx context.Context, args []string, streams *IOStreams) exitCode {
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
+	// The engine's option checks (engine/local.Validate and Decide) name the flag at fault.
+	var oe *local.OptionError
+	if errors.As(err, &oe) {
+		return exitUsage
+	}
 	// urfave/cli reports a missing required flag with an unexported error type (after printing the
 	// command's help); it is a usage error all the same. badinput_test.go holds it to that.
 	if strings.HasPrefix(err.Error(), "Required flag") {
+		return exitUsage
+	}
+	// So is help for a command that does not exist (`agent help nosuch`).
+	if strings.HasPrefix(err.Error(), "No help topic for") {
 		return exitUsage
 	}
 	return exitError

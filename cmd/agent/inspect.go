@@ -12,7 +12,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/expertsniper/expertsniper/bytesize"
-	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
 )
 
@@ -42,7 +41,7 @@ func inspectCommand(streams *IOStreams) *cli.Command {
 			"direct-read probe of the model file unless --disk-gbps is given. With --rpc, it also asks the workers\n" +
 			"for their memory and shows what each device would hold of the model spread over them (--tensor-split).",
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "ram", Usage: "memory budget for the model, e.g. 12GiB (default: available RAM minus 10%)", Destination: &opts.RAM},
+			&cli.StringFlag{Name: "ram", Usage: ramUsage, EnvVars: env("RAM"), Destination: &opts.RAM},
 			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size to plan for (default: min(4096, trained))", Destination: &opts.Context},
 			&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "KV cache type of K: f16, q8_0, q4_0", Destination: &opts.KVTypeK},
 			&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Usage: "KV cache type of V (default: as K)", Destination: &opts.KVTypeV},
@@ -70,34 +69,27 @@ func runInspect(ctx context.Context, streams *IOStreams, opts *inspectOptions) e
 	if opts.DiskGBps < 0 {
 		return usagef("--disk-gbps must not be negative, got %g", opts.DiskGBps)
 	}
-	path, err := hub.ResolveModel(opts.Model)
+	m, err := resolveModel(opts.Model)
 	if err != nil {
 		return err
 	}
+	path := m.Path
 	model, err := plan.Open(path)
 	if err != nil {
 		return fmt.Errorf("inspect: %w", err)
 	}
 	po := plan.Options{Context: opts.Context, KVType: opts.KVTypeK, KVTypeV: opts.KVTypeV}
+	// The budget means what it means for run, serve and the REPL, and has the same default.
 	if opts.RAM != "" {
-		if po.RAM, err = plan.ParseSize(opts.RAM); err != nil {
+		if po.RAM, err = plan.ParseBudget(opts.RAM); err != nil {
 			return usagef("--ram: %v", err)
 		}
-		if po.RAM <= 0 {
-			return usagef("--ram must be positive")
+		if po.RAM == 0 || po.RAM == plan.Unlimited {
+			return usagef("--ram: plan for a positive size, e.g. 8GiB")
 		}
 		po.RAMSource = "--ram"
-	} else {
-		avail, source, err := plan.AvailableRAM()
-		if err != nil {
-			return fmt.Errorf("%w (pass --ram)", err)
-		}
-		// The rest of the system needs some room too: leave 10% (at least 512 MiB).
-		po.RAM = avail - max(avail/10, 512<<20)
-		po.RAMSource = source + ", minus 10% (at least 512 MiB) for the system"
-		if po.RAM <= 0 {
-			return fmt.Errorf("only %d MiB of RAM is available; pass --ram to plan anyway", avail>>20)
-		}
+	} else if po.RAM, po.RAMSource, err = plan.DefaultBudget(); err != nil {
+		return fmt.Errorf("%w (pass --ram)", err)
 	}
 	if opts.DiskGBps > 0 {
 		po.DiskBytesPerSec, po.DiskSource = opts.DiskGBps*1e9, "--disk-gbps"

@@ -14,7 +14,6 @@ import (
 
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/engine/local"
-	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/remote"
 	"github.com/expertsniper/expertsniper/repl"
 	"github.com/expertsniper/expertsniper/websearch"
@@ -75,8 +74,8 @@ func (o *replOptions) flags(session bool) []cli.Flag {
 		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Usage: "KV cache type for K: f16, q8_0, q4_0, ...", EnvVars: env("CACHE_TYPE_K"), Destination: &o.CacheTypeK},
 		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Usage: "KV cache type for V: f16, q8_0, q4_0, ...", EnvVars: env("CACHE_TYPE_V"), Destination: &o.CacheTypeV},
 		&cli.StringFlag{Name: "mode", Usage: "auto, ram, sniper or stream", EnvVars: env("MODE"), Destination: &o.Mode},
-		&cli.StringFlag{Name: "ram", Usage: "memory budget for the model, e.g. 8GiB", EnvVars: env("RAM"), Destination: &o.RAM},
-		&cli.StringFlag{Name: "cache", Usage: "expert cache size, e.g. 2GiB", EnvVars: env("CACHE"), Destination: &o.Cache},
+		&cli.StringFlag{Name: "ram", Usage: ramUsage, EnvVars: env("RAM"), Destination: &o.RAM},
+		&cli.StringFlag{Name: "cache", Usage: cacheUsage, EnvVars: env("CACHE"), Destination: &o.Cache},
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "compute threads (default: the engine's)", EnvVars: env("THREADS"), Destination: &o.Threads},
 		&cli.IntFlag{Name: "max-tokens", Aliases: []string{"n"}, Usage: "most tokens per answer", EnvVars: env("MAX_TOKENS"), Destination: &o.MaxTokens},
 		&cli.Float64Flag{Name: "temp", Usage: "sampling temperature (0 = greedy)", EnvVars: env("TEMP"), Destination: &o.Temperature},
@@ -243,35 +242,29 @@ func replRun(c *cli.Context, streams *IOStreams, o *replOptions) error {
 	return r.Run(c.Context)
 }
 
-// modelOpener loads models with the real engine, choosing the mode the way `agent run` does (auto: in
-// RAM if the model fits the budget, else sniper for MoE models and stream for dense ones). Mode
-// decisions are reported on status.
+// modelOpener loads models with the real engine, which decides the mode as for every command (auto:
+// in RAM if the model fits the budget, else sniper for MoE models and stream for dense ones). The
+// decision and any warnings are reported on status.
 func modelOpener(status io.Writer) repl.Opener {
 	return func(ctx context.Context, m repl.ModelConfig) (engine.Engine, error) {
-		pm, err := plan.Open(m.Path)
-		if err != nil {
-			return nil, err
-		}
-		mode := m.Mode
-		if mode == "" {
-			mode = "auto"
-		}
-		say := func(format string, args ...any) { fmt.Fprintf(status, format+"\n", args...) }
 		workers, err := (&rpcFlagSet{RPC: m.RPC, TensorSplit: m.TensorSplit}).parse()
 		if err != nil {
 			return nil, err
 		}
-		mode, cache, err := chooseModeRPC(workers, &runOptions{Mode: mode, RAM: m.RAM, Cache: m.Cache}, pm, say)
-		if err != nil {
-			return nil, err
-		}
 		lo := local.Options{
-			Context: m.Context, Threads: m.Threads,
-			CacheTypeK: strings.ToLower(m.CacheTypeK), CacheTypeV: strings.ToLower(m.CacheTypeV),
-			Mode: mode, CacheBudget: cache,
+			Context: m.Context, Threads: m.Threads, CacheTypeK: m.CacheTypeK, CacheTypeV: m.CacheTypeV,
+			Mode: local.Mode(m.Mode), RAM: m.RAM, Cache: m.Cache, OnDecision: reportDecision(status, false),
 		}
 		if workers != nil {
-			// In its own process: a worker lost mid-answer fails that answer, not the session.
+			if mode := strings.ToLower(m.Mode); mode != "" && mode != "auto" {
+				if err := workers.checkMode(mode); err != nil {
+					return nil, err
+				}
+			}
+			// In its own process: a worker lost mid-answer fails that answer, not the session. The
+			// engine process decides the mode as local.Open does, with the layers spread.
+			lo.OnDecision, lo.Distributed = nil, true
+			say := func(format string, args ...any) { fmt.Fprintf(status, format+"\n", args...) }
 			return openIsolated(ctx, workers, m.Path, lo, status, say)
 		}
 		return local.Open(ctx, m.Path, lo)

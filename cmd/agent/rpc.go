@@ -234,23 +234,6 @@ func (p *rpcPlan) describe() string {
 	return b.String()
 }
 
-// chooseModeRPC is chooseMode for a model spread over workers: the whole model runs in RAM, the
-// local machine holding only its share, so auto means ram and the streamed modes are refused.
-func chooseModeRPC(s *rpcSetup, o *runOptions, pm *plan.Model, status func(string, ...any)) (string, int64, error) {
-	if s == nil {
-		return chooseMode(o, pm, status)
-	}
-	mode := strings.ToLower(o.Mode)
-	if mode == "auto" || mode == "" {
-		status("mode auto with --rpc: ram, the layers spread over this machine and %d worker(s)", len(s.Endpoints))
-		return "ram", 0, nil
-	}
-	if err := s.checkMode(mode); err != nil {
-		return "", 0, err
-	}
-	return mode, 0, nil
-}
-
 // rpcTraffic counts what agent run sends to and receives from its workers, split into loading the
 // model, the prompt and generation (--stats, --stats-json): the transfer cost of spreading.
 type rpcTraffic struct {

@@ -15,13 +15,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
 
 	"github.com/expertsniper/expertsniper/binding"
 	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/diskspace"
+	"github.com/expertsniper/expertsniper/engine/local"
 	"github.com/expertsniper/expertsniper/ggmlrpc"
-	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/sniper"
 )
@@ -69,44 +70,59 @@ type runOptions struct {
 	statsOut io.Writer
 }
 
+// The help of --ram and --cache, one text for every command that takes them (run, serve, the REPL,
+// ask): they mean the same everywhere (engine/local.Decide).
+const (
+	ramUsage   = "all the memory the model may take (weights in RAM, expert cache, KV cache, buffers), e.g. 8GiB, or unlimited (default: available memory less a tenth, at least 256 MiB)"
+	cacheUsage = "sniper/stream: expert cache `SIZE`, e.g. 512MiB, 0 (reread every expert), or unlimited (default: what --ram leaves)"
+)
+
 func runCommand(streams *IOStreams) *cli.Command {
 	o := &runOptions{}
 	return &cli.Command{
 		Name:  "run",
 		Usage: "run one prompt: in RAM, or streaming experts (sniper) or dense FFNs (stream) from disk",
-		Description: "Tokens go to stdout, status and statistics to stderr. --mode auto runs in RAM when the model\n" +
-			"fits --ram, else sniper for MoE models and stream for dense ones. --ram is the whole budget for the\n" +
-			"model's weights (pinned part + expert cache); --cache sets the expert cache directly (0: every\n" +
-			"chosen expert is read again every token; one layer's working set is always held).",
+		Description: "Tokens go to stdout, status and statistics to stderr (-q: only warnings and errors).\n" +
+			"--mode auto runs in RAM when the model fits --ram, else sniper for MoE models and stream for dense\n" +
+			"ones. --ram is all the memory the model may take (weights held in RAM, expert cache, KV cache and\n" +
+			"compute buffers: what `agent inspect` plans); by default, the memory available less a tenth (at\n" +
+			"least 256 MiB) for the system, within a memory cgroup's limit. --cache sets the expert cache\n" +
+			"directly (0: every chosen expert is read again every token; one layer's working set is always held;\n" +
+			"unlimited: keep every expert read). Options that do not apply to the mode that runs are ignored\n" +
+			"with a warning. MODEL is a .gguf path, a name from config.json, or a pulled OWNER/REPO[:QUANT]\n" +
+			"(default: config.json's default_model).",
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", EnvVars: []string{"EXPERTSNIPER_MODEL"}, Destination: &o.Model, Required: true},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "`MODEL`: a .gguf path, a name from config.json or OWNER/REPO[:QUANT] (default: config.json's default_model)", EnvVars: []string{"EXPERTSNIPER_MODEL"}, Destination: &o.Model},
 			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt `TEXT` (- or absent: read stdin)", Action: func(*cli.Context, string) error { o.PromptSet = true; return nil }, Destination: &o.Prompt},
-			&cli.IntFlag{Name: "n", Value: 64, Usage: "tokens to generate", Destination: &o.Tokens},
+			&cli.IntFlag{Name: "max-tokens", Aliases: []string{"n"}, Value: 64, Usage: "tokens to generate", EnvVars: []string{"EXPERTSNIPER_MAX_TOKENS"}, Destination: &o.Tokens},
 			&cli.Float64Flag{Name: "temp", Value: 0, Usage: "temperature (0: greedy)", Destination: &o.Temp},
-			&cli.UintFlag{Name: "seed", Value: 1, Usage: "sampling seed (temp > 0)", Destination: &o.Seed},
+			&cli.UintFlag{Name: "seed", Usage: "sampling seed for --temp > 0 (0 = random, as in the REPL)", EnvVars: []string{"EXPERTSNIPER_SEED"}, Destination: &o.Seed},
 			&cli.StringFlag{Name: "mode", Value: "auto", Usage: "auto, ram, sniper or stream", EnvVars: []string{"EXPERTSNIPER_MODE"}, Destination: &o.Mode},
-			&cli.StringFlag{Name: "ram", Usage: "memory budget for the model, e.g. 4GiB (default: available memory)", EnvVars: []string{"EXPERTSNIPER_RAM"}, Destination: &o.RAM},
-			&cli.StringFlag{Name: "cache", Usage: "expert cache `SIZE`, e.g. 512MiB, 0, or unlimited (default: what --ram leaves after the pinned part)", EnvVars: []string{"EXPERTSNIPER_CACHE"}, Destination: &o.Cache},
+			&cli.StringFlag{Name: "ram", Usage: ramUsage, EnvVars: []string{"EXPERTSNIPER_RAM"}, Destination: &o.RAM},
+			&cli.StringFlag{Name: "cache", Usage: cacheUsage, EnvVars: []string{"EXPERTSNIPER_CACHE"}, Destination: &o.Cache},
 			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads", EnvVars: []string{"EXPERTSNIPER_THREADS"}, Destination: &o.Threads},
-			&cli.IntFlag{Name: "readers", Value: sniper.DefaultReaders, Usage: "parallel disk reads (sniper/stream; 0: the default)", Destination: &o.Readers},
+			&cli.IntFlag{Name: "readers", Usage: fmt.Sprintf("sniper/stream: parallel disk reads (default: %d)", local.DefaultReaders), EnvVars: []string{"EXPERTSNIPER_READERS"}, Destination: &o.Readers},
 			&cli.StringFlag{Name: "logits-out", Usage: "write the float32 logits of every evaluated position to `FILE` (compare runs with cmp)", Destination: &o.LogitsOut},
 			&cli.BoolFlag{Name: "stats", Usage: "print detailed statistics at the end", Destination: &o.Stats},
 			&cli.StringFlag{Name: "stats-json", Usage: "write the statistics as JSON to `FILE`", Destination: &o.StatsJSON},
 			&cli.DurationFlag{Name: "rss-sample", Usage: "sample the resident set size at this interval (e.g. 10ms) and report its peak", Destination: &o.RSSSample},
 			&cli.BoolFlag{Name: "no-repack", Usage: "ram mode: no weight repacking (use_extra_bufts=false), the numeric path sniper/stream reproduce bit-exactly", Destination: &o.NoRepack},
 			&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (same results; --prefetch=false turns it off)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
-			&cli.StringFlag{Name: "policy", Value: sniper.DefaultPolicy, Usage: "sniper: expert cache eviction policy, lfu or lru", EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
+			&cli.StringFlag{Name: "policy", Usage: fmt.Sprintf("sniper/stream: cache eviction policy, lfu or lru (default: %s)", local.DefaultPolicy), EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
 			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
 			&cli.BoolFlag{Name: "warm", Usage: "sniper: read every expert into the cache before the prompt (needs a cache that holds them all, e.g. --cache unlimited; measures the hook's own cost against --mode ram)", Destination: &o.Warm},
 			&cli.StringFlag{Name: "pin-hot", Usage: "sniper: hold up to `SIZE` (at most half the cache) of the most used experts of --hot-from in the cache for good, read before the prompt", Destination: &o.PinHot},
 			&cli.StringFlag{Name: "hot-from", Usage: "sniper: the statistics of an earlier run (its --stats-json `FILE`) that say which experts --pin-hot holds", Destination: &o.HotFrom},
-			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines", Destination: &o.Quiet},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no status lines (warnings and errors still show)", Destination: &o.Quiet},
 			&cli.StringFlag{Name: "doc", Usage: "answer the prompt (a question) about document `FILE` (- = stdin), read in pages when it is longer than the context", Destination: &o.Doc},
-			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens for --doc (0: the model's)", Destination: &o.DocCtx},
+			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens (default: what the prompt and -n need; with --doc, the model's)", EnvVars: []string{"EXPERTSNIPER_CTX_SIZE"}, Destination: &o.DocCtx},
 		}, o.rpc.flags("EXPERTSNIPER_")...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("run takes no arguments (the prompt goes in -p), got %q", c.Args().Slice())
+			}
+			if err := resolveRunModel(c, o); err != nil {
+				return err
 			}
 			if o.Doc != "" {
 				if !o.PromptSet || o.Prompt == "" || o.Prompt == "-" {
@@ -129,12 +145,14 @@ type runStats struct {
 	GeneratedTokens int     `json:"generated_tokens"`
 	PromptPerSec    float64 `json:"prompt_tok_per_sec"`
 	DecodePerSec    float64 `json:"decode_tok_per_sec"`
-	PinnedBytes     int64   `json:"pinned_bytes"`
-	StreamedBytes   int64   `json:"streamed_bytes"`
-	CacheBudget     int64   `json:"cache_budget"`
-	RSSBytes        int64   `json:"rss_bytes"`
-	PeakRSSBytes    int64   `json:"peak_rss_bytes"`
-	RSSSamples      int     `json:"rss_samples"`
+	// RAMBudget is the memory budget the run had (--ram, or the default; -1: unlimited).
+	RAMBudget     int64 `json:"ram_budget"`
+	PinnedBytes   int64 `json:"pinned_bytes"`
+	StreamedBytes int64 `json:"streamed_bytes"`
+	CacheBudget   int64 `json:"cache_budget"`
+	RSSBytes      int64 `json:"rss_bytes"`
+	PeakRSSBytes  int64 `json:"peak_rss_bytes"`
+	RSSSamples    int   `json:"rss_samples"`
 	// RSSBeforeLoad is the process before the model was loaded (runtime, libraries); RSSAfterLoad
 	// with the model loaded (pinned weights), RSSAfterContext with the context made (KV cache),
 	// RSSAfterPrompt after prefill (compute buffers touched, experts of the prompt held).
@@ -208,6 +226,17 @@ type runStats struct {
 	RPCDecodeBytesPerToken float64  `json:"rpc_decode_bytes_per_token,omitempty"`
 }
 
+// engineOptions are run's flags as the engine's options: every knob goes to engine/local, which
+// validates them and decides the mode (local.Decide) as it does for serve and the REPL.
+func (o *runOptions) engineOptions(contextSize int, onDecision func(local.Decision)) local.Options {
+	return local.Options{
+		Slots: 1, Context: contextSize, Threads: o.Threads, BatchThreads: o.Threads,
+		Mode: local.Mode(o.Mode), RAM: o.RAM, Cache: o.Cache, Policy: o.Policy, Readers: o.Readers,
+		NoRecycle: o.NoRecycle, NoPrefetch: !o.Prefetch, NoRepack: o.NoRepack,
+		StreamFS: o.fs, PredictInline: o.predictInline, OnDecision: onDecision,
+	}
+}
+
 func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) {
 	status := func(format string, args ...any) {
 		if !o.Quiet {
@@ -220,27 +249,22 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	if o.Threads <= 0 {
 		return usagef("--threads must be positive, got %d", o.Threads)
 	}
-	if _, err := sniper.NewPolicy(o.Policy); err != nil {
-		return usagef("--policy: %v", err)
-	}
-	if o.Readers < 0 {
-		return usagef("--readers must not be negative, got %d", o.Readers)
-	}
-	if o.Readers == 0 {
-		o.Readers = sniper.DefaultReaders
-	}
 	if o.Temp < 0 {
 		return usagef("--temp must not be negative, got %g", o.Temp)
 	}
 	if o.RSSSample < 0 {
 		return usagef("--rss-sample must not be negative, got %s", o.RSSSample)
 	}
-	// --cache is checked here too, not only where sniper mode reads it, so that a typo fails the same
-	// way whichever mode --mode auto picks.
-	if o.Cache != "" && !strings.EqualFold(o.Cache, "unlimited") && o.Cache != "-1" {
-		if _, err := plan.ParseSize(o.Cache); err != nil {
-			return usagef("--cache: %v", err)
-		}
+	if o.DocCtx < 0 {
+		return usagef("--ctx-size must not be negative, got %d", o.DocCtx)
+	}
+	if (o.PinHot == "") != (o.HotFrom == "") {
+		return usagef("--pin-hot and --hot-from go together")
+	}
+	// Every engine option is checked before stdin is read or the model is touched, whichever mode
+	// --mode auto will pick.
+	if err := o.engineOptions(o.DocCtx, nil).Validate(); err != nil {
+		return err
 	}
 	// Output files are opened before any work (a path that cannot be written fails now, not after the
 	// run) and named only if the run succeeds (outputs.go).
@@ -260,6 +284,9 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	prompt := o.Prompt
 	if !o.PromptSet || prompt == "-" {
+		if f, ok := streams.In.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			fmt.Fprintln(streams.ErrOut, "reading the prompt from the terminal (end it with Ctrl-D; or pass -p TEXT)")
+		}
 		b, err := io.ReadAll(streams.In)
 		if err != nil {
 			return fmt.Errorf("read the prompt from stdin: %w", err)
@@ -269,21 +296,21 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	if prompt == "" {
 		return usagef("the prompt is empty: pass -p TEXT or pipe it on stdin")
 	}
-	// Names of pulled models (OWNER/REPO[:QUANT], see agent models) resolve in the models directory.
-	if o.Model, err = hub.ResolveModel(o.Model); err != nil {
-		return err
-	}
-	pm, err := plan.Open(o.Model)
-	if err != nil {
-		return err
-	}
 	workers, err := o.rpc.parse()
 	if err != nil {
 		return err
 	}
-	mode, cacheBudget, err := chooseModeRPC(workers, o, pm, status)
-	if err != nil {
-		return err
+	if workers != nil && o.Mode != "auto" && o.Mode != "" {
+		if err := workers.checkMode(strings.ToLower(o.Mode)); err != nil {
+			return err
+		}
+	}
+	// The context holds the prompt and the answer: -c when given, else a bound from the prompt's
+	// bytes (a token is at least one byte, bar a few special ones), so that the KV cache is sized to
+	// the run rather than to the model's whole context.
+	contextSize := o.DocCtx
+	if contextSize == 0 {
+		contextSize = len(prompt) + o.Tokens + 8
 	}
 	if err := binding.Init(); err != nil {
 		return err
@@ -301,6 +328,10 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			}
 			defer workers.closeMeters()
 		}
+		pm, err := plan.Open(o.Model)
+		if err != nil {
+			return err
+		}
 		rp, err := workers.connect(ctx, pm.Layers)
 		if err != nil {
 			return err
@@ -316,31 +347,28 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		defer sampler.stop()
 	}
 	start := time.Now()
-	var m *binding.Model
-	switch mode {
-	case "ram":
-		m, err = binding.LoadModel(ctx, o.Model, append([]binding.ModelOption{binding.WithExtraBufts(!o.NoRepack)}, ramOptions...)...)
-	default:
-		sm := sniper.ModeExperts
-		if mode == "stream" {
-			sm = sniper.ModeDense
-		}
-		m, err = binding.LoadStreamed(ctx, o.Model, binding.StreamOptions{Mode: sm, CacheBudget: cacheBudget, Readers: o.Readers, FS: o.fs,
-			NoRecycle: o.NoRecycle, Prefetch: o.Prefetch, Policy: o.Policy, PredictInline: o.predictInline})
+	eo := o.engineOptions(contextSize, reportDecision(streams.ErrOut, o.Quiet))
+	if workers != nil {
+		// The layers are spread over the workers: RAM mode, this machine holding its share.
+		eo.ModelOptions, eo.Distributed = ramOptions, true
 	}
+	e, err := local.Open(ctx, o.Model, eo)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := m.Close(); cerr != nil && err == nil {
+		if cerr := e.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
-	status("loaded %s in %s mode in %.2fs", m.Name(), mode, time.Since(start).Seconds())
+	d := e.Decision()
+	mode := string(d.Mode)
+	info := e.Info()
+	status("loaded %s in %s mode in %.2fs", info.Name, mode, time.Since(start).Seconds())
+	sn := e.Sniper()
 	traffic.loaded(placement)
 	if o.Warm {
-		sn := m.Sniper()
-		if sn == nil || mode != "sniper" {
+		if sn == nil || d.Mode != local.ModeSniper {
 			return usagef("--warm needs sniper mode (the model runs in %s mode)", mode)
 		}
 		warmStart := time.Now()
@@ -351,30 +379,34 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 		sn.ResetStats()
 	}
 	hotPinned := 0
-	if o.PinHot != "" || o.HotFrom != "" {
-		if hotPinned, err = pinHot(ctx, m.Sniper(), mode, o, status); err != nil {
+	if o.PinHot != "" {
+		if hotPinned, err = pinHot(ctx, sn, mode, o, status); err != nil {
 			return err
 		}
 	}
 	rssAfterLoad := sniper.CurrentRSS()
 
-	toks, err := m.Tokenize(prompt, true, true)
+	toks, err := e.Tokenize(prompt, true, true)
 	if err != nil {
 		return err
 	}
 	if o.LogitsOut != "" {
 		// Every evaluated position's logits: a long run on a large vocabulary writes gigabytes.
-		size := int64(len(toks)+o.Tokens) * int64(m.Stats().Vocab) * 4
+		size := int64(len(toks)+o.Tokens) * int64(info.Vocab) * 4
 		if err := diskspace.Check(filepath.Dir(o.LogitsOut), size, "--logits-out"); err != nil {
 			return err
 		}
 	}
-	nctx := len(toks) + o.Tokens + 8
-	c, err := m.NewContext(binding.WithContextSize(nctx), binding.WithThreads(o.Threads, o.Threads))
-	if err != nil {
-		return err
+	if need := len(toks) + o.Tokens; need > info.Context {
+		return usagef("the prompt (%d tokens) and -n %d need %d tokens of context, -c gives %d", len(toks), o.Tokens, need, info.Context)
 	}
-	defer c.Close()
+	if need := len(toks) + o.Tokens; info.ContextTrain > 0 && need > info.ContextTrain {
+		fmt.Fprintf(streams.ErrOut, "warning: the prompt (%d tokens) and -n %d go past the %d tokens the model was trained on: expect worse output\n",
+			len(toks), o.Tokens, info.ContextTrain)
+	}
+	if len(toks) >= longPrompt {
+		status("evaluating the prompt: %d tokens", len(toks))
+	}
 	rssAfterContext := sniper.CurrentRSS()
 	rssAfterPrompt := int64(0)
 
@@ -387,7 +419,6 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			}
 		}()
 	}
-	sn := m.Sniper()
 	var atPrompt sniper.Stats
 	ioAtPrompt := int64(-1)
 	first := true
@@ -413,14 +444,13 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	if o.Tokens == 0 {
 		// Only the prompt: evaluate it (logits included) without sampling.
-		err = c.Eval(ctx, toks, logitsFunc(logits))
-		if err != nil {
+		if err := e.Eval(ctx, toks, logitsFunc(logits)); err != nil {
 			return err
 		}
 		status("evaluated %d prompt tokens", len(toks))
-		return report(streams, o, m, mode, cacheBudget, runStats{PromptTokens: len(toks)}, rssBefore, sampler, sniper.Stats{}, 0)
+		return report(streams, o, e, runStats{PromptTokens: len(toks)}, rssBefore, sampler, sniper.Stats{}, 0)
 	}
-	res, err := c.GenerateTokens(ctx, toks, opts...)
+	res, err := e.GenerateTokens(ctx, toks, opts...)
 	if err != nil {
 		return err
 	}
@@ -442,8 +472,25 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			rs.DecodeIOReadBytes = now - ioAtPrompt
 		}
 	}
-	return report(streams, o, m, mode, cacheBudget, rs, rssBefore, sampler, atPrompt, evals)
+	return report(streams, o, e, rs, rssBefore, sampler, atPrompt, evals)
 }
+
+// reportDecision prints how the engine will run the model (unless quiet) and every warning (always),
+// the same way in every command.
+func reportDecision(w io.Writer, quiet bool) func(local.Decision) {
+	return func(d local.Decision) {
+		if !quiet {
+			fmt.Fprintln(w, d.Summary)
+		}
+		for _, warning := range d.Warnings {
+			fmt.Fprintf(w, "warning: %s\n", warning)
+		}
+	}
+}
+
+// longPrompt is the prompt length from which run says that it is evaluating it (a long prompt on a
+// streamed model takes a while before the first token).
+const longPrompt = 256
 
 func logitsFunc(w *logitsWriter) binding.LogitsFunc {
 	if w == nil {
@@ -451,81 +498,6 @@ func logitsFunc(w *logitsWriter) binding.LogitsFunc {
 	}
 	return w.write
 }
-
-// chooseMode resolves --mode auto and the cache budget, and refuses a budget that cannot hold the
-// pinned weights plus one layer's working set, naming the size that would work.
-func chooseMode(o *runOptions, pm *plan.Model, status func(string, ...any)) (mode string, cache int64, err error) {
-	mode = strings.ToLower(o.Mode)
-	switch mode {
-	case "auto", "ram", "sniper", "stream":
-	default:
-		return "", 0, usagef("--mode %q: want auto, ram, sniper or stream", o.Mode)
-	}
-	if mode == "sniper" && !pm.MoE {
-		return "", 0, usagef("--mode sniper needs a Mixture-of-Experts model; %s is dense (use --mode stream)", pm.Name)
-	}
-	if mode == "stream" && pm.MoE {
-		return "", 0, usagef("--mode stream is for dense models; %s has experts (use --mode sniper)", pm.Name)
-	}
-	var ram int64
-	ramSource := "--ram"
-	if o.RAM != "" {
-		if ram, err = plan.ParseSize(o.RAM); err != nil {
-			return "", 0, usagef("--ram: %v", err)
-		}
-	} else if ram, ramSource, err = plan.AvailableRAM(); err != nil {
-		ram, ramSource = 0, ""
-	}
-	if mode == "auto" {
-		switch {
-		case ram > 0 && pm.TensorBytes <= ram:
-			mode = "ram"
-		case pm.MoE:
-			mode = "sniper"
-		default:
-			mode = "stream"
-		}
-		status("mode auto: weights %s, budget %s (%s) → %s", sizeString(pm.TensorBytes), sizeString(ram), ramSource, mode)
-	}
-	if mode == "ram" {
-		return mode, 0, nil
-	}
-	var ws int64
-	for _, b := range pm.LayerStreamBytes {
-		ws = max(ws, b)
-	}
-	need := pm.PinnedBytes + ws
-	switch {
-	case o.Cache != "":
-		if strings.EqualFold(o.Cache, "unlimited") || o.Cache == "-1" {
-			cache = sniper.Unlimited
-		} else if cache, err = plan.ParseSize(o.Cache); err != nil {
-			return "", 0, usagef("--cache: %v", err)
-		}
-		if o.RAM != "" && cache != sniper.Unlimited && pm.PinnedBytes+max(cache, ws) > ram {
-			return "", 0, usagef("--ram %s cannot hold the pinned weights (%s) plus a cache of %s: use --ram %s or a smaller --cache",
-				o.RAM, sizeString(pm.PinnedBytes), sizeString(max(cache, ws)), plan.FlagSize(roundUpMiB(pm.PinnedBytes+max(cache, ws))))
-		}
-	case ram > 0:
-		if ram < need {
-			return "", 0, usagef("a budget of %s (%s) is too small for %s mode: the pinned weights take %s and one layer's working set %s; use --ram %s or more",
-				sizeString(ram), ramSource, mode, sizeString(pm.PinnedBytes), sizeString(ws), plan.FlagSize(roundUpMiB(need)))
-		}
-		cache = ram - pm.PinnedBytes
-	default:
-		cache = sniper.Unlimited
-	}
-	// Stream mode caches dense layers' FFN weights, not experts: the line says which.
-	cacheName := "expert cache"
-	if mode == "stream" {
-		cacheName = "FFN weight cache"
-	}
-	status("%s mode: pinned %s, streamed %s, one layer's working set %s, %s %s",
-		mode, sizeString(pm.PinnedBytes), sizeString(pm.StreamedBytes), sizeString(ws), cacheName, cacheString(cache))
-	return mode, cache, nil
-}
-
-func roundUpMiB(n int64) int64 { return (n + (1<<20 - 1)) &^ (1<<20 - 1) }
 
 func cacheString(n int64) string {
 	if n < 0 {
@@ -546,18 +518,19 @@ func sizeString(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, cache int64, rs runStats,
+func report(streams *IOStreams, o *runOptions, e *local.Engine, rs runStats,
 	rssBefore int64, sampler *rssSampler, atPrompt sniper.Stats, decodeEvals int) error {
-	rs.Mode = mode
+	mode := string(e.Decision().Mode)
+	rs.Mode, rs.RAMBudget = mode, e.Decision().RAM
 	rs.RSSBytes = sniper.CurrentRSS()
 	rs.RSSBeforeLoad = rssBefore
 	if sampler != nil {
 		rs.PeakRSSBytes, rs.RSSSamples = sampler.stop()
 	}
-	if sn := m.Sniper(); sn != nil {
-		info, _ := m.StreamInfo()
+	if sn := e.Sniper(); sn != nil {
+		info, _ := e.StreamInfo()
 		st := sn.Stats()
-		rs.PinnedBytes, rs.StreamedBytes, rs.CacheBudget = info.PinnedBytes, info.StreamedBytes, cache
+		rs.PinnedBytes, rs.StreamedBytes, rs.CacheBudget = info.PinnedBytes, info.StreamedBytes, e.Decision().CacheBudget
 		rs.BytesRead, rs.BytesIssued, rs.Reads = st.BytesRead, st.BytesIssued, st.Reads
 		rs.Hits, rs.Misses, rs.HitRate, rs.PeakCacheBytes = st.Hits, st.Misses, st.HitRate(), st.PeakCacheBytes
 		rs.ReadP50Micros, rs.ReadP99Micros = st.ReadP50.Microseconds(), st.ReadP99.Microseconds()
@@ -587,7 +560,7 @@ func report(streams *IOStreams, o *runOptions, m *binding.Model, mode string, ca
 			rs.MissedExpertBytes += n * idx.ExpertBytes(l)
 		}
 	}
-	if mode != "ram" || o.Stats {
+	if !o.Quiet || o.Stats {
 		line := fmt.Sprintf("%s: prompt %d tok at %.1f tok/s, generated %d at %.2f tok/s, RSS %s",
 			mode, rs.PromptTokens, rs.PromptPerSec, rs.GeneratedTokens, rs.DecodePerSec, sizeString(rs.RSSBytes))
 		if rs.PeakRSSBytes > 0 {
@@ -698,9 +671,6 @@ func (s *rssSampler) stop() (int64, int) {
 // pinHot holds the hottest experts of o.HotFrom (an earlier run's --stats-json) in the cache, up to
 // o.PinHot bytes, and forgets the reads in the statistics.
 func pinHot(ctx context.Context, sn *sniper.Sniper, mode string, o *runOptions, status func(string, ...any)) (int, error) {
-	if o.PinHot == "" || o.HotFrom == "" {
-		return 0, usagef("--pin-hot and --hot-from go together")
-	}
 	if sn == nil || mode != "sniper" {
 		return 0, usagef("--pin-hot needs sniper mode (the model runs in %s mode)", mode)
 	}

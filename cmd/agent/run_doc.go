@@ -5,23 +5,24 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/expertsniper/expertsniper/engine"
+	"github.com/expertsniper/expertsniper/engine/local"
 	"github.com/expertsniper/expertsniper/repl"
 )
 
 // runDocument answers the prompt (a question) about o.Doc, a document that may be longer than the
-// context. The model is opened the way the REPL opens it (mode, budget, cache and threads from run's
-// flags).
+// context. The engine gets every one of run's engine flags, as a plain run does.
 func runDocument(ctx context.Context, streams *IOStreams, o *runOptions, question string) error {
 	doc, err := readDocument(streams.In, o.Doc)
 	if err != nil {
 		return err
 	}
-	eng, err := modelOpener(streams.ErrOut)(ctx, repl.ModelConfig{Name: filepath.Base(o.Model), Path: o.Model,
-		Mode: o.Mode, RAM: o.RAM, Cache: o.Cache, Threads: o.Threads, Context: o.DocCtx})
+	if err := o.engineOptions(o.DocCtx, nil).Validate(); err != nil {
+		return err
+	}
+	eng, err := local.Open(ctx, o.Model, o.engineOptions(o.DocCtx, reportDecision(streams.ErrOut, o.Quiet)))
 	if err != nil {
 		return fmt.Errorf("load model %q: %w", o.Model, err)
 	}

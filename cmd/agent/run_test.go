@@ -15,7 +15,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/expertsniper/expertsniper/engine/local"
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
+	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/sniper"
 	"github.com/expertsniper/expertsniper/sniper/faultfs"
 )
@@ -139,8 +141,8 @@ func TestStreamingIsBitExact(t *testing.T) {
 func TestRunRefusesABudgetTooSmall(t *testing.T) {
 	model := testmodels.Path(t, "qwen3moe-q8_0")
 	_, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", RAM: "1MiB", Threads: 1})
-	var ue usageError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--ram ") || !strings.Contains(err.Error(), "too small") {
+	var oe *local.OptionError
+	if !errors.As(err, &oe) || !strings.Contains(err.Error(), "--ram ") || !strings.Contains(err.Error(), "too small") {
 		t.Fatalf("err = %v, want a usage error naming the --ram that would work", err)
 	}
 	// The size it names works.
@@ -166,9 +168,22 @@ func TestRunWarmNeedsACacheForEveryExpert(t *testing.T) {
 func TestRunAutoPicksModeByBudget(t *testing.T) {
 	moe := testmodels.Path(t, "qwen3moe-q8_0")
 	dense := testmodels.Path(t, "qwen3-q8_0")
+	// Budgets between the streaming minimum and the whole model in RAM, as the memory plan puts them
+	// for run's context (the prompt's bytes, -n and 8).
+	between := func(model string) string {
+		pm, err := plan.Open(model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := local.Decide(pm, local.Options{RAM: "unlimited", Context: len("hi") + 2 + 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint((d.Plan.StreamingMinBytes + d.Plan.InRAMBytes) / 2)
+	}
 	for _, c := range []struct {
 		model, ram, want string
-	}{{moe, "1GiB", "ram"}, {moe, "4MiB", "sniper"}, {dense, "2MiB", "stream"}} {
+	}{{moe, "1GiB", "ram"}, {moe, between(moe), "sniper"}, {dense, between(dense), "stream"}} {
 		var errOut bytes.Buffer
 		o := runOptions{Model: c.model, Mode: "auto", RAM: c.ram, Threads: 1, Tokens: 2, Prompt: "hi", PromptSet: true, StatsJSON: filepath.Join(t.TempDir(), "s.json")}
 		if err := runRun(context.Background(), &IOStreams{In: strings.NewReader(""), Out: &bytes.Buffer{}, ErrOut: &errOut}, &o); err != nil {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/engine/local"
-	"github.com/expertsniper/expertsniper/hub"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/server"
 )
@@ -41,6 +40,11 @@ type serveOptions struct {
 	MaxBody    string
 	AllowHosts cli.StringSlice
 	Remote     string
+	// Sniper tuning and RAM-mode repacking, as in agent run (engine/local.Options).
+	Policy              string
+	Readers             int
+	Prefetch            bool
+	NoRecycle, NoRepack bool
 
 	// open loads the model; tests replace it.
 	open func(ctx context.Context, o *serveOptions) (engine.Engine, error)
@@ -63,17 +67,22 @@ func serveEnv(name string) []string { return []string{"EXPERTSNIPER_" + name} }
 func serveFlags(o *serveOptions) []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", EnvVars: serveEnv("MODEL"), Destination: &o.Model},
-		&cli.StringFlag{Name: "alias", Usage: "model id reported to clients (default: the file name)", Destination: &o.Alias},
+		&cli.StringFlag{Name: "alias", Usage: "model id reported to clients (default: the file name)", EnvVars: serveEnv("ALIAS"), Destination: &o.Alias},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens, shared by the slots (0: each slot gets the model's training context, at most 4096)", EnvVars: serveEnv("CTX_SIZE"), Destination: &o.Ctx},
 		&cli.IntFlag{Name: "parallel", Aliases: []string{"np"}, Value: 1, Usage: "parallel slots; further requests wait in a queue", EnvVars: serveEnv("PARALLEL"), Destination: &o.Parallel},
-		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "KV cache type for K: f16, q8_0 or q4_0", Destination: &o.CacheTypeK},
-		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "KV cache type for V: f16, q8_0 or q4_0", Destination: &o.CacheTypeV},
-		&cli.StringFlag{Name: "flash-attn", Aliases: []string{"fa"}, Value: "auto", Usage: "flash attention: on, off or auto", Destination: &o.FlashAttn},
+		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "KV cache type for K: f16, q8_0, q4_0, ...", EnvVars: serveEnv("CACHE_TYPE_K"), Destination: &o.CacheTypeK},
+		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "KV cache type for V: f16, q8_0, q4_0, ...", EnvVars: serveEnv("CACHE_TYPE_V"), Destination: &o.CacheTypeV},
+		&cli.StringFlag{Name: "flash-attn", Aliases: []string{"fa"}, Value: "auto", Usage: "flash attention: on, off or auto", EnvVars: serveEnv("FLASH_ATTN"), Destination: &o.FlashAttn},
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads", EnvVars: serveEnv("THREADS"), Destination: &o.Threads},
 		&cli.StringFlag{Name: "mode", Value: "auto", Usage: "auto, ram, sniper or stream", EnvVars: serveEnv("MODE"), Destination: &o.Mode},
-		&cli.StringFlag{Name: "ram", Usage: "memory budget for the model's weights, e.g. 8GiB (default: available memory)", EnvVars: serveEnv("RAM"), Destination: &o.RAM},
-		&cli.StringFlag{Name: "cache", Usage: "expert cache `SIZE`, 0, or unlimited (default: what --ram leaves after the pinned part)", EnvVars: serveEnv("CACHE"), Destination: &o.Cache},
-		&cli.BoolFlag{Name: "embeddings", Usage: "enable /v1/embeddings (mean-pooled; off by default, as in llama-server)", Destination: &o.Embeddings},
+		&cli.StringFlag{Name: "ram", Usage: ramUsage, EnvVars: serveEnv("RAM"), Destination: &o.RAM},
+		&cli.StringFlag{Name: "cache", Usage: cacheUsage, EnvVars: serveEnv("CACHE"), Destination: &o.Cache},
+		&cli.StringFlag{Name: "policy", Usage: fmt.Sprintf("sniper/stream: cache eviction policy, lfu or lru (default: %s)", local.DefaultPolicy), EnvVars: serveEnv("POLICY"), Destination: &o.Policy},
+		&cli.IntFlag{Name: "readers", Usage: fmt.Sprintf("sniper/stream: parallel disk reads (default: %d)", local.DefaultReaders), EnvVars: serveEnv("READERS"), Destination: &o.Readers},
+		&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (--prefetch=false turns it off)", EnvVars: serveEnv("PREFETCH"), Destination: &o.Prefetch},
+		&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it (slower; for measurements)", EnvVars: serveEnv("NO_RECYCLE"), Destination: &o.NoRecycle},
+		&cli.BoolFlag{Name: "no-repack", Usage: "ram mode: no weight repacking (the numeric path sniper/stream reproduce bit-exactly)", EnvVars: serveEnv("NO_REPACK"), Destination: &o.NoRepack},
+		&cli.BoolFlag{Name: "embeddings", Usage: "enable /v1/embeddings (mean-pooled; off by default, as in llama-server)", EnvVars: serveEnv("EMBEDDINGS"), Destination: &o.Embeddings},
 	}, o.rpc.flags("EXPERTSNIPER_")...)
 }
 
@@ -85,8 +94,9 @@ func serveCommand(streams *IOStreams) *cli.Command {
 		&cli.StringFlag{Name: "api-key", Usage: "require this key as 'Authorization: Bearer KEY' (/health stays open)", EnvVars: append(serveEnv("API_KEY"), "LLAMA_API_KEY"), Destination: &o.APIKey},
 		&cli.StringFlag{Name: "context-dir", Usage: "where saved contexts and slot files are kept (default: $XDG_DATA_HOME/expertsniper/contexts)", EnvVars: serveEnv("CONTEXT_DIR"), Destination: &o.ContextDir},
 		remoteFlag(&o.Remote),
-		&cli.StringSliceFlag{Name: "allow-host", Usage: "also accept this `NAME` as Host and Origin on a loopback bind (a reverse proxy's public name; repeatable)", Destination: &o.AllowHosts},
-		&cli.StringFlag{Name: "max-body", Value: "16MiB", Usage: "largest request body accepted (413 beyond)", Destination: &o.MaxBody},
+		&cli.StringSliceFlag{Name: "allow-host", Usage: "also accept this `NAME` as Host and Origin on a loopback bind (a reverse proxy's public name; repeatable)", EnvVars: serveEnv("ALLOW_HOST"), Destination: &o.AllowHosts},
+
+		&cli.StringFlag{Name: "max-body", Value: "16MiB", Usage: "largest request body accepted (413 beyond)", EnvVars: serveEnv("MAX_BODY"), Destination: &o.MaxBody},
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -107,15 +117,12 @@ func serveCommand(streams *IOStreams) *cli.Command {
 
 // check validates the options shared by serve and serve-bench.
 func (o *serveOptions) check() error {
-	if o.Model == "" {
-		return usagef("-m MODEL is required")
-	}
 	// Names of pulled models (OWNER/REPO[:QUANT], see agent models) resolve in the models directory.
-	path, resolveErr := hub.ResolveModel(o.Model)
-	if resolveErr != nil {
-		return resolveErr
+	m, err := resolveModel(o.Model)
+	if err != nil {
+		return err
 	}
-	o.Model = path
+	o.Model = m.Path
 	if o.Parallel < 1 || o.Parallel > 64 {
 		return usagef("--parallel must be between 1 and 64, got %d", o.Parallel)
 	}
@@ -125,41 +132,18 @@ func (o *serveOptions) check() error {
 	if o.Threads < 1 {
 		return usagef("--threads must be at least 1, got %d", o.Threads)
 	}
-	for _, kv := range []struct{ flag, v string }{{"--cache-type-k", o.CacheTypeK}, {"--cache-type-v", o.CacheTypeV}} {
-		switch strings.ToLower(kv.v) {
-		case "f16", "q8_0", "q4_0":
-		default:
-			return usagef("%s must be f16, q8_0 or q4_0, got %q", kv.flag, kv.v)
-		}
+	if o.Ctx > 0 && o.perSlot() < 64 {
+		return usagef("-c %d over %d slots leaves %d tokens per slot; give each slot at least 64", o.Ctx, o.Parallel, o.perSlot())
 	}
-	switch strings.ToLower(o.FlashAttn) {
-	case "on", "off", "auto", "1", "0", "true", "false":
-	default:
-		return usagef("--flash-attn must be on, off or auto, got %q", o.FlashAttn)
-	}
-	switch o.Mode {
-	case "auto", "ram", "sniper", "stream":
-	default:
-		return usagef("--mode must be auto, ram, sniper or stream, got %q", o.Mode)
-	}
-	if o.RAM != "" {
-		if _, err := plan.ParseSize(o.RAM); err != nil {
-			return usagef("--ram: %v", err)
-		}
-	}
-	if o.Cache != "" && !strings.EqualFold(o.Cache, "unlimited") && o.Cache != "-1" {
-		if _, err := plan.ParseSize(o.Cache); err != nil {
-			return usagef("--cache: %v", err)
-		}
-	}
-	var err error
 	if o.workers, err = o.rpc.parse(); err != nil {
 		return err
 	}
 	if o.workers != nil && o.Mode != "auto" {
-		return o.workers.checkMode(o.Mode)
+		if err := o.workers.checkMode(strings.ToLower(o.Mode)); err != nil {
+			return err
+		}
 	}
-	return nil
+	return o.engineOptions(nil).Validate()
 }
 
 func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
@@ -181,6 +165,10 @@ func runServe(ctx context.Context, streams *IOStreams, o *serveOptions) error {
 	// Read and analyse the file before listening: a missing, truncated or foreign file is an error
 	// at once, naming the file, rather than a server that comes up and then stops.
 	if o.planned, err = plan.Open(o.Model); err != nil {
+		return err
+	}
+	// And decide how it will run (mode, budget): options that cannot work fail before listening too.
+	if _, err := local.Decide(o.planned, o.engineOptions(nil)); err != nil {
 		return err
 	}
 	// Ctrl-C and SIGTERM cancel ctx (signals.go): the server then shuts down cleanly.
@@ -255,54 +243,51 @@ func isLoopback(host string) bool {
 // serveEngineOpener is the seam tests replace to serve a scripted engine.
 var serveEngineOpener = openServeEngine
 
-// openServeEngine loads the model with the real engine (engine/local): --mode auto picks RAM when the
-// weights fit the budget, else the sniper (MoE) or dense streaming, as agent run does. -c is shared by
-// the slots, as llama-server's is.
+// openServeEngine loads the model with the real engine (engine/local), which decides the mode as
+// for every command. -c is shared by the slots, as llama-server's is.
 func openServeEngine(ctx context.Context, o *serveOptions) (engine.Engine, error) {
-	pm := o.planned
-	if pm == nil {
-		var err error
-		if pm, err = plan.Open(o.Model); err != nil {
-			return nil, err
-		}
-	}
 	status := o.status
 	if status == nil {
 		status = func(string, ...any) {}
 	}
-	mode, cache, err := chooseModeRPC(o.workers, &runOptions{Mode: o.Mode, RAM: o.RAM, Cache: o.Cache}, pm, status)
-	if err != nil {
-		return nil, err
-	}
-	perSlot := 0
-	if o.Ctx > 0 {
-		perSlot = o.Ctx / o.Parallel
-		if perSlot < 64 {
-			return nil, usagef("-c %d over %d slots leaves %d tokens per slot; give each slot at least 64", o.Ctx, o.Parallel, perSlot)
+	lo := o.engineOptions(func(d local.Decision) {
+		status("%s", d.Summary)
+		for _, w := range d.Warnings {
+			status("warning: %s", w)
 		}
-	}
-	lo := local.Options{
-		Slots: o.Parallel, Context: perSlot, Threads: o.Threads,
-		CacheTypeK: strings.ToLower(o.CacheTypeK), CacheTypeV: strings.ToLower(o.CacheTypeV), FlashAttn: o.flashAttn(),
-		Mode: mode, CacheBudget: cache,
-	}
+	})
 	if o.workers != nil {
 		errOut := o.errOut
 		if errOut == nil {
 			errOut = io.Discard
 		}
+		// The engine process decides as local.Open does; what it decides is its to report.
+		lo.OnDecision = nil
 		return openIsolated(ctx, o.workers, o.Model, lo, errOut, status)
 	}
 	return local.Open(ctx, o.Model, lo)
 }
 
-// flashAttn normalises -fa's spellings to on, off or auto.
-func (o *serveOptions) flashAttn() string {
-	switch strings.ToLower(o.FlashAttn) {
-	case "on", "1", "true":
-		return "on"
-	case "off", "0", "false":
-		return "off"
+// perSlot is each slot's share of -c (0: the engine's default).
+func (o *serveOptions) perSlot() int {
+	if o.Ctx <= 0 {
+		return 0
 	}
-	return "auto"
+	return o.Ctx / o.Parallel
 }
+
+// engineOptions are serve's flags as the engine's options.
+func (o *serveOptions) engineOptions(onDecision func(local.Decision)) local.Options {
+	return local.Options{
+		Slots: o.Parallel, Context: o.perSlot(), Threads: o.Threads,
+		CacheTypeK: o.CacheTypeK, CacheTypeV: o.CacheTypeV, FlashAttn: o.flashAttn(),
+		Mode: local.Mode(o.Mode), RAM: o.RAM, Cache: o.Cache, Policy: o.Policy, Readers: o.Readers,
+		NoPrefetch: !o.Prefetch, NoRecycle: o.NoRecycle, NoRepack: o.NoRepack, OnDecision: onDecision,
+		// With --rpc the layers are spread over the workers (the engine process adds them).
+		Distributed: o.workers != nil,
+	}
+}
+
+// flashAttn is -fa as the engine reads it (binding.ParseFlashAttn: auto, on/true/1, off/false/0),
+// whatever its case; anything else fails the engine's validation.
+func (o *serveOptions) flashAttn() string { return strings.ToLower(strings.TrimSpace(o.FlashAttn)) }

@@ -93,16 +93,16 @@ func TestBatchedStreamingIsBitExact(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel() // runs wait on reads and page faults as much as on the 2 cores
 				path := testmodels.Path(t, name)
-				mode := "sniper"
+				mode := ModeSniper
 				if arch == "qwen3" {
-					mode = "stream"
+					mode = ModeStream
 				}
 				for _, n := range []int{1, 4} {
 					prompts := batchPrompts[:n]
 					want, wantText := decodeTogether(t, path, Options{Mode: "ram"}, prompts, 6)
-					for _, budget := range []int64{0, sniper.Unlimited} {
-						got, gotText := decodeTogether(t, path, Options{Mode: mode, CacheBudget: budget}, prompts, 6)
-						what := fmt.Sprintf("%s, %d sequences, cache %d", mode, n, budget)
+					for _, budget := range []string{"0", "unlimited"} {
+						got, gotText := decodeTogether(t, path, Options{Mode: mode, Cache: budget}, prompts, 6)
+						what := fmt.Sprintf("%s, %d sequences, cache %s", mode, n, budget)
 						for s := range prompts {
 							sameLogits(t, fmt.Sprintf("%s, sequence %d", what, s), want[s], got[s])
 							if gotText[s] != wantText[s] {
@@ -143,7 +143,7 @@ func TestSniperStepEnsuresOnceForAllSequences(t *testing.T) {
 	path := testmodels.Path(t, "qwen3moe-q8_0")
 	const maxTokens = 4
 	run := func(n int) sniper.Stats {
-		o := Options{Mode: "sniper", CacheBudget: 0, NoPrefetch: true}
+		o := Options{Mode: ModeSniper, Cache: "0", NoPrefetch: true}
 		o.Slots, o.Context, o.Threads, o.NoRepack = n, 256, 2, true
 		e, err := Open(context.Background(), path, o)
 		if err != nil {

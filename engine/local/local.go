@@ -19,6 +19,7 @@ import (
 	"github.com/expertsniper/expertsniper/binding"
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/gguf"
+	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/sniper"
 )
 
@@ -34,12 +35,20 @@ type Options struct {
 	CacheTypeV   string // a quantized V cache turns flash attention on (auto) or is refused (off)
 	FlashAttn    string // "auto" (default), "on", "off"
 
-	// Mode is "ram" (default: llama.cpp's own load, mmap), "sniper" (stream routed experts) or
-	// "stream" (stream dense FFNs). Deciding "auto" from a RAM budget is the caller's job.
-	Mode string
-	// CacheBudget is the sniper's expert cache in bytes (sniper.Unlimited = -1 keeps all; 0 rereads
-	// every expert). Only for sniper and stream modes.
-	CacheBudget int64
+	// Mode is ModeRAM (llama.cpp's own load, mmap), ModeSniper (stream routed experts), ModeStream
+	// (stream dense FFNs), or ModeAuto ("" too): decided by Decide from the memory plan.
+	Mode Mode
+	// RAM is the memory budget of the whole model (weights held in RAM, expert cache, KV cache and
+	// compute buffers), a size such as "8GiB" or "unlimited" ("": plan.DefaultBudget). Cache is the
+	// sniper's expert cache, a size or "unlimited" ("0" rereads every expert; "": what RAM leaves).
+	// Both are parsed by ParseSize; see Decide for what they mean in each mode.
+	RAM, Cache string
+	// Policy names the cache's eviction policy ("": DefaultPolicy), Readers the parallel disk reads
+	// (0: DefaultReaders), NoRecycle releases evicted experts' memory instead of reusing it (for
+	// measurements). Streamed modes only.
+	Policy    string
+	Readers   int
+	NoRecycle bool
 	// NoPrefetch turns off the sniper's next-layer prefetch (on by default, as in agent run: it reads
 	// the experts the next layer is predicted to choose while this one computes; results are the same).
 	NoPrefetch bool
@@ -48,7 +57,19 @@ type Options struct {
 	NoRepack bool
 	// StreamFS opens the model file for streaming in sniper and stream modes (nil: direct I/O);
 	// tests inject faults and stalls here (sniper/faultfs).
-	StreamFS sniper.FS
+	StreamFS sniper.FS `json:"-"`
+	// PredictInline makes the prefetcher score every prediction (binding.StreamOptions.PredictInline;
+	// for tests).
+	PredictInline bool
+	// OnDecision, when set, is told how the model will run (mode, budget, warnings) before it loads.
+	OnDecision func(Decision) `json:"-"`
+	// Exclusive: one caller drives one sequence itself through GenerateTokens and Eval (agent run,
+	// with --logits-out's every position): the engine makes its context but starts no scheduler, and
+	// Complete, SaveState and LoadState refuse.
+	Exclusive bool `json:"-"`
+	// Distributed says ModelOptions spread the layers over RPC workers: the model runs in RAM mode
+	// (auto picks it), and this machine holds only its share, so --ram is not held against the whole.
+	Distributed bool
 	// ModelOptions are passed to the binding's loader after the ones Options implies.
 	ModelOptions []binding.ModelOption
 	// StatsSource, when set, fills the streaming fields of Stats. By default a streamed model's own
@@ -63,9 +84,10 @@ type StatsSource interface {
 
 // Engine implements engine.Engine over binding.
 type Engine struct {
-	model *binding.Model
-	info  engine.ModelInfo
-	opts  Options
+	model    *binding.Model
+	info     engine.ModelInfo
+	opts     Options
+	decision Decision
 
 	// The one context, its batch and its slots (its sequences) belong to the loop (scheduler.go).
 	lctx      *binding.Context
@@ -85,6 +107,8 @@ type Engine struct {
 	closed    bool
 	published []SlotState
 
+	directMu sync.Mutex // an Exclusive engine's calls, one at a time (direct.go)
+
 	embedMu  sync.Mutex
 	embedCtx *binding.Context
 	embedErr error
@@ -98,38 +122,31 @@ var _ engine.Engine = (*Engine)(nil)
 
 // Open loads the model at path and creates its slots.
 func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("open engine: %w", err)
+	}
+	fa, _ := binding.ParseFlashAttn(o.FlashAttn)
+	o.CacheTypeK, _ = plan.ParseKVType(o.CacheTypeK)
+	o.CacheTypeV, _ = plan.ParseKVType(o.CacheTypeV)
 	if o.Slots <= 0 {
 		o.Slots = 1
 	}
-	fa, err := binding.ParseFlashAttn(o.FlashAttn)
+	pm, err := plan.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open engine: %w", err)
 	}
-	var m *binding.Model
-	mode := o.Mode
-	switch mode {
-	case "", "ram":
-		mode = "ram"
-		mopts := []binding.ModelOption{}
-		if o.NoRepack {
-			mopts = append(mopts, binding.WithExtraBufts(false))
-		}
-		m, err = binding.LoadModel(ctx, path, append(mopts, o.ModelOptions...)...)
-	case "sniper", "stream":
-		// Two contexts may decode at once: the slots' one and the embeddings'.
-		so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: o.CacheBudget, Prefetch: !o.NoPrefetch, Contexts: 2, FS: o.StreamFS}
-		if mode == "stream" {
-			so.Mode = sniper.ModeDense
-			so.Prefetch = false // prefetch predicts experts; dense layers have none
-		}
-		m, err = binding.LoadStreamed(ctx, path, so, o.ModelOptions...)
-	default:
-		return nil, fmt.Errorf("open engine: unknown mode %q (want ram, sniper or stream)", o.Mode)
+	d, err := Decide(pm, o)
+	if err != nil {
+		return nil, err
 	}
+	if o.OnDecision != nil {
+		o.OnDecision(d)
+	}
+	m, err := loadModel(ctx, path, o, d)
 	if err != nil {
 		return nil, fmt.Errorf("open engine: %w", err)
 	}
-	e := &Engine{model: m, opts: o, stats: o.StatsSource, loopCtx: context.Background(),
+	e := &Engine{model: m, opts: o, decision: d, stats: o.StatsSource, loopCtx: context.Background(),
 		wake: make(chan struct{}, 1), loopDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -179,7 +196,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 		Name: filepath.Base(path), Path: path, Fingerprint: fingerprint, Architecture: m.Architecture(), Description: m.Description(),
 		Parameters: st.Parameters, SizeBytes: st.SizeBytes, ContextTrain: st.ContextTrain,
 		Context: e.lctx.SequenceSize(), Vocab: st.Vocab, Embedding: st.Embedding,
-		HasChatTemplate: m.ChatTemplate() != "", Mode: mode, Slots: o.Slots,
+		HasChatTemplate: m.ChatTemplate() != "", Mode: string(d.Mode), Slots: o.Slots,
 		ChatTemplate: m.ChatTemplate(),
 	}
 	if m.BOS() != binding.NoToken {
@@ -188,7 +205,11 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	if m.EOS() != binding.NoToken {
 		e.info.EOSText, _ = m.TokenToPiece(m.EOS(), true)
 	}
-	go e.loop()
+	if o.Exclusive {
+		close(e.loopDone) // no scheduler: the caller drives the context (direct.go)
+	} else {
+		go e.loop()
+	}
 	return e, nil
 }
 

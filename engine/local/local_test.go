@@ -272,7 +272,7 @@ func TestOpenErrorsAndClose(t *testing.T) {
 
 func TestSniperModeMatchesRAM(t *testing.T) {
 	want := complete(t, open(t, Options{}), engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1})
-	e := open(t, Options{Mode: "sniper", CacheBudget: 0})
+	e := open(t, Options{Mode: ModeSniper, Cache: "0"})
 	if e.Info().Mode != "sniper" {
 		t.Fatalf("mode %q", e.Info().Mode)
 	}
@@ -298,7 +298,7 @@ func TestSniperSlotsDecodeConcurrentlyWithPrefetch(t *testing.T) {
 	for i, p := range prompts {
 		want[i] = complete(t, ram, engine.Request{Prompt: p, MaxTokens: 8, Slot: -1}).Text
 	}
-	e := open(t, Options{Mode: "sniper", CacheBudget: 256 << 10, Slots: len(prompts)})
+	e := open(t, Options{Mode: ModeSniper, Cache: "256KiB", Slots: len(prompts)})
 	got := make([]string, len(prompts))
 	var wg sync.WaitGroup
 	for i, p := range prompts {

@@ -131,12 +131,15 @@ func (e *Engine) enqueue(ctx context.Context, jobs ...*job) error {
 		j.ctx, j.events, j.out = ctx, newEventQueue(), -1
 	}
 	e.mu.Lock()
-	if e.closed {
+	if e.closed || e.opts.Exclusive {
 		e.mu.Unlock()
 		for _, j := range jobs {
 			if j.sampler != nil {
 				j.sampler.Close()
 			}
+		}
+		if e.opts.Exclusive {
+			return errExclusive
 		}
 		return errClosed
 	}

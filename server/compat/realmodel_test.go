@@ -210,7 +210,7 @@ func TestRealModelSniperLongPromptMatchesRAM(t *testing.T) {
 		return ts.URL
 	}
 	ram := open(local.Options{Context: 2048, Threads: 2, Mode: "ram", NoRepack: true})
-	sn := open(local.Options{Context: 2048, Threads: 2, Mode: "sniper", CacheBudget: 1 << 20})
+	sn := open(local.Options{Context: 2048, Threads: 2, Mode: "sniper", Cache: "1MiB"})
 	prompt := strings.Repeat("The valve must stay closed. ", 80)
 	req := map[string]any{"prompt": prompt, "n_predict": 8, "temperature": 0}
 	_, want := postJSON(t, ram+"/completion", req)

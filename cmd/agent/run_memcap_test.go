@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/expertsniper/expertsniper/memcap"
+)
+
+// TestRunDefaultsFitUnderAMemoryCap runs a model bigger than its memory cap with default flags under
+// that cap (a memory cgroup, page cache included): the default budget must leave room for what the
+// model takes besides its cache, so the run finishes, is not killed, and its peak RSS stays within
+// the budget it chose. (The default used to be all of the cgroup's room for the weights alone, and
+// the run was killed inside an 8 GiB cgroup.) The model is 625 MiB of random-block experts under a
+// 512 MiB cap; the prompt reads more experts than the cache holds, so the cache fills and evicts.
+func TestRunDefaultsFitUnderAMemoryCap(t *testing.T) {
+	if err := memcap.Supported(); err != nil {
+		t.Fatalf("memory cgroups must work on the test machines: %v", err)
+	}
+	isolateUserDirs(t)
+	const limit = 512 << 20
+	dir := t.TempDir()
+	model := filepath.Join(dir, "big.gguf")
+	if _, stderr, code := runAgentForTest(t, "mkmodel", "--experts", "64", "--layers", "48", "--random-quants", "yes", "-o", model); code != exitOK {
+		t.Fatalf("mkmodel: exit %d\n%s", code, stderr)
+	}
+	if st, err := os.Stat(model); err != nil || st.Size() <= limit {
+		t.Fatalf("the model must be bigger than the cap: %v, %d bytes", err, st.Size())
+	}
+	bin := buildAgent(t)
+	statsPath := filepath.Join(dir, "stats.json")
+	var stdout, stderr bytes.Buffer
+	res, err := memcap.Run(t.Context(), memcap.Spec{
+		Path: bin, Args: []string{"agent", "run", "-m", model, "-p", runTestPrompt, "-n", "16", "-t", "2", "--stats-json", statsPath},
+		Stdout: &stdout, Stderr: &stderr, Limit: limit,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("under a cap of %s: peak RSS %s, cgroup peak %s\n%s", memcap.FormatBytes(limit), memcap.FormatBytes(res.PeakRSS), memcap.FormatBytes(res.PeakUsage), stderr.String())
+	if err := res.Err(); err != nil {
+		t.Fatalf("agent run with default flags under a %s cap: %v", memcap.FormatBytes(limit), err)
+	}
+	b, err := os.ReadFile(statsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs runStats
+	if err := json.Unmarshal(b, &rs); err != nil {
+		t.Fatal(err)
+	}
+	if rs.Mode != "sniper" || rs.GeneratedTokens == 0 {
+		t.Fatalf("mode %s, %d tokens generated", rs.Mode, rs.GeneratedTokens)
+	}
+	if rs.RAMBudget <= 0 || rs.RAMBudget >= limit {
+		t.Fatalf("default budget %d under a cap of %d", rs.RAMBudget, limit)
+	}
+	if rs.BytesRead <= rs.CacheBudget {
+		t.Fatalf("read %d bytes with a cache of %d: the cache never had to evict, the cap was not tested", rs.BytesRead, rs.CacheBudget)
+	}
+	if res.PeakRSS > rs.RAMBudget {
+		t.Fatalf("peak RSS %s is more than the budget %s", memcap.FormatBytes(res.PeakRSS), memcap.FormatBytes(rs.RAMBudget))
+	}
+}
