@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -78,7 +79,13 @@ void free(void *p) {
 	}
 	__libc_free(p);
 }
+void es_big_alloc_untouched(void *p, size_t n) {
+	// Whole pages inside the range only: its ends share pages with tensors that are used.
+	uintptr_t page = 4096, lo = ((uintptr_t)p + page - 1) & ~(page - 1), hi = ((uintptr_t)p + n) & ~(page - 1);
+	if (hi > lo) madvise((void *)lo, hi - lo, MADV_NOHUGEPAGE);
+}
 #else
+void es_big_alloc_untouched(void *p, size_t n) { (void)p; (void)n; }
 // macOS backs memory lazily: llama.cpp's one big allocation costs nothing until touched.
 void es_big_alloc_arm(int on) { (void)on; }
 size_t es_big_alloc_count(void) { return 0; }

@@ -312,6 +312,9 @@ func (ld *tensorLoader) fill(t *C.struct_ggml_tensor) error {
 		if err != nil {
 			return err
 		}
+		if t.data != nil {
+			C.es_big_alloc_untouched(t.data, C.size_t(size)) // llama.cpp's place for it stays unused
+		}
 		t.data = b.Data
 		if t.ne[2] > 1 {
 			// Sniper mode: llama.cpp sees the expert slots, not the experts (sniper/slots.go).

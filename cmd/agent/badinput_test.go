@@ -195,7 +195,7 @@ func TestBadFlagValuesAreUsageErrors(t *testing.T) {
 		{[]string{"inspect", model, "--ram", "12XB"}, `--ram: size "12XB"`},
 		{[]string{"inspect", model, "-c", "-5"}, `--ctx-size must not be negative, got -5`},
 		{[]string{"-m", model, "--mode", "bogus"}, `mode "bogus": want auto, ram, sniper or stream`},
-		{[]string{"-m", model, "--ram", "12XB"}, `--ram: size "12XB"`},
+		{[]string{"-m", model, "--ram", "12XB"}, `ram \(--ram\): size "12XB"`},
 		{[]string{"-m", model, "-n", "-5"}, `--max-tokens\) must not be negative, got -5`},
 		{[]string{"-m", model, "--threads", "-3"}, `--threads\) must not be negative, got -3`},
 		{[]string{"-m", model, "--temp", "-1"}, `--temp\) must not be negative, got -1`},

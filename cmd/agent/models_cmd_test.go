@@ -116,8 +116,8 @@ func TestInspectAndPullErrors(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"inspect"}, exitUsage, "one MODEL"},
-		{[]string{"inspect", "nobody/nothing:Q4_0"}, exitError, "agent pull"},
-		{[]string{"inspect", "./missing.gguf"}, exitError, "does not exist"},
+		{[]string{"inspect", "nobody/nothing:Q4_0"}, exitUsage, "agent pull"},
+		{[]string{"inspect", "./missing.gguf"}, exitUsage, "does not exist"},
 		{[]string{"inspect", testmodels.Path(t, "qwen3-q4_0"), "--ram", "lots"}, exitUsage, `size "lots"`},
 		{[]string{"inspect", testmodels.Path(t, "qwen3-q4_0"), "--ram", "1G", "--cache-type-k", "q3"}, exitUsage, `"q3"`},
 		{[]string{"pull"}, exitUsage, "OWNER/REPO"},
@@ -238,7 +238,7 @@ func TestRunResolvesPulledModelNames(t *testing.T) {
 		t.Fatalf("run by name: code %d, out %q, err %q", code, out, errOut)
 	}
 	_, errOut, code = runAgentForTest(t, "run", "-m", "Nope-GGUF:q8_0", "-p", "Hello", "-n", "1")
-	if code != exitError || !strings.Contains(errOut, "agent pull") {
+	if code != exitUsage || !strings.Contains(errOut, "agent pull") {
 		t.Fatalf("unknown name: code %d, %q", code, errOut)
 	}
 }

@@ -397,8 +397,9 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			return err
 		}
 	}
-	if need := len(toks) + o.Tokens; need > info.Context {
-		return usagef("the prompt (%d tokens) and -n %d need %d tokens of context, -c gives %d", len(toks), o.Tokens, need, info.Context)
+	// llama.cpp pads the context it makes; -c is what was asked for.
+	if limit := min(info.Context, contextSize); len(toks)+o.Tokens > limit {
+		return usagef("the prompt (%d tokens) and -n %d need %d tokens of context, -c gives %d", len(toks), o.Tokens, len(toks)+o.Tokens, limit)
 	}
 	if need := len(toks) + o.Tokens; info.ContextTrain > 0 && need > info.ContextTrain {
 		fmt.Fprintf(streams.ErrOut, "warning: the prompt (%d tokens) and -n %d go past the %d tokens the model was trained on: expect worse output\n",

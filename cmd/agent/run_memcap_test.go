@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/expertsniper/expertsniper/memcap"
@@ -14,8 +15,9 @@ import (
 // that cap (a memory cgroup, page cache included): the default budget must leave room for what the
 // model takes besides its cache, so the run finishes, is not killed, and its peak RSS stays within
 // the budget it chose. (The default used to be all of the cgroup's room for the weights alone, and
-// the run was killed inside an 8 GiB cgroup.) The model is 625 MiB of random-block experts under a
-// 512 MiB cap; the prompt reads more experts than the cache holds, so the cache fills and evicts.
+// the run was killed inside an 8 GiB cgroup; here it was killed too.) The model is 625 MiB of
+// random-block experts under a 512 MiB cap; the prompt's prefill touches nearly every expert, more
+// than the cap holds, so the cache fills and evicts.
 func TestRunDefaultsFitUnderAMemoryCap(t *testing.T) {
 	if err := memcap.Supported(); err != nil {
 		t.Fatalf("memory cgroups must work on the test machines: %v", err)
@@ -34,7 +36,7 @@ func TestRunDefaultsFitUnderAMemoryCap(t *testing.T) {
 	statsPath := filepath.Join(dir, "stats.json")
 	var stdout, stderr bytes.Buffer
 	res, err := memcap.Run(t.Context(), memcap.Spec{
-		Path: bin, Args: []string{"agent", "run", "-m", model, "-p", runTestPrompt, "-n", "16", "-t", "2", "--stats-json", statsPath},
+		Path: bin, Args: []string{"agent", "run", "-m", model, "-p", strings.Repeat(runTestPrompt+" ", 8), "-n", "8", "-t", "2", "--stats-json", statsPath},
 		Stdout: &stdout, Stderr: &stderr, Limit: limit,
 	})
 	if err != nil {
