@@ -160,9 +160,9 @@ func (c *Config) Validate() error {
 				continue
 			}
 			if n, err := plan.ParseBudget(b.v); err != nil {
-				return fmt.Errorf("model %q: %s: %w", name, b.key, err)
+				return fmt.Errorf("model %q: %s (--%s): %w", name, b.key, b.key, err)
 			} else if n == 0 && b.key == "ram" {
-				return fmt.Errorf("model %q: ram 0 leaves no memory for the model: give a size such as 8GiB, or unlimited", name)
+				return fmt.Errorf("model %q: ram (--ram) 0 leaves no memory for the model: give a size such as 8GiB, or unlimited", name)
 			}
 		}
 		if m.Context < 0 {
@@ -274,6 +274,13 @@ func (c *Config) ResolveModel(arg string) (ModelConfig, error) {
 			return ModelConfig{}, fmt.Errorf("model %q is a directory, not a GGUF file", arg)
 		}
 		return ModelConfig{Name: filepath.Base(arg), Path: arg}, nil
+	}
+	// NAME:QUANT is a pulled model's name: the hub's message says where it was looked for and how to
+	// pull it.
+	if strings.Contains(arg, ":") {
+		if _, herr := hub.ResolveModel(arg); herr != nil {
+			return ModelConfig{}, herr
+		}
 	}
 	if len(c.Models) == 0 {
 		return ModelConfig{}, fmt.Errorf("unknown model %q: no models are configured (add them to config.json, or give a path to a .gguf file)", arg)
