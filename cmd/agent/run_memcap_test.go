@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,14 +45,7 @@ func TestRunDefaultsFitUnderAMemoryCap(t *testing.T) {
 	if err := res.Err(); err != nil {
 		t.Fatalf("agent run with default flags under a %s cap: %v", memcap.FormatBytes(limit), err)
 	}
-	b, err := os.ReadFile(statsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rs runStats
-	if err := json.Unmarshal(b, &rs); err != nil {
-		t.Fatal(err)
-	}
+	rs := readRunStats(t, statsPath)
 	if rs.Mode != "sniper" || rs.GeneratedTokens == 0 {
 		t.Fatalf("mode %s, %d tokens generated", rs.Mode, rs.GeneratedTokens)
 	}

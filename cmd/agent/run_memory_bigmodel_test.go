@@ -22,7 +22,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -73,14 +72,7 @@ func TestSniperMemoryBudgets(t *testing.T) {
 		if err := cmd.Run(); err != nil {
 			t.Fatalf("budget %d MiB: %v\n%s", budget>>20, err, errOut.String())
 		}
-		b, err := os.ReadFile(statsPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rs runStats
-		if err := json.Unmarshal(b, &rs); err != nil {
-			t.Fatal(err)
-		}
+		rs := readRunStats(t, statsPath)
 		t.Logf("budget %d MiB:\n%s", budget>>20, errOut.String())
 		limit := (rs.RSSAfterContext + max(budget, rs.PeakCacheBytes)) * 105 / 100
 		strict := (rs.PinnedBytes + budget) * 105 / 100

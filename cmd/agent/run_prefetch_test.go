@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -32,14 +30,7 @@ func TestPrefetchIsBitExact(t *testing.T) {
 				if got.stdout != want.stdout {
 					t.Fatalf("--prefetch --cache %s: text differs from the in-RAM run:\n%q\n%q", cache, got.stdout, want.stdout)
 				}
-				b, err := os.ReadFile(statsPath)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var rs runStats
-				if err := json.Unmarshal(b, &rs); err != nil {
-					t.Fatal(err)
-				}
+				rs := readRunStats(t, statsPath)
 				t.Logf("--cache %s: recall %.2f, %d read ahead, %d used, %d wasted; hit rate %.2f, decode hook %.1f ms/token",
 					cache, rs.PrefetchRecall, rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, rs.HitRate, rs.DecodeHookMsPerToken)
 				if rs.PrefetchRecall <= 0 {

@@ -48,6 +48,20 @@ func runAgentRun(t *testing.T, o runOptions) (runResult, error) {
 	return res, err
 }
 
+// readRunStats reads what agent run wrote with --stats-json.
+func readRunStats(t *testing.T, path string) runStats {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs runStats
+	if err := json.Unmarshal(b, &rs); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return rs
+}
+
 // ramReference runs the model in RAM without repacking (the numeric path streaming reproduces),
 // once per model and thread count, shared between tests (which may run in parallel).
 var (
