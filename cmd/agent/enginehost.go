@@ -77,8 +77,9 @@ func openEngineHost(ctx context.Context, cfg engineHostConfig) (engine.Engine, e
 			return nil, err
 		}
 		fmt.Fprintf(os.Stderr, "rpc: %s\n", rp.describe())
-		o.ModelOptions = append(o.ModelOptions, rp.Options...)
-		if o.StatsSource == nil && o.Mode == "ram" {
+		// Spread over the workers, the model runs in RAM mode (local.Decide refuses the others).
+		o.ModelOptions, o.Distributed = append(o.ModelOptions, rp.Options...), true
+		if o.StatsSource == nil {
 			o.StatsSource = deviceStats(rp.engineDevices())
 		}
 	}
