@@ -307,10 +307,18 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	// The context holds the prompt and the answer: -c when given, else a bound from the prompt's
 	// bytes (a token is at least one byte, bar a few special ones), so that the KV cache is sized to
-	// the run rather than to the model's whole context.
+	// the run rather than to the model's whole context; without -c, no more than the context the
+	// model was trained on (going past it takes -c, and warns).
+	pm, err := plan.Open(o.Model)
+	if err != nil {
+		return err
+	}
 	contextSize := o.DocCtx
 	if contextSize == 0 {
 		contextSize = len(prompt) + o.Tokens + 8
+		if pm.ContextLength > 0 && contextSize > pm.ContextLength {
+			contextSize = max(pm.ContextLength, len(prompt)+8)
+		}
 	}
 	if err := binding.Init(); err != nil {
 		return err
@@ -328,10 +336,6 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			}
 			defer workers.closeMeters()
 		}
-		pm, err := plan.Open(o.Model)
-		if err != nil {
-			return err
-		}
 		rp, err := workers.connect(ctx, pm.Layers)
 		if err != nil {
 			return err
@@ -348,6 +352,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	start := time.Now()
 	eo := o.engineOptions(contextSize, reportDecision(streams.ErrOut, o.Quiet))
+	eo.Exclusive = true // run drives its one sequence itself (GenerateTokens, Eval)
 	if workers != nil {
 		// The layers are spread over the workers: RAM mode, this machine holding its share.
 		eo.ModelOptions, eo.Distributed = ramOptions, true
@@ -399,7 +404,11 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	// llama.cpp pads the context it makes; -c is what was asked for.
 	if limit := min(info.Context, contextSize); len(toks)+o.Tokens > limit {
-		return usagef("the prompt (%d tokens) and -n %d need %d tokens of context, -c gives %d", len(toks), o.Tokens, len(toks)+o.Tokens, limit)
+		if o.DocCtx > 0 {
+			return usagef("the prompt (%d tokens) and -n %d need %d tokens of context, -c gives %d", len(toks), o.Tokens, len(toks)+o.Tokens, limit)
+		}
+		return usagef("the prompt (%d tokens) and -n %d need %d tokens of context, more than the %d the model was trained on: pass -c %d to go past it",
+			len(toks), o.Tokens, len(toks)+o.Tokens, limit, len(toks)+o.Tokens)
 	}
 	if need := len(toks) + o.Tokens; info.ContextTrain > 0 && need > info.ContextTrain {
 		fmt.Fprintf(streams.ErrOut, "warning: the prompt (%d tokens) and -n %d go past the %d tokens the model was trained on: expect worse output\n",
