@@ -305,20 +305,23 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			return err
 		}
 	}
-	// The context holds the prompt and the answer: -c when given, else a bound from the prompt's
-	// bytes (a token is at least one byte, bar a few special ones), so that the KV cache is sized to
-	// the run rather than to the model's whole context; without -c, no more than the context the
-	// model was trained on (going past it takes -c, and warns).
 	pm, err := plan.Open(o.Model)
 	if err != nil {
 		return err
 	}
+	if o.LogitsOut != "" {
+		// Before loading, what the logits take at least (the prompt is one token or more); the exact
+		// size is checked once the prompt is tokenized.
+		if err := diskspace.Check(filepath.Dir(o.LogitsOut), int64(1+o.Tokens)*int64(pm.Vocab)*4, "--logits-out"); err != nil {
+			return err
+		}
+	}
+	// The context holds the prompt and the answer: -c when given, else a bound from the prompt's
+	// bytes (a token is at least one byte, bar a few special ones), so that the KV cache is sized to
+	// the run rather than to the model's whole context.
 	contextSize := o.DocCtx
 	if contextSize == 0 {
 		contextSize = len(prompt) + o.Tokens + 8
-		if pm.ContextLength > 0 && contextSize > pm.ContextLength {
-			contextSize = max(pm.ContextLength, len(prompt)+8)
-		}
 	}
 	if err := binding.Init(); err != nil {
 		return err
@@ -404,11 +407,7 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	// llama.cpp pads the context it makes; -c is what was asked for.
 	if limit := min(info.Context, contextSize); len(toks)+o.Tokens > limit {
-		if o.DocCtx > 0 {
-			return usagef("the prompt (%d tokens) and -n %d need %d tokens of context, -c gives %d", len(toks), o.Tokens, len(toks)+o.Tokens, limit)
-		}
-		return usagef("the prompt (%d tokens) and -n %d need %d tokens of context, more than the %d the model was trained on: pass -c %d to go past it",
-			len(toks), o.Tokens, len(toks)+o.Tokens, limit, len(toks)+o.Tokens)
+		return usagef("the prompt (%d tokens) and -n %d need %d tokens of context, -c gives %d", len(toks), o.Tokens, len(toks)+o.Tokens, limit)
 	}
 	if need := len(toks) + o.Tokens; info.ContextTrain > 0 && need > info.ContextTrain {
 		fmt.Fprintf(streams.ErrOut, "warning: the prompt (%d tokens) and -n %d go past the %d tokens the model was trained on: expect worse output\n",

@@ -94,7 +94,7 @@ func TestRunOptionsThatDoNotApplyWarn(t *testing.T) {
 
 // TestRunContextSize: -c applies to a plain run (it used to apply only to --doc): a prompt and -n
 // that do not fit are a usage error before anything is generated; going past the trained context
-// takes -c, and warns.
+// warns.
 func TestRunContextSize(t *testing.T) {
 	isolateUserDirs(t)
 	model := testmodels.Path(t, "qwen3moe-q8_0")
@@ -107,12 +107,8 @@ func TestRunContextSize(t *testing.T) {
 	}
 	train := trainedContext(t, model)
 	_, stderr, code = runAgentForTest(t, "run", "-m", model, "-p", "hi", "-n", fmt.Sprint(train), "-q", "--mode", "ram")
-	if code != exitUsage || !strings.Contains(stderr, "pass -c") {
-		t.Fatalf("-n %d without -c: exit %d\n%s", train, code, stderr)
-	}
-	_, stderr, code = runAgentForTest(t, "run", "-m", model, "-p", "hi", "-n", fmt.Sprint(train), "-c", fmt.Sprint(train+64), "-q", "--mode", "ram")
 	if code != exitOK || !strings.Contains(stderr, fmt.Sprintf("go past the %d tokens the model was trained on", train)) {
-		t.Fatalf("-n %d -c %d: exit %d, no warning:\n%s", train, train+64, code, stderr)
+		t.Fatalf("-n %d: exit %d, no warning:\n%s", train, code, stderr)
 	}
 }
 
