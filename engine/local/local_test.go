@@ -347,3 +347,28 @@ func TestRecurrentModelFallsBackToFullEvaluation(t *testing.T) {
 		t.Fatalf("repeat: %q vs %q", again.Text, first.Text)
 	}
 }
+
+// TestSlotsReportWhatRequestsLeft checks that the engine alone tracks slots: once Complete returns,
+// Slots shows the request's tokens in its slot, and a follow-up asking for any slot (-1) goes to the
+// slot holding its conversation, not to the first free one.
+func TestSlotsReportWhatRequestsLeft(t *testing.T) {
+	e := open(t, Options{Slots: 2})
+	first := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 4, Slot: 1})
+	slots := e.Slots()
+	if len(slots) != 2 || slots[0].Busy || slots[1].Busy || len(slots[0].Tokens) != 0 {
+		t.Fatalf("after one request pinned to slot 1: %+v", slots)
+	}
+	nPrompt := first.Timings.PromptTokens + first.Timings.CachedTokens
+	if n := len(slots[1].Tokens); n < nPrompt || n > nPrompt+first.Timings.PredictedTokens {
+		t.Fatalf("slot 1 holds %d tokens, want %d prompt tokens and up to %d generated", n, nPrompt, first.Timings.PredictedTokens)
+	}
+	follow := prompt + first.Text + "<|im_end|>\n<|im_start|>user\nand the dog?<|im_end|>\n<|im_start|>assistant\n"
+	reused := complete(t, e, engine.Request{Prompt: follow, MaxTokens: 4, Slot: -1})
+	if reused.Timings.CachedTokens < nPrompt-1 {
+		t.Fatalf("follow-up reused %d tokens, want at least %d (it went to another slot)", reused.Timings.CachedTokens, nPrompt-1)
+	}
+	slots = e.Slots()
+	if len(slots[0].Tokens) != 0 || len(slots[1].Tokens) < reused.Timings.PromptTokens+reused.Timings.CachedTokens {
+		t.Fatalf("after the follow-up: slot 0 holds %d tokens, slot 1 %d", len(slots[0].Tokens), len(slots[1].Tokens))
+	}
+}

@@ -476,6 +476,9 @@ func (e *Engine) finish(j *job, err error) {
 	j.res.Text = j.text.String()
 	e.promptTokens.Add(int64(evaluated))
 	e.generatedTokens.Add(int64(j.nGen))
+	// Publish before the caller hears of the end, so that once Complete returns Slots shows what
+	// the request left in its slot (a server's /slots read right after a response sees it).
+	e.publishSlots()
 	e.end(j, err)
 }
 
