@@ -15,7 +15,7 @@ var weatherTool = Tool{Name: "get_weather", Description: "Weather in a city",
 // the tool's answer all reach the prompt, and the format is the one the family writes.
 func TestFamilyTemplatesRenderToolConversations(t *testing.T) {
 	wantFormat := map[string]string{"qwen3": "hermes", "qwen3.5": "qwen3-coder-xml", "llama3": "llama3-json", "mistral": "mistral",
-		"gpt-oss": "", "deepseek": "deepseek-dsml", "chatml": ""}
+		"gpt-oss": "gpt-oss-harmony", "deepseek": "deepseek-dsml", "chatml": ""}
 	for _, family := range modelgen.TemplateFamilies() {
 		t.Run(family, func(t *testing.T) {
 			src, err := modelgen.ChatTemplateOf(family)
@@ -76,6 +76,13 @@ func TestParseEachFormat(t *testing.T) {
 		{mistral{}, `[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}`, "", "get_weather", `{"city":"Paris"}`, 1},
 		{deepseekDSML{}, "Checking.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>",
 			"Checking.", "get_weather", `{"city":"Paris","days":3}`, 1},
+		{harmony{}, "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Paris\"}<|call|>",
+			"", "get_weather", `{"city":"Paris"}`, 1},
+		{harmony{}, "<|channel|>analysis<|message|>Thinking.<|end|><|start|>assistant<|channel|>final<|message|>It is sunny.", "It is sunny.", "", "", 0},
+		{harmony{}, "<|channel|>final<|message|>Checking.<|end|><|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{\"city\":\"Paris\",\"days\":3}<|call|>",
+			"Checking.", "get_weather", `{"city":"Paris","days":3}`, 1},
+		{harmony{}, "plain words", "plain words", "", "", 0},
+		{harmony{}, "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Pa", "", "", "", 0},
 	} {
 		content, calls, err := c.f.Parse(c.text, tools)
 		if err != nil {
@@ -93,7 +100,7 @@ func TestParseEachFormat(t *testing.T) {
 }
 
 func TestGrammarsNameTheTools(t *testing.T) {
-	for _, f := range []Format{hermes{}, qwenXML{}, llama3{}, mistral{}, deepseekDSML{}} {
+	for _, f := range []Format{hermes{}, qwenXML{}, llama3{}, mistral{}, deepseekDSML{}, harmony{}} {
 		g, triggers, err := f.Grammar([]Tool{weatherTool, {Name: "noop"}}, Choice{Name: "get_weather"})
 		if err != nil || triggers != nil || !strings.Contains(g, "get_weather") || strings.Contains(g, "noop") {
 			t.Errorf("%s named: %v %v\n%s", f.Name(), err, triggers, g)

@@ -34,6 +34,8 @@ type Format interface {
 // does; nil when the template takes no tools.
 func Detect(src string) Format {
 	switch {
+	case strings.Contains(src, "<|channel|>"):
+		return harmony{}
 	case strings.Contains(src, dsml) && strings.Contains(src, "invoke name="):
 		return deepseekDSML{}
 	case strings.Contains(src, "<function=") && strings.Contains(src, "<parameter="):

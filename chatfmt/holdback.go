@@ -8,6 +8,19 @@ type Holdback struct {
 	Starts  []string
 	Pending string
 	inCall  bool
+	format  Format
+}
+
+// NewHoldback holds back what may start one of f's calls.
+func NewHoldback(f Format) *Holdback { return &Holdback{Starts: f.Starts(), format: f} }
+
+// Rest is the held-back text to send when the turn made no call: as generated, or, for a format
+// that frames its text (gpt-oss's channels), the text inside the frame.
+func (h *Holdback) Rest() string {
+	if f, ok := h.format.(interface{ visible(pending string) string }); ok {
+		return f.visible(h.Pending)
+	}
+	return h.Pending
 }
 
 // push adds generated text and returns what may be sent as content now.

@@ -57,7 +57,7 @@ func (s *Server) renderChat(l *loaded, call *openai.ChatCall) (chatfmt.Format, e
 	f := l.tmpl.Format()
 	if f == nil {
 		return nil, &openai.RequestError{Field: "tools", Message: "the model's chat template writes tool calls in a format this server does not parse " +
-			"(it parses Hermes/Qwen3 <tool_call>, Qwen3.5 XML, Llama 3 JSON, Mistral [TOOL_CALLS] and DeepSeek V4 DSML)"}
+			"(it parses Hermes/Qwen3 <tool_call>, Qwen3.5 XML, Llama 3 JSON, Mistral [TOOL_CALLS], DeepSeek V4 DSML and gpt-oss harmony)"}
 	}
 	g, triggers, err := f.Grammar(tools, call.Tools.Choice)
 	if err != nil {

@@ -57,7 +57,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	var hold *chatfmt.Holdback
 	if format != nil {
-		hold = &chatfmt.Holdback{Starts: format.Starts()}
+		hold = chatfmt.NewHoldback(format)
 	}
 	g, err := s.generate(r.Context(), l, w.Header(), call.Request, true, func(t engine.Token) error {
 		if err := begin(); err != nil {
@@ -87,8 +87,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			if reason == "stop" {
 				reason = "tool_calls"
 			}
-		} else if hold.Pending != "" {
-			if err := sse.data(openai.ContentChunk(meta, hold.Pending, nil, false)); err != nil {
+		} else if rest := hold.Rest(); rest != "" {
+			if err := sse.data(openai.ContentChunk(meta, rest, nil, false)); err != nil {
 				return
 			}
 		}

@@ -80,7 +80,7 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 	}
 	var hold *chatfmt.Holdback
 	if format != nil {
-		hold = &chatfmt.Holdback{Starts: format.Starts()}
+		hold = chatfmt.NewHoldback(format)
 	}
 	g, err := s.generate(r.Context(), l, w.Header(), call.Chat.Request, true, func(t engine.Token) error {
 		piece := t.Text
@@ -99,8 +99,8 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, calls := splitCalls(format, g.res.Text, call.Chat)
-	if len(calls) == 0 && hold != nil && hold.Pending != "" {
-		if err := delta(hold.Pending); err != nil {
+	if len(calls) == 0 && hold != nil && hold.Rest() != "" {
+		if err := delta(hold.Rest()); err != nil {
 			return
 		}
 	}

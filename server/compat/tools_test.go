@@ -13,7 +13,7 @@ import (
 )
 
 // toolFamilies are the chat templates whose tool-call formats the server parses.
-var toolFamilies = []string{"qwen3", "qwen3.5", "llama3", "mistral", "deepseek"}
+var toolFamilies = []string{"qwen3", "qwen3.5", "llama3", "mistral", "deepseek", "gpt-oss"}
 
 // The official OpenAI SDK for Node drives tool calls (forced plain and streamed, a tool result
 // round trip), json_schema output, logprobs and the Responses API against a random-weight model
