@@ -62,7 +62,7 @@ func (a *Agent) respondNative(ctx context.Context, tmpl *chatfmt.Template, histo
 		} else {
 			tools = nil // the last round must answer in words
 		}
-		hold := chatfmt.Holdback{Starts: tmpl.Format().Starts()}
+		hold := chatfmt.NewHoldback(tmpl.Format())
 		var text strings.Builder
 		res, err := a.Engine.Complete(ctx, req, func(t engine.Token) error {
 			piece := hold.Push(t.Text)
@@ -86,7 +86,7 @@ func (a *Agent) respondNative(ctx context.Context, tmpl *chatfmt.Template, histo
 		}
 		content, calls, perr := tmpl.Format().Parse(res.Text, tools)
 		if perr != nil || len(calls) == 0 || tools == nil {
-			if rest := hold.Pending; rest != "" {
+			if rest := hold.Rest(); rest != "" {
 				text.WriteString(rest)
 				if h.Token != nil {
 					if err := h.Token(rest); err != nil {
