@@ -219,9 +219,9 @@ func metadata(o Options, template string) []gguf.KV {
 			gguf.KV{Key: a + ".ssm.time_step_rank", Value: u(s.SSMTimeStepRank)},
 			gguf.KV{Key: a + ".ssm.inner_size", Value: u(s.SSMInner())})
 	}
-	tok := DefaultTokenizer()
+	tok := TokenizerFor(o.ChatTemplate)
 	tokens, types := tok.Tokens, tok.Types
-	if pad := s.VocabSize() - len(tokens); pad > 0 {
+	if pad := o.vocabSize() - len(tokens); pad > 0 {
 		tokens = append(slices.Clone(tokens), make([]string, pad)...)
 		types = append(slices.Clone(types), make([]int32, pad)...)
 		for i := len(tok.Tokens); i < len(tokens); i++ {
@@ -243,10 +243,16 @@ func metadata(o Options, template string) []gguf.KV {
 	return kvs
 }
 
+// vocabSize is the shape's vocabulary, grown by the control tokens the chat template needs when
+// the shape has no padding to hold them.
+func (o Options) vocabSize() int {
+	return max(o.Shape.VocabSize(), len(TokenizerFor(o.ChatTemplate).Tokens))
+}
+
 // Plan lists the tensors of the model in file order.
 func Plan(o Options) []TensorSpec {
 	s := o.Shape
-	E, V := int64(s.Embd), int64(s.VocabSize())
+	E, V := int64(s.Embd), int64(o.vocabSize())
 	hd, H, KV := int64(s.HeadDim), int64(s.Heads), int64(s.KVHeads)
 	var specs []TensorSpec
 	matrix := func(name string, init initKind, dims ...int64) {

@@ -1,6 +1,7 @@
 package modelgen
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -150,6 +151,30 @@ func buildTokenizer(text string, nMerges int) *Tokenizer {
 	add(TokenIMStart)
 	t.EOS = add(TokenIMEnd)
 	return t
+}
+
+// familyTokens are the control tokens a family's template writes that the ChatML vocabulary lacks,
+// as the family's real vocabulary has them: gpt-oss's harmony headers and message ends. llama.cpp
+// knows them by their text: it prints <|start|>, <|channel|>, <|message|> and <|constrain|> as
+// text, and <|return|> and <|call|> end a turn (<|end|> does not).
+var familyTokens = map[string][]string{
+	"gpt-oss": {"<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>", "<|return|>", "<|call|>"},
+}
+
+// TokenizerFor is DefaultTokenizer with the control tokens of family's chat template appended.
+func TokenizerFor(family string) *Tokenizer {
+	base := DefaultTokenizer()
+	extra := familyTokens[family]
+	if len(extra) == 0 {
+		return base
+	}
+	t := *base
+	t.Tokens = append(slices.Clone(base.Tokens), extra...)
+	t.Types = slices.Clone(base.Types)
+	for range extra {
+		t.Types = append(t.Types, tokenControl)
+	}
+	return &t
 }
 
 // splitWords splits into runs of letters (with one leading space if present), single digits, and

@@ -25,6 +25,10 @@ const Seed = 1
 // of older models are not used by mistake.
 const generatorVersion = 1
 
+// templateModelsVersion is part of WithTemplate's file names: bump it whenever a family's model
+// changes (2: gpt-oss's vocabulary has the harmony control tokens).
+const templateModelsVersion = 2
+
 // EnvDir names an environment variable that overrides the cache directory.
 const EnvDir = "EXPERTSNIPER_TESTMODELS"
 
@@ -193,7 +197,7 @@ func WithTemplate(tb testing.TB, name, family string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	path := filepath.Join(dir, strings.TrimSuffix(FileName(name), ".gguf")+"."+family+".gguf")
+	path := filepath.Join(dir, fmt.Sprintf("%s.%s.t%d.gguf", strings.TrimSuffix(FileName(name), ".gguf"), family, templateModelsVersion))
 	ctx := context.Background()
 	if d, ok := tb.(interface{ Context() context.Context }); ok {
 		ctx = d.Context()
