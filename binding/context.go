@@ -250,8 +250,10 @@ type Context struct {
 	params ContextParams
 	nCtx   int
 	nBatch int
-	abort  *C.int       // read by es_abort_cb on compute threads; set by a goroutine on ctx.Done()
-	hook   *contextHook // the sniper hook of a streamed model (stream_context.go), else nil
+	// nUBatch is n_ubatch: llama_decode computes a batch in micro-batches of this many tokens.
+	nUBatch int
+	abort   *C.int       // read by es_abort_cb on compute threads; set by a goroutine on ctx.Done()
+	hook    *contextHook // the sniper hook of a streamed model (stream_context.go), else nil
 
 	// past holds the tokens of sequence 0 whose keys and values are in the cache, in order.
 	past []Token
@@ -304,7 +306,7 @@ func (m *Model) NewContextWithParams(p ContextParams) (*Context, error) {
 	}
 	m.contexts++
 	ctx := &Context{c: cc, model: m, params: p, abort: flag, hook: hook,
-		nCtx: int(C.llama_n_ctx(cc)), nBatch: int(C.llama_n_batch(cc))}
+		nCtx: int(C.llama_n_ctx(cc)), nBatch: int(C.llama_n_batch(cc)), nUBatch: int(C.llama_n_ubatch(cc))}
 	setLeakCheck(ctx, "Context", func(c *Context) bool { c.mu.Lock(); defer c.mu.Unlock(); return c.c != nil })
 	return ctx, nil
 }

@@ -38,6 +38,9 @@ type GenerateOptions struct {
 	OnLogits LogitsFunc
 	// NoCacheReuse evaluates the whole prompt even when the context's cache starts with it.
 	NoCacheReuse bool
+	// OnPromptProgress, when set, is called after each micro-batch of the prompt with the tokens
+	// evaluated so far and the number to evaluate (a long prompt on a streamed model takes minutes).
+	OnPromptProgress func(done, total int)
 	// AddSpecial and ParseSpecial are passed to Tokenize for text prompts (defaults true/true in
 	// Generate; see WithTokenizeFlags).
 	AddSpecial, ParseSpecial bool
@@ -74,6 +77,11 @@ func WithLogprobs(top int, fn func(TokenLogprob) error) GenerateOption {
 
 // WithLogits receives the logits of every evaluated position.
 func WithLogits(fn LogitsFunc) GenerateOption { return func(o *GenerateOptions) { o.OnLogits = fn } }
+
+// WithPromptProgress reports the prompt's evaluation after each micro-batch (see OnPromptProgress).
+func WithPromptProgress(fn func(done, total int)) GenerateOption {
+	return func(o *GenerateOptions) { o.OnPromptProgress = fn }
+}
 
 // WithoutCacheReuse evaluates the whole prompt from an empty cache.
 func WithoutCacheReuse() GenerateOption { return func(o *GenerateOptions) { o.NoCacheReuse = true } }
@@ -204,6 +212,24 @@ func (c *Context) PrepareForPrompt(prompt []Token, reuse bool) (int, error) {
 	return common, nil
 }
 
+// evalPrompt evaluates the prompt; with a progress callback, one micro-batch (n_ubatch tokens) per
+// llama_decode call. llama_decode splits a single sequence's batch into those same micro-batches in
+// order, so the computation, and every logit, is the same either way.
+func (c *Context) evalPrompt(ctx context.Context, toks []Token, o GenerateOptions) error {
+	if o.OnPromptProgress == nil || c.nUBatch <= 0 {
+		return c.Eval(ctx, toks, o.OnLogits)
+	}
+	for done := 0; done < len(toks); {
+		end := min(done+c.nUBatch, len(toks))
+		if err := c.Eval(ctx, toks[done:end], o.OnLogits); err != nil {
+			return err
+		}
+		done = end
+		o.OnPromptProgress(done, len(toks))
+	}
+	return nil
+}
+
 func (c *Context) generate(ctx context.Context, prompt []Token, o GenerateOptions) (res Result, err error) {
 	if len(prompt) == 0 {
 		return res, fmt.Errorf("generate: the prompt is empty (no tokens)")
@@ -228,7 +254,7 @@ func (c *Context) generate(ctx context.Context, prompt []Token, o GenerateOption
 	res.Timings.PromptTokens = len(prompt) - cached
 
 	start := time.Now()
-	if err := c.Eval(ctx, prompt[cached:], o.OnLogits); err != nil {
+	if err := c.evalPrompt(ctx, prompt[cached:], o); err != nil {
 		return res, fmt.Errorf("generate: prompt: %w", err)
 	}
 	res.Timings.PromptDuration = time.Since(start)

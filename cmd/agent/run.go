@@ -451,6 +451,13 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	if logits != nil {
 		opts = append(opts, binding.WithLogits(logits.write))
 	}
+	if len(toks) >= longPrompt && !o.Quiet {
+		opts = append(opts, binding.WithPromptProgress(func(done, total int) {
+			if done < total {
+				status("evaluating the prompt: %d of %d tokens done", done, total)
+			}
+		}))
+	}
 	if o.Tokens == 0 {
 		// Only the prompt: evaluate it (logits included) without sampling.
 		if err := e.Eval(ctx, toks, logitsFunc(logits)); err != nil {

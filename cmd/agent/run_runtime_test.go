@@ -144,3 +144,27 @@ func TestRunSaysItReadsATerminal(t *testing.T) {
 		t.Fatalf("run on a terminal did not finish cleanly:\n%s", scr)
 	}
 }
+
+// TestRunShowsProgressOnALongPrompt: a long prompt reports its evaluation micro-batch by micro-batch
+// (it used to print one line and then nothing until the first token), and evaluating it that way
+// changes no logit: the run with progress equals the quiet one, which evaluates it in one call.
+func TestRunShowsProgressOnALongPrompt(t *testing.T) {
+	isolateUserDirs(t)
+	model := testmodels.Path(t, "qwen3moe-q8_0")
+	prompt := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 40) // 921 tokens
+	dir := t.TempDir()
+	withProgress, quiet := filepath.Join(dir, "progress.bin"), filepath.Join(dir, "quiet.bin")
+	base := []string{"run", "-m", model, "-p", prompt, "-n", "2", "-c", "4096", "--mode", "sniper", "--cache", "0"}
+	_, stderr, code := runAgentForTest(t, append(base, "--logits-out", withProgress)...)
+	if code != exitOK || !strings.Contains(stderr, "evaluating the prompt: 512 of 921 tokens done") {
+		t.Fatalf("exit %d, want a progress line after the first micro-batch of 512 tokens:\n%s", code, stderr)
+	}
+	if _, stderr, code := runAgentForTest(t, append(base, "-q", "--logits-out", quiet)...); code != exitOK || strings.Contains(stderr, "of 921 tokens") {
+		t.Fatalf("-q: exit %d, want no progress:\n%s", code, stderr)
+	}
+	a, errA := os.ReadFile(withProgress)
+	b, errB := os.ReadFile(quiet)
+	if errA != nil || errB != nil || len(a) == 0 || string(a) != string(b) {
+		t.Fatalf("logits with progress (%d bytes, %v) differ from the quiet run's (%d bytes, %v)", len(a), errA, len(b), errB)
+	}
+}
