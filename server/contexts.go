@@ -391,6 +391,21 @@ type contextNameRequest struct {
 	IDSlot *int   `json:"id_slot,omitempty"`
 }
 
+// decodeContextName reads a request that names a saved context and checks the name; when it returns
+// false it has already answered with the error.
+func decodeContextName(w http.ResponseWriter, r *http.Request) (contextNameRequest, bool) {
+	var req contextNameRequest
+	if err := decodeJSON(r, &req); err != nil {
+		fail(w, r, err)
+		return req, false
+	}
+	if err := validName("name", req.Name); err != nil {
+		fail(w, r, err)
+		return req, false
+	}
+	return req, true
+}
+
 // contextInfo is a saved context as the API shows it (the prompt abbreviated).
 type contextInfo struct {
 	Name          string    `json:"name"`
@@ -496,13 +511,8 @@ func (s *Server) handleContextLoad(w http.ResponseWriter, r *http.Request) {
 	if l == nil {
 		return
 	}
-	var req contextNameRequest
-	if err := decodeJSON(r, &req); err != nil {
-		fail(w, r, err)
-		return
-	}
-	if err := validName("name", req.Name); err != nil {
-		fail(w, r, err)
+	req, ok := decodeContextName(w, r)
+	if !ok {
 		return
 	}
 	unlock, err := s.contexts.lock(r.Context(), contextKey(req.Name))
@@ -560,13 +570,8 @@ func (s *Server) handleContextList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleContextDelete(w http.ResponseWriter, r *http.Request) {
-	var req contextNameRequest
-	if err := decodeJSON(r, &req); err != nil {
-		fail(w, r, err)
-		return
-	}
-	if err := validName("name", req.Name); err != nil {
-		fail(w, r, err)
+	req, ok := decodeContextName(w, r)
+	if !ok {
 		return
 	}
 	unlock, err := s.contexts.lock(r.Context(), contextKey(req.Name))

@@ -155,13 +155,8 @@ func (s *Server) handleContextUpload(w http.ResponseWriter, r *http.Request) {
 	if rem == nil {
 		return
 	}
-	var req contextNameRequest
-	if err := decodeJSON(r, &req); err != nil {
-		fail(w, r, err)
-		return
-	}
-	if err := validName("name", req.Name); err != nil {
-		fail(w, r, err)
+	req, ok := decodeContextName(w, r)
+	if !ok {
 		return
 	}
 	start := time.Now()
@@ -183,13 +178,8 @@ func (s *Server) handleContextDownload(w http.ResponseWriter, r *http.Request) {
 	if s.engineOr503(w) == nil {
 		return
 	}
-	var req contextNameRequest
-	if err := decodeJSON(r, &req); err != nil {
-		fail(w, r, err)
-		return
-	}
-	if err := validName("name", req.Name); err != nil {
-		fail(w, r, err)
+	req, ok := decodeContextName(w, r)
+	if !ok {
 		return
 	}
 	start := time.Now()
