@@ -356,6 +356,32 @@ func TestNamedShapesAreValid(t *testing.T) {
 	}
 }
 
+// TestQwen3DenseShape checks the published Qwen3-32B shape at Q4_0 against the seed project's figures:
+// 18.4 GB in all, of which attention, embeddings and norms (what stream mode pins) are about 4.5 GB.
+func TestQwen3DenseShape(t *testing.T) {
+	s, err := Named("qwen3-32b", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.IsMoE() || s.Layers != 64 || s.Embd != 5120 || s.DenseFF != 25600 || s.Heads != 64 || s.KVHeads != 8 || s.HeadDim != 128 || s.VocabSize() != 151936 {
+		t.Fatalf("qwen3-32b shape: %+v", s)
+	}
+	var ffn, total int64
+	for _, spec := range Plan(Options{Shape: s, Type: gguf.TypeQ4_0}) {
+		n := gguf.TensorInfo{Type: spec.Type, Dims: spec.Dims}.Bytes()
+		total += n
+		if strings.Contains(spec.Name, ".ffn_") && strings.HasSuffix(spec.Name, ".weight") && !strings.Contains(spec.Name, "norm") {
+			ffn += n
+		}
+	}
+	if total < 17.5e9 || total > 19.5e9 {
+		t.Errorf("qwen3-32b at Q4_0 has %d bytes, expected ~18.4 GB", total)
+	}
+	if pinned := total - ffn; pinned < 3.5e9 || pinned > 5e9 {
+		t.Errorf("qwen3-32b at Q4_0 pins %d bytes besides its FFNs, expected ~4.5 GB", pinned)
+	}
+}
+
 // TestRouterSkewSkewsTopK applies generated routers to random unit-RMS hidden states and counts how
 // often each expert reaches the top-k: uniform without skew, dominated by a few experts with it.
 func TestRouterSkewSkewsTopK(t *testing.T) {

@@ -97,6 +97,10 @@ var namedShapes = map[string]Shape{
 	// Qwen3-30B-A3B (config.json of Qwen/Qwen3-30B-A3B).
 	"qwen3-30b-a3b": {Name: "qwen3-30b-a3b", Arch: ArchQwen3MoE, Layers: 48, Embd: 2048, Heads: 32, KVHeads: 4,
 		HeadDim: 128, Context: 40960, Vocab: 151936, DenseFF: 6144, Experts: 128, ExpertsUsed: 8, ExpertFF: 768, RopeBase: 1e6},
+	// Qwen3-32B (config.json of Qwen/Qwen3-32B): dense, untied output; the seed project streamed it at
+	// 4 bits (18.4 GB) on a 16 GB Mac.
+	"qwen3-32b": {Name: "qwen3-32b", Arch: ArchQwen3, Layers: 64, Embd: 5120, Heads: 64, KVHeads: 8,
+		HeadDim: 128, Context: 40960, Vocab: 151936, DenseFF: 25600, RopeBase: 1e6},
 	// Qwen3.5-35B-A3B: 40 layers, 3 Gated DeltaNet layers then 1 gated full-attention layer; 16 query /
 	// 2 KV heads of 256 with 64 rotary dimensions; DeltaNet with 16 key heads and 32 value heads of 128.
 	"qwen35-35b-a3b": {Name: "qwen35-35b-a3b", Arch: ArchQwen35MoE, Layers: 40, Embd: 2048, Heads: 16, KVHeads: 2,

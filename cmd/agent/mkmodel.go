@@ -43,7 +43,8 @@ func mkmodelCommand(io *IOStreams) *cli.Command {
 		Name:  "mkmodel",
 		Usage: "generate a GGUF model with random weights (tests, demos and benchmarks; no download)",
 		Description: "Writes a real model llama.cpp loads, deterministic from --seed. Shapes: tiny (any --arch),\n" +
-			"qwen3-30b-a3b and qwen35-35b-a3b (published shapes, ~17-20 GB at q4_0, written with real bytes).\n" +
+			"qwen3-30b-a3b, qwen35-35b-a3b and the dense qwen3-32b (published shapes, ~17-20 GB at q4_0, written\n" +
+			"with real bytes).\n" +
 			"Types f32, f16, q8_0, q4_0 are written directly; others (q4_k_m, q6_k, ...) go through llama-quantize.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "arch", Usage: "architecture: " + strings.Join(modelgen.Archs, ", ") + " (default: the shape's, or qwen3moe)", Destination: &opts.Arch},
