@@ -133,8 +133,8 @@ type ContextParams struct {
 
 	// evalCallback and evalCallbackData are llama_context_params.cb_eval/cb_eval_user_data: ggml's
 	// scheduler calls it for every graph node (ask=true) and, for nodes it accepted, after computing
-	// them (ask=false). The sniper hook (binding/hook*.c, binding/stream*.go) sets them to observe
-	// the router's ffn_moe_topk-N nodes; nothing else in the binding uses them.
+	// them (ask=false). The evaluation hook (hook.c, evalhook.go) sets them to observe the
+	// router's ffn_moe_topk-N nodes; nothing else in the binding uses them.
 	evalCallback     C.ggml_backend_sched_eval_callback
 	evalCallbackData unsafe.Pointer
 }
@@ -253,7 +253,7 @@ type Context struct {
 	// nUBatch is n_ubatch: llama_decode computes a batch in micro-batches of this many tokens.
 	nUBatch int
 	abort   *C.int       // read by es_abort_cb on compute threads; set by a goroutine on ctx.Done()
-	hook    *contextHook // the sniper hook of a streamed model (stream_context.go), else nil
+	hook    *contextHook // the evaluation hook of a LoadFromUser model (evalhook.go), else nil
 
 	// past holds the tokens of sequence 0 whose keys and values are in the cache, in order.
 	past []Token
@@ -282,7 +282,7 @@ func (m *Model) NewContextWithParams(p ContextParams) (*Context, error) {
 	if flag == nil {
 		return nil, fmt.Errorf("new context: out of memory")
 	}
-	hook, err := m.stream.attach(&p, flag) // sniper hook (stream_context.go); nil for RAM models
+	hook, err := m.attachHook(&p, flag) // evalhook.go; nil for models without one
 	if err != nil {
 		C.free(unsafe.Pointer(flag))
 		return nil, fmt.Errorf("new context for %q: %w", m.Name(), err)

@@ -99,7 +99,7 @@ func (c *Context) decode(ctx context.Context, cc *C.struct_llama_context, b *Bat
 	disarm := c.abortOn(ctx)
 	c.hook.begin(ctx)
 	code := int(C.llama_decode(cc, b.c))
-	hookErr := c.hook.end() // a streaming read failed: the hook set the abort flag (stream_context.go)
+	hookErr := c.hook.end() // the hook failed (e.g. a streaming read): it set the abort flag (evalhook.go)
 	disarm()
 	if code == 0 && hookErr != nil {
 		code = 2 // never let logits computed on missing weights through

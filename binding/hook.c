@@ -20,9 +20,10 @@ static int layer_of(const char *name, const char *prefix, size_t plen) {
 }
 
 // es_hook_router_input finds the router's matmul among the ancestors of the topk node (topk is a view
-// of argsort of softmax of MUL_MAT(ffn_gate_inp, x)) and hands x and the router weight to Go, which
-// predicts the next layer's experts. Both are computed and still live here (the expert matmuls that
-// consume x have not run). If the graph has another shape, nothing is predicted.
+// of argsort of softmax of MUL_MAT(ffn_gate_inp, x)) and hands x to Go (for stream/, which predicts
+// the next layer's experts with the router weights it kept at load). x is computed and still live
+// here (the expert matmuls that consume it have not run). If the graph has another shape, nothing is
+// forwarded.
 static void es_hook_router_input(struct es_hook *h, int layer, struct ggml_tensor *topk) {
 	static const char suffix[] = "ffn_gate_inp.weight";
 	const size_t slen = sizeof(suffix) - 1;
@@ -33,8 +34,7 @@ static void es_hook_router_input(struct es_hook *h, int layer, struct ggml_tenso
 		size_t wl = strlen(w->name);
 		if (wl < slen || strcmp(w->name + wl - slen, suffix) != 0) return;
 		if (x == NULL || x->type != GGML_TYPE_F32 || x->data == NULL || w->data == NULL || x->ne[0] != w->ne[0]) return;
-		goHookRouterInput(h->handle, layer, (int)topk->ne[0], x->data, x->ne[0], x->ne[1], (int64_t)x->nb[1],
-			w->data, (int)w->type, w->ne[0], w->ne[1], (int64_t)w->nb[1]);
+		goHookRouterInput(h->handle, layer, (int)topk->ne[0], x->data, x->ne[0], x->ne[1], (int64_t)x->nb[1]);
 		return;
 	}
 }

@@ -1,9 +1,9 @@
-// hook.h: the C side of the sniper hook (see stream.go). Two callbacks llama.cpp calls on its own
-// threads: set_tensor_data at load (forwarded to Go once per tensor) and the graph evaluation
-// callback, which filters nodes in C and crosses into Go only for the GET_ROWS that gathers the
-// router's weights with the ffn_moe_topk-N choices (sniper mode: the last node before the expert
-// matmuls that still needs the experts' own numbers; Go rewrites the choices to slots there) or the
-// ffn_norm-N nodes (dense streaming).
+// hook.h: the C side of binding's two generic hooks (userload.go, evalhook.go; stream/ is what uses
+// them). Two callbacks llama.cpp calls on its own threads: set_tensor_data at load (forwarded to Go
+// once per tensor) and the graph evaluation callback, which filters nodes in C and crosses into Go
+// only for the GET_ROWS that gathers the router's weights with the ffn_moe_topk-N choices (the last
+// node before the expert matmuls that still needs the experts' own numbers; Go may rewrite the
+// choices there, e.g. to the sniper's slots) or the ffn_norm-N nodes (before a layer's FFN).
 #ifndef EXPERTSNIPER_HOOK_H
 #define EXPERTSNIPER_HOOK_H
 
@@ -22,8 +22,8 @@ struct es_hook {
 	uintptr_t handle;   // cgo.Handle of the Go hook
 	int *abort_flag;    // the context's abort flag: set when Go reports an error
 	int failed;         // set once Go reported an error in the current decode
-	int prefetch;       // also hand the router's input to Go (goHookRouterInput) for prefetching
-	int routed_layer;   // the last layer whose choices Go rewrote to slots (-1: none yet)
+	int prefetch;       // also hand the router's input to Go (goHookRouterInput), for prediction
+	int routed_layer;   // the last layer whose choices Go saw, and may have rewritten (-1: none yet)
 };
 
 struct es_hook *es_hook_new(int kind, uintptr_t handle, int *abort_flag);

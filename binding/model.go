@@ -17,6 +17,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/expertsniper/expertsniper/binding/hookapi"
 	"github.com/expertsniper/expertsniper/gguf"
 )
 
@@ -156,7 +157,7 @@ type cModelParams struct {
 
 // toC builds llama_model_params from llama.cpp's defaults, overriding only what p sets. The
 // progress callback is wired to ctx (cancelling ctx aborts the load). Call free after the load
-// call returns. The sniper hook (binding/stream*.go) uses this for llama_model_init_from_user.
+// call returns. LoadFromUser (userload.go) uses this for llama_model_init_from_user.
 func (p *ModelParams) toC(ctx context.Context) (cModelParams, error) {
 	cp := C.llama_model_default_params()
 	var frees []func()
@@ -242,9 +243,11 @@ type Model struct {
 	c        *C.struct_llama_model
 	vocab    *C.struct_llama_vocab
 	path     string
-	contexts int          // open contexts; Close refuses while > 0
-	onClose  []func()     // extra resources owned with the model (e.g. the hook's gguf context)
-	stream   *streamState // set for models loaded by LoadStreamed (stream.go); nil in RAM
+	contexts int      // open contexts; Close refuses while > 0
+	onClose  []func() // extra resources owned with the model (e.g. the hook's gguf context)
+	// user places the tensors of a model loaded by LoadFromUser (userload.go) and gives its contexts
+	// their evaluation hook; nil for LoadModel's models.
+	user hookapi.UserModel
 }
 
 // LoadModel loads the GGUF file at path. Cancelling ctx aborts the load (through llama.cpp's
@@ -295,16 +298,16 @@ func LoadModel(ctx context.Context, path string, opts ...ModelOption) (*Model, e
 	return newModelFromC(cm, path), nil
 }
 
-// newModelFromC wraps a model llama.cpp created (by llama_model_load_from_file or, for the
-// sniper hook, llama_model_init_from_user). The Model owns cm and frees it in Close.
+// newModelFromC wraps a model llama.cpp created (by llama_model_load_from_file or, for
+// LoadFromUser, llama_model_init_from_user). The Model owns cm and frees it in Close.
 func newModelFromC(cm *C.struct_llama_model, path string) *Model {
 	m := &Model{c: cm, vocab: C.llama_model_get_vocab(cm), path: path}
 	setLeakCheck(m, "Model", func(m *Model) bool { m.mu.Lock(); defer m.mu.Unlock(); return m.c != nil })
 	return m
 }
 
-// addOnClose registers cleanup that runs after the model is freed (used by the hook for the gguf
-// context and streamed memory, which must outlive llama_model).
+// addOnClose registers cleanup that runs after the model is freed (used by LoadFromUser for the gguf
+// context and the user's memory, which must outlive llama_model).
 func (m *Model) addOnClose(fn func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

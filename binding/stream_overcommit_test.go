@@ -16,6 +16,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/gguf"
 	"github.com/expertsniper/expertsniper/sniper"
+	"github.com/expertsniper/expertsniper/stream"
 )
 
 // sparseWriter writes to a file but turns runs of zeros into holes (like cp --sparse), so a model
@@ -176,7 +177,7 @@ func hugeExpertModel(t *testing.T) (string, int64) {
 func TestStreamedModelLargerThanRAMLoadsAndRuns(t *testing.T) {
 	path, _ := hugeExpertModel(t)
 	before, allocs := sniper.CurrentRSS(), bigAllocations()
-	m, err := LoadStreamed(context.Background(), path, StreamOptions{CacheBudget: 0})
+	m, w, err := loadStreamed(context.Background(), path, stream.Options{CacheBudget: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func TestStreamedModelLargerThanRAMLoadsAndRuns(t *testing.T) {
 	if bigAllocations() == allocs {
 		t.Fatal("llama.cpp's weight allocation did not go through the hook's unreserved mapping")
 	}
-	res, st, err := generateTwo(m)
+	res, st, err := generateTwo(m, w.Sniper())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,8 +196,8 @@ func TestStreamedModelLargerThanRAMLoadsAndRuns(t *testing.T) {
 	}
 }
 
-// generateTwo generates two tokens with m and checks that experts were read.
-func generateTwo(m *Model) (Result, sniper.Stats, error) {
+// generateTwo generates two tokens with m and checks that its sniper sn read experts.
+func generateTwo(m *Model, sn *sniper.Sniper) (Result, sniper.Stats, error) {
 	c, err := m.NewContext(WithContextSize(64), WithThreads(2, 2))
 	if err != nil {
 		return Result{}, sniper.Stats{}, err
@@ -206,7 +207,7 @@ func generateTwo(m *Model) (Result, sniper.Stats, error) {
 	if err != nil {
 		return res, sniper.Stats{}, err
 	}
-	st := m.Sniper().Stats()
+	st := sn.Stats()
 	if st.Misses == 0 {
 		return res, st, errors.New("no expert was read")
 	}
@@ -221,13 +222,14 @@ func TestTwoStreamedLoadsAtOnce(t *testing.T) {
 	path, _ := hugeExpertModel(t)
 	allocs := bigAllocations()
 	models := make([]*Model, 2)
+	weights := make([]*stream.Weights, 2)
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for i := range models {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			models[i], errs[i] = LoadStreamed(context.Background(), path, StreamOptions{CacheBudget: 0})
+			models[i], weights[i], errs[i] = loadStreamed(context.Background(), path, stream.Options{CacheBudget: 0})
 		}()
 	}
 	wg.Wait()
@@ -245,7 +247,7 @@ func TestTwoStreamedLoadsAtOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, _, err := generateTwo(m)
+			res, _, err := generateTwo(m, weights[i].Sniper())
 			texts[i], errs[i] = res.Text, err
 		}()
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/expertsniper/expertsniper/sniper"
+	"github.com/expertsniper/expertsniper/stream"
 )
 
 // TestPrefetchIsBitExactAndPredicts: with prefetch on, logits stay bit-exact with the in-RAM run at
@@ -25,7 +26,7 @@ func TestPrefetchIsBitExactAndPredicts(t *testing.T) {
 	// 0: no room to read ahead; 480 KiB: 10 of the 16 experts fit, so predicted ones may be read;
 	// unlimited: everything stays after the prompt.
 	for _, budget := range []int64{0, 480 << 10, sniper.Unlimited} {
-		m, err := LoadStreamed(ctx, path, StreamOptions{CacheBudget: budget, Prefetch: true, PredictInline: true})
+		m, w, err := loadStreamed(ctx, path, stream.Options{CacheBudget: budget, Prefetch: true, PredictInline: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,7 +35,7 @@ func TestPrefetchIsBitExactAndPredicts(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameLogits(t, "sniper with prefetch", want, got)
-		st := m.Sniper().Stats()
+		st := w.Sniper().Stats()
 		t.Logf("budget %d: predicted %d, chosen %d, recall %.2f; prefetched %d, used %d, wasted %d; misses %d",
 			budget, st.Predicted, st.Chosen, st.Recall(), st.PrefetchReads, st.PrefetchHits, st.PrefetchWasted, st.Misses)
 		if st.Predicted == 0 || st.Chosen == 0 {
@@ -55,14 +56,14 @@ func TestPrefetchIsBitExactAndPredicts(t *testing.T) {
 // prompt's first micro-batch is read ahead too (learning them in the hook would leave layer N+1
 // unknown while layer N of the first graph runs).
 func TestRoutersAreKnownAtLoad(t *testing.T) {
-	m, err := LoadStreamed(context.Background(), tinyModelPath(t), StreamOptions{CacheBudget: sniper.Unlimited, Prefetch: true})
+	m, w, err := loadStreamed(context.Background(), tinyModelPath(t), stream.Options{CacheBudget: sniper.Unlimited, Prefetch: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	idx := m.Sniper().Index()
+	idx := w.Sniper().Index()
 	for l := 0; l < idx.Layers; l++ {
-		if len(idx.LayerTensors(l)) > 0 && !m.stream.routers.Has(l) {
+		if len(idx.LayerTensors(l)) > 0 && !w.RouterKnown(l) {
 			t.Fatalf("router of layer %d unknown after load", l)
 		}
 	}

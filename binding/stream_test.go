@@ -12,7 +12,22 @@ import (
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 	"github.com/expertsniper/expertsniper/sniper"
 	"github.com/expertsniper/expertsniper/sniper/faultfs"
+	"github.com/expertsniper/expertsniper/stream"
 )
+
+// loadStreamed loads path with its experts (or dense FFNs) streamed: the stream package's Weights
+// place the tensors and watch the graph through LoadFromUser (what engine/local does).
+func loadStreamed(ctx context.Context, path string, o stream.Options) (*Model, *stream.Weights, error) {
+	w, err := stream.Open(path, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := LoadFromUser(ctx, path, w)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, w, nil
+}
 
 // evalLogits evaluates prompt then generates n tokens greedily, returning the logits of every
 // evaluated position (prompt and generated), in order.
@@ -80,7 +95,7 @@ func TestStreamedExpertsAreBitExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, budget := range []int64{0, 1 << 16, sniper.Unlimited} {
-		m, err := LoadStreamed(ctx, path, StreamOptions{CacheBudget: budget})
+		m, w, err := loadStreamed(ctx, path, stream.Options{CacheBudget: budget})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,8 +104,8 @@ func TestStreamedExpertsAreBitExact(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameLogits(t, "sniper", want, got)
-		st := m.Sniper().Stats()
-		info, _ := m.StreamInfo()
+		st := w.Sniper().Stats()
+		info := w.Info()
 		t.Logf("budget %d: %d ensures, hits %d misses %d, read %d bytes (%d issued), pinned %d streamed %d",
 			budget, st.Ensures, st.Hits, st.Misses, st.BytesRead, st.BytesIssued, info.PinnedBytes, info.StreamedBytes)
 		if st.Ensures == 0 || st.Misses == 0 {
@@ -111,7 +126,7 @@ func TestStreamedReadErrorStopsDecode(t *testing.T) {
 		if kind == "short" {
 			inj = faultfs.ShortRead(pred)
 		}
-		m, err := LoadStreamed(ctx, path, StreamOptions{FS: faultfs.Wrap(sniper.DirectFS{}, inj)})
+		m, _, err := loadStreamed(ctx, path, stream.Options{FS: faultfs.Wrap(sniper.DirectFS{}, inj)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +243,7 @@ func TestStreamedLongPromptAndSeveralSequences(t *testing.T) {
 	for _, c := range cases {
 		want := batchLogits(t, ram, c.prompts, c.nBatch, c.nUBatch)
 		for _, budget := range []int64{0, sniper.Unlimited} {
-			m, err := LoadStreamed(ctx, path, StreamOptions{CacheBudget: budget})
+			m, _, err := loadStreamed(ctx, path, stream.Options{CacheBudget: budget})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -243,10 +258,10 @@ func TestStreamedLongPromptAndSeveralSequences(t *testing.T) {
 
 func TestLoadStreamedRejectsBadInput(t *testing.T) {
 	ctx := context.Background()
-	if _, err := LoadStreamed(ctx, "/nonexistent/model.gguf", StreamOptions{}); err == nil || !strings.Contains(err.Error(), "/nonexistent/model.gguf") {
+	if _, _, err := loadStreamed(ctx, "/nonexistent/model.gguf", stream.Options{}); err == nil || !strings.Contains(err.Error(), "/nonexistent/model.gguf") {
 		t.Fatalf("missing file: %v", err)
 	}
-	if _, err := LoadStreamed(ctx, tinyModelPath(t), StreamOptions{Mode: sniper.ModeDense}); err == nil || !strings.Contains(err.Error(), "no tensors to stream") {
+	if _, _, err := loadStreamed(ctx, tinyModelPath(t), stream.Options{Mode: sniper.ModeDense}); err == nil || !strings.Contains(err.Error(), "no tensors to stream") {
 		t.Fatalf("dense mode on a MoE model: %v", err)
 	}
 	// A failed open of the model file for streaming names the file.
@@ -256,18 +271,18 @@ func TestLoadStreamedRejectsBadInput(t *testing.T) {
 		}
 		return faultfs.Fault{}
 	})
-	if _, err := LoadStreamed(ctx, tinyModelPath(t), StreamOptions{FS: faultfs.Wrap(sniper.DirectFS{}, inj)}); err == nil || !errors.Is(err, faultfs.ErrInjected) {
+	if _, _, err := loadStreamed(ctx, tinyModelPath(t), stream.Options{FS: faultfs.Wrap(sniper.DirectFS{}, inj)}); err == nil || !errors.Is(err, faultfs.ErrInjected) {
 		t.Fatalf("failed open: %v", err)
 	}
 	// A required tensor missing from the file is an error, not a tensor of zeros (only optional
 	// biases and scales get neutral fills).
 	missing := testmodels.Patched(t, "qwen3moe-q8_0", testmodels.RenameTensor("blk.0.attn_q.weight", "blk.0.attn_x.weight"))
-	if _, err := LoadStreamed(ctx, missing, StreamOptions{}); err == nil || !strings.Contains(err.Error(), "blk.0.attn_q.weight is missing") {
+	if _, _, err := loadStreamed(ctx, missing, stream.Options{}); err == nil || !strings.Contains(err.Error(), "blk.0.attn_q.weight is missing") {
 		t.Fatalf("missing required tensor: %v", err)
 	}
 	// Metadata llama.cpp would abort() on is refused first, as LoadModel does.
 	noHeads := testmodels.Patched(t, "qwen3moe-q8_0", testmodels.SetUint32("qwen3moe.attention.head_count", 0))
-	if _, err := LoadStreamed(ctx, noHeads, StreamOptions{}); err == nil || !strings.Contains(err.Error(), noHeads) {
+	if _, _, err := loadStreamed(ctx, noHeads, stream.Options{}); err == nil || !strings.Contains(err.Error(), noHeads) {
 		t.Fatalf("zero attention heads: %v", err)
 	}
 }
@@ -294,7 +309,7 @@ func TestStreamedContextsDecodeConcurrently(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m, err := LoadStreamed(ctx, path, StreamOptions{CacheBudget: 0})
+	m, _, err := loadStreamed(ctx, path, stream.Options{CacheBudget: 0})
 	if err != nil {
 		t.Fatal(err)
 	}

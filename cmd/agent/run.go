@@ -50,7 +50,7 @@ type runOptions struct {
 	Quiet     bool
 	Doc       string // answer the prompt about this document (run_doc.go)
 	DocCtx    int    // the context size for --doc (0: the model's training context, at most what the engine allows)
-	// NoRecycle, Prefetch and Policy are sniper tuning switches (binding.StreamOptions).
+	// NoRecycle, Prefetch and Policy are sniper tuning switches (stream.Options).
 	NoRecycle, Prefetch bool
 	Policy              string
 	// Warm reads every expert into the cache before the prompt (sniper.Sniper.Warm).
@@ -64,7 +64,7 @@ type runOptions struct {
 
 	// fs opens the model file for streaming; tests inject faults (nil: direct I/O).
 	fs sniper.FS
-	// predictInline makes --prefetch score every prediction (binding.StreamOptions.PredictInline).
+	// predictInline makes --prefetch score every prediction (stream.Options.PredictInline).
 	predictInline bool
 	// statsOut receives --stats-json (opened up front by runRun).
 	statsOut io.Writer

@@ -167,7 +167,7 @@ func TestSniperStepEnsuresOnceForAllSequences(t *testing.T) {
 				t.Fatalf("sequence %d sampled %d times, want %d (it ended early: pick other prompts)", s, n, maxTokens)
 			}
 		}
-		return e.model.Sniper().Stats()
+		return e.Sniper().Stats()
 	}
 	one := run(1)
 	four := run(4)

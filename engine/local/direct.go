@@ -7,6 +7,7 @@ import (
 
 	"github.com/expertsniper/expertsniper/binding"
 	"github.com/expertsniper/expertsniper/sniper"
+	"github.com/expertsniper/expertsniper/stream"
 )
 
 // What `agent run` needs beyond engine.Engine: the decision and the sniper for its statistics,
@@ -21,10 +22,20 @@ var errExclusive = errors.New("this engine is driven directly (Options.Exclusive
 func (e *Engine) Decision() Decision { return e.decision }
 
 // Sniper is the streamed model's sniper (nil in RAM mode): its statistics, Warm and PinHot.
-func (e *Engine) Sniper() *sniper.Sniper { return e.model.Sniper() }
+func (e *Engine) Sniper() *sniper.Sniper {
+	if e.weights == nil {
+		return nil
+	}
+	return e.weights.Sniper()
+}
 
 // StreamInfo describes how the model is streamed (ok is false in RAM mode).
-func (e *Engine) StreamInfo() (binding.StreamInfo, bool) { return e.model.StreamInfo() }
+func (e *Engine) StreamInfo() (stream.Info, bool) {
+	if e.weights == nil {
+		return stream.Info{}, false
+	}
+	return e.weights.Info(), true
+}
 
 // direct runs fn on the context of an Exclusive engine, from an empty cache.
 func (e *Engine) direct(what string, prompt []int32, fn func(c *binding.Context) error) error {

@@ -21,6 +21,7 @@ import (
 	"github.com/expertsniper/expertsniper/gguf"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/sniper"
+	"github.com/expertsniper/expertsniper/stream"
 )
 
 // Options configure Open. Zero values are sensible defaults.
@@ -58,7 +59,7 @@ type Options struct {
 	// StreamFS opens the model file for streaming in sniper and stream modes (nil: direct I/O);
 	// tests inject faults and stalls here (sniper/faultfs).
 	StreamFS sniper.FS `json:"-"`
-	// PredictInline makes the prefetcher score every prediction (binding.StreamOptions.PredictInline;
+	// PredictInline makes the prefetcher score every prediction (stream.Options.PredictInline;
 	// for tests).
 	PredictInline bool
 	// OnDecision, when set, is told how the model will run (mode, budget, warnings) before it loads.
@@ -84,7 +85,9 @@ type StatsSource interface {
 
 // Engine implements engine.Engine over binding.
 type Engine struct {
-	model    *binding.Model
+	model *binding.Model
+	// weights are the streamed model's weights (its sniper), owned by model; nil in RAM mode.
+	weights  *stream.Weights
 	info     engine.ModelInfo
 	opts     Options
 	decision Decision
@@ -142,11 +145,11 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	if o.OnDecision != nil {
 		o.OnDecision(d)
 	}
-	m, err := loadModel(ctx, path, o, d)
+	m, w, err := loadModel(ctx, path, o, d)
 	if err != nil {
 		return nil, fmt.Errorf("open engine: %w", err)
 	}
-	e := &Engine{model: m, opts: o, decision: d, stats: o.StatsSource, loopCtx: context.Background(),
+	e := &Engine{model: m, weights: w, opts: o, decision: d, stats: o.StatsSource, loopCtx: context.Background(),
 		wake: make(chan struct{}, 1), loopDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -154,8 +157,8 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 		}
 	}()
 	if e.stats == nil {
-		if sn := m.Sniper(); sn != nil {
-			e.stats = sniperStats{sn}
+		if w != nil {
+			e.stats = sniperStats{w.Sniper()}
 		}
 	}
 	nctx := o.Context

@@ -8,6 +8,7 @@ import (
 	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/sniper"
+	"github.com/expertsniper/expertsniper/stream"
 )
 
 // Mode is plan.Mode: the modes are read (ParseMode) by pure packages too (config.json).
@@ -260,23 +261,33 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	return d, nil
 }
 
-// loadModel loads path as d decided: llama.cpp's own load in RAM mode, the sniper's otherwise.
-func loadModel(ctx context.Context, path string, o Options, d Decision) (*binding.Model, error) {
+// loadModel loads path as d decided: llama.cpp's own load in RAM mode, the sniper's otherwise (the
+// model owns the streamed weights, nil in RAM mode).
+func loadModel(ctx context.Context, path string, o Options, d Decision) (*binding.Model, *stream.Weights, error) {
 	if d.Mode == ModeRAM {
 		mopts := []binding.ModelOption{}
 		if o.NoRepack {
 			mopts = append(mopts, binding.WithExtraBufts(false))
 		}
-		return binding.LoadModel(ctx, path, append(mopts, o.ModelOptions...)...)
+		m, err := binding.LoadModel(ctx, path, append(mopts, o.ModelOptions...)...)
+		return m, nil, err
 	}
 	// Two contexts may decode at once: the slots' one and the embeddings'.
-	so := binding.StreamOptions{Mode: sniper.ModeExperts, CacheBudget: d.CacheBudget, Prefetch: !o.NoPrefetch,
+	so := stream.Options{Mode: sniper.ModeExperts, CacheBudget: d.CacheBudget, Prefetch: !o.NoPrefetch,
 		Contexts: 2, Readers: o.Readers, Policy: o.Policy, NoRecycle: o.NoRecycle, FS: o.StreamFS, PredictInline: o.PredictInline}
 	if d.Mode == ModeStream {
 		so.Mode = sniper.ModeDense
 		so.Prefetch = false // prefetch predicts experts; dense layers have none
 	}
-	return binding.LoadStreamed(ctx, path, so, o.ModelOptions...)
+	w, err := stream.Open(path, so)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := binding.LoadFromUser(ctx, path, w, o.ModelOptions...) // owns w from here on
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, w, nil
 }
 
 func roundUpMiB(n int64) int64 { return (n + (1<<20 - 1)) &^ (1<<20 - 1) }
