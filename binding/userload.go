@@ -22,8 +22,9 @@ import (
 
 // LoadFromUser creates the model described by the GGUF file at path with llama_model_init_from_user:
 // llama.cpp allocates the tensors its graph needs and um places each one (hookapi.UserModel). The
-// metadata checks LoadModel makes come first; use_extra_bufts is forced off (tensors a user places
-// must be plain CPU tensors, and that path is the bit-exact reference). LoadFromUser owns um from the
+// metadata checks LoadModel makes come first. llama.cpp allocates every tensor in its plain CPU buffer
+// (use_extra_bufts is forced off; init_from_user ignores it anyway): um may fill a tensor in the
+// repacked layout llama.cpp's default load would give it (hookapi.Tensor.Repacking, repack.go). LoadFromUser owns um from the
 // call on: the model closes it after llama.cpp freed the model, and a failed load closes it at once.
 func LoadFromUser(ctx context.Context, path string, um hookapi.UserModel, opts ...ModelOption) (_ *Model, err error) {
 	defer func() {
@@ -191,7 +192,11 @@ func (ld *userLoader) place(t *C.struct_ggml_tensor) error {
 		}
 		return nil
 	}
+	ut.Repacking = repackingFor(t)
 	if err := ld.um.SetTensorData(&ut); err != nil {
+		return err
+	}
+	if err := adoptLayout(t, ut.Layout); err != nil {
 		return err
 	}
 	if ut.Data != t.data {

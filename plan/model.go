@@ -66,6 +66,10 @@ type Model struct {
 	// PinnedBytes is the rest of the tensor data, loaded once and kept in RAM.
 	StreamedBytes int64 `json:"streamed_bytes"`
 	PinnedBytes   int64 `json:"pinned_bytes"`
+	// RepackStreamed: some streamed tensors have a type llama.cpp b11669's CPU kernels repack (Q4_0,
+	// Q4_K, IQ4_NL), so by default their reads are staged and converted (sniper.StagingBytes). Whether
+	// this CPU has the kernels is known only at load; the plan counts the staging either way.
+	RepackStreamed bool `json:"repack_streamed"`
 	// LayerStreamBytes is, per layer, what one token reads at 0% cache hits: ExpertsUsed experts for
 	// MoE, the whole FFN for dense models.
 	LayerStreamBytes []int64 `json:"layer_stream_bytes"`
@@ -276,6 +280,10 @@ func analyze(path string, f *gguf.File, tensors []gguf.TensorInfo) (*Model, erro
 	for _, t := range tensors {
 		if idx.Streams(t.Name) {
 			m.StreamedBytes += t.Bytes()
+			switch t.Type {
+			case gguf.TypeQ4_0, gguf.TypeQ4_K, gguf.TypeIQ4_NL:
+				m.RepackStreamed = true
+			}
 		}
 	}
 	m.PinnedBytes = m.TensorBytes - m.StreamedBytes

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/expertsniper/expertsniper/bytesize"
+	"github.com/expertsniper/expertsniper/sniper"
 )
 
 // KV cache element sizes in bytes (ggml block size ÷ elements per block).
@@ -39,6 +40,8 @@ type Options struct {
 	// DiskBytesPerSec is the sustained direct-read speed; DiskSource says how it was obtained.
 	DiskBytesPerSec float64
 	DiskSource      string
+	// NoRepack plans for --no-repack: streamed reads land in place, with no staging.
+	NoRepack bool
 }
 
 // Plan is the memory plan of one model for one budget. Field names are stable (--json).
@@ -59,6 +62,10 @@ type Plan struct {
 	InRAMBytes        int64 `json:"in_ram_bytes"`
 	StreamingMinBytes int64 `json:"streaming_min_bytes"`
 	LayerWorkingSet   int64 `json:"layer_working_set_bytes"`
+	// StagingBytes are the bounce buffers streamed reads are converted from into llama.cpp's
+	// repacked layout (sniper.StagingBytes; 0 when nothing streamed is repacked), part of
+	// StreamingMinBytes.
+	StagingBytes int64 `json:"staging_bytes"`
 
 	Mode  string `json:"mode"`  // "ram", "sniper", "stream" or "none" (does not fit at all)
 	Flags string `json:"flags"` // the flags to pass to agent run/serve
@@ -147,7 +154,12 @@ func Make(m *Model, o Options) (*Plan, error) {
 	}
 	base := kv + p.RecurrentStateBytes + p.ComputeBytes
 	p.InRAMBytes = m.TensorBytes + base
-	p.StreamingMinBytes = m.PinnedBytes + base + p.LayerWorkingSet
+	if m.RepackStreamed && !o.NoRepack {
+		// The pool's bound, or for a small model what it can hold at most: a layer's whole
+		// streamed bytes being read, and as many again in free buffers.
+		p.StagingBytes = min(sniper.StagingBytes(sniper.DefaultReaders), 2*m.MaxLayerBytes())
+	}
+	p.StreamingMinBytes = m.PinnedBytes + base + p.LayerWorkingSet + p.StagingBytes
 	streamMode := "sniper"
 	if !m.MoE {
 		streamMode = "stream"

@@ -181,7 +181,7 @@ func TestPlanModes(t *testing.T) {
 		t.Fatalf("big budget: mode %q flags %q read %d", p.Mode, p.Flags, p.ExpectedReadBytes)
 	}
 	kv, _ := KVCacheBytes(m, 2048, "f16", "f16")
-	if p.InRAMBytes != m.TensorBytes+kv+p.ComputeBytes || p.StreamingMinBytes != m.PinnedBytes+kv+p.ComputeBytes+m.MaxLayerBytes() {
+	if p.InRAMBytes != m.TensorBytes+kv+p.ComputeBytes || p.StreamingMinBytes != m.PinnedBytes+kv+p.ComputeBytes+m.MaxLayerBytes()+p.StagingBytes {
 		t.Fatalf("in RAM %d / streaming %d do not add up", p.InRAMBytes, p.StreamingMinBytes)
 	}
 	if m.MaxLayerBytes() != m.ExpertBytes[0]*int64(m.Experts) {
@@ -281,6 +281,40 @@ func TestPlanQwen35RecurrentState(t *testing.T) {
 	}
 }
 
+// TestPlanCountsReadStaging: streamed Q4_0/Q4_K experts are read into bounce buffers and converted to
+// llama.cpp's repacked layout, so the plan counts that staging, unless --no-repack; Q8_0 experts
+// (no repacked kernels) are read in place.
+func TestPlanCountsReadStaging(t *testing.T) {
+	var m4 *Model
+	plan := func(name string, noRepack bool) *Plan {
+		m, err := Open(testmodels.Path(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m4 = m
+		p, err := Make(m, Options{RAM: 8 << 30, DiskBytesPerSec: 2e9, DiskSource: "test", NoRepack: noRepack})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	q8, plain, q4 := plan("qwen3moe-q8_0", false), plan("qwen3moe-q4_0", true), plan("qwen3moe-q4_0", false)
+	if q4.StagingBytes != min(sniper.StagingBytes(sniper.DefaultReaders), 2*m4.MaxLayerBytes()) || q4.StagingBytes == 0 ||
+		q4.StreamingMinBytes != plain.StreamingMinBytes+q4.StagingBytes {
+		t.Fatalf("Q4_0: staging %d, streaming needs %d (%d with --no-repack)", q4.StagingBytes, q4.StreamingMinBytes, plain.StreamingMinBytes)
+	}
+	if plain.StagingBytes != 0 || q8.StagingBytes != 0 {
+		t.Fatalf("staging %d with --no-repack, %d for Q8_0: want 0", plain.StagingBytes, q8.StagingBytes)
+	}
+	var text strings.Builder
+	if err := (Report{Model: m4, Plan: q4}).WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "read staging") {
+		t.Fatalf("the report does not show the staging:\n%s", text.String())
+	}
+}
+
 func TestReportJSONFieldsAreStable(t *testing.T) {
 	m, err := Open(testmodels.Path(t, "olmoe-q4_0"))
 	if err != nil {
@@ -305,7 +339,7 @@ func TestReportJSONFieldsAreStable(t *testing.T) {
 		}
 	}
 	for _, k := range []string{"ram_budget", "mode", "flags", "pinned_bytes", "kv_cache_bytes", "cache_bytes",
-		"token_read_bytes", "disk_bytes_per_sec", "tok_per_sec_low", "tok_per_sec_high", "notes"} {
+		"token_read_bytes", "disk_bytes_per_sec", "tok_per_sec_low", "tok_per_sec_high", "notes", "staging_bytes"} {
 		if _, ok := got["plan"][k]; !ok {
 			t.Errorf("plan.%s missing", k)
 		}
@@ -317,11 +351,13 @@ func TestWriteTextNamesWhatMatters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Make(m, Options{RAM: 1 << 40})
+	p, err := Make(m, Options{RAM: 1 << 40, NoRepack: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err = Make(m, Options{RAM: p.StreamingMinBytes + m.StreamedBytes/2, DiskBytesPerSec: 2e9, DiskSource: "test", RAMSource: "--ram"})
+	// (--no-repack: no read staging, which on this tiny model is as big as half its experts and would
+	// leave RAM mode the better choice; TestPlanCountsReadStaging covers the staging.)
+	p, err = Make(m, Options{RAM: p.StreamingMinBytes + m.StreamedBytes/2, DiskBytesPerSec: 2e9, DiskSource: "test", RAMSource: "--ram", NoRepack: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,6 +89,9 @@ func (r Report) WriteText(w io.Writer) error {
 	}
 	line("compute buffers", "%s (estimate)", bytesize.Format(p.ComputeBytes))
 	line("layer working set", "%s", bytesize.Format(p.LayerWorkingSet))
+	if p.StagingBytes > 0 {
+		line("read staging", "%s (reads converted to llama.cpp's repacked layout)", bytesize.Format(p.StagingBytes))
+	}
 	line("in RAM needs", "%s", bytesize.Format(p.InRAMBytes))
 	line("streaming needs", "at least %s", bytesize.Format(p.StreamingMinBytes))
 	switch p.Mode {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,16 +38,18 @@ type Segment struct {
 
 // Pool runs preads of one file in parallel, at most n at a time.
 type Pool struct {
-	file    File
-	sem     chan struct{}
-	lat     *latencies
-	reads   atomic.Int64
-	issued  atomic.Int64
-	bufMu   sync.Mutex
-	bufs    map[int][][]byte // free bounce buffers by size
-	closeMu sync.RWMutex
-	closed  bool
-	noBatch atomic.Bool // the file is a BatchReader that turned batches down
+	file   File
+	sem    chan struct{}
+	lat    *latencies
+	reads  atomic.Int64
+	issued atomic.Int64
+	bufMu  sync.Mutex
+	bufs   map[int][][]byte // free bounce buffers by size
+	// bufBytes is what the free bounce buffers hold, at most StagingBytes(readers)/2.
+	bufBytes int
+	closeMu  sync.RWMutex
+	closed   bool
+	noBatch  atomic.Bool // the file is a BatchReader that turned batches down
 }
 
 // NewPool reads f with up to readers parallel preads (DefaultReaders if readers <= 0).
@@ -69,7 +72,14 @@ func (p *Pool) Read(ctx context.Context, reqs []ReadRequest) error {
 		return ErrClosed
 	}
 	if br, ok := p.file.(BatchReader); ok && !p.noBatch.Load() {
-		err := p.readBatch(ctx, br, reqs)
+		// A batch lays out every read's buffers up front: bounced bytes go in batches of at most
+		// half the staging area (a prompt's many converted experts would otherwise all be staged).
+		var err error
+		for rest := reqs; len(rest) > 0 && err == nil; {
+			n := p.stagedPrefix(rest)
+			err = p.readBatch(ctx, br, rest[:n])
+			rest = rest[n:]
+		}
 		if !errors.Is(err, ErrNoBatch) {
 			return err
 		}
@@ -178,7 +188,50 @@ func deliver(r ReadRequest, bufs [][]byte) {
 	}
 }
 
-// readBatch performs reqs with one BatchReader batch of at most the pool's readers in flight.
+// StagingBytes is the most memory a pool with readers parallel reads holds in bounce buffers: the
+// reads a batch stages at once, and as much again of free buffers kept for reuse. Reads converted on
+// their way into place (sniper.Convert) are all bounced, so the memory plan counts it.
+func StagingBytes(readers int) int64 {
+	if readers <= 0 {
+		readers = DefaultReaders
+	}
+	return 2 * int64(readers) * (maxGatherBytes + 2*pageSize)
+}
+
+// bouncedBytes is what r reads into bounce buffers.
+func bouncedBytes(r ReadRequest) int {
+	switch {
+	case r.Segs != nil:
+		n := 0
+		for _, sg := range r.Segs {
+			if sg.Dst == nil {
+				n += sg.Len
+			}
+		}
+		return n
+	case r.Dst == nil:
+		return r.Len
+	}
+	return 0
+}
+
+// stagedPrefix is how many of reqs (at least one) one batch reads, so that their bounced bytes stay
+// within half the staging area.
+func (p *Pool) stagedPrefix(reqs []ReadRequest) int {
+	limit := StagingBytes(cap(p.sem)) / 2
+	var staged int64
+	for i, r := range reqs {
+		staged += int64(bouncedBytes(r))
+		if staged > limit && i > 0 {
+			return i
+		}
+	}
+	return len(reqs)
+}
+
+// readBatch performs reqs with one BatchReader batch of at most the pool's readers in flight. What a
+// read hands to its Then functions (copies out of bounce buffers, conversions) runs on up to
+// GOMAXPROCS goroutines while the other reads go on; the batch returns when all of it is done.
 func (p *Pool) readBatch(ctx context.Context, br BatchReader, reqs []ReadRequest) error {
 	reads := make([]VectorRead, len(reqs))
 	var bounces [][]byte
@@ -197,12 +250,37 @@ func (p *Pool) readBatch(ctx context.Context, br BatchReader, reqs []ReadRequest
 		}
 		reads[i] = VectorRead{Bufs: bufs, Off: r.Offset}
 	}
-	return br.ReadBatch(ctx, reads, cap(p.sem), func(i int, took time.Duration) {
+	var (
+		wg       sync.WaitGroup
+		panicked atomic.Pointer[string]
+	)
+	workers := make(chan struct{}, runtime.GOMAXPROCS(0))
+	err := br.ReadBatch(ctx, reads, cap(p.sem), func(i int, took time.Duration) {
 		p.lat.add(took)
 		p.reads.Add(1)
 		p.issued.Add(int64(bufsLen(reads[i].Bufs)))
-		deliver(reqs[i], reads[i].Bufs)
+		if bouncedBytes(reqs[i]) == 0 {
+			return
+		}
+		workers <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-workers }()
+			defer func() {
+				if r := recover(); r != nil {
+					msg := fmt.Sprint(r)
+					panicked.CompareAndSwap(nil, &msg)
+				}
+			}()
+			deliver(reqs[i], reads[i].Bufs)
+		}()
 	})
+	wg.Wait() // the bounce buffers go back to the pool after this
+	if msg := panicked.Load(); msg != nil && err == nil {
+		err = fmt.Errorf("read: internal error handling read bytes: %s", *msg)
+	}
+	return err
 }
 
 func (p *Pool) getBuf(n int) []byte {
@@ -211,6 +289,7 @@ func (p *Pool) getBuf(n int) []byte {
 	if free := p.bufs[n]; len(free) > 0 {
 		b := free[len(free)-1]
 		p.bufs[n] = free[:len(free)-1]
+		p.bufBytes -= len(b)
 		return b
 	}
 	return alignedBuffer(n, pageSize)
@@ -219,8 +298,9 @@ func (p *Pool) getBuf(n int) []byte {
 func (p *Pool) putBuf(b []byte) {
 	p.bufMu.Lock()
 	defer p.bufMu.Unlock()
-	if len(p.bufs[len(b)]) < cap(p.sem) {
+	if len(p.bufs[len(b)]) < cap(p.sem) && int64(p.bufBytes+len(b)) <= StagingBytes(cap(p.sem))/2 {
 		p.bufs[len(b)] = append(p.bufs[len(b)], b)
+		p.bufBytes += len(b)
 	}
 }
 

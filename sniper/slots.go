@@ -268,9 +268,14 @@ func (s *Sniper) slotReadRequests(layer int, experts []int, slots []int32) ([]Re
 	var reqs []ReadRequest
 	c := s.classOf[layer]
 	for _, t := range s.layers[layer] {
-		for _, p := range t.Parts {
+		for i, p := range t.Parts {
 			var err error
-			if reqs, err = s.partReads(reqs, c, t, p, experts, slots); err != nil {
+			if t.convert != nil {
+				reqs, err = s.convertedPartReads(reqs, c, t, p, t.convert[i], experts, slots)
+			} else {
+				reqs, err = s.partReads(reqs, c, t, p, experts, slots)
+			}
+			if err != nil {
 				return nil, err
 			}
 		}
@@ -326,6 +331,43 @@ func (s *Sniper) partReads(reqs []ReadRequest, c *slotClass, t *boundTensor, p P
 			last++
 		}
 		reqs = append(reqs, gatherRun(targets[first:last+1], p.Len, size))
+		first = last + 1
+	}
+	return reqs, nil
+}
+
+// convertedPartReads appends the reads of part p of tensor t for experts when the part is converted
+// on its way into the slot (Convert): each run of experts back to back in the file is read whole into
+// a bounce buffer, and each expert's bytes are converted from there into its slot.
+func (s *Sniper) convertedPartReads(reqs []ReadRequest, c *slotClass, t *boundTensor, p Part, conv Convert, experts []int, slots []int32) ([]ReadRequest, error) {
+	size := s.file.Size()
+	kind := kindOf(t.Name)
+	stride := c.stride[kind]
+	targets := make([]partTarget, len(experts))
+	for i, e := range experts {
+		off := p.FileOffset + int64(e)*p.Stride
+		if off < 0 || off+p.Len > size {
+			return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) past the end of the file (%d bytes)", e, t.Name, off, off+p.Len, size)
+		}
+		at := t.slotLead + p.MemOffset
+		targets[i] = partTarget{off: off, span: c.mem[kind].slice(int64(slots[i])*stride, stride), at: at}
+	}
+	sort.Slice(targets, func(i, j int) bool { return targets[i].off < targets[j].off })
+	for first := 0; first < len(targets); {
+		last := first
+		for last+1 < len(targets) && targets[last+1].off == targets[last].off+p.Len &&
+			targets[last+1].off+p.Len-targets[first].off <= maxGatherBytes {
+			last++
+		}
+		run := targets[first : last+1]
+		start := alignDown(run[0].off, pageSize)
+		end := min(alignUp(run[len(run)-1].off+p.Len, pageSize), size)
+		reqs = append(reqs, ReadRequest{Offset: start, Len: int(end - start), Then: func(b []byte) {
+			for _, tg := range run {
+				from := tg.off - start
+				s.runConvert(conv, tg.span[tg.at:tg.at+p.Len], b[from:from+p.Len])
+			}
+		}})
 		first = last + 1
 	}
 	return reqs, nil
@@ -479,4 +521,6 @@ func (s *Sniper) ResetStats() {
 	s.pool.reads.Store(0)
 	s.pool.issued.Store(0)
 	s.pool.lat.reset()
+	s.convertNanos.Store(0)
+	s.convertBytes.Store(0)
 }

@@ -40,7 +40,15 @@ type boundTensor struct {
 	mem *region
 	// slotLead is where the tensor's data starts in its class's slot memory (ModeExperts).
 	slotLead int64
+	// convert, if set, turns each part's bytes as the file holds them into the layout llama.cpp
+	// computes with (one per part; see Convert): the part's reads then go through bounce buffers.
+	convert []Convert
 }
+
+// Convert writes one expert's bytes of one part of a streamed tensor, as the file holds them (src),
+// into dst in the layout llama.cpp computes with (the same length), e.g. its repacked CPU layout. It
+// is called on the reading goroutines, concurrently for distinct destinations, and must not keep src.
+type Convert func(dst, src []byte) error
 
 // Binding is where a streamed tensor's data must point and how llama.cpp must see it.
 type Binding struct {
@@ -94,6 +102,12 @@ type Sniper struct {
 	// releaseEvicted gives an evicted expert's slot pages back (Options.NoRecycle). Slot reuse needs
 	// no page moving, so it does not depend on the platform as rec does.
 	releaseEvicted bool
+	// convertErr is the first error of a Convert (cannot happen for conversions the binding checked
+	// at Bind): from then on every read fails with it rather than compute with unconverted bytes.
+	convertErr atomic.Pointer[error]
+	// convertNanos is the time spent in Convert (over all reading goroutines), convertBytes what it
+	// converted.
+	convertNanos, convertBytes atomic.Int64
 }
 
 // Open opens the model file of idx for streaming. Bind the streamed tensors, then call Ensure.
@@ -141,12 +155,18 @@ func (s *Sniper) Index() *Index { return s.idx }
 // File returns the file the sniper reads.
 func (s *Sniper) File() File { return s.file }
 
-// Bind is called for each streamed tensor as llama.cpp allocates it: nb2 is the tensor's byte stride
+// Bind is BindConverted without conversion: llama.cpp computes with the file's bytes as they are.
+func (s *Sniper) Bind(name string, nb2, size int64) (Binding, error) {
+	return s.BindConverted(name, nb2, size, nil)
+}
+
+// BindConverted is called for each streamed tensor as llama.cpp allocates it: nb2 is the tensor's byte stride
 // between experts (ggml nb[2]; the whole size for a dense tensor) and size its total bytes. It says
 // where the tensor's data must point and, in ModeExperts, the slots llama.cpp must see instead of
 // experts (the tensor's ne[2] and nb[2]; the router's choices are rewritten to slots: see
-// EnsureSlots). Nothing is read until Ensure.
-func (s *Sniper) Bind(name string, nb2, size int64) (Binding, error) {
+// EnsureSlots). convert, if not nil, has one Convert per part of the tensor (StreamedTensor.Parts)
+// that each read of that part goes through. Nothing is read until Ensure.
+func (s *Sniper) BindConverted(name string, nb2, size int64, convert []Convert) (Binding, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -158,6 +178,9 @@ func (s *Sniper) Bind(name string, nb2, size int64) (Binding, error) {
 	}
 	if s.bound[name] != nil {
 		return Binding{}, fmt.Errorf("bind %s: bound twice", name)
+	}
+	if convert != nil && len(convert) != len(t.Parts) {
+		return Binding{}, fmt.Errorf("bind %s: %d conversions for %d parts", name, len(convert), len(t.Parts))
 	}
 	if size != t.ExpertBytes*int64(t.Experts) || (t.Experts > 1 && nb2 != t.ExpertBytes) {
 		return Binding{}, fmt.Errorf("bind %s: llama.cpp expects %d bytes with expert stride %d, the file has %d experts of %d bytes",
@@ -173,7 +196,12 @@ func (s *Sniper) Bind(name string, nb2, size int64) (Binding, error) {
 		if err != nil {
 			return Binding{}, fmt.Errorf("bind %s: %w", name, err)
 		}
-		bt := &boundTensor{StreamedTensor: t, mem: r, slotLead: slotLead(t)}
+		bt := &boundTensor{StreamedTensor: t, mem: r, slotLead: slotLead(t), convert: convert}
+		if convert != nil {
+			// Converted parts are bounced (the file's page offsets do not matter): slots start on a
+			// page, where the kernels' loads are aligned as in llama.cpp's own buffers.
+			bt.slotLead = 0
+		}
 		s.bound[name] = bt
 		s.layers[t.Layer] = append(s.layers[t.Layer], bt)
 		return Binding{Data: unsafe.Add(r.data, bt.slotLead), Experts: c.n, Stride: c.stride[kind]}, nil
@@ -190,7 +218,7 @@ func (s *Sniper) Bind(name string, nb2, size int64) (Binding, error) {
 	if err != nil {
 		return Binding{}, fmt.Errorf("bind %s: %w", name, err)
 	}
-	bt := &boundTensor{StreamedTensor: t, mem: r}
+	bt := &boundTensor{StreamedTensor: t, mem: r, convert: convert}
 	s.bound[name] = bt
 	s.layers[t.Layer] = append(s.layers[t.Layer], bt)
 	return Binding{Data: r.data, Experts: t.Experts, Stride: t.ExpertBytes}, nil
@@ -451,6 +479,9 @@ func (s *Sniper) readUnlocked(ctx context.Context, layer int, experts []int, req
 	if err == nil {
 		err = s.pool.Read(ctx, reqs)
 	}
+	if e := s.convertErr.Load(); e != nil && err == nil {
+		err = *e
+	}
 	took := time.Since(start)
 	s.mu.Lock()
 	s.ahead.inflight.Done()
@@ -542,6 +573,18 @@ func (s *Sniper) readRequests(layer int, experts []int) ([]ReadRequest, error) {
 			off := p.FileOffset + int64(e)*p.Stride
 			start := alignDown(off, pageSize)
 			end := min(alignUp(off+p.Len, pageSize), size)
+			if t.convert != nil {
+				// Read aside, then converted into the tensor's memory (where the file's bytes would lie).
+				dst, ok := t.mem.fileSlice(off, p.Len)
+				if !ok {
+					return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, off, off+p.Len)
+				}
+				conv, skip := t.convert[0], off-start
+				reqs = append(reqs, ReadRequest{Offset: start, Len: int(end - start), Then: func(b []byte) {
+					s.runConvert(conv, dst, b[skip:skip+p.Len])
+				}})
+				continue
+			}
 			dst, ok := t.mem.fileSlice(start, end-start)
 			if !ok {
 				return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, start, end)
@@ -576,6 +619,8 @@ func (s *Sniper) Stats() Stats {
 	st.BytesIssued = s.pool.issued.Load()
 	st.ReadP50, st.ReadP99 = s.pool.lat.percentiles()
 	st.RSS = CurrentRSS()
+	st.ConvertTime = time.Duration(s.convertNanos.Load())
+	st.ConvertedBytes = s.convertBytes.Load()
 	return st
 }
 
@@ -607,6 +652,18 @@ func (s *Sniper) Close() error {
 	}
 	errs = append(errs, s.file.Close())
 	return errors.Join(errs...)
+}
+
+// runConvert converts src into dst with conv, timing it and keeping its first error.
+func (s *Sniper) runConvert(conv Convert, dst, src []byte) {
+	start := time.Now()
+	err := conv(dst, src)
+	s.convertNanos.Add(int64(time.Since(start)))
+	s.convertBytes.Add(int64(len(src)))
+	if err != nil {
+		err = fmt.Errorf("convert streamed weights: %w", err)
+		s.convertErr.CompareAndSwap(nil, &err)
+	}
 }
 
 // setResident records expert k as resident, charged bytes. Called with s.mu held.

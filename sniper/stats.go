@@ -42,6 +42,11 @@ type Stats struct {
 	Recycled, Released int64
 	// ReleaseErrors counts page ranges the system refused to take back (they stay resident).
 	ReleaseErrors int64
+	// ConvertTime is the time spent converting streamed bytes into the layout llama.cpp computes
+	// with (Convert: its repacked CPU layouts), summed over the reading goroutines.
+	ConvertTime time.Duration
+	// ConvertedBytes counts the bytes converted.
+	ConvertedBytes int64
 	// Prefetch: PrefetchReads experts read ahead of their layer, PrefetchHits of them later chosen
 	// by the router while resident, PrefetchWasted evicted unused. PrefetchTime is the time the
 	// prefetcher spent reading (in the background). Predicted counts experts predicted for layers the

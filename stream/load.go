@@ -53,6 +53,9 @@ type Options struct {
 	// Contexts is how many contexts may decode at once (0: 1): with a small cache each may need
 	// overflow slots for a layer's working set (sniper.Options.Contexts).
 	Contexts int
+	// NoRepack keeps every weight in the file's layout (llama.cpp's use_extra_bufts=false); by default
+	// weights go into the repacked layouts llama.cpp's default load gives them (repack.go).
+	NoRepack bool
 }
 
 // Weights are a model's streamed weights: the sniper, and the rules that place every tensor
@@ -69,6 +72,9 @@ type Weights struct {
 	// routers are the layers' router matrices for prefetching (nil: prefetch off).
 	routers       *sniper.Routers
 	predictInline bool
+	// repack puts weights in llama.cpp's repacked layouts; repacked counts them.
+	repack   bool
+	repacked int
 }
 
 var _ hookapi.UserModel = (*Weights)(nil)
@@ -82,6 +88,8 @@ type Info struct {
 	StreamedBytes int64
 	Layers        int
 	Experts       int
+	// RepackedTensors counts the weights in llama.cpp's repacked CPU layouts (repack.go).
+	RepackedTensors int
 }
 
 // Open indexes the model at path and opens its sniper, ready for binding.LoadFromUser. On error
@@ -115,7 +123,7 @@ func Open(path string, o Options) (_ *Weights, err error) {
 		sn.Close()
 		return nil, fmt.Errorf("stream model %q: %w", path, err)
 	}
-	w := &Weights{path: path, gf: gf, sn: sn, mode: mode, f: f, byName: make(map[string]gguf.TensorInfo, len(gf.Tensors))}
+	w := &Weights{path: path, gf: gf, sn: sn, mode: mode, f: f, byName: make(map[string]gguf.TensorInfo, len(gf.Tensors)), repack: !o.NoRepack}
 	for _, t := range gf.Tensors {
 		w.byName[t.Name] = t
 	}
@@ -134,7 +142,8 @@ func (w *Weights) Sniper() *sniper.Sniper { return w.sn }
 // Info reports how the model is streamed.
 func (w *Weights) Info() Info {
 	idx := w.sn.Index()
-	return Info{Mode: w.mode, PinnedBytes: w.pinned, StreamedBytes: idx.StreamedBytes(), Layers: idx.Layers, Experts: idx.Experts}
+	return Info{Mode: w.mode, PinnedBytes: w.pinned, StreamedBytes: idx.StreamedBytes(), Layers: idx.Layers, Experts: idx.Experts,
+		RepackedTensors: w.repacked}
 }
 
 // Declared declares qwen35moe's fused gate+up experts, which the graph wants and the sniper serves
@@ -193,9 +202,16 @@ var routerRE = regexp.MustCompile(`^blk\.(\d+)\.ffn_gate_inp\.weight$`)
 func (w *Weights) SetTensorData(t *hookapi.Tensor) error {
 	name := t.Name
 	if w.sn.Index().Streams(name) {
-		b, err := w.sn.Bind(name, t.Nb[2], t.Size)
+		var convs []sniper.Convert
+		if w.repack {
+			t.Layout, convs = streamedConversions(t, w.sn.Index().Tensor(name))
+		}
+		b, err := w.sn.BindConverted(name, t.Nb[2], t.Size, convs)
 		if err != nil {
 			return err
+		}
+		if convs != nil {
+			w.repacked++
 		}
 		t.Data = b.Data
 		if t.Ne[2] > 1 {
@@ -240,6 +256,16 @@ func (w *Weights) SetTensorData(t *hookapi.Tensor) error {
 	if m := routerRE.FindStringSubmatch(name); m != nil && w.routers != nil {
 		if layer, _ := strconv.Atoi(m[1]); layer < w.sn.Index().Layers {
 			_ = w.setRouter(layer, t) // without it, the layer is simply not predicted
+		}
+	}
+	if w.repack {
+		if l := pinnedLayout(t); l != nil {
+			// Converted in place from a copy of the file's bytes (after the router's were read).
+			if err := l.Convert(dst, append([]byte(nil), dst...)); err != nil {
+				return fmt.Errorf("tensor %s: %w", name, err)
+			}
+			t.Layout = l
+			w.repacked++
 		}
 	}
 	return nil

@@ -29,6 +29,28 @@ type Tensor struct {
 	// with ggml's own conversion, into out (at least Ne[0]*Ne[1] values). Only valid during
 	// SetTensorData, after Data holds the tensor's bytes.
 	ToFloat32 func(out []float32) error
+	// Repacking returns the repacked layout llama.cpp's default load would give this tensor as the
+	// weight of op (MUL_MAT_ID for experts when id, else MUL_MAT), or nil for the file's layout.
+	// Only valid during SetTensorData.
+	Repacking func(id bool) Layout
+	// Layout, set by the sink, says the bytes at Data are in that layout (one Repacking returned):
+	// binding then makes llama.cpp compute with its kernels.
+	Layout Layout
+}
+
+// Layout is one of llama.cpp's repacked CPU weight layouts (its CPU device's "extra" buffer types:
+// CPU_REPACK, AMX, ...) for one tensor's type and row length. Conversions are ggml's own.
+type Layout interface {
+	// Name is the buffer type's name, e.g. "CPU_REPACK".
+	Name() string
+	// RowBytes is the size of one row in the file's layout; conversions take whole rows.
+	RowBytes() int64
+	// Fits reports whether rows rows on their own convert with this layout's kernels (a part of a
+	// tensor converted separately, e.g. the gate half of qwen35moe's fused gate+up experts).
+	Fits(rows int64) bool
+	// Convert writes src, whole rows in the file's layout, into dst in this layout (as long as src;
+	// they must not overlap). Safe for concurrent use on distinct destinations.
+	Convert(dst, src []byte) error
 }
 
 // TensorDecl is a tensor to add to the GGUF tensor table before llama.cpp creates the model: one the

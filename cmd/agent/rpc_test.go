@@ -78,7 +78,7 @@ func TestRunOverTwoRPCWorkersMatchesTheLocalRun(t *testing.T) {
 	for _, name := range []string{"qwen3moe-q8_0", "qwen35moe-q4_k_m"} {
 		t.Run(name, func(t *testing.T) {
 			model := testmodels.Path(t, name)
-			ref := ramReference(t, model, 1)
+			ref := ramReference(t, model, 1, true)
 			for _, split := range []string{"", "0,1,1", "2,1,3"} {
 				o := runOptions{Model: model, Mode: "auto", NoRepack: true, Threads: 1,
 					rpc: rpcFlagSet{RPC: w1.endpoint + "," + w2.endpoint, TensorSplit: split}}
@@ -147,7 +147,7 @@ func TestRunOverAStockWorkerToo(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	model := testmodels.Path(t, "qwen3moe-q8_0")
-	ref := ramReference(t, model, 1)
+	ref := ramReference(t, model, 1, true)
 	got, err := runAgentRun(t, runOptions{Model: model, Mode: "auto", NoRepack: true, Threads: 1,
 		rpc: rpcFlagSet{RPC: stockEP + "," + ours.endpoint}})
 	if err != nil {

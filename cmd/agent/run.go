@@ -106,7 +106,7 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.BoolFlag{Name: "stats", Usage: "print detailed statistics at the end", Destination: &o.Stats},
 			&cli.StringFlag{Name: "stats-json", Usage: "write the statistics as JSON to `FILE`", Destination: &o.StatsJSON},
 			&cli.DurationFlag{Name: "rss-sample", Usage: "sample the resident set size at this interval (e.g. 10ms) and report its peak", Destination: &o.RSSSample},
-			&cli.BoolFlag{Name: "no-repack", Usage: "ram mode: no weight repacking (use_extra_bufts=false), the numeric path sniper/stream reproduce bit-exactly", Destination: &o.NoRepack},
+			&cli.BoolFlag{Name: "no-repack", Usage: "no weight repacking (use_extra_bufts=false; every mode): the file's layout and llama.cpp's plain kernels, instead of the repacked layouts llama.cpp's default load uses", Destination: &o.NoRepack},
 			&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (same results; --prefetch=false turns it off)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
 			&cli.StringFlag{Name: "policy", Usage: fmt.Sprintf("sniper/stream: cache eviction policy, lfu or lru (default: %s)", local.DefaultPolicy), EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
 			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
@@ -150,9 +150,15 @@ type runStats struct {
 	PinnedBytes   int64 `json:"pinned_bytes"`
 	StreamedBytes int64 `json:"streamed_bytes"`
 	CacheBudget   int64 `json:"cache_budget"`
-	RSSBytes      int64 `json:"rss_bytes"`
-	PeakRSSBytes  int64 `json:"peak_rss_bytes"`
-	RSSSamples    int   `json:"rss_samples"`
+	// RepackedTensors are the weights in llama.cpp's repacked CPU layouts (0 with --no-repack);
+	// ConvertMs the time spent converting streamed reads into them (on the reading goroutines), and
+	// ConvertMsPerExpert that per expert of the model's mean size.
+	RepackedTensors    int     `json:"repacked_tensors"`
+	ConvertMs          float64 `json:"convert_ms"`
+	ConvertMsPerExpert float64 `json:"convert_ms_per_expert"`
+	RSSBytes           int64   `json:"rss_bytes"`
+	PeakRSSBytes       int64   `json:"peak_rss_bytes"`
+	RSSSamples         int     `json:"rss_samples"`
 	// RSSBeforeLoad is the process before the model was loaded (runtime, libraries); RSSAfterLoad
 	// with the model loaded (pinned weights), RSSAfterContext with the context made (KV cache),
 	// RSSAfterPrompt after prefill (compute buffers touched, experts of the prompt held).
@@ -566,6 +572,11 @@ func report(streams *IOStreams, o *runOptions, e *local.Engine, rs runStats,
 			rs.DecodeHookMsPerToken = rs.DecodeHookMs / float64(decodeEvals)
 		}
 		rs.Recycled, rs.Released = st.Recycled, st.Released
+		rs.RepackedTensors, rs.ConvertMs = info.RepackedTensors, float64(st.ConvertTime)/1e6
+		if st.ConvertedBytes > 0 && info.Layers > 0 && info.Experts > 0 {
+			mean := float64(info.StreamedBytes) / float64(info.Layers*info.Experts)
+			rs.ConvertMsPerExpert = rs.ConvertMs * mean / float64(st.ConvertedBytes)
+		}
 		rs.ExpertActivations = st.ExpertActivations
 		rs.PrefetchReads, rs.PrefetchHits, rs.PrefetchWasted, rs.PrefetchRecall = st.PrefetchReads, st.PrefetchHits, st.PrefetchWasted, st.Recall()
 		for r := 0; r < sniper.PredictionRanks && st.RankPredicted[r] > 0; r++ {
@@ -595,6 +606,8 @@ func report(streams *IOStreams, o *runOptions, e *local.Engine, rs runStats,
 			sizeString(rs.PinnedBytes), sizeString(rs.StreamedBytes), cacheString(rs.CacheBudget), sizeString(rs.PeakCacheBytes))
 		fmt.Fprintf(streams.ErrOut, "  reads %d, %s of experts (%s issued, aligned), hits %d, misses %d, read latency p50 %dµs p99 %dµs\n",
 			rs.Reads, sizeString(rs.BytesRead), sizeString(rs.BytesIssued), rs.Hits, rs.Misses, rs.ReadP50Micros, rs.ReadP99Micros)
+		fmt.Fprintf(streams.ErrOut, "  repacked %d weight tensors; converting streamed reads into the repacked layout took %.0f ms (%.2f ms per expert)\n",
+			rs.RepackedTensors, rs.ConvertMs, rs.ConvertMsPerExpert)
 		fmt.Fprintf(streams.ErrOut, "  RSS: %s before load, %s loaded, %s with the context, %s after the prompt (%s of experts held)\n",
 			sizeString(rs.RSSBeforeLoad), sizeString(rs.RSSAfterLoad), sizeString(rs.RSSAfterContext), sizeString(rs.RSSAfterPrompt), sizeString(rs.CacheAfterPrompt))
 		fmt.Fprintf(streams.ErrOut, "  prompt read %s (blocked in the router hook %.0f ms, %d experts read ahead); decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",

@@ -17,7 +17,7 @@ func TestPrefetchIsBitExact(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			model := testmodels.Path(t, name)
-			want := ramReference(t, model, 2)
+			want := ramReference(t, model, 2, false)
 			for _, cache := range []string{"0", "256KiB", "unlimited"} {
 				statsPath := filepath.Join(t.TempDir(), "stats.json")
 				got, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: cache, Threads: 2, Prefetch: true, predictInline: true, StatsJSON: statsPath})

@@ -75,7 +75,6 @@ func TestRunOptionsThatDoNotApplyWarn(t *testing.T) {
 	}{
 		{[]string{"--ram", "1GiB", "--cache", "64MiB"}, "warning: --cache applies to sniper and stream modes, not to ram mode (auto"},
 		{[]string{"--mode", "ram", "--policy", "lru"}, "warning: --policy applies to sniper and stream modes"},
-		{[]string{"--mode", "sniper", "--no-repack"}, "warning: --no-repack applies to ram mode"},
 	} {
 		args := append([]string{"run", "-q", "-m", model, "-p", "hi", "-n", "2"}, c.args...)
 		_, stderr, code := runAgentForTest(t, args...)

@@ -62,8 +62,9 @@ func readRunStats(t *testing.T, path string) runStats {
 	return rs
 }
 
-// ramReference runs the model in RAM without repacking (the numeric path streaming reproduces),
-// once per model and thread count, shared between tests (which may run in parallel).
+// ramReference runs the model in RAM, with llama.cpp's default weight repacking or (noRepack) without,
+// once per model, thread count and setting, shared between tests (which may run in parallel).
+// Streaming with the same setting reproduces it bit for bit.
 var (
 	refMu    sync.Mutex
 	refCache = map[string]*refEntry{}
@@ -75,9 +76,9 @@ type refEntry struct {
 	err  error
 }
 
-func ramReference(t *testing.T, model string, threads int) runResult {
+func ramReference(t *testing.T, model string, threads int, noRepack bool) runResult {
 	t.Helper()
-	key := fmt.Sprintf("%s/%d", model, threads)
+	key := fmt.Sprintf("%s/%d/%v", model, threads, noRepack)
 	refMu.Lock()
 	e := refCache[key]
 	if e == nil {
@@ -86,7 +87,7 @@ func ramReference(t *testing.T, model string, threads int) runResult {
 	}
 	refMu.Unlock()
 	e.once.Do(func() {
-		e.res, e.err = runAgentRun(t, runOptions{Model: model, Mode: "ram", NoRepack: true, Threads: threads})
+		e.res, e.err = runAgentRun(t, runOptions{Model: model, Mode: "ram", NoRepack: noRepack, Threads: threads})
 		if e.err == nil && len(e.res.logits) == 0 {
 			e.err = fmt.Errorf("no logits written")
 		}
@@ -100,10 +101,12 @@ func ramReference(t *testing.T, model string, threads int) runResult {
 // TestStreamingIsBitExact compares --logits-out of sniper (MoE) and stream (dense) mode with the
 // in-RAM run for every test architecture and type, with no cache, a small cache and an unlimited
 // one. Q8_0 runs every cache at 1 and 2 threads; the other types (to keep the test quick) every
-// cache at 2 threads.
+// cache at 2 threads. The default is compared with the default (llama.cpp repacks Q4_0 and Q4_K
+// weights for its faster kernels, and streaming converts each expert read into that layout), and for
+// the repacked types also --no-repack with --no-repack: two different numeric paths, each exact.
 func TestStreamingIsBitExact(t *testing.T) {
 	archs := []string{"qwen3moe", "qwen35moe", "olmoe", "qwen2moe", "qwen3"}
-	types := []string{"f32", "q8_0", "q4_k_m"}
+	types := []string{"f32", "q8_0", "q4_0", "q4_k_m"}
 	caches := []string{"0", "256KiB", "unlimited"}
 	for _, arch := range archs {
 		for _, typ := range types {
@@ -119,20 +122,33 @@ func TestStreamingIsBitExact(t *testing.T) {
 				if typ == "q8_0" {
 					threadCounts = []int{1, 2}
 				}
+				repacked := strings.HasPrefix(typ, "q4")
+				if repacked {
+					// Where the CPU has repacked kernels for the type, the two paths differ: a stream
+					// that computed on the wrong one fails below.
+					def, plain := ramReference(t, model, 2, false), ramReference(t, model, 2, true)
+					t.Logf("ram default and --no-repack logits equal: %v", bytes.Equal(def.logits, plain.logits))
+				}
 				for _, threads := range threadCounts {
-					want := ramReference(t, model, threads)
-					for _, cache := range caches {
-						got, err := runAgentRun(t, runOptions{Model: model, Mode: mode, Cache: cache, Threads: threads, Stats: true})
-						if err != nil {
-							t.Fatalf("%s --cache %s -t %d: %v", mode, cache, threads, err)
+					for _, noRepack := range []bool{false, true} {
+						if noRepack && !repacked {
+							continue
 						}
-						if !bytes.Equal(got.logits, want.logits) {
-							t.Fatalf("%s --cache %s -t %d: logits differ from the in-RAM run (%d vs %d bytes)", mode, cache, threads, len(got.logits), len(want.logits))
-						}
-						if got.stdout != want.stdout {
-							t.Fatalf("%s --cache %s -t %d: text differs from the in-RAM run:\n%q\n%q", mode, cache, threads, got.stdout, want.stdout)
+						want := ramReference(t, model, threads, noRepack)
+						for _, cache := range caches {
+							got, err := runAgentRun(t, runOptions{Model: model, Mode: mode, Cache: cache, Threads: threads, Stats: true, NoRepack: noRepack})
+							if err != nil {
+								t.Fatalf("%s --cache %s -t %d --no-repack=%v: %v", mode, cache, threads, noRepack, err)
+							}
+							if !bytes.Equal(got.logits, want.logits) {
+								t.Fatalf("%s --cache %s -t %d --no-repack=%v: logits differ from the in-RAM run (%d vs %d bytes)", mode, cache, threads, noRepack, len(got.logits), len(want.logits))
+							}
+							if got.stdout != want.stdout {
+								t.Fatalf("%s --cache %s -t %d --no-repack=%v: text differs from the in-RAM run:\n%q\n%q", mode, cache, threads, noRepack, got.stdout, want.stdout)
+							}
 						}
 					}
+					want := ramReference(t, model, threads, false)
 					if mode == "sniper" {
 						// Everything read before the prompt: the decode runs from the cache alone.
 						got, err := runAgentRun(t, runOptions{Model: model, Mode: mode, Cache: "unlimited", Warm: true, Threads: threads, Stats: true})
@@ -230,7 +246,7 @@ func TestRunReadsPromptFromStdin(t *testing.T) {
 // naming the file and offset, and every token it printed before must be the in-RAM run's.
 func TestRunFaults(t *testing.T) {
 	model := testmodels.Path(t, "qwen2moe-q8_0")
-	want := ramReference(t, model, 2)
+	want := ramReference(t, model, 2, false)
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 3))
 	for _, kind := range []string{"eio", "short"} {
 		for trial := 0; trial < 3; trial++ {
@@ -275,7 +291,7 @@ func TestRunModelFileChangesWhileRunning(t *testing.T) {
 			if err := os.WriteFile(model, orig, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			want := ramReference(t, model, 2)
+			want := ramReference(t, model, 2, false)
 			var fired atomic.Bool
 			var n atomic.Int64
 			inj := faultfs.InjectorFunc(func(op faultfs.Op) faultfs.Fault {
@@ -334,7 +350,7 @@ func TestRunBinary(t *testing.T) {
 		}
 		return errOut.String()
 	}
-	run("--mode", "ram", "--no-repack", "--logits-out", filepath.Join(dir, "ram.bin"))
+	run("--mode", "ram", "--logits-out", filepath.Join(dir, "ram.bin"))
 	stderr := run("--mode", "sniper", "--cache", "1MiB", "--stats", "--logits-out", filepath.Join(dir, "sniper.bin"))
 	a, _ := os.ReadFile(filepath.Join(dir, "ram.bin"))
 	b, _ := os.ReadFile(filepath.Join(dir, "sniper.bin"))
@@ -350,7 +366,7 @@ func TestRunBinary(t *testing.T) {
 // results stay bit-exact, and bad combinations are usage errors.
 func TestRunPinsHotExperts(t *testing.T) {
 	model := testmodels.Path(t, "qwen3moe-q8_0")
-	want := ramReference(t, model, 2)
+	want := ramReference(t, model, 2, false)
 	stats := filepath.Join(t.TempDir(), "first.json")
 	if _, err := runAgentRun(t, runOptions{Model: model, Mode: "sniper", Cache: "512KiB", Threads: 2, StatsJSON: stats}); err != nil {
 		t.Fatal(err)

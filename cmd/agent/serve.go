@@ -81,7 +81,7 @@ func serveFlags(o *serveOptions) []cli.Flag {
 		&cli.IntFlag{Name: "readers", Usage: fmt.Sprintf("sniper/stream: parallel disk reads (default: %d)", local.DefaultReaders), EnvVars: serveEnv("READERS"), Destination: &o.Readers},
 		&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (--prefetch=false turns it off)", EnvVars: serveEnv("PREFETCH"), Destination: &o.Prefetch},
 		&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it (slower; for measurements)", EnvVars: serveEnv("NO_RECYCLE"), Destination: &o.NoRecycle},
-		&cli.BoolFlag{Name: "no-repack", Usage: "ram mode: no weight repacking (the numeric path sniper/stream reproduce bit-exactly)", EnvVars: serveEnv("NO_REPACK"), Destination: &o.NoRepack},
+		&cli.BoolFlag{Name: "no-repack", Usage: "no weight repacking (use_extra_bufts=false; every mode): the file's layout and llama.cpp's plain kernels", EnvVars: serveEnv("NO_REPACK"), Destination: &o.NoRepack},
 		&cli.BoolFlag{Name: "embeddings", Usage: "enable /v1/embeddings (mean-pooled; off by default, as in llama-server)", EnvVars: serveEnv("EMBEDDINGS"), Destination: &o.Embeddings},
 	}, o.rpc.flags("EXPERTSNIPER_")...)
 }

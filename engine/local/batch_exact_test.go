@@ -25,7 +25,7 @@ var batchPrompts = []string{
 // and the texts.
 func decodeTogether(t *testing.T, path string, o Options, prompts []string, maxTokens int) ([][][]float32, []string) {
 	t.Helper()
-	o.Slots, o.Context, o.Threads, o.NoRepack = len(prompts), 256, 2, true
+	o.Slots, o.Context, o.Threads = len(prompts), 256, 2
 	e, err := Open(context.Background(), path, o)
 	if err != nil {
 		t.Fatalf("open %s: %v", o.Mode, err)
@@ -83,10 +83,11 @@ func runTogether(t *testing.T, e *Engine, prompts [][]int32, maxTokens int) []*j
 // by the scheduler), sniper mode (MoE) and stream mode (dense) compute exactly the in-RAM logits, on
 // every test architecture and type, with no expert cache and with an unlimited one. (Batching
 // changes the floating-point path against single-sequence decoding; the claim is equality between
-// modes for the same batches.)
+// modes for the same batches.) Types llama.cpp repacks are compared with its defaults and with
+// --no-repack on both sides.
 func TestBatchedStreamingIsBitExact(t *testing.T) {
 	archs := []string{"qwen3moe", "qwen35moe", "olmoe", "qwen2moe", "qwen3"}
-	types := []string{"f32", "q8_0", "q4_k_m"}
+	types := []string{"f32", "q8_0", "q4_0", "q4_k_m"}
 	for _, arch := range archs {
 		for _, typ := range types {
 			name := arch + "-" + typ
@@ -97,16 +98,22 @@ func TestBatchedStreamingIsBitExact(t *testing.T) {
 				if arch == "qwen3" {
 					mode = ModeStream
 				}
+				repackings := []bool{false}
+				if typ == "q4_0" || typ == "q4_k_m" {
+					repackings = append(repackings, true)
+				}
 				for _, n := range []int{1, 4} {
-					prompts := batchPrompts[:n]
-					want, wantText := decodeTogether(t, path, Options{Mode: "ram"}, prompts, 6)
-					for _, budget := range []string{"0", "unlimited"} {
-						got, gotText := decodeTogether(t, path, Options{Mode: mode, Cache: budget}, prompts, 6)
-						what := fmt.Sprintf("%s, %d sequences, cache %s", mode, n, budget)
-						for s := range prompts {
-							sameLogits(t, fmt.Sprintf("%s, sequence %d", what, s), want[s], got[s])
-							if gotText[s] != wantText[s] {
-								t.Fatalf("%s, sequence %d: text %q, in RAM %q", what, s, gotText[s], wantText[s])
+					for _, noRepack := range repackings {
+						prompts := batchPrompts[:n]
+						want, wantText := decodeTogether(t, path, Options{Mode: "ram", NoRepack: noRepack}, prompts, 6)
+						for _, budget := range []string{"0", "unlimited"} {
+							got, gotText := decodeTogether(t, path, Options{Mode: mode, Cache: budget, NoRepack: noRepack}, prompts, 6)
+							what := fmt.Sprintf("%s, %d sequences, cache %s, --no-repack=%v", mode, n, budget, noRepack)
+							for s := range prompts {
+								sameLogits(t, fmt.Sprintf("%s, sequence %d", what, s), want[s], got[s])
+								if gotText[s] != wantText[s] {
+									t.Fatalf("%s, sequence %d: text %q, in RAM %q", what, s, gotText[s], wantText[s])
+								}
 							}
 						}
 					}

@@ -53,8 +53,10 @@ type Options struct {
 	// NoPrefetch turns off the sniper's next-layer prefetch (on by default, as in agent run: it reads
 	// the experts the next layer is predicted to choose while this one computes; results are the same).
 	NoPrefetch bool
-	// NoRepack loads in RAM with use_extra_bufts=false: the plain numeric path that streamed modes
-	// reproduce bit-exactly (slower on CPUs with AMX or repacked kernels).
+	// NoRepack keeps every weight in the file's layout (use_extra_bufts=false), in every mode: by
+	// default weights llama.cpp's CPU kernels repack are repacked, in RAM by llama.cpp and when
+	// streaming by the loader, as each expert is read (binding/repack.go). Each mode equals --mode ram
+	// with the same setting bit for bit; repacking is faster where the CPU has the kernels.
 	NoRepack bool
 	// StreamFS opens the model file for streaming in sniper and stream modes (nil: direct I/O);
 	// tests inject faults and stalls here (sniper/faultfs).

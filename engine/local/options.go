@@ -130,7 +130,7 @@ type Decision struct {
 // less headroom for the rest of the system.
 //
 // The rule for options that do not apply to the chosen mode (--cache, --policy, --readers,
-// --no-recycle or --prefetch=false in RAM mode; --no-repack in streamed modes): a warning, and the
+// --no-recycle or --prefetch=false in RAM mode): a warning, and the
 // option is ignored. An explicit --ram that cannot hold what was asked is an error.
 func Decide(pm *plan.Model, o Options) (Decision, error) {
 	if err := o.Validate(); err != nil {
@@ -170,7 +170,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 		planRAM = 1 << 62
 	}
 	p, err := plan.Make(pm, plan.Options{RAM: planRAM, RAMSource: d.RAMSource, Context: ctx * slots,
-		KVType: o.CacheTypeK, KVTypeV: o.CacheTypeV})
+		KVType: o.CacheTypeK, KVTypeV: o.CacheTypeV, NoRepack: o.NoRepack})
 	if err != nil {
 		return Decision{}, err
 	}
@@ -222,9 +222,6 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 		return d, nil
 	}
 
-	if o.NoRepack {
-		warnf("--no-repack applies to ram mode, not to %s mode (which always computes on the plain path): ignored", mode)
-	}
 	need := p.StreamingMinBytes // pinned weights + KV + compute + one layer's working set
 	switch {
 	case cacheSet && cache == Unlimited:
@@ -274,7 +271,8 @@ func loadModel(ctx context.Context, path string, o Options, d Decision) (*bindin
 	}
 	// Two contexts may decode at once: the slots' one and the embeddings'.
 	so := stream.Options{Mode: sniper.ModeExperts, CacheBudget: d.CacheBudget, Prefetch: !o.NoPrefetch,
-		Contexts: 2, Readers: o.Readers, Policy: o.Policy, NoRecycle: o.NoRecycle, FS: o.StreamFS, PredictInline: o.PredictInline}
+		Contexts: 2, Readers: o.Readers, Policy: o.Policy, NoRecycle: o.NoRecycle, FS: o.StreamFS, PredictInline: o.PredictInline,
+		NoRepack: o.NoRepack}
 	if d.Mode == ModeStream {
 		so.Mode = sniper.ModeDense
 		so.Prefetch = false // prefetch predicts experts; dense layers have none
