@@ -18,8 +18,11 @@ import (
 // converted on its own, so each must be whole rows that convert with the whole tensor's kernels (the
 // qwen35moe fused gate_up: its gate rows, then its up rows; repacking is local to groups of rows).
 func streamedConversions(t *hookapi.Tensor, st *sniper.StreamedTensor) (hookapi.Layout, []sniper.Convert) {
+	if t.Repacking == nil || st == nil {
+		return nil, nil
+	}
 	l := t.Repacking(t.Ne[2] > 1)
-	if l == nil || st == nil {
+	if l == nil {
 		return nil, nil
 	}
 	row := l.RowBytes()
@@ -39,7 +42,7 @@ func streamedConversions(t *hookapi.Tensor, st *sniper.StreamedTensor) (hookapi.
 func pinnedLayout(t *hookapi.Tensor) hookapi.Layout {
 	name := t.Name
 	if t.Ne[2] != 1 || t.Ne[3] != 1 || !strings.HasSuffix(name, ".weight") || strings.HasPrefix(name, "token_embd") ||
-		strings.Contains(name, "norm") || strings.Contains(name, "conv1d") {
+		strings.Contains(name, "norm") || strings.Contains(name, "conv1d") || t.Repacking == nil {
 		return nil
 	}
 	return t.Repacking(false)
