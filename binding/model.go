@@ -254,27 +254,9 @@ type Model struct {
 // progress callback). The file is checked first (exists, readable, GGUF header plausible) so that
 // bad input gets an error naming the problem instead of a NULL from llama.cpp.
 func LoadModel(ctx context.Context, path string, opts ...ModelOption) (*Model, error) {
-	if err := Init(); err != nil {
-		return nil, err
-	}
-	var p ModelParams
-	for _, o := range opts {
-		o(&p)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("load model %q: %w", path, err)
-	}
-	if err := checkGGUFFile(path); err != nil {
-		return nil, fmt.Errorf("load model %q: %w", path, err)
-	}
-	// llama.cpp's own reader trusts more of the file than it should on some inputs; the pure-Go
-	// reader validates the whole header, metadata and tensor table first and names the problem.
-	gf, err := gguf.Open(path)
+	p, err := checkLoad(ctx, path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("load model %q: %w", path, err)
-	}
-	if err := checkHParams(gf, p.KVOverrides); err != nil {
-		return nil, fmt.Errorf("load model %q: %w", path, err)
+		return nil, err
 	}
 	cp, err := p.toC(ctx)
 	if err != nil {
@@ -296,6 +278,35 @@ func LoadModel(ctx context.Context, path string, opts ...ModelOption) (*Model, e
 		return nil, fmt.Errorf("load model %q: %w", path, &Error{Op: "llama_model_load_from_file", Msg: msg})
 	}
 	return newModelFromC(cm, path), nil
+}
+
+// checkLoad is what every load does before llama.cpp sees the file: the backends are loaded, ctx is
+// live, the file is checked (exists, readable, GGUF header plausible) and its metadata holds no value
+// llama.cpp would abort() the process on. It returns the parameters opts set.
+func checkLoad(ctx context.Context, path string, opts []ModelOption) (ModelParams, error) {
+	var p ModelParams
+	if err := Init(); err != nil {
+		return p, err
+	}
+	for _, o := range opts {
+		o(&p)
+	}
+	if err := ctx.Err(); err != nil {
+		return p, fmt.Errorf("load model %q: %w", path, err)
+	}
+	if err := checkGGUFFile(path); err != nil {
+		return p, fmt.Errorf("load model %q: %w", path, err)
+	}
+	// llama.cpp's own reader trusts more of the file than it should on some inputs; the pure-Go
+	// reader validates the whole header, metadata and tensor table first and names the problem.
+	gf, err := gguf.Open(path)
+	if err != nil {
+		return p, fmt.Errorf("load model %q: %w", path, err)
+	}
+	if err := checkHParams(gf, p.KVOverrides); err != nil {
+		return p, fmt.Errorf("load model %q: %w", path, err)
+	}
+	return p, nil
 }
 
 // newModelFromC wraps a model llama.cpp created (by llama_model_load_from_file or, for

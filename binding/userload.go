@@ -32,26 +32,9 @@ func LoadFromUser(ctx context.Context, path string, um hookapi.UserModel, opts .
 			um.Close()
 		}
 	}()
-	if err := Init(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("load model %q: %w", path, err)
-	}
-	if err := checkGGUFFile(path); err != nil {
-		return nil, fmt.Errorf("load model %q: %w", path, err)
-	}
-	gf, err := gguf.Open(path)
+	p, err := checkLoad(ctx, path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("load model %q: %w", path, err)
-	}
-	var p ModelParams
-	for _, o := range opts {
-		o(&p)
-	}
-	// The metadata checks LoadModel makes: llama.cpp abort()s the process on some of these values.
-	if err := checkHParams(gf, p.KVOverrides); err != nil {
-		return nil, fmt.Errorf("load model %q: %w", path, err)
+		return nil, err
 	}
 
 	cpath := C.CString(path)
