@@ -71,6 +71,8 @@ type Token struct {
 	// IDs are the tokens generated since the previous Token, this one last: more than one when text
 	// was held back (half a character, a possible stop string).
 	IDs []int32
+	// Slot is the slot generating it (the engine picks one when Request.Slot is -1).
+	Slot int
 	// Logprobs (with Request.Logprobs) of the tokens generated since the previous Token: usually
 	// this one, more when text was held back (half a character, a possible stop string).
 	Logprobs []TokenLogprob
@@ -107,6 +109,8 @@ type Result struct {
 	// character, a stop string's start) and the one that completed a stop string.
 	Tokens  []int32
 	Timings Timings
+	// Slot is the slot the request ran in (-1 if it never got one).
+	Slot int
 }
 
 // ModelInfo describes the loaded model.
@@ -165,8 +169,38 @@ type Device struct {
 	TotalBytes uint64 `json:"total_bytes"`
 }
 
-// Engine is a loaded model with one or more slots. All methods are safe for concurrent use; Complete
-// waits for a free slot (or ctx) when all are busy.
+// SlotState is what one slot holds and does, as GET /slots shows it. The request fields describe the
+// running request, or the last one once it is done (zero before the first).
+type SlotState struct {
+	ID   int
+	Busy bool // a request (or a state save, load or erase) runs in it
+	// Tokens are the prefix its KV cache holds: a request whose prompt starts with them evaluates
+	// only the rest.
+	Tokens []int32
+	Task   int64 // the request's number (1, 2, ... in the order the engine admitted them)
+	// PromptTokens were evaluated for the request, CachedTokens reused from the slot's cache,
+	// Decoded generated so far.
+	PromptTokens, CachedTokens, Decoded int
+	// Request is the request's settings, without its prompt.
+	Request Request
+}
+
+// SlotsReport is every slot and the requests waiting for one.
+type SlotsReport struct {
+	Slots  []SlotState
+	Queued int
+}
+
+// StateInfo says where a state save or load ran and how many tokens the state holds.
+type StateInfo struct {
+	Slot   int
+	Tokens int
+}
+
+// Engine is a loaded model with one or more slots. The engine alone owns the slots and the queue of
+// requests waiting for one: requests wait in FIFO order (or until their ctx ends) and, unless they
+// name a slot, take the free one whose cache shares the longest prefix with their prompt (the least
+// recently used among equals). All methods are safe for concurrent use.
 type Engine interface {
 	Info() ModelInfo
 	Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error)
@@ -178,16 +212,27 @@ type Engine interface {
 	Complete(ctx context.Context, req Request, onToken func(Token) error) (Result, error)
 	// Embed returns the embedding of text, or ErrNotSupported.
 	Embed(ctx context.Context, text string) ([]float32, error)
-	// SaveState evaluates prompt in a slot and writes its KV state to path; LoadState restores such a
-	// file into a slot so that a request starting with the same prompt resumes from it.
-	SaveState(ctx context.Context, slot int, prompt, path string) (tokens int, err error)
-	LoadState(ctx context.Context, slot int, path string) (tokens int, err error)
+	// SaveState evaluates prompt in a slot (-1: the engine picks, as for Complete) and writes its KV
+	// state to path; LoadState restores such a file into a slot (-1: the least recently used free
+	// one) so that a request starting with the same prompt resumes from it.
+	SaveState(ctx context.Context, slot int, prompt, path string) (StateInfo, error)
+	LoadState(ctx context.Context, slot int, path string) (StateInfo, error)
+	// SaveSlot writes what slot holds (the last request's prompt and answer) to path, for
+	// llama-server's /slots/N?action=save; EraseSlot empties its cache and returns how many tokens
+	// it held. Both wait for the slot to be free.
+	SaveSlot(ctx context.Context, slot int, path string) (StateInfo, error)
+	EraseSlot(ctx context.Context, slot int) (erased int, err error)
+	// Slots reports every slot and the queue.
+	Slots() SlotsReport
 	Stats() Stats
 	Close() error
 }
 
 // ErrNotSupported is returned for features the model does not have (e.g. embeddings).
 var ErrNotSupported = errors.New("not supported by this model")
+
+// ErrSlotEmpty is returned by SaveSlot for a slot whose cache holds nothing.
+var ErrSlotEmpty = errors.New("the slot holds nothing to save")
 
 // ErrContextFull is returned when the prompt alone does not fit in the slot's context.
 var ErrContextFull = errors.New("prompt does not fit in the context")

@@ -58,7 +58,7 @@ func (s SessionStore) Save(ctx context.Context, eng engine.Engine, slot int, ses
 			return sess, fmt.Errorf("save session %q: apply the chat template: %w", sess.Name, err)
 		}
 		tmp := state + ".tmp"
-		n, err := eng.SaveState(ctx, slot, prompt, tmp)
+		saved, err := eng.SaveState(ctx, slot, prompt, tmp)
 		if err != nil {
 			os.Remove(tmp)
 			return sess, fmt.Errorf("save session %q: KV state: %w", sess.Name, err)
@@ -66,7 +66,7 @@ func (s SessionStore) Save(ctx context.Context, eng engine.Engine, slot int, ses
 		if err := os.Rename(tmp, state); err != nil {
 			return sess, fmt.Errorf("save session %q: %w", sess.Name, err)
 		}
-		sess.Tokens = n
+		sess.Tokens = saved.Tokens
 	} else {
 		os.Remove(state)
 	}
@@ -107,14 +107,14 @@ func (s SessionStore) Load(ctx context.Context, eng engine.Engine, slot int, nam
 	if fp := eng.Info().Fingerprint; sess.Model != model || (sess.ModelFingerprint != "" && fp != "" && sess.ModelFingerprint != fp) {
 		return sess, fmt.Errorf("its KV state belongs to model %q, not %q", sess.Model, model), nil
 	}
-	n, err := eng.LoadState(ctx, slot, state)
+	loaded, err := eng.LoadState(ctx, slot, state)
 	if err != nil {
 		if ctx.Err() != nil {
 			return sess, nil, ctx.Err()
 		}
 		return sess, fmt.Errorf("restore KV state: %w", err), nil
 	}
-	sess.Tokens = n
+	sess.Tokens = loaded.Tokens
 	return sess, nil, nil
 }
 

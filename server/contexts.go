@@ -24,7 +24,7 @@ import (
 //
 // Layout of the context directory (0700, files 0600: prompts are private): NAME.json (metadata and
 // the prompt), NAME.state (the engine's state file), and slots/ for llama-server's /slots save and
-// restore: slots/NAME (the state) and slots/.NAME.text (the text it holds). Names never start with
+// restore: slots/NAME (the state) and slots/.NAME.text (the model that wrote it). Names never start with
 // a dot, so no name's file is another's sidecar, and temp files (".tmp-*") collide with nothing.
 //
 // A KV state is only valid for the model that wrote it: contexts are keyed by the model's
@@ -81,7 +81,8 @@ func (c *contextStore) statePath(name string) string { return filepath.Join(c.di
 func (c *contextStore) metaPath(name string) string  { return filepath.Join(c.dir, name+".json") }
 func (c *contextStore) slotDir() string              { return filepath.Join(c.dir, "slots") }
 
-// slotFile is the path of a /slots save file (the name was validated); slotText is its sidecar.
+// slotFile is the path of a /slots save file (the name was validated); slotText is its sidecar
+// (named for the text it once held).
 func (c *contextStore) slotFile(filename string) string { return filepath.Join(c.slotDir(), filename) }
 func (c *contextStore) slotText(filename string) string {
 	return filepath.Join(c.slotDir(), "."+filename+".text")
@@ -313,17 +314,17 @@ func (c *contextStore) remove(name string) error {
 	return nil
 }
 
-// slotTextFile is a slot file's sidecar: the text its state holds and the model that wrote it.
-type slotTextFile struct {
+// slotSidecar is a slot file's sidecar: the model that wrote the state. (Files written before the
+// engine owned the slots also carry the text the state held; it is no longer needed.)
+type slotSidecar struct {
 	ModelFingerprint string `json:"model_fingerprint"`
-	Text             string `json:"text"`
 }
 
-// commitSlotFile moves a written slot state into place with the text it holds; the caller holds the
-// file's lock. The old sidecar goes first, so that a crash never pairs a state with another's text.
-func (c *contextStore) commitSlotFile(filename, tmpState, text string) error {
+// commitSlotFile moves a written slot state into place with its sidecar; the caller holds the
+// file's lock. The old sidecar goes first, so that a crash never pairs a state with another's.
+func (c *contextStore) commitSlotFile(filename, tmpState string) error {
 	c.mu.Lock()
-	side, err := json.Marshal(slotTextFile{ModelFingerprint: c.fingerprint, Text: text})
+	side, err := json.Marshal(slotSidecar{ModelFingerprint: c.fingerprint})
 	c.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("encode slot file %q: %w", filename, err)
@@ -340,31 +341,38 @@ func (c *contextStore) commitSlotFile(filename, tmpState, text string) error {
 	return nil
 }
 
-// readSlotText returns the text a slot file holds, refusing a file another model wrote. A file
-// without a sidecar (copied in by hand) is restored with no known text: no prefix is reused.
-func (c *contextStore) readSlotText(filename string) (string, error) {
+// checkSlotFile refuses a slot file that does not exist or that another model wrote. A file
+// without a sidecar (copied in by hand) is restored as it is: the engine checks its format.
+func (c *contextStore) checkSlotFile(filename string) error {
 	if _, err := os.Stat(c.slotFile(filename)); errors.Is(err, fs.ErrNotExist) {
-		return "", &apiError{status: http.StatusNotFound, typ: errTypeNotFound, message: fmt.Sprintf("no slot file %q", filename)}
+		return &apiError{status: http.StatusNotFound, typ: errTypeNotFound, message: fmt.Sprintf("no slot file %q", filename)}
 	}
 	data, err := os.ReadFile(c.slotText(filename))
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
+		return nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read slot file %q: %w", filename, err)
+		return fmt.Errorf("read slot file %q: %w", filename, err)
 	}
-	var side slotTextFile
+	var side slotSidecar
 	if err := json.Unmarshal(data, &side); err != nil {
-		return "", fmt.Errorf("read slot file %q: its text file %q is damaged: %w", filename, c.slotText(filename), err)
+		return fmt.Errorf("read slot file %q: its sidecar %q is damaged: %w", filename, c.slotText(filename), err)
 	}
 	c.mu.Lock()
 	fp := c.fingerprint
 	c.mu.Unlock()
 	if side.ModelFingerprint != fp {
-		return "", &apiError{status: http.StatusConflict, typ: errTypeInvalidRequest,
+		return &apiError{status: http.StatusConflict, typ: errTypeInvalidRequest,
 			message: fmt.Sprintf("slot file %q was saved with another model (fingerprint %q), not the loaded one (%q)", filename, side.ModelFingerprint, fp)}
 	}
-	return side.Text, nil
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 func fileSize(path string) int64 {
@@ -482,28 +490,20 @@ func (s *Server) handleContextSave(w http.ResponseWriter, r *http.Request) {
 			os.Remove(tmp)
 		}
 	}()
-	sl, err := l.slots.acquire(r.Context(), *req.Prompt, -1)
-	if err != nil {
-		fail(w, r, err)
-		return
-	}
-	defer l.slots.release(sl)
 	start := time.Now()
-	n, err := l.eng.SaveState(r.Context(), sl.id, *req.Prompt, tmp)
+	saved, err := l.eng.SaveState(r.Context(), -1, *req.Prompt, tmp)
 	if err != nil {
-		l.slots.setCached(sl, "") // unknown after a failure
 		fail(w, r, fmt.Errorf("save context %q: %w", req.Name, err))
 		return
 	}
-	l.slots.setCached(sl, *req.Prompt)
-	sc, err := s.contexts.commit(savedContext{Name: req.Name, Prompt: *req.Prompt, Tokens: n, Created: time.Now().UTC()}, tmp)
+	sc, err := s.contexts.commit(savedContext{Name: req.Name, Prompt: *req.Prompt, Tokens: saved.Tokens, Created: time.Now().UTC()}, tmp)
 	if err != nil {
 		fail(w, r, err)
 		return
 	}
 	committed = true
-	s.metrics.promptTokens.Add(int64(n))
-	writeJSON(w, http.StatusOK, map[string]any{"saved": toContextInfo(sc), "id_slot": sl.id, "ms": msSince(start)})
+	s.metrics.promptTokens.Add(int64(saved.Tokens))
+	writeJSON(w, http.StatusOK, map[string]any{"saved": toContextInfo(sc), "id_slot": saved.Slot, "ms": msSince(start)})
 }
 
 func (s *Server) handleContextLoad(w http.ResponseWriter, r *http.Request) {
@@ -530,21 +530,17 @@ func (s *Server) handleContextLoad(w http.ResponseWriter, r *http.Request) {
 	if req.IDSlot != nil {
 		want = *req.IDSlot
 	}
-	sl, err := l.slots.acquire(r.Context(), sc.Prompt, want)
-	if err != nil {
-		fail(w, r, err)
+	if want >= l.info.Slots || want < -1 {
+		fail(w, r, badRequest("slot %d does not exist (the server has %d slots)", want, l.info.Slots))
 		return
 	}
-	defer l.slots.release(sl)
 	start := time.Now()
-	n, err := l.eng.LoadState(r.Context(), sl.id, s.contexts.statePath(sc.Name))
+	loaded, err := l.eng.LoadState(r.Context(), want, s.contexts.statePath(sc.Name))
 	if err != nil {
-		l.slots.setCached(sl, "")
 		fail(w, r, fmt.Errorf("load context %q: %w", req.Name, err))
 		return
 	}
-	l.slots.setCached(sl, sc.Prompt)
-	writeJSON(w, http.StatusOK, map[string]any{"loaded": toContextInfo(sc), "id_slot": sl.id, "tokens": n, "ms": msSince(start)})
+	writeJSON(w, http.StatusOK, map[string]any{"loaded": toContextInfo(sc), "id_slot": loaded.Slot, "tokens": loaded.Tokens, "ms": msSince(start)})
 }
 
 func (s *Server) handleContextList(w http.ResponseWriter, r *http.Request) {

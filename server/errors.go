@@ -79,6 +79,8 @@ func toAPIError(err error) *apiError {
 		return badRequest("invalid JSON: the body ends early")
 	case errors.Is(err, engine.ErrContextFull):
 		return &apiError{status: http.StatusBadRequest, typ: errTypeExceedsContext, message: err.Error()}
+	case errors.Is(err, engine.ErrSlotEmpty):
+		return badRequest("%v", err)
 	case errors.Is(err, engine.ErrNotSupported):
 		return &apiError{status: http.StatusNotImplemented, typ: errTypeNotSupported, message: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded), isUnavailable(err):

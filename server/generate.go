@@ -29,87 +29,109 @@ func (s *Server) engineOr503(w http.ResponseWriter) *loaded {
 // generation is the outcome of one request on a slot.
 type generation struct {
 	res     engine.Result
-	slot    int
+	slot    int    // the slot the engine ran it in (-1 until known)
 	resumed string // the saved context the slot was loaded from, if any
 	pieces  int    // tokens delivered with text so far (the engine's Result.Tokens has them all)
 }
 
-// generate runs req on a slot: it waits for one (FIFO), loads a saved context when one covers more of
-// the prompt than the slot's cache does, and runs the engine. ctx is the client's: when it goes away
-// the engine stops within a token and the slot is freed.
+// generate runs req: it loads a saved context first when one covers more of the prompt than any
+// slot's cache does, then runs the engine, which queues the request (FIFO) for a slot. ctx is the
+// client's: when it goes away the engine stops within a token and the slot is freed.
 //
-// Before the engine starts, hdr gets X-Slot-Id and, after a resume, X-Context-Resumed; they reach the
-// client with the first byte of the response.
+// hdr gets X-Context-Resumed after a resume, and X-Slot-Id before the first token is delivered
+// (or, without tokens, once the engine is done): they reach the client with the response's first
+// byte.
 func (s *Server) generate(ctx context.Context, l *loaded, hdr http.Header, req engine.Request, stream bool, onToken func(engine.Token) error) (generation, error) {
-	var g generation
+	g := generation{slot: -1}
 	if err := checkRequestFits(ctx, l, req); err != nil {
 		return g, err
 	}
-	s.metrics.deferredWaits.Add(1)
-	sl, err := l.slots.acquire(ctx, req.Prompt, req.Slot)
-	s.metrics.deferredWaits.Add(-1)
-	if err != nil {
-		return g, err
+	if req.Slot >= l.info.Slots {
+		return g, badRequest("slot %d does not exist (the server has %d slots)", req.Slot, l.info.Slots)
 	}
-	defer l.slots.release(sl)
-	g.slot = sl.id
-	req.Slot = sl.id
-
-	if sc, ok := s.contexts.bestPrefix(req.Prompt); ok && len(sc.Prompt) > commonPrefix(l.slots.cachedText(sl), req.Prompt) {
-		if err := s.resume(ctx, l, sl, sc); err != nil {
-			if ctx.Err() != nil {
-				return g, err
-			}
+	if sc, ok := s.contexts.bestPrefix(req.Prompt); ok {
+		slot, resumed, err := s.resume(ctx, l, req, sc)
+		switch {
+		case ctx.Err() != nil:
+			return g, ctx.Err()
+		case err != nil:
 			s.log.Warn("resume from saved context failed; evaluating the whole prompt", "context", sc.Name, "error", err)
-			l.slots.setCached(sl, "")
-		} else {
-			l.slots.setCached(sl, sc.Prompt)
-			g.resumed = sc.Name
+		case resumed:
+			// Pinned to the slot holding the context: another request may take it first, and
+			// then this one waits for it rather than evaluating the context again elsewhere.
+			req.Slot, g.resumed = slot, sc.Name
+			hdr.Set(resumedHeader, sc.Name)
 			s.metrics.contextResumes.Add(1)
 		}
 	}
-
-	hdr.Set("X-Slot-Id", strconv.Itoa(sl.id))
-	if g.resumed != "" {
-		hdr.Set(resumedHeader, g.resumed)
+	ran := func(slot int) {
+		if g.slot < 0 && slot >= 0 {
+			g.slot = slot
+			hdr.Set("X-Slot-Id", strconv.Itoa(slot))
+		}
 	}
-	params := openai.ToGenerationSettings(req, stream)
-	l.slots.progress(sl, 0, params)
 	res, err := l.eng.Complete(ctx, req, func(t engine.Token) error {
+		ran(t.Slot)
 		g.pieces++
 		s.metrics.tokensLive.Add(1)
-		l.slots.progress(sl, g.pieces, params)
 		return onToken(t)
 	})
 	if err != nil {
 		if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 			s.metrics.cancelled.Add(1)
-			l.slots.setCached(sl, req.Prompt) // the prompt was evaluated; the partial answer is not known here
-		} else {
-			l.slots.setCached(sl, "")
 		}
 		return g, err
 	}
-	l.slots.setCached(sl, req.Prompt+res.Text)
-	l.slots.finished(sl, res.Timings.PromptTokens, res.Timings.CachedTokens)
+	ran(res.Slot)
 	s.metrics.record(res.Timings)
 	g.res = res
 	return g, nil
 }
 
-// resume loads a saved context into sl, unless the context is being saved or deleted right now (then
-// the prompt is evaluated instead: no request waits for another's save).
-func (s *Server) resume(ctx context.Context, l *loaded, sl *slot, sc savedContext) error {
+// resume loads the saved context sc into a slot when it covers more of req's prompt than the cache
+// of any slot req may run in, and says which slot holds it. It skips a context that is being saved
+// or deleted right now (the prompt is evaluated instead: no request waits for another's save).
+func (s *Server) resume(ctx context.Context, l *loaded, req engine.Request, sc savedContext) (slot int, resumed bool, err error) {
+	prompt := req.PromptTokens
+	if prompt == nil {
+		if prompt, err = l.eng.Tokenize(req.Prompt, true, true); err != nil {
+			return 0, false, err
+		}
+	}
+	if sc.Tokens <= longestCachedPrefix(l.eng.Slots(), req.Slot, prompt) {
+		return 0, false, nil
+	}
 	unlock, ok := s.contexts.tryLock(contextKey(sc.Name))
 	if !ok {
-		return fmt.Errorf("saved context %q is being changed", sc.Name)
+		return 0, false, fmt.Errorf("saved context %q is being changed", sc.Name)
 	}
 	defer unlock()
 	if cur, err := s.contexts.get(sc.Name); err != nil || cur.Prompt != sc.Prompt {
-		return fmt.Errorf("saved context %q was deleted or replaced", sc.Name)
+		return 0, false, fmt.Errorf("saved context %q was deleted or replaced", sc.Name)
 	}
-	_, err := l.eng.LoadState(ctx, sl.id, s.contexts.statePath(sc.Name))
-	return err
+	loaded, err := l.eng.LoadState(ctx, req.Slot, s.contexts.statePath(sc.Name))
+	if err != nil {
+		return 0, false, err
+	}
+	return loaded.Slot, true, nil
+}
+
+// longestCachedPrefix is the longest prefix of prompt that a slot a request may take holds: the
+// slot it asks for, else the free slots (the engine gives it one of those at once), else all.
+func longestCachedPrefix(r engine.SlotsReport, want int, prompt []int32) int {
+	anyFree := busySlots(r) < len(r.Slots)
+	best := 0
+	for _, sl := range r.Slots {
+		if (want >= 0 && sl.ID != want) || (want < 0 && anyFree && sl.Busy) {
+			continue
+		}
+		n := 0
+		for n < len(sl.Tokens) && n < len(prompt) && sl.Tokens[n] == prompt[n] {
+			n++
+		}
+		best = max(best, n)
+	}
+	return best
 }
 
 // meta makes the identity shared by the events of one response.

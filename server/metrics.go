@@ -19,7 +19,6 @@ type metrics struct {
 	panics         atomic.Int64
 	cancelled      atomic.Int64
 	contextResumes atomic.Int64
-	deferredWaits  atomic.Int64
 	completions    atomic.Int64
 	promptTokens   atomic.Int64
 	predicted      atomic.Int64
@@ -65,7 +64,7 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	m.mu.Lock()
 	promptMS, predictedMS := m.promptMS, m.predictedMS
 	m.mu.Unlock()
-	busy, waiting := l.slots.counts()
+	slots := l.eng.Slots()
 	st := l.eng.Stats()
 
 	var b strings.Builder
@@ -84,8 +83,8 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("llamacpp:tokens_predicted_seconds_total", "counter", "Predict process time.", predictedMS/1000)
 	metric("llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.", rate(m.promptTokens.Load(), promptMS))
 	metric("llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.", rate(m.predicted.Load(), predictedMS))
-	metric("llamacpp:requests_processing", "gauge", "Number of requests processing.", busy)
-	metric("llamacpp:requests_deferred", "gauge", "Number of requests deferred.", waiting)
+	metric("llamacpp:requests_processing", "gauge", "Number of requests processing.", busySlots(slots))
+	metric("llamacpp:requests_deferred", "gauge", "Number of requests deferred.", slots.Queued)
 	metric("expertsniper_http_requests_total", "counter", "HTTP requests answered.", m.requests.Load())
 	metric("expertsniper_http_client_errors_total", "counter", "HTTP answers with a 4xx status.", m.clientErrors.Load())
 	metric("expertsniper_http_server_errors_total", "counter", "HTTP answers with a 5xx status.", m.serverErrors.Load())
@@ -155,10 +154,10 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := l.eng.Stats()
-	busy, waiting := l.slots.counts()
+	slots := l.eng.Slots()
 	v := statsView{
 		TimeMS: time.Now().UnixMilli(), UptimeS: time.Since(s.started).Seconds(),
-		Model: s.modelName(l), Mode: l.info.Mode, Slots: len(l.slots.slots), SlotsBusy: busy, Queue: waiting,
+		Model: s.modelName(l), Mode: l.info.Mode, Slots: len(slots.Slots), SlotsBusy: busySlots(slots), Queue: slots.Queued,
 		Requests: s.metrics.requests.Load(), Completions: s.metrics.completions.Load(),
 		RSSBytes: processRSS(st), PromptTokens: st.PromptTokens, Generated: max(st.GeneratedTokens, s.metrics.tokensLive.Load()),
 		BytesRead: st.BytesRead, Reads: st.Reads, CacheHits: st.CacheHits, CacheMisses: st.CacheMisses,
@@ -171,13 +170,11 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	if v.Activations == nil {
 		v.Activations = [][]int64{}
 	}
-	l.slots.mu.Lock()
-	for _, sl := range l.slots.slots {
-		if sl.busy {
-			v.Running = append(v.Running, slotRunning{ID: sl.id, Decoded: sl.decoded})
+	for _, sl := range slots.Slots {
+		if sl.Busy {
+			v.Running = append(v.Running, slotRunning{ID: sl.ID, Decoded: sl.Decoded})
 		}
 	}
-	l.slots.mu.Unlock()
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, v)
 }

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/openai"
@@ -127,7 +125,7 @@ func (s *Server) handleNativeCompletion(w http.ResponseWriter, r *http.Request) 
 		n++
 		if n == 1 {
 			evaluated = promptTokenEstimate(l, call.Request)
-			slot = slotFromHeader(w)
+			slot = t.Slot
 		}
 		c := openai.NativeChunk{Index: 0, Content: t.Text, Tokens: nonNil(t.IDs), Stop: false,
 			IDSlot: slot, TokensPredicted: n, TokensEvaluated: evaluated}
@@ -154,12 +152,4 @@ func promptTokenEstimate(l *loaded, req engine.Request) int {
 		return 0
 	}
 	return len(toks)
-}
-
-func slotFromHeader(w http.ResponseWriter) int {
-	var id int
-	if _, err := fmt.Sscan(strings.TrimSpace(w.Header().Get("X-Slot-Id")), &id); err != nil {
-		return -1
-	}
-	return id
 }

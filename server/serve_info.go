@@ -63,7 +63,7 @@ func (s *Server) handleProps(w http.ResponseWriter, r *http.Request) {
 			"params": openai.ToGenerationSettings(defaultRequest(s.sampling), false),
 			"n_ctx":  info.Context,
 		},
-		"total_slots":      len(l.slots.slots),
+		"total_slots":      l.info.Slots,
 		"model_alias":      s.modelName(l),
 		"model_ftype":      fileType(info),
 		"model_path":       info.Path,

@@ -93,10 +93,9 @@ type Server struct {
 
 // loaded is what exists once the model is loaded.
 type loaded struct {
-	eng   engine.Engine
-	info  engine.ModelInfo
-	slots *slotPool
-	tmpl  *chatfmt.Template // the model's chat template as Jinja (nil: llama.cpp's handling)
+	eng  engine.Engine
+	info engine.ModelInfo
+	tmpl *chatfmt.Template // the model's chat template as Jinja (nil: llama.cpp's handling)
 }
 
 // New makes a server; the model is attached later with SetEngine.
@@ -145,12 +144,9 @@ func (s *Server) SetEngine(e engine.Engine) error {
 		return errors.New("server: the engine is already set")
 	}
 	info := e.Info()
-	slots := info.Slots
-	if slots < 1 {
-		slots = 1
-	}
+	info.Slots = max(info.Slots, 1)
 	s.contexts.setModel(info.Name, info.Fingerprint)
-	s.eng.Store(&loaded{eng: e, info: info, slots: newSlotPool(slots), tmpl: s.compileTemplate(info)})
+	s.eng.Store(&loaded{eng: e, info: info, tmpl: s.compileTemplate(info)})
 	return nil
 }
 

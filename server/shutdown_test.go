@@ -47,7 +47,7 @@ func TestShutdownAnswers503AndEndsStreamsWithAnError(t *testing.T) {
 	running := post(`{"messages":[{"role":"user","content":"plain"}]}`)
 	waitFor(t, "the plain request to run", func() bool { return fake.Counters().Running == 2 })
 	queued := post(`{"messages":[{"role":"user","content":"queued"}]}`) // both slots are busy
-	waitFor(t, "a request to queue", func() bool { _, waiting := srv.eng.Load().slots.counts(); return waiting == 1 })
+	waitFor(t, "a request to queue", func() bool { return srv.eng.Load().eng.Slots().Queued == 1 })
 	stop()
 
 	for name, ch := range map[string]chan answer{"running": running, "queued": queued} {

@@ -33,6 +33,7 @@ type Engine struct {
 
 	mu       sync.Mutex
 	requests []engine.Request
+	held     map[int]string // what each slot's "cache" holds: the last request's prompt and reply, or a loaded state
 	prompt   int64
 	gen      int64
 	read     int64
@@ -174,7 +175,42 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 	e.prompt += int64(res.Timings.PromptTokens)
 	e.gen += int64(res.Timings.PredictedTokens)
 	e.mu.Unlock()
+	res.Slot = slotOf(req.Slot)
+	e.hold(res.Slot, req.Prompt+res.Text)
 	return res, nil
+}
+
+// slotOf is the slot a call runs in: the one asked for, else 0 (the scripted engine has no queue:
+// calls run at once, and Slots reports what each slot was last left holding).
+func slotOf(want int) int { return max(want, 0) }
+
+func (e *Engine) hold(slot int, text string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.held == nil {
+		e.held = map[int]string{}
+	}
+	e.held[slot] = text
+}
+
+// Slots implements engine.Engine: every slot idle, holding what the last call left in it.
+func (e *Engine) Slots() engine.SlotsReport {
+	n := e.Info().Slots
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := engine.SlotsReport{Slots: make([]engine.SlotState, n)}
+	for i := range r.Slots {
+		r.Slots[i] = engine.SlotState{ID: i, Tokens: bytesOf(e.held[i])}
+	}
+	return r
+}
+
+func bytesOf(s string) []int32 {
+	out := make([]int32, len(s))
+	for i := 0; i < len(s); i++ {
+		out[i] = int32(s[i])
+	}
+	return out
 }
 
 // pieces splits text into words with their leading spaces, like a tokenizer's pieces.
@@ -216,31 +252,72 @@ type stateFile struct {
 }
 
 // SaveState implements engine.Engine by writing the prompt; LoadState reads it back.
-func (e *Engine) SaveState(ctx context.Context, _ int, prompt, path string) (int, error) {
+func (e *Engine) SaveState(ctx context.Context, slot int, prompt, path string) (engine.StateInfo, error) {
+	info := engine.StateInfo{Slot: slotOf(slot)}
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return info, err
 	}
+	if err := writeState(path, prompt); err != nil {
+		return info, err
+	}
+	e.hold(info.Slot, prompt)
+	info.Tokens = len(prompt)
+	return info, nil
+}
+
+func writeState(path, prompt string) error {
 	data, _ := json.Marshal(stateFile{Prompt: prompt})
 	if err := os.WriteFile(path, data, 0o644); err != nil {
-		return 0, fmt.Errorf("save state %q: %w", path, err)
+		return fmt.Errorf("save state %q: %w", path, err)
 	}
-	return len(prompt), nil
+	return nil
 }
 
 // LoadState implements engine.Engine.
-func (e *Engine) LoadState(ctx context.Context, _ int, path string) (int, error) {
+func (e *Engine) LoadState(ctx context.Context, slot int, path string) (engine.StateInfo, error) {
+	info := engine.StateInfo{Slot: slotOf(slot)}
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return info, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("load state %q: %w", path, err)
+		return info, fmt.Errorf("load state %q: %w", path, err)
 	}
 	var s stateFile
 	if err := json.Unmarshal(data, &s); err != nil {
-		return 0, fmt.Errorf("load state %q: %w", path, err)
+		return info, fmt.Errorf("load state %q: %w", path, err)
 	}
-	return len(s.Prompt), nil
+	e.hold(info.Slot, s.Prompt)
+	info.Tokens = len(s.Prompt)
+	return info, nil
+}
+
+// SaveSlot implements engine.Engine: it writes what the slot holds.
+func (e *Engine) SaveSlot(ctx context.Context, slot int, path string) (engine.StateInfo, error) {
+	info := engine.StateInfo{Slot: slot}
+	if err := ctx.Err(); err != nil {
+		return info, err
+	}
+	e.mu.Lock()
+	held := e.held[slot]
+	e.mu.Unlock()
+	if held == "" {
+		return info, fmt.Errorf("slot %d: %w", slot, engine.ErrSlotEmpty)
+	}
+	info.Tokens = len(held)
+	return info, writeState(path, held)
+}
+
+// EraseSlot implements engine.Engine.
+func (e *Engine) EraseSlot(ctx context.Context, slot int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := len(e.held[slot])
+	delete(e.held, slot)
+	return n, nil
 }
 
 // Stats implements engine.Engine.

@@ -108,12 +108,12 @@ func runContextBench(ctx context.Context, streams *IOStreams, rem *remote.Remote
 	}
 	evaluate := time.Duration(res.Timings.PromptMS * float64(time.Millisecond))
 	state := filepath.Join(dir, "prompt.state")
-	n, err := eng.SaveState(ctx, 0, prompt, state) // the slot holds the prompt: this only writes
+	saved, err := eng.SaveState(ctx, 0, prompt, state) // the slot holds the prompt: this only writes
 	if err != nil {
 		return err
 	}
 	info := eng.Info()
-	_, pull, err := pushPull(ctx, rem, dir, "prompt", state, remote.Model{Name: info.Name, Fingerprint: info.Fingerprint}, n)
+	_, pull, err := pushPull(ctx, rem, dir, "prompt", state, remote.Model{Name: info.Name, Fingerprint: info.Fingerprint}, saved.Tokens)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func runContextBench(ctx context.Context, streams *IOStreams, rem *remote.Remote
 	load := time.Since(start)
 	st, _ := os.Stat(state)
 	say("prompt of %d tokens (%s of state, %s mode): evaluate %.2f s; download %.2f s + load %.2f s = %.2f s (%.1f× faster)",
-		n, bytesize.Format(st.Size()), info.Mode, evaluate.Seconds(), pull.Seconds(), load.Seconds(), (pull + load).Seconds(),
+		saved.Tokens, bytesize.Format(st.Size()), info.Mode, evaluate.Seconds(), pull.Seconds(), load.Seconds(), (pull + load).Seconds(),
 		evaluate.Seconds()/(pull+load).Seconds())
 	return nil
 }

@@ -67,11 +67,22 @@ func (h *host) Embed(text string, out *[]float32) (err error) {
 	return wrapErr(err)
 }
 
-func (h *host) State(a StateArgs, out *int) (err error) {
-	if a.Load {
-		*out, err = h.eng.LoadState(context.Background(), a.Slot, a.Path)
-	} else {
-		*out, err = h.eng.SaveState(context.Background(), a.Slot, a.Prompt, a.Path)
+func (h *host) Slots(_ struct{}, out *engine.SlotsReport) error { *out = h.eng.Slots(); return nil }
+
+func (h *host) State(a StateArgs, out *engine.StateInfo) (err error) {
+	ctx := context.Background()
+	switch a.Op {
+	case opLoadState:
+		*out, err = h.eng.LoadState(ctx, a.Slot, a.Path)
+	case opSaveState:
+		*out, err = h.eng.SaveState(ctx, a.Slot, a.Prompt, a.Path)
+	case opSaveSlot:
+		*out, err = h.eng.SaveSlot(ctx, a.Slot, a.Path)
+	case opEraseSlot:
+		out.Slot = a.Slot
+		out.Tokens, err = h.eng.EraseSlot(ctx, a.Slot)
+	default:
+		err = fmt.Errorf("isolated: unknown state call %d", a.Op)
 	}
 	return wrapErr(err)
 }

@@ -279,16 +279,52 @@ func (e *Engine) Embed(ctx context.Context, text string) ([]float32, error) {
 	return out, err
 }
 
-func (e *Engine) SaveState(ctx context.Context, slot int, prompt, path string) (int, error) {
-	var n int
-	err := e.call(ctx, "save state", "State", StateArgs{Slot: slot, Prompt: prompt, Path: path}, &n)
-	return n, err
+func (e *Engine) SaveState(ctx context.Context, slot int, prompt, path string) (engine.StateInfo, error) {
+	var out engine.StateInfo
+	err := e.call(ctx, "save state", "State", StateArgs{Op: opSaveState, Slot: slot, Prompt: prompt, Path: path}, &out)
+	return out, err
 }
 
-func (e *Engine) LoadState(ctx context.Context, slot int, path string) (int, error) {
-	var n int
-	err := e.call(ctx, "load state", "State", StateArgs{Slot: slot, Path: path, Load: true}, &n)
-	return n, err
+func (e *Engine) LoadState(ctx context.Context, slot int, path string) (engine.StateInfo, error) {
+	var out engine.StateInfo
+	err := e.call(ctx, "load state", "State", StateArgs{Op: opLoadState, Slot: slot, Path: path}, &out)
+	return out, err
+}
+
+func (e *Engine) SaveSlot(ctx context.Context, slot int, path string) (engine.StateInfo, error) {
+	var out engine.StateInfo
+	err := e.call(ctx, "save slot", "State", StateArgs{Op: opSaveSlot, Slot: slot, Path: path}, &out)
+	return out, err
+}
+
+func (e *Engine) EraseSlot(ctx context.Context, slot int) (int, error) {
+	var out engine.StateInfo
+	err := e.call(ctx, "erase slot", "State", StateArgs{Op: opEraseSlot, Slot: slot}, &out)
+	return out.Tokens, err
+}
+
+// Slots are the child's slots and queue. While no child runs, every slot is idle and empty (a new
+// child starts with empty caches) and nothing waits.
+func (e *Engine) Slots() engine.SlotsReport {
+	e.mu.Lock()
+	c, n := e.child, e.info.Slots
+	e.mu.Unlock()
+	if c != nil {
+		var r engine.SlotsReport
+		call := c.client.Go(serviceName+".Slots", struct{}{}, &r, nil)
+		select {
+		case <-call.Done:
+			if call.Error == nil {
+				return r
+			}
+		case <-c.exited:
+		}
+	}
+	r := engine.SlotsReport{Slots: make([]engine.SlotState, n)}
+	for i := range r.Slots {
+		r.Slots[i].ID = i
+	}
+	return r
 }
 
 // Stats are the child's counters; while no child runs, the last ones it reported.

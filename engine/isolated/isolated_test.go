@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 type fakeEngine struct{}
 
 func (fakeEngine) Info() engine.ModelInfo {
-	return engine.ModelInfo{Name: "fake.gguf", Mode: "ram", Slots: 1}
+	return engine.ModelInfo{Name: "fake.gguf", Mode: "ram", Slots: 2}
 }
 func (fakeEngine) Tokenize(text string, _, _ bool) ([]int32, error) {
 	return make([]int32, len(strings.Fields(text))), nil
@@ -50,11 +50,18 @@ func (fakeEngine) ApplyTemplate(m []engine.Message, _ bool) (string, error) {
 func (fakeEngine) Embed(context.Context, string) ([]float32, error) {
 	return nil, engine.ErrNotSupported
 }
-func (fakeEngine) SaveState(context.Context, int, string, string) (int, error) {
-	return 0, errors.New("no state")
+func (fakeEngine) SaveState(context.Context, int, string, string) (engine.StateInfo, error) {
+	return engine.StateInfo{}, errors.New("no state")
 }
-func (fakeEngine) LoadState(context.Context, int, string) (int, error) {
-	return 0, errors.New("no state")
+func (fakeEngine) LoadState(context.Context, int, string) (engine.StateInfo, error) {
+	return engine.StateInfo{}, errors.New("no state")
+}
+func (fakeEngine) SaveSlot(_ context.Context, slot int, _ string) (engine.StateInfo, error) {
+	return engine.StateInfo{Slot: slot}, fmt.Errorf("slot %d: %w", slot, engine.ErrSlotEmpty)
+}
+func (fakeEngine) EraseSlot(context.Context, int) (int, error) { return 3, nil }
+func (fakeEngine) Slots() engine.SlotsReport {
+	return engine.SlotsReport{Slots: []engine.SlotState{{ID: 0, Tokens: []int32{1, 2}, Task: 4}}, Queued: 1}
 }
 func (fakeEngine) Stats() engine.Stats { return engine.Stats{GeneratedTokens: 7} }
 func (fakeEngine) Close() error        { return nil }
@@ -73,12 +80,12 @@ func (fakeEngine) Complete(ctx context.Context, req engine.Request, on func(engi
 			<-ctx.Done()
 			return engine.Result{}, ctx.Err()
 		}
-		if err := on(engine.Token{ID: int32(i), Text: w}); err != nil {
+		if err := on(engine.Token{ID: int32(i), Text: w, Slot: 1}); err != nil {
 			return engine.Result{}, err
 		}
 		text.WriteString(w)
 	}
-	return engine.Result{Text: text.String(), FinishReason: "stop"}, nil
+	return engine.Result{Text: text.String(), FinishReason: "stop", Slot: 1}, nil
 }
 
 func openFake(t *testing.T, diagnose func(context.Context, bool) error) *Engine {
@@ -102,11 +109,21 @@ func TestCallsCrossToTheChild(t *testing.T) {
 	}
 	var got []string
 	res, err := e.Complete(context.Background(), engine.Request{Prompt: "one two three"}, func(tk engine.Token) error {
-		got = append(got, tk.Text)
+		got = append(got, fmt.Sprintf("%s@%d", tk.Text, tk.Slot))
 		return nil
 	})
-	if err != nil || res.Text != "onetwothree" || strings.Join(got, ",") != "one,two,three" {
+	if err != nil || res.Text != "onetwothree" || res.Slot != 1 || strings.Join(got, ",") != "one@1,two@1,three@1" {
 		t.Fatalf("complete: %+v %v, tokens %v", res, err, got)
+	}
+	// The child's engine owns the slots: what it reports, and its slot calls, cross the pipe.
+	if r := e.Slots(); r.Queued != 1 || len(r.Slots) != 1 || r.Slots[0].Task != 4 || len(r.Slots[0].Tokens) != 2 {
+		t.Fatalf("slots: %+v", r)
+	}
+	if _, err := e.SaveSlot(context.Background(), 1, "x"); !errors.Is(err, engine.ErrSlotEmpty) {
+		t.Fatalf("saving an empty slot must stay ErrSlotEmpty across the pipe: %v", err)
+	}
+	if n, err := e.EraseSlot(context.Background(), 0); n != 3 || err != nil {
+		t.Fatalf("erase: %d %v", n, err)
 	}
 	if toks, err := e.Tokenize("a b", true, false); err != nil || len(toks) != 2 {
 		t.Fatalf("tokenize: %v %v", toks, err)

@@ -26,10 +26,20 @@ type TemplateArgs struct {
 }
 
 type StateArgs struct {
+	Op           stateOp
 	Slot         int
 	Prompt, Path string
-	Load         bool
 }
+
+// stateOp is the state call StateArgs asks for.
+type stateOp int
+
+const (
+	opSaveState stateOp = iota
+	opLoadState
+	opSaveSlot
+	opEraseSlot
+)
 
 // NextReply is what a completion generated since the previous Next, and its end once it is done.
 type NextReply struct {
@@ -49,6 +59,7 @@ type WireError struct {
 var sentinels = map[string]error{
 	"not-supported": engine.ErrNotSupported,
 	"context-full":  engine.ErrContextFull,
+	"slot-empty":    engine.ErrSlotEmpty,
 }
 
 func toWire(err error) *WireError {

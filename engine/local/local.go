@@ -107,10 +107,11 @@ type Engine struct {
 	// output the loop samples from, with its slot.
 	logitsHook func(slot int, logits []float32)
 
-	mu        sync.Mutex // guards queue, closed and published
+	mu        sync.Mutex // guards queue, tasks, closed and published
 	queue     []*job
+	tasks     int64 // jobs admitted so far: the next one's task number is tasks+1
 	closed    bool
-	published []SlotState
+	published []engine.SlotState
 
 	directMu sync.Mutex // an Exclusive engine's calls, one at a time (direct.go)
 
@@ -190,7 +191,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	}
 	for i := 0; i < o.Slots; i++ {
 		e.slots = append(e.slots, &slot{id: i})
-		e.published = append(e.published, SlotState{ID: i})
+		e.published = append(e.published, engine.SlotState{ID: i})
 	}
 	fingerprint, err := gguf.Fingerprint(path)
 	if err != nil {
@@ -378,42 +379,46 @@ func (e *Engine) Embed(ctx context.Context, text string) ([]float32, error) {
 }
 
 // SaveState evaluates prompt in a slot and writes the slot's KV state to path.
-func (e *Engine) SaveState(ctx context.Context, slotID int, prompt, path string) (int, error) {
+func (e *Engine) SaveState(ctx context.Context, slotID int, prompt, path string) (engine.StateInfo, error) {
+	info := engine.StateInfo{Slot: slotID}
 	toks, err := e.model.Tokenize(prompt, true, true)
 	if err != nil {
-		return 0, fmt.Errorf("save state: %w", err)
+		return info, fmt.Errorf("save state: %w", err)
 	}
 	if len(toks) == 0 {
-		return 0, fmt.Errorf("save state: the prompt is empty")
+		return info, fmt.Errorf("save state: the prompt is empty")
 	}
 	if len(toks) >= e.info.Context {
-		return 0, fmt.Errorf("save state: prompt of %d tokens, context of %d: %w", len(toks), e.info.Context, engine.ErrContextFull)
+		return info, fmt.Errorf("save state: prompt of %d tokens, context of %d: %w", len(toks), e.info.Context, engine.ErrContextFull)
 	}
 	if err := e.checkSlot(slotID); err != nil {
-		return 0, fmt.Errorf("save state: %w", err)
+		return info, fmt.Errorf("save state: %w", err)
 	}
 	j := &job{want: slotID, prompt: toks, onSlot: func(s *slot) error {
+		info.Slot = s.id
 		return e.lctx.SaveSequence(s.id, path, s.tokens)
 	}}
 	if err := e.submit(ctx, j, nil); err != nil {
-		return 0, fmt.Errorf("save state: %w", err)
+		return info, fmt.Errorf("save state: %w", err)
 	}
-	return len(toks), nil
+	info.Tokens = len(toks)
+	return info, nil
 }
 
-// LoadState restores a state file into a slot; a request that starts with its prompt resumes there.
-func (e *Engine) LoadState(ctx context.Context, slotID int, path string) (int, error) {
+// LoadState restores a state file into a slot (-1: the least recently used free one); a request
+// that starts with its prompt resumes there.
+func (e *Engine) LoadState(ctx context.Context, slotID int, path string) (engine.StateInfo, error) {
+	info := engine.StateInfo{Slot: slotID}
 	if _, err := os.Stat(path); err != nil {
-		return 0, fmt.Errorf("load state: %w", err)
+		return info, fmt.Errorf("load state: %w", err)
 	}
 	if err := e.checkSlot(slotID); err != nil {
-		return 0, fmt.Errorf("load state: %w", err)
+		return info, fmt.Errorf("load state: %w", err)
 	}
 	var toks []int32
-	into := slotID
 	j := &job{want: slotID, onSlot: func(s *slot) error {
 		t, err := e.lctx.LoadSequence(s.id, path)
-		toks, into = t, s.id
+		toks, info.Slot = t, s.id
 		if err == nil {
 			s.tokens = t
 		} else {
@@ -425,12 +430,13 @@ func (e *Engine) LoadState(ctx context.Context, slotID int, path string) (int, e
 	if errors.Is(err, binding.ErrOtherSequenceCount) && len(toks) > 0 && len(toks) < e.info.Context {
 		// Saved with another number of slots: evaluate its tokens into the slot instead (the same
 		// cache, at the price of a prompt evaluation).
-		err = e.submit(ctx, &job{want: into, prompt: toks, onSlot: func(*slot) error { return nil }}, nil)
+		err = e.submit(ctx, &job{want: info.Slot, prompt: toks, onSlot: func(*slot) error { return nil }}, nil)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("load state: %w", err)
+		return info, fmt.Errorf("load state: %w", err)
 	}
-	return len(toks), nil
+	info.Tokens = len(toks)
+	return info, nil
 }
 
 // Stats reports live counters.

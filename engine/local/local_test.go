@@ -199,15 +199,16 @@ func TestParallelSlots(t *testing.T) {
 func TestSaveLoadState(t *testing.T) {
 	e := open(t, Options{})
 	path := filepath.Join(t.TempDir(), "ctx.state")
-	n, err := e.SaveState(context.Background(), 0, prompt, path)
-	if err != nil || n == 0 {
-		t.Fatalf("SaveState: %d %v", n, err)
+	saved, err := e.SaveState(context.Background(), 0, prompt, path)
+	n := saved.Tokens
+	if err != nil || n == 0 || saved.Slot != 0 {
+		t.Fatalf("SaveState: %+v %v", saved, err)
 	}
 	want := complete(t, open(t, Options{}), engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1})
 	e2 := open(t, Options{Slots: 2})
 	got, err := e2.LoadState(context.Background(), 1, path)
-	if err != nil || got != n {
-		t.Fatalf("LoadState: %d %v (saved %d)", got, err, n)
+	if err != nil || got.Tokens != n || got.Slot != 1 {
+		t.Fatalf("LoadState: %+v %v (saved %d)", got, err, n)
 	}
 	// Any free slot: the engine picks the one holding the prompt.
 	r := complete(t, e2, engine.Request{Prompt: prompt, MaxTokens: 8, Slot: -1})
@@ -354,7 +355,7 @@ func TestRecurrentModelFallsBackToFullEvaluation(t *testing.T) {
 func TestSlotsReportWhatRequestsLeft(t *testing.T) {
 	e := open(t, Options{Slots: 2})
 	first := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 4, Slot: 1})
-	slots := e.Slots()
+	slots := e.Slots().Slots
 	if len(slots) != 2 || slots[0].Busy || slots[1].Busy || len(slots[0].Tokens) != 0 {
 		t.Fatalf("after one request pinned to slot 1: %+v", slots)
 	}
@@ -367,8 +368,58 @@ func TestSlotsReportWhatRequestsLeft(t *testing.T) {
 	if reused.Timings.CachedTokens < nPrompt-1 {
 		t.Fatalf("follow-up reused %d tokens, want at least %d (it went to another slot)", reused.Timings.CachedTokens, nPrompt-1)
 	}
-	slots = e.Slots()
+	slots = e.Slots().Slots
 	if len(slots[0].Tokens) != 0 || len(slots[1].Tokens) < reused.Timings.PromptTokens+reused.Timings.CachedTokens {
 		t.Fatalf("after the follow-up: slot 0 holds %d tokens, slot 1 %d", len(slots[0].Tokens), len(slots[1].Tokens))
+	}
+}
+
+// TestSlotActions checks the calls that work on a slot's cache as it is: the result and tokens say
+// which slot ran, Slots reports the task, SaveSlot writes what the slot holds (a load elsewhere
+// resumes it), EraseSlot empties it, and LoadState(-1) takes the least recently used slot.
+func TestSlotActions(t *testing.T) {
+	e := open(t, Options{Slots: 2})
+	var slotsSeen []int
+	first, err := e.Complete(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 4, Slot: 1}, func(tok engine.Token) error {
+		slotsSeen = append(slotsSeen, tok.Slot)
+		return nil
+	})
+	if err != nil || first.Slot != 1 || len(slotsSeen) == 0 || slotsSeen[0] != 1 {
+		t.Fatalf("first: slot %d, tokens' slots %v, %v", first.Slot, slotsSeen, err)
+	}
+	report := e.Slots()
+	s1 := report.Slots[1]
+	if report.Queued != 0 || s1.Task != 1 || s1.Busy || s1.Decoded != first.Timings.PredictedTokens || s1.Request.MaxTokens != 4 ||
+		s1.PromptTokens != first.Timings.PromptTokens || report.Slots[0].Task != 0 {
+		t.Fatalf("slots after the first request: %+v", report)
+	}
+	held := len(s1.Tokens)
+
+	path := filepath.Join(t.TempDir(), "slot1")
+	saved, err := e.SaveSlot(context.Background(), 1, path)
+	if err != nil || saved.Tokens != held || saved.Slot != 1 {
+		t.Fatalf("SaveSlot: %+v %v, slot held %d", saved, err, held)
+	}
+	if n, err := e.EraseSlot(context.Background(), 1); err != nil || n != held {
+		t.Fatalf("EraseSlot: %d %v, want %d", n, err, held)
+	}
+	if n := len(e.Slots().Slots[1].Tokens); n != 0 {
+		t.Fatalf("slot 1 holds %d tokens after erasing", n)
+	}
+	if _, err := e.SaveSlot(context.Background(), 1, path+".empty"); !errors.Is(err, engine.ErrSlotEmpty) {
+		t.Fatalf("saving an empty slot: %v", err)
+	}
+	if _, err := e.SaveSlot(context.Background(), -1, path); err == nil {
+		t.Fatal("SaveSlot(-1) succeeded")
+	}
+	// Slot 0 was never used, slot 1 was: a load for any slot takes slot 0.
+	loaded, err := e.LoadState(context.Background(), -1, path)
+	if err != nil || loaded.Slot != 0 || loaded.Tokens != held {
+		t.Fatalf("LoadState(-1): %+v %v", loaded, err)
+	}
+	again := complete(t, e, engine.Request{Prompt: prompt, MaxTokens: 4, Slot: -1})
+	if again.Slot != 0 || again.Text != first.Text || again.Timings.CachedTokens != first.Timings.PromptTokens-1 {
+		t.Fatalf("after the load: slot %d, %q cached %d; want slot 0, %q cached %d", again.Slot, again.Text,
+			again.Timings.CachedTokens, first.Text, first.Timings.PromptTokens-1)
 	}
 }

@@ -3,7 +3,6 @@ package local
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,9 +30,11 @@ type job struct {
 	// generate: sample after the prompt (Complete); otherwise run onSlot once the prompt is cached.
 	generate bool
 	onSlot   func(s *slot) error
-	req      engine.Request
-	sampler  *binding.Sampler
-	stop     *binding.StopFilter
+	// asIs runs onSlot on what the slot holds, without trimming it to the prompt (SaveSlot).
+	asIs    bool
+	req     engine.Request
+	sampler *binding.Sampler
+	stop    *binding.StopFilter
 
 	// Owned by the loop.
 	slot     *slot
@@ -58,6 +59,9 @@ type slot struct {
 	id     int
 	tokens []int32 // the tokens whose keys and values the sequence holds, positions 0..len-1
 	job    *job
+	// last describes the running job, or the last one (for Slots); its task number also says how
+	// recently the slot was used.
+	last slotTask
 }
 
 // eventQueue carries a job's tokens and its end from the loop to the request's goroutine without
@@ -129,6 +133,7 @@ func (e *Engine) submit(ctx context.Context, j *job, onToken func(engine.Token) 
 func (e *Engine) enqueue(ctx context.Context, jobs ...*job) error {
 	for _, j := range jobs {
 		j.ctx, j.events, j.out = ctx, newEventQueue(), -1
+		j.res.Slot = -1
 	}
 	e.mu.Lock()
 	if e.closed || e.opts.Exclusive {
@@ -226,7 +231,8 @@ func (e *Engine) anyRunning() bool {
 
 // admit gives queued jobs free slots, in order: a job pinned to a busy slot waits without holding up
 // the jobs behind it. Among free slots a job takes the one whose cache shares the longest prefix
-// with its prompt (a follow-up request finds its conversation). Jobs whose caller gave up are
+// with its prompt (a follow-up request finds its conversation), the least recently used among
+// equals (a state load, with no prompt, spares the caches in use). Jobs whose caller gave up are
 // ended. Called by the loop with e.mu held.
 func (e *Engine) admit() []*job {
 	var admitted []*job
@@ -242,7 +248,8 @@ func (e *Engine) admit() []*job {
 			if s.job != nil || (j.want >= 0 && s.id != j.want) {
 				continue
 			}
-			if n := commonPrefix(s.tokens, j.prompt); n > bestLen {
+			n := commonPrefix(s.tokens, j.prompt)
+			if n > bestLen || (n == bestLen && s.last.task < best.last.task) {
 				best, bestLen = s, n
 			}
 		}
@@ -250,7 +257,10 @@ func (e *Engine) admit() []*job {
 			keep = append(keep, j)
 			continue
 		}
+		e.tasks++
 		best.job, j.slot = j, best
+		best.last = slotTask{task: e.tasks, req: j.req}
+		best.last.req.Prompt, best.last.req.PromptTokens = "", nil
 		admitted = append(admitted, j)
 	}
 	clear(e.queue[len(keep):])
@@ -263,6 +273,10 @@ func (e *Engine) admit() []*job {
 func (e *Engine) prepare(j *job) {
 	j.admitted = time.Now()
 	s := j.slot
+	if j.asIs {
+		e.finish(j, j.onSlot(s))
+		return
+	}
 	common := commonPrefix(s.tokens, j.prompt)
 	if j.generate && common == len(j.prompt) {
 		common-- // sampling needs the logits of the last prompt token: evaluate it again
@@ -446,19 +460,23 @@ func (e *Engine) emit(j *job, tok int32, text string) {
 		return
 	}
 	j.text.WriteString(text)
-	j.events.push(engine.Token{ID: tok, Text: text, IDs: j.held, Logprobs: j.pending})
+	j.events.push(engine.Token{ID: tok, Text: text, IDs: j.held, Logprobs: j.pending, Slot: j.slot.id})
 	j.pending, j.held = nil, nil
 }
 
 // finish ends a running job: its slot is free for the next one, its result goes to its caller.
 func (e *Engine) finish(j *job, err error) {
 	if j.slot != nil && j.slot.job == j {
+		j.slot.note()
 		j.slot.job = nil
 	}
 	now := time.Now()
 	evaluated := j.fed - j.cached
 	t := &j.res.Timings
 	t.PromptTokens, t.CachedTokens, t.PredictedTokens = evaluated, j.cached, j.nGen
+	if j.slot != nil {
+		j.res.Slot = j.slot.id
+	}
 	if !j.admitted.IsZero() {
 		end := now
 		if !j.sampled.IsZero() {
@@ -492,32 +510,4 @@ func (e *Engine) end(j *job, err error) {
 		err = fmt.Errorf("slot %d: %w", j.slot.id, err)
 	}
 	j.events.finish(err)
-}
-
-// SlotState is what a slot holds, for /slots and /props.
-type SlotState struct {
-	ID     int
-	Busy   bool
-	Tokens []int32 // the prefix its cache holds
-}
-
-// publishSlots copies the slots' state for Slots (the loop owns the slots themselves).
-func (e *Engine) publishSlots() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for i, s := range e.slots {
-		e.published[i] = SlotState{ID: s.id, Busy: s.job != nil, Tokens: append(e.published[i].Tokens[:0], s.tokens...)}
-	}
-}
-
-// Slots reports every slot: whether a request runs in it and the tokens its cache holds (as of the
-// last step).
-func (e *Engine) Slots() []SlotState {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make([]SlotState, len(e.published))
-	for i, s := range e.published {
-		out[i] = SlotState{ID: s.ID, Busy: s.Busy, Tokens: slices.Clone(s.Tokens)}
-	}
-	return out
 }

@@ -1,8 +1,9 @@
 // Package fakeengine is a scripted engine.Engine for the server's tests: a byte-level tokenizer, a
 // ChatML-like template, deterministic replies delivered one word per token with an optional delay,
 // per-slot "KV caches" with prefix reuse, state files, and counters a test can assert on. It
-// implements the interface's contract (slots, stop strings, limits, cancellation within one token)
-// so that handler tests exercise the same paths the real engine does.
+// implements the interface's contract as engine/local does (a FIFO queue of requests; a free slot
+// chosen by the longest cached prefix, the least recently used among equals; slot reports; stop
+// strings, limits, cancellation within one token) so that handler tests exercise real semantics.
 package fakeengine
 
 import (
@@ -50,8 +51,9 @@ type Engine struct {
 	info engine.ModelInfo
 
 	mu          sync.Mutex
-	slotKV      []string
-	slotBusy    []bool
+	slots       []*slot
+	queue       []*waiter // FIFO
+	tasks       int64
 	running     int
 	maxRunning  int
 	completed   int
@@ -72,8 +74,9 @@ func New(slots, ctx int) *Engine {
 			Description: "fake MoE 1M Q8_0", Parameters: 1 << 20, SizeBytes: 1 << 21, ContextTrain: 4096,
 			Context: ctx, Vocab: BOS + 1, Embedding: 64, HasChatTemplate: true, Mode: "sniper", Slots: slots,
 		},
-		slotKV:   make([]string, slots),
-		slotBusy: make([]bool, slots),
+	}
+	for i := 0; i < slots; i++ {
+		e.slots = append(e.slots, &slot{id: i})
 	}
 	e.layerCounts = make([][]int64, layers)
 	for i := range e.layerCounts {
@@ -138,41 +141,92 @@ func (e *Engine) ApplyTemplate(messages []engine.Message, addAssistant bool) (st
 	return b.String(), nil
 }
 
-// acquire takes the requested slot, or any free one, waiting while they are busy.
-func (e *Engine) acquire(ctx context.Context, want int) (int, error) {
-	if want >= len(e.slotKV) {
-		return 0, fmt.Errorf("slot %d does not exist (%d slots)", want, len(e.slotKV))
+// slot is one slot: what its "KV cache" holds and what runs in it (guarded by Engine.mu).
+type slot struct {
+	id                      int
+	kv                      string
+	busy                    bool
+	task                    int64
+	req                     engine.Request // of the running or last task, without its prompt
+	prompt, cached, decoded int
+}
+
+// waiter is a call waiting for a slot.
+type waiter struct {
+	want   int
+	prompt string
+	ch     chan *slot // buffered: dispatch never blocks
+}
+
+// acquire queues for the requested slot, or the free one whose cache shares the longest prefix
+// with prompt, and waits for it.
+func (e *Engine) acquire(ctx context.Context, want int, prompt string, req engine.Request) (*slot, error) {
+	if want >= len(e.slots) || want < -1 {
+		return nil, fmt.Errorf("slot %d does not exist (%d slots)", want, len(e.slots))
 	}
-	for {
+	w := &waiter{want: want, prompt: prompt, ch: make(chan *slot, 1)}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, errors.New("fake engine is closed")
+	}
+	e.queue = append(e.queue, w)
+	e.dispatch()
+	e.mu.Unlock()
+	select {
+	case s := <-w.ch:
 		e.mu.Lock()
-		if e.closed {
-			e.mu.Unlock()
-			return 0, errors.New("fake engine is closed")
-		}
-		best := -1
-		for i, busy := range e.slotBusy {
-			if !busy && (want < 0 || want == i) {
-				best = i
-				break
+		s.req, s.prompt, s.cached, s.decoded = req, 0, 0, 0
+		s.req.Prompt, s.req.PromptTokens = "", nil
+		e.mu.Unlock()
+		return s, nil
+	case <-ctx.Done():
+		e.mu.Lock()
+		for i, x := range e.queue {
+			if x == w {
+				e.queue = append(e.queue[:i], e.queue[i+1:]...)
+				e.mu.Unlock()
+				return nil, ctx.Err()
 			}
 		}
-		if best >= 0 {
-			e.slotBusy[best] = true
-			e.mu.Unlock()
-			return best, nil
-		}
 		e.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
+		e.release(<-w.ch) // handed a slot just as the caller left: pass it on
+		return nil, ctx.Err()
 	}
 }
 
-func (e *Engine) release(slot int) {
+// dispatch hands free slots to waiters in order; a waiter for a busy slot does not hold up those
+// behind it. Caller holds mu.
+func (e *Engine) dispatch() {
+	keep := e.queue[:0]
+	for _, w := range e.queue {
+		var best *slot
+		bestLen := -1
+		for _, s := range e.slots {
+			if s.busy || (w.want >= 0 && s.id != w.want) {
+				continue
+			}
+			n := commonPrefix(s.kv, w.prompt)
+			if n > bestLen || (n == bestLen && s.task < best.task) {
+				best, bestLen = s, n
+			}
+		}
+		if best == nil {
+			keep = append(keep, w)
+			continue
+		}
+		e.tasks++
+		best.busy, best.task = true, e.tasks
+		w.ch <- best
+	}
+	clear(e.queue[len(keep):])
+	e.queue = keep
+}
+
+func (e *Engine) release(s *slot) {
 	e.mu.Lock()
-	e.slotBusy[slot] = false
+	s.busy = false
+	e.dispatch()
 	e.mu.Unlock()
 }
 
@@ -215,25 +269,31 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 	if promptTokens > e.info.Context {
 		return res, fmt.Errorf("%w: %d tokens, context %d", engine.ErrContextFull, promptTokens, e.info.Context)
 	}
-	slot, err := e.acquire(ctx, req.Slot)
+	res.Slot = -1
+	sl, err := e.acquire(ctx, req.Slot, req.Prompt, req)
 	if err != nil {
 		return res, err
 	}
-	defer e.release(slot)
+	defer e.release(sl)
+	res.Slot = sl.id
 	e.mu.Lock()
 	e.running++
 	if e.running > e.maxRunning {
 		e.maxRunning = e.running
 	}
-	cached := commonPrefix(e.slotKV[slot], req.Prompt)
+	cached := commonPrefix(sl.kv, req.Prompt)
 	if cached == len(req.Prompt) && cached > 0 {
 		cached-- // the last prompt token is always evaluated again to get its logits
 	}
 	e.stats.PromptTokens += int64(promptTokens - cached)
+	sl.prompt, sl.cached = promptTokens-cached, cached
 	e.mu.Unlock()
+	// The slot holds what was evaluated: the prompt and the answer so far, whatever ends the call.
+	var text strings.Builder
 	defer func() {
 		e.mu.Lock()
 		e.running--
+		sl.kv = req.Prompt + text.String()
 		e.mu.Unlock()
 	}()
 
@@ -253,7 +313,6 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 	res.Timings.CachedTokens = cached
 	res.Timings.PromptMS = float64(promptDone.Sub(start).Microseconds()) / 1000
 
-	var text strings.Builder
 	res.FinishReason = "stop"
 	generated := 0
 loop:
@@ -292,7 +351,10 @@ loop:
 			text.WriteString(emit)
 			generated++
 			e.touchExperts(emit)
-			if err := onToken(engine.Token{ID: pieceID(emit), Text: emit, IDs: []int32{pieceID(emit)}}); err != nil {
+			e.mu.Lock()
+			sl.decoded = generated
+			e.mu.Unlock()
+			if err := onToken(engine.Token{ID: pieceID(emit), Text: emit, IDs: []int32{pieceID(emit)}, Slot: sl.id}); err != nil {
 				e.countCancel()
 				return res, err
 			}
@@ -311,7 +373,6 @@ loop:
 		res.Timings.PredictedPerSecond = float64(generated) / res.Timings.PredictedMS * 1000
 	}
 	e.mu.Lock()
-	e.slotKV[slot] = req.Prompt + res.Text
 	e.completed++
 	if e.StatsAtEnd {
 		e.stats.GeneratedTokens += int64(generated)
@@ -360,51 +421,126 @@ func (e *Engine) Embed(ctx context.Context, text string) ([]float32, error) {
 	return v, nil
 }
 
-func (e *Engine) SaveState(ctx context.Context, slot int, prompt, path string) (int, error) {
+func (e *Engine) SaveState(ctx context.Context, slot int, prompt, path string) (engine.StateInfo, error) {
+	info := engine.StateInfo{Slot: slot}
 	if len(prompt) > e.info.Context {
-		return 0, fmt.Errorf("%w: %d tokens, context %d", engine.ErrContextFull, len(prompt), e.info.Context)
+		return info, fmt.Errorf("%w: %d tokens, context %d", engine.ErrContextFull, len(prompt), e.info.Context)
 	}
-	s, err := e.acquire(ctx, slot)
+	s, err := e.acquire(ctx, slot, prompt, engine.Request{Slot: slot})
 	if err != nil {
-		return 0, err
+		return info, err
 	}
 	defer e.release(s)
+	info.Slot = s.id
+	if err := e.writeState(ctx, path, prompt); err != nil {
+		return info, fmt.Errorf("save state of slot %d: %w", s.id, err)
+	}
+	e.mu.Lock()
+	cached := commonPrefix(s.kv, prompt)
+	s.kv = prompt
+	s.prompt, s.cached = len(prompt)-cached, cached
+	e.stats.PromptTokens += int64(len(prompt) - cached)
+	e.mu.Unlock()
+	info.Tokens = len(prompt)
+	return info, nil
+}
+
+// writeState writes a state file holding text.
+func (e *Engine) writeState(ctx context.Context, path, text string) error {
 	// As llama.cpp does (fopen "wb"): an existing file keeps its mode, a new one gets 0644 - umask.
-	if err := os.WriteFile(path, []byte(stateMagic+prompt), 0o644); err != nil {
-		return 0, fmt.Errorf("save state of slot %d: %w", s, err)
+	if err := os.WriteFile(path, []byte(stateMagic+text), 0o644); err != nil {
+		return err
 	}
 	if e.SaveDelay > 0 {
 		select {
 		case <-time.After(e.SaveDelay):
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	e.mu.Lock()
-	e.slotKV[s] = prompt
-	e.stats.PromptTokens += int64(len(prompt))
-	e.mu.Unlock()
-	return len(prompt), nil
+	return nil
 }
 
-func (e *Engine) LoadState(ctx context.Context, slot int, path string) (int, error) {
+func (e *Engine) LoadState(ctx context.Context, slot int, path string) (engine.StateInfo, error) {
+	info := engine.StateInfo{Slot: slot}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("load state: %w", err)
+		return info, fmt.Errorf("load state: %w", err)
 	}
 	if !bytes.HasPrefix(data, []byte(stateMagic)) {
-		return 0, fmt.Errorf("load state %q: not a state file", path)
+		return info, fmt.Errorf("load state %q: not a state file", path)
 	}
-	s, err := e.acquire(ctx, slot)
+	s, err := e.acquire(ctx, slot, "", engine.Request{Slot: slot})
 	if err != nil {
-		return 0, err
+		return info, err
 	}
 	defer e.release(s)
 	prompt := string(data[len(stateMagic):])
 	e.mu.Lock()
-	e.slotKV[s] = prompt
+	s.kv = prompt
 	e.mu.Unlock()
-	return len(prompt), nil
+	info.Slot, info.Tokens = s.id, len(prompt)
+	return info, nil
+}
+
+// SaveSlot writes what the slot holds, once it is free.
+func (e *Engine) SaveSlot(ctx context.Context, slot int, path string) (engine.StateInfo, error) {
+	info := engine.StateInfo{Slot: slot}
+	if slot < 0 {
+		return info, fmt.Errorf("slot %d does not exist (%d slots)", slot, len(e.slots))
+	}
+	s, err := e.acquire(ctx, slot, "", engine.Request{Slot: slot})
+	if err != nil {
+		return info, err
+	}
+	defer e.release(s)
+	e.mu.Lock()
+	kv := s.kv
+	e.mu.Unlock()
+	if kv == "" {
+		return info, fmt.Errorf("slot %d: %w", slot, engine.ErrSlotEmpty)
+	}
+	if err := e.writeState(ctx, path, kv); err != nil {
+		return info, fmt.Errorf("save slot %d: %w", slot, err)
+	}
+	info.Tokens = len(kv)
+	return info, nil
+}
+
+// EraseSlot empties the slot's cache, once it is free.
+func (e *Engine) EraseSlot(ctx context.Context, slot int) (int, error) {
+	if slot < 0 {
+		return 0, fmt.Errorf("slot %d does not exist (%d slots)", slot, len(e.slots))
+	}
+	s, err := e.acquire(ctx, slot, "", engine.Request{Slot: slot})
+	if err != nil {
+		return 0, err
+	}
+	defer e.release(s)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := len(s.kv)
+	s.kv = ""
+	return n, nil
+}
+
+// Slots reports every slot (its cache as tokens: BOS and the bytes) and the queue.
+func (e *Engine) Slots() engine.SlotsReport {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := engine.SlotsReport{Queued: len(e.queue)}
+	for _, s := range e.slots {
+		var toks []int32
+		if s.kv != "" {
+			toks = append(toks, BOS)
+			for i := 0; i < len(s.kv); i++ {
+				toks = append(toks, int32(s.kv[i]))
+			}
+		}
+		r.Slots = append(r.Slots, engine.SlotState{ID: s.id, Busy: s.busy, Tokens: toks, Task: s.task,
+			PromptTokens: s.prompt, CachedTokens: s.cached, Decoded: s.decoded, Request: s.req})
+	}
+	return r
 }
 
 func (e *Engine) Stats() engine.Stats {
@@ -442,8 +578,8 @@ func (e *Engine) Counters() Counters {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	busy := 0
-	for _, b := range e.slotBusy {
-		if b {
+	for _, s := range e.slots {
+		if s.busy {
 			busy++
 		}
 	}
@@ -455,7 +591,7 @@ func (e *Engine) Counters() Counters {
 func (e *Engine) SlotKV(i int) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.slotKV[i]
+	return e.slots[i].kv
 }
 
 var _ engine.Engine = (*Engine)(nil)
