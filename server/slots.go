@@ -15,7 +15,9 @@ import (
 // The engine owns the slots and the queue of requests waiting for one (engine.Engine.Slots); the
 // server only shows them (GET /slots, /metrics, /stats) and forwards llama-server's slot actions.
 
-// slotView is one entry of GET /slots, shaped like llama-server's.
+// slotView is one entry of GET /slots, shaped like llama-server's: n_prompt_tokens is what the
+// slot's cache holds (its prompt and what it generated), the other counts are of its running or
+// last task.
 type slotView struct {
 	ID                     int                       `json:"id"`
 	NCtx                   int                       `json:"n_ctx"`
@@ -64,7 +66,7 @@ func (s *Server) handleSlots(w http.ResponseWriter, r *http.Request) {
 			remain = params.NPredict - sl.Decoded
 		}
 		views = append(views, slotView{ID: sl.ID, NCtx: l.info.Context, IsProcessing: sl.Busy, IDTask: sl.Task,
-			NPromptTokens: sl.PromptTokens + sl.CachedTokens, NPromptTokensProcessed: sl.PromptTokens, NPromptTokensCache: sl.CachedTokens,
+			NPromptTokens: len(sl.Tokens), NPromptTokensProcessed: sl.PromptTokens, NPromptTokensCache: sl.CachedTokens,
 			Params: params, NextToken: []slotNextToken{{HasNextToken: sl.Busy, NRemain: remain, NDecoded: sl.Decoded}}})
 	}
 	writeJSON(w, http.StatusOK, views)

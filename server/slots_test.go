@@ -104,9 +104,10 @@ func TestSlotsMetricsAndStatsShowTheEnginesSlotsAndQueue(t *testing.T) {
 		t.Fatalf("queued request: %+v", a)
 	}
 	s := slotsNow()[0]
-	// Task 2's prompt, "next": nothing in common with "long answer".
-	if s["is_processing"] != false || s["id_task"].(float64) != 2 || s["n_prompt_tokens"].(float64) != 4 ||
-		s["n_prompt_tokens_cache"].(float64) != 0 || s["params"].(map[string]any)["n_predict"].(float64) != 2 {
+	// n_prompt_tokens is what the cache holds (BOS, "next" and "short answer"); the second task's
+	// prompt, "next", had nothing in common with "long answer".
+	if s["is_processing"] != false || s["id_task"].(float64) != 2 || s["n_prompt_tokens"].(float64) != float64(1+len("nextshort answer")) ||
+		s["n_prompt_tokens_processed"].(float64) != 4 || s["n_prompt_tokens_cache"].(float64) != 0 || s["params"].(map[string]any)["n_predict"].(float64) != 2 {
 		t.Fatalf("slot after the second request: %v", s)
 	}
 }

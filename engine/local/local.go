@@ -109,7 +109,7 @@ type Engine struct {
 
 	mu        sync.Mutex // guards queue, tasks, closed and published
 	queue     []*job
-	tasks     int64 // jobs admitted so far: the next one's task number is tasks+1
+	tasks     int64 // jobs admitted so far: the next one's number is tasks+1
 	closed    bool
 	published []engine.SlotState
 

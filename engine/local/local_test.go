@@ -403,8 +403,8 @@ func TestSlotActions(t *testing.T) {
 	if n, err := e.EraseSlot(context.Background(), 1); err != nil || n != held {
 		t.Fatalf("EraseSlot: %d %v, want %d", n, err, held)
 	}
-	if n := len(e.Slots().Slots[1].Tokens); n != 0 {
-		t.Fatalf("slot 1 holds %d tokens after erasing", n)
+	if s := e.Slots().Slots[1]; len(s.Tokens) != 0 || s.Task != 1 || s.Request.MaxTokens != 4 {
+		t.Fatalf("slot 1 after erasing: %+v (want no tokens, the last completion's task and settings)", s)
 	}
 	if _, err := e.SaveSlot(context.Background(), 1, path+".empty"); !errors.Is(err, engine.ErrSlotEmpty) {
 		t.Fatalf("saving an empty slot: %v", err)

@@ -59,9 +59,10 @@ type slot struct {
 	id     int
 	tokens []int32 // the tokens whose keys and values the sequence holds, positions 0..len-1
 	job    *job
-	// last describes the running job, or the last one (for Slots); its task number also says how
-	// recently the slot was used.
+	// last describes the running completion, or the last one (for Slots); used is the number of the
+	// last job admitted to the slot (a completion or a state call), for least-recently-used choices.
 	last slotTask
+	used int64
 }
 
 // eventQueue carries a job's tokens and its end from the loop to the request's goroutine without
@@ -249,7 +250,7 @@ func (e *Engine) admit() []*job {
 				continue
 			}
 			n := commonPrefix(s.tokens, j.prompt)
-			if n > bestLen || (n == bestLen && s.last.task < best.last.task) {
+			if n > bestLen || (n == bestLen && s.used < best.used) {
 				best, bestLen = s, n
 			}
 		}
@@ -258,9 +259,11 @@ func (e *Engine) admit() []*job {
 			continue
 		}
 		e.tasks++
-		best.job, j.slot = j, best
-		best.last = slotTask{task: e.tasks, req: j.req}
-		best.last.req.Prompt, best.last.req.PromptTokens = "", nil
+		best.job, j.slot, best.used = j, best, e.tasks
+		if j.generate {
+			best.last = slotTask{task: e.tasks, req: j.req}
+			best.last.req.Prompt, best.last.req.PromptTokens = "", nil
+		}
 		admitted = append(admitted, j)
 	}
 	clear(e.queue[len(keep):])

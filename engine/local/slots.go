@@ -19,9 +19,9 @@ type slotTask struct {
 	prompt, cached, decoded int
 }
 
-// note copies the running job's progress into s.last. Called by the loop.
+// note copies the running completion's progress into s.last. Called by the loop.
 func (s *slot) note() {
-	if j := s.job; j != nil {
+	if j := s.job; j != nil && j.generate {
 		s.last.prompt, s.last.cached, s.last.decoded = j.fed-j.cached, j.cached, j.nGen
 	}
 }

@@ -146,25 +146,27 @@ type slot struct {
 	id                      int
 	kv                      string
 	busy                    bool
-	task                    int64
+	task                    int64          // of the running or last completion
+	used                    int64          // the number of the last call admitted (for least-recently-used choices)
 	req                     engine.Request // of the running or last task, without its prompt
 	prompt, cached, decoded int
 }
 
 // waiter is a call waiting for a slot.
 type waiter struct {
-	want   int
-	prompt string
-	ch     chan *slot // buffered: dispatch never blocks
+	want       int
+	prompt     string
+	completion bool
+	ch         chan *slot // buffered: dispatch never blocks
 }
 
 // acquire queues for the requested slot, or the free one whose cache shares the longest prefix
-// with prompt, and waits for it.
-func (e *Engine) acquire(ctx context.Context, want int, prompt string, req engine.Request) (*slot, error) {
+// with prompt, and waits for it. req is the completion's (nil for a state call).
+func (e *Engine) acquire(ctx context.Context, want int, prompt string, req *engine.Request) (*slot, error) {
 	if want >= len(e.slots) || want < -1 {
 		return nil, fmt.Errorf("slot %d does not exist (%d slots)", want, len(e.slots))
 	}
-	w := &waiter{want: want, prompt: prompt, ch: make(chan *slot, 1)}
+	w := &waiter{want: want, prompt: prompt, ch: make(chan *slot, 1), completion: req != nil}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -175,10 +177,12 @@ func (e *Engine) acquire(ctx context.Context, want int, prompt string, req engin
 	e.mu.Unlock()
 	select {
 	case s := <-w.ch:
-		e.mu.Lock()
-		s.req, s.prompt, s.cached, s.decoded = req, 0, 0, 0
-		s.req.Prompt, s.req.PromptTokens = "", nil
-		e.mu.Unlock()
+		if req != nil {
+			e.mu.Lock()
+			s.req, s.prompt, s.cached, s.decoded = *req, 0, 0, 0
+			s.req.Prompt, s.req.PromptTokens = "", nil
+			e.mu.Unlock()
+		}
 		return s, nil
 	case <-ctx.Done():
 		e.mu.Lock()
@@ -207,7 +211,7 @@ func (e *Engine) dispatch() {
 				continue
 			}
 			n := commonPrefix(s.kv, w.prompt)
-			if n > bestLen || (n == bestLen && s.task < best.task) {
+			if n > bestLen || (n == bestLen && s.used < best.used) {
 				best, bestLen = s, n
 			}
 		}
@@ -216,7 +220,10 @@ func (e *Engine) dispatch() {
 			continue
 		}
 		e.tasks++
-		best.busy, best.task = true, e.tasks
+		best.busy, best.used = true, e.tasks
+		if w.completion {
+			best.task = e.tasks
+		}
 		w.ch <- best
 	}
 	clear(e.queue[len(keep):])
@@ -270,7 +277,7 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 		return res, fmt.Errorf("%w: %d tokens, context %d", engine.ErrContextFull, promptTokens, e.info.Context)
 	}
 	res.Slot = -1
-	sl, err := e.acquire(ctx, req.Slot, req.Prompt, req)
+	sl, err := e.acquire(ctx, req.Slot, req.Prompt, &req)
 	if err != nil {
 		return res, err
 	}
@@ -426,7 +433,7 @@ func (e *Engine) SaveState(ctx context.Context, slot int, prompt, path string) (
 	if len(prompt) > e.info.Context {
 		return info, fmt.Errorf("%w: %d tokens, context %d", engine.ErrContextFull, len(prompt), e.info.Context)
 	}
-	s, err := e.acquire(ctx, slot, prompt, engine.Request{Slot: slot})
+	s, err := e.acquire(ctx, slot, prompt, nil)
 	if err != nil {
 		return info, err
 	}
@@ -470,7 +477,7 @@ func (e *Engine) LoadState(ctx context.Context, slot int, path string) (engine.S
 	if !bytes.HasPrefix(data, []byte(stateMagic)) {
 		return info, fmt.Errorf("load state %q: not a state file", path)
 	}
-	s, err := e.acquire(ctx, slot, "", engine.Request{Slot: slot})
+	s, err := e.acquire(ctx, slot, "", nil)
 	if err != nil {
 		return info, err
 	}
@@ -489,7 +496,7 @@ func (e *Engine) SaveSlot(ctx context.Context, slot int, path string) (engine.St
 	if slot < 0 {
 		return info, fmt.Errorf("slot %d does not exist (%d slots)", slot, len(e.slots))
 	}
-	s, err := e.acquire(ctx, slot, "", engine.Request{Slot: slot})
+	s, err := e.acquire(ctx, slot, "", nil)
 	if err != nil {
 		return info, err
 	}
@@ -512,7 +519,7 @@ func (e *Engine) EraseSlot(ctx context.Context, slot int) (int, error) {
 	if slot < 0 {
 		return 0, fmt.Errorf("slot %d does not exist (%d slots)", slot, len(e.slots))
 	}
-	s, err := e.acquire(ctx, slot, "", engine.Request{Slot: slot})
+	s, err := e.acquire(ctx, slot, "", nil)
 	if err != nil {
 		return 0, err
 	}
