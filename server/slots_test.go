@@ -64,19 +64,29 @@ func startLong(t *testing.T, ts *testServer, slot int) (cancel func()) {
 	return func() { stop(); resp.Body.Close() }
 }
 
+// slowFake answers prompts starting with "long" with a long answer and others with short, one token
+// every 2 ms; seen, when set, is told every prompt in the order the fake starts answering them.
+func slowFake(slots int, short string, seen func(prompt string)) *fakeengine.Engine {
+	fake := fakeengine.New(slots, 4096)
+	fake.TokenDelay = 2 * time.Millisecond
+	fake.Reply = func(p string) string {
+		if seen != nil {
+			seen(p)
+		}
+		if strings.HasPrefix(p, "long") {
+			return longReply(p)
+		}
+		return short
+	}
+	return fake
+}
+
 func queued(fake *fakeengine.Engine) func() bool {
 	return func() bool { return fake.Slots().Queued > 0 }
 }
 
 func TestSlotsMetricsAndStatsShowTheEnginesSlotsAndQueue(t *testing.T) {
-	fake := fakeengine.New(1, 4096)
-	fake.TokenDelay = 2 * time.Millisecond
-	fake.Reply = func(p string) string {
-		if strings.HasPrefix(p, "long") {
-			return longReply(p)
-		}
-		return "short answer"
-	}
+	fake := slowFake(1, "short answer", nil)
 	ts := newTestServer(t, fake)
 	stopLong := startLong(t, ts, 0)
 	defer stopLong()
@@ -113,19 +123,13 @@ func TestSlotsMetricsAndStatsShowTheEnginesSlotsAndQueue(t *testing.T) {
 }
 
 func TestQueuedRequestsRunInArrivalOrder(t *testing.T) {
-	fake := fakeengine.New(1, 4096)
-	fake.TokenDelay = 2 * time.Millisecond
 	var mu sync.Mutex
 	var order []string
-	fake.Reply = func(p string) string {
+	fake := slowFake(1, "ok", func(p string) {
 		mu.Lock()
 		order = append(order, p)
 		mu.Unlock()
-		if strings.HasPrefix(p, "long") {
-			return longReply(p)
-		}
-		return "ok"
-	}
+	})
 	ts := newTestServer(t, fake)
 	stopLong := startLong(t, ts, 0)
 	defer stopLong()
@@ -149,14 +153,7 @@ func TestQueuedRequestsRunInArrivalOrder(t *testing.T) {
 
 // A request waiting for its pinned slot does not hold up a later one that can take another.
 func TestAPinnedRequestWaitsWithoutHoldingUpOthers(t *testing.T) {
-	fake := fakeengine.New(2, 4096)
-	fake.TokenDelay = 2 * time.Millisecond
-	fake.Reply = func(p string) string {
-		if strings.HasPrefix(p, "long") {
-			return longReply(p)
-		}
-		return "ok"
-	}
+	fake := slowFake(2, "ok", nil)
 	ts := newTestServer(t, fake)
 	stop0 := startLong(t, ts, 0)
 	defer stop0()
@@ -180,8 +177,7 @@ func TestAPinnedRequestWaitsWithoutHoldingUpOthers(t *testing.T) {
 }
 
 func TestAClientThatGivesUpLeavesTheQueue(t *testing.T) {
-	fake := fakeengine.New(1, 4096)
-	fake.TokenDelay = 2 * time.Millisecond
+	fake := slowFake(1, "", nil)
 	fake.Reply = longReply
 	ts := newTestServer(t, fake)
 	stopLong := startLong(t, ts, 0)
