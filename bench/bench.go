@@ -52,6 +52,9 @@ type Kind string
 const (
 	// KindPeer is stock llama.cpp from the same build: llama-bench, mmap, --repack 0.
 	KindPeer Kind = "llama.cpp"
+	// KindPeerDefault is stock llama-bench with llama.cpp's defaults (weights repacked for its faster
+	// CPU kernels, copied into RAM), always uncapped: the in-RAM speed our streaming is held to.
+	KindPeerDefault Kind = "llama.cpp-default"
 	// KindRAM is our engine with the whole model in memory.
 	KindRAM Kind = "ram"
 	// KindSniper streams the routed experts of a MoE model with a byte-budgeted cache.
@@ -65,12 +68,14 @@ const (
 // ParseKind accepts the names of the configuration kinds.
 func ParseKind(s string) (Kind, error) {
 	switch k := Kind(strings.ToLower(strings.TrimSpace(s))); k {
-	case KindPeer, KindRAM, KindSniper, KindStream, KindRPC:
+	case KindPeer, KindPeerDefault, KindRAM, KindSniper, KindStream, KindRPC:
 		return k, nil
 	case "peer", "llama", "llamacpp":
 		return KindPeer, nil
+	case "default", "peer-default", "llamacpp-default":
+		return KindPeerDefault, nil
 	}
-	return "", fmt.Errorf("unknown configuration %q (llama.cpp, ram, sniper, stream, rpc)", s)
+	return "", fmt.Errorf("unknown configuration %q (llama.cpp, llama.cpp-default, ram, sniper, stream, rpc)", s)
 }
 
 // Config is one configuration: an engine, its expert cache budget (streaming kinds) and the memory cap
@@ -133,6 +138,8 @@ func (c Config) Name() string {
 		return name
 	case KindPeer:
 		return "llama.cpp mmap"
+	case KindPeerDefault:
+		return "llama.cpp default"
 	}
 	return "ours " + string(c.Kind)
 }
@@ -162,11 +169,13 @@ type Measurement struct {
 	WireLoadGBps Num `json:"rpc_load_gb_s"`
 	DiskGBps     Num `json:"disk_gb_s"`
 	HitRate      Num `json:"hit_rate"`
-	// Ratios to the peer under the same cap, and to our uncapped in-RAM run (NaN when missing).
-	PrefillVsPeer Num `json:"prefill_vs_peer"`
-	DecodeVsPeer  Num `json:"decode_vs_peer"`
-	PrefillVsRAM  Num `json:"prefill_vs_ram"`
-	DecodeVsRAM   Num `json:"decode_vs_ram"`
+	// Ratios to the peer under the same cap, to our uncapped in-RAM run, and to stock llama.cpp's
+	// default in-RAM run (KindPeerDefault, uncapped) (NaN when missing).
+	PrefillVsPeer   Num `json:"prefill_vs_peer"`
+	DecodeVsPeer    Num `json:"decode_vs_peer"`
+	PrefillVsRAM    Num `json:"prefill_vs_ram"`
+	DecodeVsRAM     Num `json:"decode_vs_ram"`
+	DecodeVsDefault Num `json:"decode_vs_default"`
 
 	Wall time.Duration `json:"wall_ns"`
 	// PrefillRuns and DecodeRuns are every round's tok/s when the configuration ran more than once
@@ -215,7 +224,7 @@ func (m *Measurement) clearOptional() {
 	nan := Num(math.NaN())
 	m.ReadPerToken, m.DiskGBps, m.HitRate = nan, nan, nan
 	m.WirePerToken, m.WireLoadGBps = nan, nan
-	m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM = nan, nan, nan, nan
+	m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM, m.DecodeVsDefault = nan, nan, nan, nan, nan
 }
 
 // OK reports whether the configuration produced numbers.
@@ -249,11 +258,12 @@ type Report struct {
 	Started time.Time `json:"started"`
 }
 
-// ComputeRatios fills every measurement's ratios: to the peer under the same cap and to our uncapped
-// in-RAM run. Missing or failed references give NaN.
+// ComputeRatios fills every measurement's ratios: to the peer under the same cap, to our uncapped
+// in-RAM run and to stock llama.cpp's default (repacked) uncapped run. Missing or failed references
+// give NaN.
 func (r *Report) ComputeRatios() {
 	peer := map[int64]*Measurement{}
-	var ram *Measurement
+	var ram, def *Measurement
 	for i := range r.Results {
 		m := &r.Results[i]
 		if !m.OK() {
@@ -266,16 +276,21 @@ func (r *Report) ComputeRatios() {
 			}
 		case m.Kind == KindRAM && m.Cap < 0 && ram == nil:
 			ram = m
+		case m.Kind == KindPeerDefault && m.Cap < 0 && def == nil:
+			def = m
 		}
 	}
 	for i := range r.Results {
 		m := &r.Results[i]
 		nan := Num(math.NaN())
-		m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM = nan, nan, nan, nan
+		m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM, m.DecodeVsDefault = nan, nan, nan, nan, nan
 		if !m.OK() {
 			continue
 		}
-		if p := peer[m.Cap]; p != nil && m.Kind != KindPeer {
+		if def != nil && m != def {
+			m.DecodeVsDefault = ratio(m.DecodeTPS, def.DecodeTPS)
+		}
+		if p := peer[m.Cap]; p != nil && m.Kind != KindPeer && m.Kind != KindPeerDefault {
 			m.PrefillVsPeer, m.DecodeVsPeer = ratio(m.PrefillTPS, p.PrefillTPS), ratio(m.DecodeTPS, p.DecodeTPS)
 		}
 		if ram != nil && m != ram {

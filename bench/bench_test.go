@@ -58,6 +58,11 @@ func TestPeerArgs(t *testing.T) {
 	if got != want {
 		t.Fatalf("args %q, want %q", got, want)
 	}
+	// llama.cpp's defaults: repacking on, its default load.
+	got = strings.Join(PeerDefaultArgs(Workload{Model: "m.gguf", PromptTokens: 32, GenTokens: 8, Threads: 2}, 3, true), " ")
+	if want := "-m m.gguf -p 32 -n 8 -t 2 -r 3 -o json"; got != want {
+		t.Fatalf("default args %q, want %q", got, want)
+	}
 }
 
 func TestParseSizes(t *testing.T) {
@@ -111,6 +116,40 @@ func TestMatrix(t *testing.T) {
 	}
 	if got[0].Kind != KindPeer || got[0].Cap != memcap.NoLimit || got[7].Name() != "sniper 2.00 GiB" || got[7].Cap != 4<<30 {
 		t.Fatalf("order: %+v", got)
+	}
+	// Stock's default run holds the repacked weights in RAM: once, uncapped, whatever the caps.
+	got = Matrix([]Kind{KindPeer, KindPeerDefault, KindSniper}, []int64{1 << 30}, []int64{8 << 30, 4 << 30})
+	if len(got) != 5 || got[0].Kind != KindPeerDefault || got[0].Cap != memcap.NoLimit || got[0].Name() != "llama.cpp default" {
+		t.Fatalf("with llama.cpp-default: %+v", got)
+	}
+	for _, c := range got[1:] {
+		if c.Kind == KindPeerDefault {
+			t.Fatalf("llama.cpp-default under a cap: %+v", got)
+		}
+	}
+	if k, err := ParseKind("llama.cpp-default"); err != nil || k != KindPeerDefault {
+		t.Fatalf("ParseKind: %v %v", k, err)
+	}
+}
+
+func TestRatiosToStockDefault(t *testing.T) {
+	r := sampleReport()
+	def := Measurement{Config: Config{Kind: KindPeerDefault, Cap: memcap.NoLimit}, PrefillTPS: 9, DecodeTPS: 5}
+	r.Results = append([]Measurement{def}, r.Results...)
+	r.ComputeRatios()
+	sn := r.Results[4]
+	if sn.Kind != KindSniper || math.Abs(float64(sn.DecodeVsDefault)-2.2/5) > 1e-9 {
+		t.Fatalf("sniper vs stock default: %v (%+v)", sn.DecodeVsDefault, sn.Config)
+	}
+	if !r.Results[0].DecodeVsDefault.Missing() || !r.Results[0].DecodeVsPeer.Missing() {
+		t.Fatal("stock default compared with itself or with the mmap peer")
+	}
+	var text strings.Builder
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "decode ×default") || !strings.Contains(text.String(), "0.44×") {
+		t.Fatalf("the table lacks the ratio to stock's default:\n%s", text.String())
 	}
 }
 
@@ -293,8 +332,8 @@ func TestOurRunIsMeasuredFromItsStatistics(t *testing.T) {
 			t.Errorf("agent args %q lack %q", joined, want)
 		}
 	}
-	if got := strings.Join(OursArgs(Workload{Model: "m", GenTokens: 1, Threads: 1}, Config{Kind: KindRAM}, "p", "s"), " "); !strings.Contains(got, "--mode ram") || !strings.Contains(got, "--no-repack") {
-		t.Errorf("ram args %q: want --mode ram --no-repack (the peer's numeric path)", got)
+	if got := strings.Join(OursArgs(Workload{Model: "m", GenTokens: 1, Threads: 1}, Config{Kind: KindRAM}, "p", "s"), " "); !strings.Contains(got, "--mode ram") || strings.Contains(got, "--no-repack") {
+		t.Errorf("ram args %q: want --mode ram with llama.cpp's default repacking", got)
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 var columns = []string{"config", "cap", "prefill tok/s", "decode tok/s", "prefill ×peer", "decode ×peer",
-	"prefill ×ram", "decode ×ram", "peak RSS", "cgroup peak", "disk read", "read/token", "disk GB/s", "hit rate"}
+	"prefill ×ram", "decode ×ram", "decode ×default", "peak RSS", "cgroup peak", "disk read", "read/token", "disk GB/s", "hit rate"}
 
 // rows renders every measurement as table cells; failed ones carry their error in the last column.
 func (r *Report) rows() [][]string {
@@ -26,7 +26,7 @@ func (r *Report) rows() [][]string {
 			continue
 		}
 		row = append(row, rates(m.PrefillTPS, m.PrefillRuns), rates(m.DecodeTPS, m.DecodeRuns), times(m.PrefillVsPeer), times(m.DecodeVsPeer),
-			times(m.PrefillVsRAM), times(m.DecodeVsRAM), FormatSize(m.PeakRSS), FormatSize(m.PeakUsage), FormatSize(m.DiskRead))
+			times(m.PrefillVsRAM), times(m.DecodeVsRAM), times(m.DecodeVsDefault), FormatSize(m.PeakRSS), FormatSize(m.PeakUsage), FormatSize(m.DiskRead))
 		switch {
 		case m.Kind == KindRPC && !m.WirePerToken.Missing(): // what crossed the network instead of the disk
 			row = append(row, FormatSize(int64(m.WirePerToken))+" wire", num(m.WireLoadGBps, "%.2f load"), "—")

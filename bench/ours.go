@@ -49,9 +49,9 @@ func ParseRunStats(data []byte) (RunStats, error) {
 	return s, nil
 }
 
-// OursArgs are the `agent` arguments for one of our configurations (after the program name). RAM mode
-// runs without weight repacking (--no-repack): the numeric path the streaming modes reproduce
-// bit-exactly and the one the peer runs with --repack 0.
+// OursArgs are the `agent` arguments for one of our configurations (after the program name). Every
+// mode runs with llama.cpp's default weight repacking (streaming reproduces the in-RAM run's numerics
+// bit-exactly); rpc without it (the workers compute on plain buffers).
 func OursArgs(w Workload, c Config, prompt, statsPath string) []string {
 	mode := string(c.Kind)
 	if c.Kind == KindRPC {
@@ -60,8 +60,6 @@ func OursArgs(w Workload, c Config, prompt, statsPath string) []string {
 	args := []string{"run", "-m", w.Model, "-p", prompt, "-n", strconv.Itoa(w.GenTokens), "--temp", "0",
 		"--threads", strconv.Itoa(w.Threads), "--mode", mode, "--stats-json", statsPath}
 	switch c.Kind {
-	case KindRAM:
-		args = append(args, "--no-repack")
 	case KindRPC:
 		args = append(args, "--no-repack", "--rpc", w.RPC)
 		if w.TensorSplit != "" {

@@ -11,9 +11,19 @@ import (
 // bigger than RAM (mmap), without the repacking that would copy every weight into RAM at load
 // (--repack 0, which is also the numeric path our bit-exact runs use), JSON on stdout.
 func PeerArgs(w Workload, repetitions int, warmup bool) []string {
-	args := []string{"-m", w.Model, "-p", strconv.Itoa(w.PromptTokens), "-n", strconv.Itoa(w.GenTokens),
-		"-t", strconv.Itoa(w.Threads), "--repack", "0", "-lm", "mmap", "-r", strconv.Itoa(max(repetitions, 1)),
-		"-o", "json"}
+	return peerArgs(w, repetitions, warmup, "--repack", "0", "-lm", "mmap")
+}
+
+// PeerDefaultArgs are the llama-bench arguments for stock llama.cpp with its defaults: weights
+// repacked for its faster CPU kernels (which copies them into RAM), the in-RAM speed users get.
+func PeerDefaultArgs(w Workload, repetitions int, warmup bool) []string {
+	return peerArgs(w, repetitions, warmup)
+}
+
+func peerArgs(w Workload, repetitions int, warmup bool, load ...string) []string {
+	args := append([]string{"-m", w.Model, "-p", strconv.Itoa(w.PromptTokens), "-n", strconv.Itoa(w.GenTokens),
+		"-t", strconv.Itoa(w.Threads)}, load...)
+	args = append(args, "-r", strconv.Itoa(max(repetitions, 1)), "-o", "json")
 	if !warmup {
 		args = append(args, "--no-warmup")
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,8 +52,15 @@ func Matrix(kinds []Kind, budgets, caps []int64, variants ...Variant) []Config {
 		variants = []Variant{{}}
 	}
 	var out []Config
+	if slices.Contains(kinds, KindPeerDefault) {
+		// Uncapped only: it holds a repacked copy of the weights in RAM; a cap would only kill it.
+		out = append(out, Config{Kind: KindPeerDefault, Cap: memcap.NoLimit})
+	}
 	for _, cp := range caps {
 		for _, k := range kinds {
+			if k == KindPeerDefault {
+				continue
+			}
 			if k == KindSniper || k == KindStream {
 				for _, b := range budgets {
 					for _, v := range variants {
@@ -137,7 +145,7 @@ func (r *Runner) one(ctx context.Context, w Workload, c Config) (Measurement, er
 		return Measurement{}, fmt.Errorf("bench: %w", err)
 	}
 	switch c.Kind {
-	case KindPeer:
+	case KindPeer, KindPeerDefault:
 		return r.peer(ctx, w, c)
 	case KindRAM, KindSniper, KindStream, KindRPC:
 		return r.ours(ctx, w, c)
@@ -151,7 +159,11 @@ func (r *Runner) peer(ctx context.Context, w Workload, c Config) (Measurement, e
 	}
 	var stdout bytes.Buffer
 	stderr := r.stderrSink()
-	res, err := r.exec(ctx, memcap.Spec{Path: r.LlamaBench, Args: append([]string{r.LlamaBench}, PeerArgs(w, r.Repetitions, r.PeerWarmup)...),
+	args := PeerArgs(w, r.Repetitions, r.PeerWarmup)
+	if c.Kind == KindPeerDefault {
+		args = PeerDefaultArgs(w, r.Repetitions, r.PeerWarmup)
+	}
+	res, err := r.exec(ctx, memcap.Spec{Path: r.LlamaBench, Args: append([]string{r.LlamaBench}, args...),
 		Env: r.Env, Stdout: &stdout, Stderr: stderr, Limit: c.Cap})
 	if err != nil {
 		return Measurement{}, fmt.Errorf("bench: %s: %w", c.Name(), err)

@@ -51,10 +51,11 @@ func benchCommand(streams *IOStreams) *cli.Command {
 		Usage: "measure a workload against stock llama.cpp under memory caps that include the page cache",
 		Description: "Runs one workload (a prompt of -p tokens, then -n generated) in several configurations, each a\n" +
 			"child process in its own memory cgroup capped at each of --caps (page cache included, so a model\n" +
-			"bigger than the cap really does not fit): stock llama.cpp (llama-bench, mmap, --repack 0), our\n" +
-			"in-RAM mode (--no-repack), and the sniper (MoE) or dense streaming with each of --budgets as the\n" +
-			"expert cache. Prints prefill and decode tok/s, ratios to the peer under the same cap and to our\n" +
-			"uncapped in-RAM run, peak RSS and cgroup peak, decode bytes read per token, disk GB/s and the cache\n" +
+			"bigger than the cap really does not fit): stock llama.cpp (llama-bench, mmap, --repack 0), stock\n" +
+			"llama.cpp with its defaults (weights repacked, in RAM; uncapped only), our in-RAM mode, and the\n" +
+			"sniper (MoE) or dense streaming with each of --budgets as the expert cache. Prints prefill and\n" +
+			"decode tok/s, ratios to the peer under the same cap, to our uncapped in-RAM run and to stock's\n" +
+			"default decode, peak RSS and cgroup peak, decode bytes read per token, disk GB/s and the cache\n" +
 			"hit rate, plus the disk-bound ceiling measured with direct reads of the model's experts. With --rpc,\n" +
 			"also our in-RAM mode spread over those workers (configuration rpc), with the bytes on the wire per token.\n" +
 			"Linux only (memory cgroups); runs as root or with a delegated cgroup.",
@@ -63,7 +64,7 @@ func benchCommand(streams *IOStreams) *cli.Command {
 			&cli.IntFlag{Name: "prompt-tokens", Aliases: []string{"p"}, Value: 32, Usage: "prompt length in tokens", Destination: &o.PromptTokens},
 			&cli.IntFlag{Name: "gen-tokens", Aliases: []string{"n"}, Value: 16, Usage: "tokens to generate", Destination: &o.GenTokens},
 			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads (every configuration)", Destination: &o.Threads},
-			&cli.StringFlag{Name: "configs", Value: "auto", Usage: "comma-separated `KINDS`: llama.cpp, ram, sniper, stream (auto: llama.cpp,ram and sniper or stream by model)", Destination: &o.Configs},
+			&cli.StringFlag{Name: "configs", Value: "auto", Usage: "comma-separated `KINDS`: llama.cpp, llama.cpp-default, ram, sniper, stream (auto: llama.cpp,llama.cpp-default,ram and sniper or stream by model)", Destination: &o.Configs},
 			&cli.StringFlag{Name: "budgets", Value: "1GiB,2GiB,4GiB", Usage: "expert cache `SIZES` for sniper/stream (unlimited allowed)", Destination: &o.Budgets},
 			&cli.StringFlag{Name: "caps", Value: "none,8GiB,4GiB", Usage: "memory caps `SIZES` (page cache included; none = uncapped, still measured)", Destination: &o.Caps},
 			&cli.StringFlag{Name: "variants", Usage: "run each streaming configuration once per `NAME=FLAGS` entry, comma-separated, adding FLAGS to agent run (e.g. plain=,prefetch=--prefetch)", Destination: &o.Variants},
@@ -180,7 +181,7 @@ func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command 
 	r := &bench.Runner{Repetitions: o.Repetitions, Rounds: o.Rounds, PeerWarmup: o.PeerWarmup, Cold: o.Cold,
 		Log: streams.ErrOut, Verbose: o.Verbose}
 	for _, k := range kinds {
-		if k == bench.KindPeer {
+		if k == bench.KindPeer || k == bench.KindPeerDefault {
 			r.LlamaBench = o.LlamaBench
 			if r.LlamaBench == "" {
 				if r.LlamaBench, err = exec.LookPath("llama-bench"); err != nil {
@@ -243,9 +244,9 @@ func writeBenchReport(streams *IOStreams, o *benchOptions, rep *bench.Report) er
 // --rpc names workers.
 func benchKinds(s string, moe, rpc bool) ([]bench.Kind, error) {
 	if strings.EqualFold(strings.TrimSpace(s), "auto") {
-		kinds := []bench.Kind{bench.KindPeer, bench.KindRAM, bench.KindStream}
+		kinds := []bench.Kind{bench.KindPeer, bench.KindPeerDefault, bench.KindRAM, bench.KindStream}
 		if moe {
-			kinds[2] = bench.KindSniper
+			kinds[3] = bench.KindSniper
 		}
 		if rpc {
 			kinds = append(kinds, bench.KindRPC)

@@ -15,11 +15,11 @@ import (
 
 func TestBenchKinds(t *testing.T) {
 	got, err := benchKinds("auto", true, false)
-	if err != nil || len(got) != 3 || got[2] != bench.KindSniper {
+	if err != nil || len(got) != 4 || got[1] != bench.KindPeerDefault || got[3] != bench.KindSniper {
 		t.Fatalf("auto for MoE: %v %v", got, err)
 	}
 	got, err = benchKinds("auto", false, false)
-	if err != nil || got[2] != bench.KindStream {
+	if err != nil || got[3] != bench.KindStream {
 		t.Fatalf("auto for dense: %v %v", got, err)
 	}
 	if got, err = benchKinds("peer, sniper", true, false); err != nil || len(got) != 2 || got[0] != bench.KindPeer {
@@ -30,7 +30,7 @@ func TestBenchKinds(t *testing.T) {
 			t.Errorf("benchKinds(%q, dense) accepted", bad)
 		}
 	}
-	if got, err = benchKinds("auto", true, true); err != nil || len(got) != 4 || got[3] != bench.KindRPC {
+	if got, err = benchKinds("auto", true, true); err != nil || len(got) != 5 || got[4] != bench.KindRPC {
 		t.Fatalf("auto with --rpc: %v %v", got, err)
 	}
 }
@@ -73,7 +73,8 @@ func TestBenchEndToEndOnTinyModel(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	t.Log(errOut.String())
-	if !strings.Contains(out.String(), `"kind": "sniper"`) || !strings.Contains(out.String(), `"direct_read_gb_s"`) {
+	if !strings.Contains(out.String(), `"kind": "sniper"`) || !strings.Contains(out.String(), `"direct_read_gb_s"`) ||
+		!strings.Contains(out.String(), `"kind": "llama.cpp-default"`) || !strings.Contains(out.String(), `"decode_vs_default"`) {
 		t.Fatalf("JSON report lacks the sniper rows or the disk bound:\n%s", out.String())
 	}
 
