@@ -132,6 +132,15 @@ func TestMatrix(t *testing.T) {
 	}
 }
 
+func TestWarmRunsOnlyWithAnUnlimitedCache(t *testing.T) {
+	r := &Runner{Agent: "/nonexistent/agent", Prompt: "p"}
+	m, err := r.one(t.Context(), Workload{Model: "m.gguf", PromptTokens: 1, GenTokens: 1, Threads: 1},
+		Config{Kind: KindSniper, Budget: 1 << 30, Cap: memcap.NoLimit, Variant: "warm", Flags: []string{"--warm"}})
+	if err != nil || m.OK() || !strings.HasPrefix(m.Err, skippedPrefix) || !strings.Contains(m.Err, "--warm") {
+		t.Fatalf("--warm with a 1 GiB cache: %+v, %v", m, err)
+	}
+}
+
 func TestRatiosToStockDefault(t *testing.T) {
 	r := sampleReport()
 	def := Measurement{Config: Config{Kind: KindPeerDefault, Cap: memcap.NoLimit}, PrefillTPS: 9, DecodeTPS: 5}

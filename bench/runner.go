@@ -137,6 +137,9 @@ func (r *Runner) one(ctx context.Context, w Workload, c Config) (Measurement, er
 		}
 		return failed(c, fmt.Errorf(skippedPrefix+"a cache budget of %s cannot fit under a cap of %s", budget, FormatSize(c.Cap))), nil
 	}
+	if c.Kind == KindSniper && c.Budget >= 0 && slices.Contains(c.Flags, "--warm") {
+		return failed(c, errors.New(skippedPrefix+"--warm needs a cache that holds every expert (unlimited)")), nil
+	}
 	if r.Cold {
 		if err := r.dropCaches(); err != nil {
 			return Measurement{}, fmt.Errorf("bench: --cold: %w", err)
