@@ -392,8 +392,9 @@ func (m *Model) MeanExpertBytes() int64 {
 	return s / int64(len(m.ExpertBytes))
 }
 
-// MaxLayerBytes is the largest per-layer streamed working set: all experts of one layer (a prefill
-// micro-batch can touch every one of them) or one layer's dense FFN.
+// MaxLayerBytes is the largest streamed working set held beyond the cache: all experts of one layer
+// (a prefill micro-batch can touch every one of them), or for a dense model two layers' FFNs (the
+// one computing and the next one, read ahead meanwhile: sniper/dense.go).
 func (m *Model) MaxLayerBytes() int64 {
 	var mx int64
 	for l := range m.LayerStreamBytes {
@@ -402,6 +403,9 @@ func (m *Model) MaxLayerBytes() int64 {
 			b = m.ExpertBytes[l] * int64(m.Experts)
 		}
 		mx = max(mx, b)
+	}
+	if !m.MoE {
+		return 2 * mx
 	}
 	return mx
 }

@@ -250,7 +250,8 @@ func TestPlanDenseModelStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{RAM: p.StreamingMinBytes + 1<<20, DiskBytesPerSec: 1e9}
+	// A little more than the minimum (two of the four layers' FFNs and the rest), less than all of it.
+	o := Options{RAM: p.StreamingMinBytes + 1<<18, DiskBytesPerSec: 1e9}
 	p, err = Make(m, o)
 	if err != nil {
 		t.Fatal(err)

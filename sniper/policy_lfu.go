@@ -121,14 +121,14 @@ func (h *lfuHeap) Pop() any {
 }
 
 // Policies names the cache policies NewPolicy knows.
-var Policies = []string{"lru", "lfu"}
+var Policies = []string{"lru", "lfu", "fixed"}
 
 // DefaultPolicy is the policy users get when they do not choose: LFU, measured better than LRU on
 // the real model shape (at a 256 MiB cache on the Qwen3.5-35B-A3B-shaped model: 36% of lookups hit
 // instead of 0%, 330 instead of 566 MB read per token; when every expert in use fits both hold them).
 const DefaultPolicy = "lfu"
 
-// NewPolicy returns the policy called name ("lru" or "lfu"; "" is DefaultPolicy).
+// NewPolicy returns the policy called name ("lru", "lfu" or "fixed"; "" is DefaultPolicy).
 func NewPolicy(name string) (Policy, error) {
 	if name == "" {
 		name = DefaultPolicy
@@ -138,6 +138,8 @@ func NewPolicy(name string) (Policy, error) {
 		return NewLRU(), nil
 	case "lfu":
 		return NewLFU(), nil
+	case "fixed":
+		return NewFixedLayers(), nil
 	}
 	return nil, fmt.Errorf("cache policy %q: want one of %s", name, strings.Join(Policies, ", "))
 }

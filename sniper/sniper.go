@@ -32,6 +32,8 @@ type Options struct {
 	// Contexts is how many users (llama.cpp contexts, each with its Pin) may decode at once (0: 1).
 	// In sniper mode it sizes the overflow slots that hold working sets beyond the cache.
 	Contexts int
+	// ReadAhead (ModeDense) reads the next layer's FFN while the current one computes (dense.go).
+	ReadAhead bool
 }
 
 // boundTensor is a streamed tensor llama.cpp has allocated, with the memory the sniper gave it.
@@ -108,6 +110,8 @@ type Sniper struct {
 	// convertNanos is the time spent in Convert (over all reading goroutines), convertBytes what it
 	// converted.
 	convertNanos, convertBytes atomic.Int64
+	// dense is the read-ahead of ModeDense (dense.go).
+	dense denseState
 }
 
 // Open opens the model file of idx for streaming. Bind the streamed tensors, then call Ensure.
@@ -138,6 +142,7 @@ func Open(idx *Index, opts Options) (*Sniper, error) {
 		s.classes, s.classOf = planSlots(idx, opts.CacheBudget, overflowSetsFor(opts.Contexts))
 		s.slotOf = map[Key]int32{}
 	}
+	s.dense.init(opts.ReadAhead && idx.Mode == ModeDense)
 	s.stats.CacheBudget = opts.CacheBudget
 	s.defaultPin = &Pin{s: s}
 	s.stats.LayerActivations = make([]int64, idx.Layers)
@@ -349,6 +354,7 @@ func (p *Pin) EnsureSlots(ctx context.Context, layer int, ids, slots []int32) er
 		s.pinned[k]++
 		p.keys = append(p.keys, k)
 	}
+	s.takeAhead(layer)
 	if err := s.awaitLoads(ctx, layer, union); err != nil {
 		return err
 	}
@@ -381,6 +387,7 @@ func (p *Pin) EnsureSlots(ctx context.Context, layer int, ids, slots []int32) er
 			slots[i] = s.slotOf[Key{layer, int(id)}]
 		}
 	}
+	s.startReadAhead(layer)
 	return nil
 }
 
@@ -391,7 +398,11 @@ func (s *Sniper) load(ctx context.Context, layer int, missing []int) error {
 		return s.loadSlots(ctx, layer, missing)
 	}
 	need := int64(len(missing)) * s.expertBytes(layer)
-	if err := s.makeRoom(need); err != nil {
+	if s.idx.Mode == ModeDense {
+		if err := s.makeRoomDense(); err != nil {
+			return err
+		}
+	} else if err := s.makeRoom(need); err != nil {
 		return err
 	}
 	// Spares the reads did not take go back to the system, so that the budget holds.
@@ -585,15 +596,24 @@ func (s *Sniper) readRequests(layer int, experts []int) ([]ReadRequest, error) {
 				}})
 				continue
 			}
-			dst, ok := t.mem.fileSlice(start, end-start)
-			if !ok {
-				return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, start, end)
+			// A dense FFN tensor is tens of MiB: read in pieces the device serves at full speed
+			// with several in flight, rather than as one request the kernel splits anyway.
+			for at := start; at < end; at += readChunk {
+				n := min(readChunk, end-at)
+				dst, ok := t.mem.fileSlice(at, n)
+				if !ok {
+					return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, at, at+n)
+				}
+				reqs = append(reqs, ReadRequest{Offset: at, Dst: dst})
 			}
-			reqs = append(reqs, ReadRequest{Offset: start, Dst: dst})
 		}
 	}
 	return reqs, nil
 }
+
+// readChunk is the largest read of mirrored (stream mode) memory: a few MiB reach a fast SSD's
+// bandwidth with two in flight (docs/design.md §5: 4 MiB at random, one thread, 2.57 GB/s).
+const readChunk = 4 << 20
 
 // Resident reports whether expert e of layer is resident.
 func (s *Sniper) Resident(layer, e int) bool {
@@ -634,6 +654,7 @@ func (s *Sniper) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.dense.cancel()
 	s.ahead.inflight.Wait() // prefetch reads run without the lock and write into the memory unmapped below
 	s.mu.Lock()
 	defer s.mu.Unlock()

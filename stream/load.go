@@ -42,13 +42,14 @@ type Options struct {
 	// (sniper.Options.NoRecycle); for measurements.
 	NoRecycle bool
 	// Prefetch reads the experts the next layer's router is predicted to choose while the current
-	// layer computes (see prefetch.go). Results are identical either way.
+	// layer computes (see prefetch.go); in dense mode, the next layer's FFN (sniper.Options.
+	// ReadAhead). Results are identical either way.
 	Prefetch bool
 	// PredictInline makes the prefetcher predict in the graph callback rather than in the
 	// background, so that every prediction is scored (recall measured on every layer); for tests.
 	PredictInline bool
-	// Policy names the cache's eviction policy (sniper.NewPolicy: "lru", "lfu"; "" is
-	// sniper.DefaultPolicy).
+	// Policy names the cache's eviction policy (sniper.NewPolicy: "lru", "lfu", "fixed"; "" is the
+	// mode's default, sniper.PolicyFor).
 	Policy string
 	// Contexts is how many contexts may decode at once (0: 1): with a small cache each may need
 	// overflow slots for a layer's working set (sniper.Options.Contexts).
@@ -110,11 +111,12 @@ func Open(path string, o Options) (_ *Weights, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream model %q: %w", path, err)
 	}
-	pol, err := sniper.NewPolicy(o.Policy)
+	pol, err := sniper.PolicyFor(mode, o.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("stream model %q: %w", path, err)
 	}
-	sn, err := sniper.Open(idx, sniper.Options{FS: o.FS, Readers: o.Readers, CacheBudget: o.CacheBudget, NoRecycle: o.NoRecycle, Policy: pol, Contexts: o.Contexts})
+	sn, err := sniper.Open(idx, sniper.Options{FS: o.FS, Readers: o.Readers, CacheBudget: o.CacheBudget, NoRecycle: o.NoRecycle, Policy: pol, Contexts: o.Contexts,
+		ReadAhead: o.Prefetch})
 	if err != nil {
 		return nil, fmt.Errorf("stream model %q: %w", path, err)
 	}

@@ -74,7 +74,7 @@ type runOptions struct {
 // ask): they mean the same everywhere (engine/local.Decide).
 const (
 	ramUsage   = "all the memory the model may take (weights in RAM, expert cache, KV cache, buffers), e.g. 8GiB, or unlimited (default: available memory less a tenth, at least 256 MiB)"
-	cacheUsage = "sniper/stream: expert cache `SIZE`, e.g. 512MiB, 0 (reread every expert), or unlimited (default: what --ram leaves)"
+	cacheUsage = "sniper/stream: expert (or dense FFN) cache `SIZE`, e.g. 512MiB, 0 (reread every expert), or unlimited (default: what --ram leaves)"
 )
 
 func runCommand(streams *IOStreams) *cli.Command {
@@ -107,8 +107,8 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "stats-json", Usage: "write the statistics as JSON to `FILE`", Destination: &o.StatsJSON},
 			&cli.DurationFlag{Name: "rss-sample", Usage: "sample the resident set size at this interval (e.g. 10ms) and report its peak", Destination: &o.RSSSample},
 			&cli.BoolFlag{Name: "no-repack", Usage: "no weight repacking (use_extra_bufts=false; every mode): the file's layout and llama.cpp's plain kernels, instead of the repacked layouts llama.cpp's default load uses", Destination: &o.NoRepack},
-			&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (same results; --prefetch=false turns it off)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
-			&cli.StringFlag{Name: "policy", Usage: fmt.Sprintf("sniper/stream: cache eviction policy, lfu or lru (default: %s)", local.DefaultPolicy), EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
+			&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes; stream: read the next layer's FFN (same results; --prefetch=false turns it off)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
+			&cli.StringFlag{Name: "policy", Usage: fmt.Sprintf("sniper/stream: cache eviction policy, lfu, lru or fixed (default: %s; stream: %s, which keeps the first layers that fit)", local.DefaultPolicy, sniper.DefaultDensePolicy), EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
 			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
 			&cli.BoolFlag{Name: "warm", Usage: "sniper: read every expert into the cache before the prompt (needs a cache that holds them all, e.g. --cache unlimited; measures the hook's own cost against --mode ram)", Destination: &o.Warm},
 			&cli.StringFlag{Name: "pin-hot", Usage: "sniper: hold up to `SIZE` (at most half the cache) of the most used experts of --hot-from in the cache for good, read before the prompt", Destination: &o.PinHot},

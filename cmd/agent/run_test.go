@@ -100,10 +100,12 @@ func ramReference(t *testing.T, model string, threads int, noRepack bool) runRes
 
 // TestStreamingIsBitExact compares --logits-out of sniper (MoE) and stream (dense) mode with the
 // in-RAM run for every test architecture and type, with no cache, a small cache and an unlimited
-// one. Q8_0 runs every cache at 1 and 2 threads; the other types (to keep the test quick) every
-// cache at 2 threads. The default is compared with the default (llama.cpp repacks Q4_0 and Q4_K
-// weights for its faster kernels, and streaming converts each expert read into that layout), and for
-// the repacked types also --no-repack with --no-repack: two different numeric paths, each exact.
+// one (dense models also with half their layers cached, an LRU of layers, and the next layer read
+// ahead at every cache). Q8_0 runs every cache at 1 and 2 threads; the other types (to keep the test
+// quick) every cache at 2 threads. The default is compared with the default (llama.cpp repacks Q4_0
+// and Q4_K weights for its faster kernels, and streaming converts each expert read into that
+// layout), and for the repacked types also --no-repack with --no-repack: two different numeric
+// paths, each exact.
 func TestStreamingIsBitExact(t *testing.T) {
 	archs := []string{"qwen3moe", "qwen35moe", "olmoe", "qwen2moe", "qwen3"}
 	types := []string{"f32", "q8_0", "q4_0", "q4_k_m"}
@@ -122,6 +124,27 @@ func TestStreamingIsBitExact(t *testing.T) {
 				if typ == "q8_0" {
 					threadCounts = []int{1, 2}
 				}
+				type variant struct {
+					cache, policy string
+					prefetch      bool
+				}
+				var variants []variant
+				for _, cache := range caches {
+					variants = append(variants, variant{cache: cache})
+				}
+				if mode == "stream" {
+					// Dense: a cache that keeps half the layers (the fixed set, and an LRU of layers),
+					// and every cache with the next layer read ahead.
+					pm, err := plan.Open(model)
+					if err != nil {
+						t.Fatal(err)
+					}
+					half := fmt.Sprint(pm.StreamedBytes / 2)
+					variants = append(variants, variant{cache: half}, variant{cache: half, policy: "lru"})
+					for _, cache := range append(caches, half) {
+						variants = append(variants, variant{cache: cache, prefetch: true})
+					}
+				}
 				repacked := strings.HasPrefix(typ, "q4")
 				if repacked {
 					// Where the CPU has repacked kernels for the type, the two paths differ: a stream
@@ -135,16 +158,17 @@ func TestStreamingIsBitExact(t *testing.T) {
 							continue
 						}
 						want := ramReference(t, model, threads, noRepack)
-						for _, cache := range caches {
-							got, err := runAgentRun(t, runOptions{Model: model, Mode: mode, Cache: cache, Threads: threads, Stats: true, NoRepack: noRepack})
+						for _, v := range variants {
+							got, err := runAgentRun(t, runOptions{Model: model, Mode: mode, Cache: v.cache, Policy: v.policy, Prefetch: v.prefetch,
+								Threads: threads, Stats: true, NoRepack: noRepack})
 							if err != nil {
-								t.Fatalf("%s --cache %s -t %d --no-repack=%v: %v", mode, cache, threads, noRepack, err)
+								t.Fatalf("%s %+v -t %d --no-repack=%v: %v", mode, v, threads, noRepack, err)
 							}
 							if !bytes.Equal(got.logits, want.logits) {
-								t.Fatalf("%s --cache %s -t %d --no-repack=%v: logits differ from the in-RAM run (%d vs %d bytes)", mode, cache, threads, noRepack, len(got.logits), len(want.logits))
+								t.Fatalf("%s %+v -t %d --no-repack=%v: logits differ from the in-RAM run (%d vs %d bytes)", mode, v, threads, noRepack, len(got.logits), len(want.logits))
 							}
 							if got.stdout != want.stdout {
-								t.Fatalf("%s --cache %s -t %d --no-repack=%v: text differs from the in-RAM run:\n%q\n%q", mode, cache, threads, noRepack, got.stdout, want.stdout)
+								t.Fatalf("%s %+v -t %d --no-repack=%v: text differs from the in-RAM run:\n%q\n%q", mode, v, threads, noRepack, got.stdout, want.stdout)
 							}
 						}
 					}

@@ -16,6 +16,7 @@ import (
 	"github.com/expertsniper/expertsniper/engine/local"
 	"github.com/expertsniper/expertsniper/plan"
 	"github.com/expertsniper/expertsniper/server"
+	"github.com/expertsniper/expertsniper/sniper"
 )
 
 func init() { register(serveCommand) }
@@ -77,9 +78,9 @@ func serveFlags(o *serveOptions) []cli.Flag {
 		&cli.StringFlag{Name: "mode", Value: "auto", Usage: "auto, ram, sniper or stream", EnvVars: serveEnv("MODE"), Destination: &o.Mode},
 		&cli.StringFlag{Name: "ram", Usage: ramUsage, EnvVars: serveEnv("RAM"), Destination: &o.RAM},
 		&cli.StringFlag{Name: "cache", Usage: cacheUsage, EnvVars: serveEnv("CACHE"), Destination: &o.Cache},
-		&cli.StringFlag{Name: "policy", Usage: fmt.Sprintf("sniper/stream: cache eviction policy, lfu or lru (default: %s)", local.DefaultPolicy), EnvVars: serveEnv("POLICY"), Destination: &o.Policy},
+		&cli.StringFlag{Name: "policy", Usage: fmt.Sprintf("sniper/stream: cache eviction policy, lfu, lru or fixed (default: %s; stream: %s, which keeps the first layers that fit)", local.DefaultPolicy, sniper.DefaultDensePolicy), EnvVars: serveEnv("POLICY"), Destination: &o.Policy},
 		&cli.IntFlag{Name: "readers", Usage: fmt.Sprintf("sniper/stream: parallel disk reads (default: %d)", local.DefaultReaders), EnvVars: serveEnv("READERS"), Destination: &o.Readers},
-		&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes (--prefetch=false turns it off)", EnvVars: serveEnv("PREFETCH"), Destination: &o.Prefetch},
+		&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes; stream: read the next layer's FFN (--prefetch=false turns it off)", EnvVars: serveEnv("PREFETCH"), Destination: &o.Prefetch},
 		&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it (slower; for measurements)", EnvVars: serveEnv("NO_RECYCLE"), Destination: &o.NoRecycle},
 		&cli.BoolFlag{Name: "no-repack", Usage: "no weight repacking (use_extra_bufts=false; every mode): the file's layout and llama.cpp's plain kernels", EnvVars: serveEnv("NO_REPACK"), Destination: &o.NoRepack},
 		&cli.BoolFlag{Name: "embeddings", Usage: "enable /v1/embeddings (mean-pooled; off by default, as in llama-server)", EnvVars: serveEnv("EMBEDDINGS"), Destination: &o.Embeddings},

@@ -51,7 +51,8 @@ type Options struct {
 	Readers   int
 	NoRecycle bool
 	// NoPrefetch turns off the sniper's next-layer prefetch (on by default, as in agent run: it reads
-	// the experts the next layer is predicted to choose while this one computes; results are the same).
+	// the experts the next layer is predicted to choose, or in stream mode the next layer's FFN, while
+	// this one computes; results are the same).
 	NoPrefetch bool
 	// NoRepack keeps every weight in the file's layout (use_extra_bufts=false), in every mode: by
 	// default weights llama.cpp's CPU kernels repack are repacked, in RAM by llama.cpp and when

@@ -274,8 +274,7 @@ func loadModel(ctx context.Context, path string, o Options, d Decision) (*bindin
 		Contexts: 2, Readers: o.Readers, Policy: o.Policy, NoRecycle: o.NoRecycle, FS: o.StreamFS, PredictInline: o.PredictInline,
 		NoRepack: o.NoRepack}
 	if d.Mode == ModeStream {
-		so.Mode = sniper.ModeDense
-		so.Prefetch = false // prefetch predicts experts; dense layers have none
+		so.Mode = sniper.ModeDense // Prefetch: the next layer's FFN is read while this one computes
 	}
 	w, err := stream.Open(path, so)
 	if err != nil {

@@ -1,0 +1,186 @@
+package sniper_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/expertsniper/expertsniper/sniper"
+	"github.com/expertsniper/expertsniper/sniper/faultfs"
+)
+
+// checkLayer fails unless every FFN tensor of layer holds the file's bytes.
+func checkLayer(t *testing.T, m *fakeModel, mem boundMemory, layer int) {
+	t.Helper()
+	for _, kind := range []string{"gate", "up", "down"} {
+		name := "blk." + itoa(layer) + ".ffn_" + kind + ".weight"
+		if !bytes.Equal(mem.mem[name], m.expert(name, 0)) {
+			t.Fatalf("%s differs from the file", name)
+		}
+	}
+}
+
+// passes runs n tokens' worth of dense Ensures (every layer in order) and checks each layer's bytes.
+func passes(t *testing.T, s *sniper.Sniper, m *fakeModel, mem boundMemory, layers, n int) {
+	t.Helper()
+	for p := 0; p < n; p++ {
+		for l := 0; l < layers; l++ {
+			if err := s.Ensure(context.Background(), l, nil); err != nil {
+				t.Fatal(err)
+			}
+			checkLayer(t, m, mem, l)
+		}
+	}
+}
+
+// TestDensePoliciesOnCyclicAccess measures what the issue asked to choose between: with a budget of
+// 3 of 8 layers, an LRU of layers never hits (each pass evicts exactly the layers the next pass needs
+// first), while FixedLayers keeps layers 0-2 and hits 3 of 8 from the second pass on.
+func TestDensePoliciesOnCyclicAccess(t *testing.T) {
+	const per, layers, budget = 12_000, 8, 3
+	m := newFakeModel(t, t.TempDir(), layers, 1, per, true)
+	layerBytes := int64(3 * per)
+	for _, c := range []struct {
+		policy   string
+		wantHits int64
+	}{{"lru", 0}, {"fixed", 2 * budget}, {"", 2 * budget}} {
+		pol, err := sniper.PolicyFor(sniper.ModeDense, c.policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, mem := boundSniper(t, m, sniper.ModeDense, false, sniper.Options{CacheBudget: budget * layerBytes, Policy: pol})
+		passes(t, s, m, mem, layers, 3)
+		st := s.Stats()
+		if st.Hits != c.wantHits || st.Misses != 3*layers-c.wantHits {
+			t.Errorf("policy %q: hits %d misses %d, want %d and %d", c.policy, st.Hits, st.Misses, c.wantHits, 3*layers-c.wantHits)
+		}
+		// The budget bounds the layers kept; the layer being computed is held beyond it.
+		if st.PeakCacheBytes > (budget+1)*layerBytes {
+			t.Errorf("policy %q: %d bytes resident at the peak, budget %d plus one layer %d", c.policy, st.PeakCacheBytes, budget*layerBytes, layerBytes)
+		}
+		if c.policy != "lru" {
+			for l := 0; l < layers; l++ {
+				if want := l < budget; s.Resident(l, 0) != want && l != layers-1 {
+					t.Errorf("policy %q: layer %d resident %v, want %v", c.policy, l, !want, want)
+				}
+			}
+		}
+		s.Close()
+	}
+}
+
+// waitResident waits until layer's FFN is resident (read-ahead reads it in the background).
+func waitResident(t *testing.T, s *sniper.Sniper, layer int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !s.Resident(layer, 0) {
+		if time.Now().After(deadline) {
+			t.Fatalf("layer %d never became resident by read-ahead", layer)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDenseReadAheadReadsTheNextMissingLayer checks that, with read-ahead, the layer after the one
+// just ensured is read in the background (after the last layer: the first one not kept), that its
+// Ensure then counts a read-ahead hit with the file's exact bytes, and that the working set of two
+// layers (computed, read ahead) is all that is held beyond the budget, at every budget.
+func TestDenseReadAheadReadsTheNextMissingLayer(t *testing.T) {
+	const per, layers = 10_000, 6
+	m := newFakeModel(t, t.TempDir(), layers, 1, per, true)
+	layerBytes := int64(3 * per)
+	ctx := context.Background()
+	for _, kept := range []int{0, 1, 2, layers} {
+		budget := int64(kept) * layerBytes
+		s, mem := boundSniper(t, m, sniper.ModeDense, false, sniper.Options{CacheBudget: budget, Policy: sniper.NewFixedLayers(), ReadAhead: true})
+		for pass := 0; pass < 3; pass++ {
+			for l := 0; l < layers; l++ {
+				if err := s.Ensure(ctx, l, nil); err != nil {
+					t.Fatal(err)
+				}
+				checkLayer(t, m, mem, l)
+				// The next layer not kept: read ahead (unless every layer is resident).
+				next := l + 1
+				if next == layers {
+					next = min(kept, layers)
+				}
+				if next < layers && !(pass > 0 && next < kept) {
+					waitResident(t, s, next)
+				}
+			}
+		}
+		st := s.Stats()
+		if st.PeakCacheBytes > budget+2*layerBytes {
+			t.Errorf("kept %d: peak %d bytes resident, budget %d plus two layers %d", kept, st.PeakCacheBytes, budget, 2*layerBytes)
+		}
+		// Every layer is read once in the first pass, the first of all on demand, the others ahead of
+		// their Ensure; each later pass reads the streamed ones ahead, and the last pass reads the
+		// next token's first streamed layer, which no Ensure used.
+		wantRead, unused := int64(layers), int64(0)
+		if kept < layers {
+			streamed := int64(layers - kept)
+			wantRead, unused = int64(layers)+2*streamed+1, 1
+		}
+		if got := st.BytesRead / layerBytes; got != wantRead {
+			t.Errorf("kept %d: read %d layers, want %d", kept, got, wantRead)
+		}
+		if st.Misses != 1 || st.PrefetchHits != wantRead-1-unused || st.PrefetchReads != wantRead-1 {
+			t.Errorf("kept %d: misses %d, read-ahead hits %d reads %d; want 1, %d, %d", kept, st.Misses, st.PrefetchHits, st.PrefetchReads, wantRead-1-unused, wantRead-1)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDenseReadAheadFaultsAreRetriedByEnsure injects one read fault at every position in turn: a
+// failed read-ahead leaves its layer missing and its Ensure reads it (or reports the fault, which a
+// retry then gets past); the bytes are always the file's.
+func TestDenseReadAheadFaultsAreRetriedByEnsure(t *testing.T) {
+	const per, layers = 9_000, 4
+	m := newFakeModel(t, t.TempDir(), layers, 1, per, true)
+	for i := int64(0); ; i++ {
+		inj := faultfs.EIO(faultfs.OnIndex(i, faultfs.Reads))
+		s, mem := boundSniper(t, m, sniper.ModeDense, false, sniper.Options{FS: faultfs.Wrap(sniper.DirectFS{}, inj),
+			CacheBudget: 3 * per, Policy: sniper.NewFixedLayers(), ReadAhead: true})
+		for pass := 0; pass < 2; pass++ {
+			for l := 0; l < layers; l++ {
+				if err := s.Ensure(context.Background(), l, nil); err != nil {
+					if !errors.Is(err, faultfs.ErrInjected) {
+						t.Fatalf("fault %d: %v", i, err)
+					}
+					if err := s.Ensure(context.Background(), l, nil); err != nil {
+						t.Fatalf("fault %d: retry: %v", i, err)
+					}
+				}
+				checkLayer(t, m, mem, l)
+			}
+		}
+		reads := s.Stats().Reads
+		s.Close()
+		if i > reads+3 {
+			break // past every read a run makes
+		}
+	}
+}
+
+// TestDenseCloseStopsReadAhead closes the sniper right after an Ensure started a read-ahead: Close
+// waits for it (its memory is unmapped after) and nothing fails.
+func TestDenseCloseStopsReadAhead(t *testing.T) {
+	const per, layers = 200_000, 3
+	m := newFakeModel(t, t.TempDir(), layers, 1, per, true)
+	for range 5 {
+		s, _ := boundSniper(t, m, sniper.ModeDense, false, sniper.Options{Policy: sniper.NewFixedLayers(), ReadAhead: true})
+		if err := s.Ensure(context.Background(), 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Ensure(context.Background(), 1, nil); !errors.Is(err, sniper.ErrClosed) {
+			t.Fatalf("Ensure after Close: %v", err)
+		}
+	}
+}
