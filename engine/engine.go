@@ -144,12 +144,16 @@ type Stats struct {
 	GeneratedTokens int64
 	BytesRead       int64
 	Reads           int64
-	CacheHits       int64
-	CacheMisses     int64
-	CacheBytes      int64
-	CacheBudget     int64
-	ReadP50Micros   int64
-	ReadP99Micros   int64
+	// CacheHits and CacheMisses count lookups of experts (sniper mode) or of layers' FFNs (stream
+	// mode, where a miss is a layer read from disk, and ReadAheadHits counts those misses read ahead
+	// of their use, while the layer before computed).
+	CacheHits     int64
+	CacheMisses   int64
+	ReadAheadHits int64
+	CacheBytes    int64
+	CacheBudget   int64
+	ReadP50Micros int64
+	ReadP99Micros int64
 	// LayerExpertActivations[layer][expert] counts how often the router chose that expert.
 	LayerExpertActivations [][]int64
 	// Devices are where the model's layers live when it is spread over llama.cpp RPC workers (the

@@ -11,7 +11,8 @@ import (
 )
 
 // statusLine summarises one answer: speed, tokens and time, and in the streaming modes what the
-// sniper did meanwhile (RSS, bytes read from disk, expert cache hit rate).
+// sniper did meanwhile (RSS, bytes read from disk, expert cache hit rate; in stream mode the layers
+// cached and read ahead).
 func statusLine(reply agentmode.Reply, elapsed time.Duration, before, after engine.Stats, mode string, stopped bool) string {
 	var parts []string
 	if reply.Route != "" {
@@ -52,7 +53,13 @@ func streamingParts(before, after engine.Stats, mode string) []string {
 	if mode == "sniper" || mode == "stream" {
 		parts = append(parts, "read "+bytesize.FormatTenths(after.BytesRead-before.BytesRead))
 		hits, misses := after.CacheHits-before.CacheHits, after.CacheMisses-before.CacheMisses
-		if hits+misses > 0 {
+		switch {
+		case hits+misses == 0:
+		case mode == "stream":
+			// Layers, not experts: what the cache held, and how many of the rest were read ahead.
+			ahead := after.ReadAheadHits - before.ReadAheadHits
+			parts = append(parts, fmt.Sprintf("layers cached %.0f%%, read ahead %.0f%%", 100*float64(hits)/float64(hits+misses), 100*float64(ahead)/float64(hits+misses)))
+		default:
 			parts = append(parts, fmt.Sprintf("hit %.0f%%", 100*float64(hits)/float64(hits+misses)))
 		}
 	}
@@ -86,8 +93,13 @@ func statsReport(info engine.ModelInfo, s engine.Stats, totals Totals, kv string
 		if s.CacheHits+s.CacheMisses > 0 {
 			hit = 100 * float64(s.CacheHits) / float64(s.CacheHits+s.CacheMisses)
 		}
-		fmt.Fprintf(&b, "cache      %s of %s, %s, %s (%.1f%% hit rate)\n", bytesize.FormatTenths(s.CacheBytes),
-			bytesize.FormatTenths(s.CacheBudget), plural(s.CacheHits, "hit"), pluralOf(s.CacheMisses, "miss", "misses"), hit)
+		if info.Mode == "stream" {
+			fmt.Fprintf(&b, "cache      %s of %s of layers' FFNs: %s from the cache, %s read (%d of them ahead, while the layer before computed); %.1f%% from the cache\n",
+				bytesize.FormatTenths(s.CacheBytes), bytesize.FormatTenths(s.CacheBudget), plural(s.CacheHits, "layer"), plural(s.CacheMisses, "layer"), s.ReadAheadHits, hit)
+		} else {
+			fmt.Fprintf(&b, "cache      %s of %s, %s, %s (%.1f%% hit rate)\n", bytesize.FormatTenths(s.CacheBytes),
+				bytesize.FormatTenths(s.CacheBudget), plural(s.CacheHits, "hit"), pluralOf(s.CacheMisses, "miss", "misses"), hit)
+		}
 	}
 	fmt.Fprintf(&b, "session    %s, %s, %s (%d cached), %s", plural(totals.Turns, "turn"),
 		plural(totals.Calls, "call"), plural(totals.PromptTokens, "input token"), totals.CachedTokens, plural(totals.GeneratedTokens, "output token"))

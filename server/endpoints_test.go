@@ -339,6 +339,29 @@ func TestEmbeddings501WhenUnsupportedAndVectorsWhenSupported(t *testing.T) {
 	}
 }
 
+// TestMetricsAndStatsInStreamMode: a dense model streamed layer by layer reports layers, not experts.
+func TestMetricsAndStatsInStreamMode(t *testing.T) {
+	fe := fakeengine.New(1, 4096)
+	fe.SetMode("stream")
+	ts := newTestServer(t, fe)
+	ts.do(t, "POST", "/v1/chat/completions", chatBody("count me", map[string]any{"max_tokens": 5}))
+	_, body := ts.do(t, "GET", "/metrics", nil)
+	text := string(body)
+	for _, want := range []string{"expertsniper_layer_cache_hits_total", "expertsniper_layer_cache_misses_total", "expertsniper_layer_read_ahead_total", "expertsniper_layer_cache_budget_bytes"} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("metrics lack %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "expertsniper_expert_cache") {
+		t.Fatalf("stream mode reports an expert cache:\n%s", text)
+	}
+	_, body = ts.do(t, "GET", "/stats", nil)
+	st := decode[map[string]any](t, body)
+	if st["mode"] != "stream" || st["read_ahead"].(float64) <= 0 || st["read_ahead"].(float64) != st["cache_misses"].(float64) {
+		t.Fatalf("stats: %s", body)
+	}
+}
+
 func TestMetricsAndStats(t *testing.T) {
 	ts := newTestServer(t, fakeengine.New(1, 4096))
 	ts.do(t, "POST", "/v1/chat/completions", chatBody("count me", map[string]any{"max_tokens": 5}))

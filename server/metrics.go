@@ -94,10 +94,19 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("expertsniper_process_rss_bytes", "gauge", "Resident memory of the process.", processRSS(st))
 	metric("expertsniper_disk_read_bytes_total", "counter", "Bytes of weights read from disk.", st.BytesRead)
 	metric("expertsniper_disk_reads_total", "counter", "Weight reads issued.", st.Reads)
-	metric("expertsniper_expert_cache_hits_total", "counter", "Expert cache hits.", st.CacheHits)
-	metric("expertsniper_expert_cache_misses_total", "counter", "Expert cache misses.", st.CacheMisses)
-	metric("expertsniper_expert_cache_bytes", "gauge", "Bytes of experts resident in the cache.", st.CacheBytes)
-	metric("expertsniper_expert_cache_budget_bytes", "gauge", "Byte budget of the expert cache.", st.CacheBudget)
+	if l.info.Mode == "stream" {
+		// Dense streaming caches whole layers' FFNs, not experts.
+		metric("expertsniper_layer_cache_hits_total", "counter", "Layers whose FFN was in the cache.", st.CacheHits)
+		metric("expertsniper_layer_cache_misses_total", "counter", "Layers whose FFN was read from disk.", st.CacheMisses)
+		metric("expertsniper_layer_read_ahead_total", "counter", "Layers read from disk ahead of their use, while the layer before computed.", st.ReadAheadHits)
+		metric("expertsniper_layer_cache_bytes", "gauge", "Bytes of layers' FFNs resident.", st.CacheBytes)
+		metric("expertsniper_layer_cache_budget_bytes", "gauge", "Byte budget of the layer cache.", st.CacheBudget)
+	} else {
+		metric("expertsniper_expert_cache_hits_total", "counter", "Expert cache hits.", st.CacheHits)
+		metric("expertsniper_expert_cache_misses_total", "counter", "Expert cache misses.", st.CacheMisses)
+		metric("expertsniper_expert_cache_bytes", "gauge", "Bytes of experts resident in the cache.", st.CacheBytes)
+		metric("expertsniper_expert_cache_budget_bytes", "gauge", "Byte budget of the expert cache.", st.CacheBudget)
+	}
 	metric("expertsniper_read_latency_p50_seconds", "gauge", "Median weight read latency.", float64(st.ReadP50Micros)/1e6)
 	metric("expertsniper_read_latency_p99_seconds", "gauge", "99th percentile weight read latency.", float64(st.ReadP99Micros)/1e6)
 	if len(st.Devices) > 0 {
@@ -117,28 +126,31 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 
 // statsView is GET /stats, polled by the dashboard: everything it draws, from one snapshot.
 type statsView struct {
-	TimeMS       int64         `json:"time_ms"`
-	UptimeS      float64       `json:"uptime_s"`
-	Model        string        `json:"model"`
-	Mode         string        `json:"mode"`
-	Slots        int           `json:"slots"`
-	SlotsBusy    int           `json:"slots_busy"`
-	Queue        int           `json:"queue"`
-	Requests     int64         `json:"requests"`
-	Completions  int64         `json:"completions"`
-	RSSBytes     int64         `json:"rss_bytes"`
-	PromptTokens int64         `json:"prompt_tokens"`
-	Generated    int64         `json:"generated_tokens"`
-	BytesRead    int64         `json:"bytes_read"`
-	Reads        int64         `json:"reads"`
-	CacheHits    int64         `json:"cache_hits"`
-	CacheMisses  int64         `json:"cache_misses"`
-	CacheBytes   int64         `json:"cache_bytes"`
-	CacheBudget  int64         `json:"cache_budget"`
-	ReadP50US    int64         `json:"read_p50_us"`
-	ReadP99US    int64         `json:"read_p99_us"`
-	Activations  [][]int64     `json:"layer_expert_activations"`
-	Running      []slotRunning `json:"running"`
+	TimeMS       int64   `json:"time_ms"`
+	UptimeS      float64 `json:"uptime_s"`
+	Model        string  `json:"model"`
+	Mode         string  `json:"mode"`
+	Slots        int     `json:"slots"`
+	SlotsBusy    int     `json:"slots_busy"`
+	Queue        int     `json:"queue"`
+	Requests     int64   `json:"requests"`
+	Completions  int64   `json:"completions"`
+	RSSBytes     int64   `json:"rss_bytes"`
+	PromptTokens int64   `json:"prompt_tokens"`
+	Generated    int64   `json:"generated_tokens"`
+	BytesRead    int64   `json:"bytes_read"`
+	Reads        int64   `json:"reads"`
+	CacheHits    int64   `json:"cache_hits"`
+	CacheMisses  int64   `json:"cache_misses"`
+	// ReadAhead counts, in stream mode, the cache misses (layers) read while the layer before
+	// computed.
+	ReadAhead   int64         `json:"read_ahead"`
+	CacheBytes  int64         `json:"cache_bytes"`
+	CacheBudget int64         `json:"cache_budget"`
+	ReadP50US   int64         `json:"read_p50_us"`
+	ReadP99US   int64         `json:"read_p99_us"`
+	Activations [][]int64     `json:"layer_expert_activations"`
+	Running     []slotRunning `json:"running"`
 	// Devices are where a model spread over RPC workers lives (empty when all is local).
 	Devices []engine.Device `json:"devices"`
 }
@@ -160,7 +172,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		Model: s.modelName(l), Mode: l.info.Mode, Slots: len(slots.Slots), SlotsBusy: busySlots(slots), Queue: slots.Queued,
 		Requests: s.metrics.requests.Load(), Completions: s.metrics.completions.Load(),
 		RSSBytes: processRSS(st), PromptTokens: st.PromptTokens, Generated: max(st.GeneratedTokens, s.metrics.tokensLive.Load()),
-		BytesRead: st.BytesRead, Reads: st.Reads, CacheHits: st.CacheHits, CacheMisses: st.CacheMisses,
+		BytesRead: st.BytesRead, Reads: st.Reads, CacheHits: st.CacheHits, CacheMisses: st.CacheMisses, ReadAhead: st.ReadAheadHits,
 		CacheBytes: st.CacheBytes, CacheBudget: st.CacheBudget, ReadP50US: st.ReadP50Micros, ReadP99US: st.ReadP99Micros,
 		Activations: st.LayerExpertActivations, Running: []slotRunning{}, Devices: st.Devices,
 	}

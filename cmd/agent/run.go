@@ -555,6 +555,10 @@ func report(streams *IOStreams, o *runOptions, e *local.Engine, rs runStats,
 		rs.PinnedBytes, rs.StreamedBytes, rs.CacheBudget = info.PinnedBytes, info.StreamedBytes, e.Decision().CacheBudget
 		rs.BytesRead, rs.BytesIssued, rs.Reads = st.BytesRead, st.BytesIssued, st.Reads
 		rs.Hits, rs.Misses, rs.HitRate, rs.PeakCacheBytes = st.Hits, st.Misses, st.HitRate(), st.PeakCacheBytes
+		if info.Mode == sniper.ModeDense && st.Hits+st.Misses > 0 {
+			// Layers: a layer read ahead came from disk all the same; the hit rate is what the cache held.
+			rs.HitRate = float64(st.Hits-st.PrefetchHits) / float64(st.Hits+st.Misses)
+		}
 		rs.ReadP50Micros, rs.ReadP99Micros = st.ReadP50.Microseconds(), st.ReadP99.Microseconds()
 		rs.PromptBytesRead = atPrompt.BytesRead
 		rs.PromptHookMs, rs.PromptPrefetchReads = float64(atPrompt.EnsureTime)/1e6, atPrompt.PrefetchReads
@@ -593,7 +597,11 @@ func report(streams *IOStreams, o *runOptions, e *local.Engine, rs runStats,
 		if rs.PeakRSSBytes > 0 {
 			line += fmt.Sprintf(" (peak %s over %d samples)", sizeString(rs.PeakRSSBytes), rs.RSSSamples)
 		}
-		if mode != "ram" {
+		switch mode {
+		case "ram":
+		case "stream":
+			line += fmt.Sprintf(", read %s per token, layers from the cache %.1f%%", sizeString(int64(rs.DecodeBytesPerTk)), 100*rs.HitRate)
+		default:
 			line += fmt.Sprintf(", read %s per token, hit rate %.1f%%", sizeString(int64(rs.DecodeBytesPerTk)), 100*rs.HitRate)
 		}
 		fmt.Fprintln(streams.ErrOut, line)
@@ -601,7 +609,9 @@ func report(streams *IOStreams, o *runOptions, e *local.Engine, rs runStats,
 	if o.Stats {
 		printRPCStats(streams.ErrOut, rs)
 	}
-	if o.Stats && mode != "ram" {
+	if o.Stats && mode == "stream" {
+		printDenseStats(streams.ErrOut, rs, o.Prefetch)
+	} else if o.Stats && mode != "ram" {
 		fmt.Fprintf(streams.ErrOut, "  pinned %s, streamed %s, cache budget %s (peak %s held)\n",
 			sizeString(rs.PinnedBytes), sizeString(rs.StreamedBytes), cacheString(rs.CacheBudget), sizeString(rs.PeakCacheBytes))
 		fmt.Fprintf(streams.ErrOut, "  reads %d, %s of experts (%s issued, aligned), hits %d, misses %d, read latency p50 %dµs p99 %dµs\n",
@@ -633,6 +643,24 @@ func report(streams *IOStreams, o *runOptions, e *local.Engine, rs runStats,
 		}
 	}
 	return nil
+}
+
+// printDenseStats is --stats of stream mode: dense layers' FFNs, not experts, are what is cached,
+// read and read ahead (the "hook" is the one before each layer's FFN).
+func printDenseStats(w io.Writer, rs runStats, readAhead bool) {
+	fmt.Fprintf(w, "  pinned %s, streamed %s (layers' FFNs), cache budget %s (peak %s held, with the layers computing and read ahead)\n",
+		sizeString(rs.PinnedBytes), sizeString(rs.StreamedBytes), cacheString(rs.CacheBudget), sizeString(rs.PeakCacheBytes))
+	fmt.Fprintf(w, "  layers: %d from the cache, %d read (%d of them ahead, while the layer before computed); %d reads, %s of FFNs (%s issued, aligned), read latency p50 %dµs p99 %dµs\n",
+		rs.Hits-rs.PrefetchHits, rs.Misses+rs.PrefetchHits, rs.PrefetchHits, rs.Reads, sizeString(rs.BytesRead), sizeString(rs.BytesIssued), rs.ReadP50Micros, rs.ReadP99Micros)
+	fmt.Fprintf(w, "  RSS: %s before load, %s loaded, %s with the context, %s after the prompt (%s of FFNs held)\n",
+		sizeString(rs.RSSBeforeLoad), sizeString(rs.RSSAfterLoad), sizeString(rs.RSSAfterContext), sizeString(rs.RSSAfterPrompt), sizeString(rs.CacheAfterPrompt))
+	fmt.Fprintf(w, "  prompt read %s (waited for layers %.0f ms); decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",
+		sizeString(rs.PromptBytesRead), rs.PromptHookMs, sizeString(rs.DecodeBytesRead), rs.DecodeEvals, rs.DecodeBytesIssued, rs.DecodeIOReadBytes)
+	fmt.Fprintf(w, "  decode waited for layers %.0f ms (%.1f ms per token; %.0f ms reading on demand, %.0f ms waiting for the lock); FFN memory reused %d times, released %d times\n",
+		rs.DecodeHookMs, rs.DecodeHookMsPerToken, rs.DecodeReadMs, rs.DecodeLockWaitMs, rs.Recycled, rs.Released)
+	if readAhead {
+		fmt.Fprintf(w, "  read-ahead: %d layers read ahead, %d used\n", rs.PrefetchReads, rs.PrefetchHits)
+	}
 }
 
 // logitsWriter appends float32 logits, little-endian, to a file.

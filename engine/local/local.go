@@ -495,9 +495,18 @@ func (s sniperStats) FillStats(st *engine.Stats) {
 	st.Reads = ss.Reads
 	st.CacheHits = ss.Hits
 	st.CacheMisses = ss.Misses
+	if s.sn.Index().Mode == sniper.ModeDense {
+		// A layer read ahead came from disk all the same: the hit rate of layers is what the cache
+		// holds (budget / total with the fixed set), the read-ahead what overlapped compute.
+		st.CacheHits -= ss.PrefetchHits
+		st.CacheMisses += ss.PrefetchHits
+		st.ReadAheadHits = ss.PrefetchHits
+	}
 	st.CacheBytes = ss.CacheBytes
 	st.CacheBudget = ss.CacheBudget
 	st.ReadP50Micros = ss.ReadP50.Microseconds()
 	st.ReadP99Micros = ss.ReadP99.Microseconds()
-	st.LayerExpertActivations = ss.ExpertActivations
+	if s.sn.Index().Mode != sniper.ModeDense {
+		st.LayerExpertActivations = ss.ExpertActivations // a dense layer has no experts to chart
+	}
 }

@@ -44,8 +44,13 @@
     $("rss").textContent = bytes(s.rss_bytes);
     $("disk").textContent = diskRate.toFixed(1);
     $("disk-sub").textContent = "MB/s · " + bytes(s.bytes_read) + " in " + s.reads + " reads";
+    // Stream mode (dense models) caches whole layers' FFNs and reads the next layer ahead.
+    var dense = s.mode === "stream";
+    $("hit-label").textContent = dense ? "layers from the cache" : "expert cache hit rate";
+    $("cache-label").textContent = dense ? "layer (FFN) cache" : "expert cache";
     $("hit").textContent = recentHit || pct(s.cache_hits, s.cache_hits + s.cache_misses);
-    $("hit-sub").textContent = (recentHit ? "last 0.5 s · " : "") + "overall " + pct(s.cache_hits, s.cache_hits + s.cache_misses);
+    $("hit-sub").textContent = (recentHit ? "last 0.5 s · " : "") + "overall " + pct(s.cache_hits, s.cache_hits + s.cache_misses) +
+      (dense ? " · read ahead " + pct(s.read_ahead || 0, s.cache_hits + s.cache_misses) : "");
     $("cache").textContent = bytes(s.cache_bytes);
     $("cache-sub").textContent = "of " + bytes(s.cache_budget) + " budget";
     $("lat").textContent = (s.read_p50_us / 1000).toFixed(2) + " ms";

@@ -97,6 +97,10 @@ func DefaultReply(prompt string) string {
 
 func (e *Engine) Info() engine.ModelInfo { return e.info }
 
+// SetMode makes the fake report another mode, e.g. "stream" (a dense model streamed layer by layer,
+// whose misses are layers read ahead); call before use.
+func (e *Engine) SetMode(mode string) { e.info.Mode = mode }
+
 // SetFingerprint makes the fake another model under the same file name (call before use).
 func (e *Engine) SetFingerprint(fp string) { e.info.Fingerprint = fp }
 
@@ -408,6 +412,9 @@ func (e *Engine) touchExperts(piece string) {
 			e.stats.CacheHits++
 		} else {
 			e.stats.CacheMisses++
+			if e.info.Mode == "stream" {
+				e.stats.ReadAheadHits++
+			}
 			e.stats.Reads++
 			e.stats.BytesRead += 1 << 16
 		}
