@@ -170,9 +170,9 @@ func TestStreamingIsBitExact(t *testing.T) {
 							if got.stdout != want.stdout {
 								t.Fatalf("%s %+v -t %d --no-repack=%v: text differs from the in-RAM run:\n%q\n%q", mode, v, threads, noRepack, got.stdout, want.stdout)
 							}
-						}
-						if mode == "stream" && (!strings.Contains(got.stderr, "layers from the cache") || strings.Contains(got.stderr, "expert")) {
-							t.Fatalf("stream --stats speaks of experts, not layers:\n%s", got.stderr)
+							if mode == "stream" && (!strings.Contains(got.stderr, "layers from the cache") || strings.Contains(got.stderr, "expert")) {
+								t.Fatalf("stream --stats speaks of experts, not layers:\n%s", got.stderr)
+							}
 						}
 					}
 					want := ramReference(t, model, threads, false)
