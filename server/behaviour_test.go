@@ -17,10 +17,10 @@ import (
 	"github.com/expertsniper/expertsniper/server/internal/fakeengine"
 )
 
-// waitFor polls cond for up to 5 s.
+// waitFor polls cond for up to 30 s (generous: a loaded machine under -race is slow).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -423,3 +423,82 @@ func TestSlotActions(t *testing.T) {
 			again.Timings.CachedTokens, first.Text, first.Timings.PromptTokens-1)
 	}
 }
+
+// TestQueueIsFIFOAndAPinnedWaitDoesNotBlockOthers checks the queue's contract with the real
+// scheduler: requests for any slot are served in arrival order, and one waiting for a busy pinned
+// slot lets later ones take another slot.
+func TestQueueIsFIFOAndAPinnedWaitDoesNotBlockOthers(t *testing.T) {
+	e := open(t, Options{Slots: 2})
+	// hold runs a request in slot that blocks on its first token until release is closed.
+	hold := func(slot int) (release func(), done chan engine.Result) {
+		started, unblock := make(chan struct{}), make(chan struct{})
+		done = make(chan engine.Result, 1)
+		go func() {
+			n := 0
+			r, _ := e.Complete(context.Background(), engine.Request{Prompt: prompt, MaxTokens: maxBacklog + 16, Slot: slot}, func(engine.Token) error {
+				if n++; n == 1 {
+					close(started)
+					<-unblock
+				}
+				return nil
+			})
+			done <- r
+		}()
+		<-started
+		return func() { close(unblock) }, done
+	}
+	waitQueued := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(60 * time.Second); e.Slots().Queued != n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %d queued (have %d)", n, e.Slots().Queued)
+			}
+		}
+	}
+	release0, held0 := hold(0)
+	release1, held1 := hold(1)
+	var mu sync.Mutex
+	var finished []string
+	submit := func(name string, slot int) chan engine.Result {
+		ch := make(chan engine.Result, 1)
+		go func() {
+			r, err := e.Complete(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 2, Slot: slot}, nil)
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			mu.Lock()
+			finished = append(finished, name)
+			mu.Unlock()
+			ch <- r
+		}()
+		return ch
+	}
+	pinned := submit("pinned", 1)
+	waitQueued(1)
+	first := submit("first", -1)
+	waitQueued(2)
+	second := submit("second", -1)
+	waitQueued(3)
+
+	release0()
+	<-held0
+	if r := <-first; r.Slot != 0 {
+		t.Fatalf("the first request for any slot ran in slot %d, want 0", r.Slot)
+	}
+	if r := <-second; r.Slot != 0 {
+		t.Fatalf("the second request for any slot ran in slot %d, want 0", r.Slot)
+	}
+	if q := e.Slots().Queued; q != 1 {
+		t.Fatalf("%d queued, want the pinned request still waiting for slot 1", q)
+	}
+	release1()
+	<-held1
+	if r := <-pinned; r.Slot != 1 {
+		t.Fatalf("the pinned request ran in slot %d", r.Slot)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(finished, ",") != "first,second,pinned" {
+		t.Fatalf("finished in the order %v", finished)
+	}
+}
