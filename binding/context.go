@@ -347,6 +347,9 @@ func (c *Context) Size() int { return c.nCtx }
 // BatchSize is n_batch, the most tokens one llama_decode takes.
 func (c *Context) BatchSize() int { return c.nBatch }
 
+// MicroBatchSize is n_ubatch: llama_decode computes a batch in micro-batches of this many tokens.
+func (c *Context) MicroBatchSize() int { return c.nUBatch }
+
 // Tokens returns the tokens of sequence 0 whose keys and values are in the cache.
 func (c *Context) Tokens() []Token { return append([]Token(nil), c.past...) }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/expertsniper/expertsniper/binding"
 	"github.com/expertsniper/expertsniper/bytesize"
 	"github.com/expertsniper/expertsniper/diskspace"
+	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/engine/local"
 	"github.com/expertsniper/expertsniper/ggmlrpc"
 	"github.com/expertsniper/expertsniper/plan"
@@ -361,7 +362,6 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 	}
 	start := time.Now()
 	eo := o.engineOptions(contextSize, reportDecision(streams.ErrOut, o.Quiet))
-	eo.Exclusive = true // run drives its one sequence itself (GenerateTokens, Eval)
 	if workers != nil {
 		// The layers are spread over the workers: RAM mode, this machine holding its share.
 		eo.ModelOptions, eo.Distributed = ramOptions, true
@@ -434,56 +434,54 @@ func runRun(ctx context.Context, streams *IOStreams, o *runOptions) (err error) 
 			}
 		}()
 	}
+	// The request goes through the engine's scheduler like serve's; the observer, called on its
+	// loop between decodes, sees every position's logits and the exact end of the prompt (the
+	// prompt/decode split of --stats).
 	var atPrompt sniper.Stats
 	ioAtPrompt := int64(-1)
-	first := true
-	opts := []binding.GenerateOption{
-		binding.WithMaxTokens(o.Tokens),
-		binding.WithSampling(binding.SamplerParams{Temperature: float32(o.Temp), Seed: uint32(o.Seed)}),
-		binding.WithoutCacheReuse(),
-		binding.WithTokenCallback(func(_ binding.Token, text string) error {
-			if first && sn != nil {
+	obs := local.Observer{
+		Logits: logitsFunc(logits),
+		PromptDone: func() {
+			if sn != nil {
 				atPrompt, ioAtPrompt = sn.Stats(), ioReadBytes()
 			}
-			if first {
-				rssAfterPrompt = sniper.CurrentRSS()
-				traffic.prompted()
-			}
-			first = false
-			_, err := io.WriteString(streams.Out, text)
-			return err
-		}),
-	}
-	if logits != nil {
-		opts = append(opts, binding.WithLogits(logits.write))
+			rssAfterPrompt = sniper.CurrentRSS()
+			traffic.prompted()
+		},
 	}
 	if len(toks) >= longPrompt && !o.Quiet {
-		opts = append(opts, binding.WithPromptProgress(func(done, total int) {
+		obs.PromptProgress = func(done, total int) {
 			if done < total {
 				status("evaluating the prompt: %d of %d tokens done", done, total)
 			}
-		}))
+		}
 	}
 	if o.Tokens == 0 {
 		// Only the prompt: evaluate it (logits included) without sampling.
-		if err := e.Eval(ctx, toks, logitsFunc(logits)); err != nil {
+		obs.PromptDone = nil
+		if err := e.Evaluate(ctx, toks, -1, obs); err != nil {
 			return err
 		}
 		status("evaluated %d prompt tokens", len(toks))
 		return report(streams, o, e, runStats{PromptTokens: len(toks)}, rssBefore, sampler, sniper.Stats{}, 0)
 	}
-	res, err := e.GenerateTokens(ctx, toks, opts...)
+	req := engine.Request{Prompt: prompt, PromptTokens: toks, MaxTokens: o.Tokens, Slot: -1,
+		Sampling: engine.Sampling{Temperature: float32(o.Temp), Seed: uint32(o.Seed)}}
+	res, err := e.CompleteObserved(ctx, req, obs, func(t engine.Token) error {
+		_, err := io.WriteString(streams.Out, t.Text)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(streams.Out)
-	evals := res.Timings.Generated
+	evals := res.Timings.PredictedTokens
 	if res.FinishReason == binding.FinishLength && evals > 0 {
 		evals-- // the last token was sampled, never evaluated
 	}
 	rs := runStats{
-		PromptTokens: res.Timings.PromptTokens, GeneratedTokens: res.Timings.Generated,
-		PromptPerSec: res.Timings.PromptPerSecond(), DecodePerSec: res.Timings.GeneratedPerSecond(),
+		PromptTokens: res.Timings.PromptTokens, GeneratedTokens: res.Timings.PredictedTokens,
+		PromptPerSec: res.Timings.PromptPerSecond, DecodePerSec: res.Timings.PredictedPerSecond,
 	}
 	rs.RSSAfterLoad, rs.RSSAfterContext, rs.RSSAfterPrompt, rs.CacheAfterPrompt = rssAfterLoad, rssAfterContext, rssAfterPrompt, atPrompt.CacheBytes
 	rs.HotPinned = hotPinned

@@ -67,10 +67,6 @@ type Options struct {
 	PredictInline bool
 	// OnDecision, when set, is told how the model will run (mode, budget, warnings) before it loads.
 	OnDecision func(Decision) `json:"-"`
-	// Exclusive: one caller drives one sequence itself through GenerateTokens and Eval (agent run,
-	// with --logits-out's every position): the engine makes its context but starts no scheduler, and
-	// Complete, SaveState and LoadState refuse.
-	Exclusive bool `json:"-"`
 	// Distributed says ModelOptions spread the layers over RPC workers: the model runs in RAM mode
 	// (auto picks it), and this machine holds only its share, so --ram is not held against the whole.
 	Distributed bool
@@ -113,8 +109,6 @@ type Engine struct {
 	tasks     int64 // jobs admitted so far: the next one's number is tasks+1
 	closed    bool
 	published []engine.SlotState
-
-	directMu sync.Mutex // an Exclusive engine's calls, one at a time (direct.go)
 
 	embedMu  sync.Mutex
 	embedCtx *binding.Context
@@ -212,15 +206,11 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	if m.EOS() != binding.NoToken {
 		e.info.EOSText, _ = m.TokenToPiece(m.EOS(), true)
 	}
-	if o.Exclusive {
-		close(e.loopDone) // no scheduler: the caller drives the context (direct.go)
-	} else {
-		go e.loop()
-	}
+	go e.loop()
 	return e, nil
 }
 
-// Model is the loaded model (for callers that need the binding directly, e.g. --logits-out).
+// Model is the loaded model (for callers that need the binding directly).
 func (e *Engine) Model() *binding.Model { return e.model }
 
 // Info describes the model.
@@ -291,6 +281,11 @@ func toLogprob(lp binding.TokenLogprob) engine.TokenLogprob {
 
 // Complete evaluates req.Prompt in a slot (reusing the slot's cached prefix) and generates.
 func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(engine.Token) error) (engine.Result, error) {
+	return e.complete(ctx, req, nil, onToken)
+}
+
+// complete runs a completion through the loop, watched by obs (nil: not watched).
+func (e *Engine) complete(ctx context.Context, req engine.Request, obs *Observer, onToken func(engine.Token) error) (engine.Result, error) {
 	var res engine.Result
 	toks := req.PromptTokens
 	if toks == nil {
@@ -299,13 +294,8 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 			return res, fmt.Errorf("complete: %w", err)
 		}
 	}
-	for i, t := range toks {
-		if t < 0 || int(t) >= e.info.Vocab {
-			return res, fmt.Errorf("complete: prompt token %d (position %d) is outside the vocabulary of %d", t, i, e.info.Vocab)
-		}
-	}
-	if len(toks) == 0 {
-		return res, fmt.Errorf("complete: the prompt is empty")
+	if err := e.checkPrompt(toks); err != nil {
+		return res, fmt.Errorf("complete: %w", err)
 	}
 	if len(toks) >= e.info.Context {
 		return res, fmt.Errorf("complete: prompt of %d tokens, context of %d: %w", len(toks), e.info.Context, engine.ErrContextFull)
@@ -317,7 +307,7 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 	if err != nil {
 		return res, fmt.Errorf("complete: %w", err)
 	}
-	j := &job{want: req.Slot, prompt: toks, generate: true, req: req, sampler: smpl, stop: binding.NewStopFilter(req.Stop)}
+	j := &job{want: req.Slot, prompt: toks, generate: true, req: req, sampler: smpl, stop: binding.NewStopFilter(req.Stop), obs: obs}
 	err = e.submit(ctx, j, onToken)
 	// The loop is done with j: its result is ours to read.
 	res = j.res
@@ -325,6 +315,19 @@ func (e *Engine) Complete(ctx context.Context, req engine.Request, onToken func(
 		return res, fmt.Errorf("complete: %w", err)
 	}
 	return res, nil
+}
+
+// checkPrompt refuses an empty prompt and tokens outside the vocabulary.
+func (e *Engine) checkPrompt(toks []int32) error {
+	for i, t := range toks {
+		if t < 0 || int(t) >= e.info.Vocab {
+			return fmt.Errorf("prompt token %d (position %d) is outside the vocabulary of %d", t, i, e.info.Vocab)
+		}
+	}
+	if len(toks) == 0 {
+		return fmt.Errorf("the prompt is empty")
+	}
+	return nil
 }
 
 // checkSlot refuses a slot number the engine does not have.

@@ -35,6 +35,8 @@ type job struct {
 	req     engine.Request
 	sampler *binding.Sampler
 	stop    *binding.StopFilter
+	// obs watches the job from the loop (observe.go); nil for most jobs.
+	obs *Observer
 
 	// Owned by the loop.
 	slot     *slot
@@ -50,6 +52,10 @@ type job struct {
 	res      engine.Result
 	admitted time.Time
 	sampled  time.Time // first token sampled (end of the prompt phase)
+	// The job's tokens in the current step's batch, for obs: batch indices stepFirst.. (stepN of
+	// them) at positions stepPos.., prompt tokens or the generated one.
+	stepFirst, stepN, stepPos int
+	stepPrompt                bool
 
 	events *eventQueue
 }
@@ -137,15 +143,12 @@ func (e *Engine) enqueue(ctx context.Context, jobs ...*job) error {
 		j.res.Slot = -1
 	}
 	e.mu.Lock()
-	if e.closed || e.opts.Exclusive {
+	if e.closed {
 		e.mu.Unlock()
 		for _, j := range jobs {
 			if j.sampler != nil {
 				j.sampler.Close()
 			}
-		}
-		if e.opts.Exclusive {
-			return errExclusive
 		}
 		return errClosed
 	}
@@ -323,6 +326,7 @@ func (e *Engine) step() bool {
 			continue
 		}
 		seq[0] = s.id
+		j.stepFirst, j.stepN, j.stepPos, j.stepPrompt = b.Len(), 1, len(s.tokens), false
 		if err := b.Add(j.next, len(s.tokens), seq, true); err != nil {
 			e.finish(j, err)
 			continue
@@ -342,10 +346,12 @@ func (e *Engine) step() bool {
 			break
 		}
 		seq[0] = s.id
-		n := min(room, len(j.prompt)-j.fed)
+		n := e.promptChunk(j, room)
+		allLogits := j.obs != nil && j.obs.Logits != nil
+		j.stepFirst, j.stepN, j.stepPos, j.stepPrompt = b.Len(), n, len(s.tokens), true
 		for i := j.fed; i < j.fed+n; i++ {
 			last := i == len(j.prompt)-1
-			if err := b.Add(j.prompt[i], len(s.tokens), seq, last && j.generate); err != nil {
+			if err := b.Add(j.prompt[i], len(s.tokens), seq, last && j.generate || allLogits); err != nil {
 				e.finish(j, err)
 				break
 			}
@@ -373,6 +379,10 @@ func (e *Engine) step() bool {
 	for _, j := range in {
 		if j.slot == nil || j.slot.job != j {
 			continue // ended while the batch was built
+		}
+		if err := e.observe(j); err != nil {
+			e.finish(j, err)
+			continue
 		}
 		if !j.generate {
 			if j.fed == len(j.prompt) {
