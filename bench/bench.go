@@ -176,6 +176,9 @@ type Measurement struct {
 	PrefillVsRAM    Num `json:"prefill_vs_ram"`
 	DecodeVsRAM     Num `json:"decode_vs_ram"`
 	DecodeVsDefault Num `json:"decode_vs_default"`
+	// DecodeVsDisk is decode tok/s over the disk bound of the configuration (dense streaming:
+	// DiskBound.Dense of its budget; NaN otherwise).
+	DecodeVsDisk Num `json:"decode_vs_disk_bound"`
 
 	Wall time.Duration `json:"wall_ns"`
 	// PrefillRuns and DecodeRuns are every round's tok/s when the configuration ran more than once
@@ -224,7 +227,7 @@ func (m *Measurement) clearOptional() {
 	nan := Num(math.NaN())
 	m.ReadPerToken, m.DiskGBps, m.HitRate = nan, nan, nan
 	m.WirePerToken, m.WireLoadGBps = nan, nan
-	m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM, m.DecodeVsDefault = nan, nan, nan, nan, nan
+	m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM, m.DecodeVsDefault, m.DecodeVsDisk = nan, nan, nan, nan, nan, nan
 }
 
 // OK reports whether the configuration produced numbers.
@@ -243,6 +246,34 @@ type DiskBound struct {
 	Direct  bool    `json:"direct"`
 	// TokPerSec = GBps / MissBytesPerToken.
 	TokPerSec float64 `json:"tok_s"`
+	// LayerBytes are a dense model's FFN bytes per layer (stream mode reads each layer's whole):
+	// with a cache, the disk bound counts only the layers it does not keep (Dense).
+	LayerBytes []int64 `json:"dense_layer_bytes,omitempty"`
+}
+
+// Dense is the disk bound of dense streaming with a cache of budget bytes: stream mode keeps the
+// first layers whose FFNs fit (sniper.FixedLayers) and reads the others every token, so the bound is
+// the bytes of those others ÷ the measured bandwidth. ok is false for a MoE model.
+func (d *DiskBound) Dense(budget int64) (kept int, uncached int64, tokPerSec float64, ok bool) {
+	if d == nil || len(d.LayerBytes) == 0 {
+		return 0, 0, 0, false
+	}
+	var held int64
+	for _, b := range d.LayerBytes {
+		uncached += b
+	}
+	for _, b := range d.LayerBytes {
+		if budget >= 0 && held+b > budget {
+			break
+		}
+		held += b
+		kept++
+	}
+	uncached -= held
+	if uncached <= 0 {
+		return kept, 0, math.Inf(1), true
+	}
+	return kept, uncached, d.GBps * 1e9 / float64(uncached), true
 }
 
 // Report is everything one bench run produced.
@@ -283,12 +314,15 @@ func (r *Report) ComputeRatios() {
 	for i := range r.Results {
 		m := &r.Results[i]
 		nan := Num(math.NaN())
-		m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM, m.DecodeVsDefault = nan, nan, nan, nan, nan
+		m.PrefillVsPeer, m.DecodeVsPeer, m.PrefillVsRAM, m.DecodeVsRAM, m.DecodeVsDefault, m.DecodeVsDisk = nan, nan, nan, nan, nan, nan
 		if !m.OK() {
 			continue
 		}
 		if def != nil && m != def {
 			m.DecodeVsDefault = ratio(m.DecodeTPS, def.DecodeTPS)
+		}
+		if _, uncached, bound, ok := r.DiskBound.Dense(m.Budget); ok && m.Kind == KindStream && uncached > 0 {
+			m.DecodeVsDisk = ratio(m.DecodeTPS, bound)
 		}
 		if p := peer[m.Cap]; p != nil && m.Kind != KindPeer && m.Kind != KindPeerDefault {
 			m.PrefillVsPeer, m.DecodeVsPeer = ratio(m.PrefillTPS, p.PrefillTPS), ratio(m.DecodeTPS, p.DecodeTPS)

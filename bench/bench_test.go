@@ -685,3 +685,78 @@ func TestRoundsReportMedians(t *testing.T) {
 		t.Fatal("a configuration that failed in one round reported as fine")
 	}
 }
+
+// TestDenseDiskBoundCountsTheLayersNotKept: stream mode keeps the first layers that fit, so the
+// disk bound of a dense configuration is the other layers' bytes over the measured bandwidth, and
+// each stream row reports its decode speed as a share of that bound.
+func TestDenseDiskBoundCountsTheLayersNotKept(t *testing.T) {
+	d := &DiskBound{GBps: 2, LayerBytes: []int64{1e9, 1e9, 1e9, 1e9}}
+	for _, c := range []struct {
+		budget   int64
+		kept     int
+		uncached int64
+	}{{0, 0, 4e9}, {1.5e9, 1, 3e9}, {2e9, 2, 2e9}, {memcap.NoLimit, 4, 0}} {
+		kept, uncached, bound, ok := d.Dense(c.budget)
+		if !ok || kept != c.kept || uncached != c.uncached {
+			t.Errorf("budget %d: kept %d uncached %d, want %d and %d", c.budget, kept, uncached, c.kept, c.uncached)
+		}
+		if uncached > 0 && math.Abs(bound-2e9/float64(uncached)) > 1e-9 {
+			t.Errorf("budget %d: bound %v tok/s", c.budget, bound)
+		}
+	}
+	if _, _, _, ok := (&DiskBound{GBps: 2}).Dense(0); ok {
+		t.Error("a MoE model's bound has no dense layers")
+	}
+	rep := &Report{DiskBound: d, Results: []Measurement{
+		{Config: Config{Kind: KindStream, Budget: 2e9, Cap: 8 << 30}, DecodeTPS: 0.8},
+		{Config: Config{Kind: KindPeer, Cap: 8 << 30}, DecodeTPS: 0.1},
+	}}
+	rep.ComputeRatios()
+	if got := float64(rep.Results[0].DecodeVsDisk); math.Abs(got-0.8) > 1e-9 {
+		t.Fatalf("decode vs disk bound %v, want 0.8 (0.8 tok/s of a 1 tok/s bound)", got)
+	}
+	if !rep.Results[1].DecodeVsDisk.Missing() || float64(rep.Results[0].DecodeVsPeer) != 8 {
+		t.Fatalf("peer row %+v", rep.Results)
+	}
+	var b strings.Builder
+	if err := rep.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"keeps the first 2 of 4 layers", "= 1.00 tok/s", "80.0%"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestTimeoutAndPeerTokens: a configuration still running at --timeout is killed and reported as
+// failed while the others go on; the peer generates --peer-gen-tokens instead of the workload's.
+func TestTimeoutAndPeerTokens(t *testing.T) {
+	model := filepath.Join(t.TempDir(), "m.gguf")
+	os.WriteFile(model, make([]byte, 1000), 0o644)
+	var peerArgs []string
+	ours := fakeAgent(sampleRunStats, memcap.Result{})
+	r := &Runner{Agent: "/bin/agent", LlamaBench: "/bin/llama-bench", Prompt: "hi", PeerGenTokens: 2, Timeout: 50 * time.Millisecond,
+		Exec: func(ctx context.Context, s memcap.Spec) (memcap.Result, error) {
+			if s.Path == "/bin/llama-bench" {
+				peerArgs = s.Args
+				<-ctx.Done() // a peer that never finishes
+				return memcap.Result{}, ctx.Err()
+			}
+			return ours(ctx, s)
+		}}
+	rep, err := r.Run(t.Context(), Workload{Model: model, PromptTokens: 4, GenTokens: 8, Threads: 1},
+		[]Config{{Kind: KindPeer, Cap: 1 << 30}, {Kind: KindStream, Budget: 0, Cap: 1 << 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := rep.Results[0]; m.OK() || !strings.Contains(m.Err, "timed out") {
+		t.Fatalf("peer: %+v", m)
+	}
+	if !rep.Results[1].OK() {
+		t.Fatalf("stream after the timed-out peer: %+v", rep.Results[1])
+	}
+	if joined := strings.Join(peerArgs, " "); !strings.Contains(joined, "-n 2 ") {
+		t.Fatalf("peer args %q: want -n 2", joined)
+	}
+}

@@ -26,6 +26,8 @@ type readPlan struct {
 	readsPerToken     int
 	missBytesPerToken int64
 	typicalRead       int64
+	// layerBytes are a dense model's FFN bytes per layer (nil for MoE).
+	layerBytes []int64
 }
 
 // planReads indexes the model the way the sniper does and derives its reads: each streamed tensor
@@ -74,6 +76,9 @@ func planReads(path string) (readPlan, error) {
 		if len(tensors) > 0 {
 			p.readsPerToken += used * partsPerExpert
 			p.missBytesPerToken += int64(used) * idx.ExpertBytes(layer)
+			if mode == sniper.ModeDense {
+				p.layerBytes = append(p.layerBytes, idx.ExpertBytes(layer))
+			}
 		}
 	}
 	if len(p.reads) == 0 {
@@ -174,7 +179,7 @@ func ProbeDisk(ctx context.Context, path string, o ProbeOptions) (DiskBound, err
 	gbps := float64(useful.Load()) / elapsed.Seconds() / 1e9
 	return DiskBound{ReadSize: plan.typicalRead, ReadsPerToken: plan.readsPerToken,
 		MissBytesPerToken: plan.missBytesPerToken, Threads: o.Threads, GBps: gbps, Direct: f.Direct(),
-		TokPerSec: gbps * 1e9 / float64(plan.missBytesPerToken)}, nil
+		TokPerSec: gbps * 1e9 / float64(plan.missBytesPerToken), LayerBytes: plan.layerBytes}, nil
 }
 
 // alignedBuffer returns n bytes whose address is a multiple of align (direct I/O needs it). Go's heap

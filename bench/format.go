@@ -10,7 +10,7 @@ import (
 )
 
 var columns = []string{"config", "cap", "prefill tok/s", "decode tok/s", "prefill ×peer", "decode ×peer",
-	"prefill ×ram", "decode ×ram", "decode ×default", "peak RSS", "cgroup peak", "disk read", "read/token", "disk GB/s", "hit rate"}
+	"prefill ×ram", "decode ×ram", "decode ×default", "decode ×disk bound", "peak RSS", "cgroup peak", "disk read", "read/token", "disk GB/s", "hit rate"}
 
 // rows renders every measurement as table cells; failed ones carry their error in the last column.
 func (r *Report) rows() [][]string {
@@ -26,7 +26,7 @@ func (r *Report) rows() [][]string {
 			continue
 		}
 		row = append(row, rates(m.PrefillTPS, m.PrefillRuns), rates(m.DecodeTPS, m.DecodeRuns), times(m.PrefillVsPeer), times(m.DecodeVsPeer),
-			times(m.PrefillVsRAM), times(m.DecodeVsRAM), times(m.DecodeVsDefault), FormatSize(m.PeakRSS), FormatSize(m.PeakUsage), FormatSize(m.DiskRead))
+			times(m.PrefillVsRAM), times(m.DecodeVsRAM), times(m.DecodeVsDefault), percent(m.DecodeVsDisk), FormatSize(m.PeakRSS), FormatSize(m.PeakUsage), FormatSize(m.DiskRead))
 		switch {
 		case m.Kind == KindRPC && !m.WirePerToken.Missing(): // what crossed the network instead of the disk
 			row = append(row, FormatSize(int64(m.WirePerToken))+" wire", num(m.WireLoadGBps, "%.2f load"), "—")
@@ -95,6 +95,19 @@ func (r *Report) header() []string {
 		}
 		lines = append(lines, fmt.Sprintf("disk bound: %.2f GB/s %s reads of %s (%d threads) ÷ %s missed per token (%d reads) = %.2f tok/s at 0%% cache hits",
 			d.GBps, kind, FormatSize(d.ReadSize), d.Threads, FormatSize(d.MissBytesPerToken), d.ReadsPerToken, d.TokPerSec))
+		seen := map[int64]bool{}
+		for _, m := range r.Results {
+			if m.Kind != KindStream || seen[m.Budget] {
+				continue
+			}
+			seen[m.Budget] = true
+			if kept, uncached, bound, ok := d.Dense(m.Budget); ok && uncached == 0 {
+				lines = append(lines, fmt.Sprintf("stream with a cache of %s keeps all %d layers: nothing to read per token", FormatSize(m.Budget), kept))
+			} else if ok {
+				lines = append(lines, fmt.Sprintf("disk bound, stream with a cache of %s: keeps the first %d of %d layers, %s of FFNs per token not cached ÷ %.2f GB/s = %.2f tok/s",
+					FormatSize(m.Budget), kept, len(d.LayerBytes), FormatSize(uncached), d.GBps, bound))
+			}
+		}
 	}
 	return lines
 }

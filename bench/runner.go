@@ -25,6 +25,13 @@ type Runner struct {
 	// Repetitions of llama-bench's tests (averaged by llama-bench), and whether it warms up first.
 	Repetitions int
 	PeerWarmup  bool
+	// PeerGenTokens, if positive, is the peer's generated tokens instead of the workload's: stock
+	// mmap on a dense model far bigger than the cap decodes a token a minute, and its rate is steady
+	// after a couple.
+	PeerGenTokens int
+	// Timeout, if positive, bounds each configuration's run: one still running is killed and
+	// reported as failed, and the matrix goes on.
+	Timeout time.Duration
 	// Cold drops the page cache before every configuration (needs root).
 	Cold bool
 	// Rounds runs the whole list of configurations this many times, one round after the other (so
@@ -162,12 +169,19 @@ func (r *Runner) peer(ctx context.Context, w Workload, c Config) (Measurement, e
 	}
 	var stdout bytes.Buffer
 	stderr := r.stderrSink()
-	args := PeerArgs(w, r.Repetitions, r.PeerWarmup)
-	if c.Kind == KindPeerDefault {
-		args = PeerDefaultArgs(w, r.Repetitions, r.PeerWarmup)
+	pw := w
+	if r.PeerGenTokens > 0 {
+		pw.GenTokens = r.PeerGenTokens
 	}
-	res, err := r.exec(ctx, memcap.Spec{Path: r.LlamaBench, Args: append([]string{r.LlamaBench}, args...),
+	args := PeerArgs(pw, r.Repetitions, r.PeerWarmup)
+	if c.Kind == KindPeerDefault {
+		args = PeerDefaultArgs(pw, r.Repetitions, r.PeerWarmup)
+	}
+	res, err := r.execTimed(ctx, memcap.Spec{Path: r.LlamaBench, Args: append([]string{r.LlamaBench}, args...),
 		Env: r.Env, Stdout: &stdout, Stderr: stderr, Limit: c.Cap})
+	if errors.Is(err, errTimedOut) {
+		return failed(c, err), nil
+	}
 	if err != nil {
 		return Measurement{}, fmt.Errorf("bench: %s: %w", c.Name(), err)
 	}
@@ -198,8 +212,11 @@ func (r *Runner) ours(ctx context.Context, w Workload, c Config) (Measurement, e
 	defer os.RemoveAll(tmp)
 	statsPath := filepath.Join(tmp, "stats.json")
 	stderr := r.stderrSink()
-	res, err := r.exec(ctx, memcap.Spec{Path: r.Agent, Args: append([]string{r.Agent}, OursArgs(w, c, r.Prompt, statsPath)...),
+	res, err := r.execTimed(ctx, memcap.Spec{Path: r.Agent, Args: append([]string{r.Agent}, OursArgs(w, c, r.Prompt, statsPath)...),
 		Env: r.Env, Stdout: io.Discard, Stderr: stderr, Limit: c.Cap})
+	if errors.Is(err, errTimedOut) {
+		return failed(c, err), nil
+	}
 	if err != nil {
 		return Measurement{}, fmt.Errorf("bench: %s: %w", c.Name(), err)
 	}
@@ -228,6 +245,24 @@ func (r *Runner) exec(ctx context.Context, spec memcap.Spec) (memcap.Result, err
 		return r.Exec(ctx, spec)
 	}
 	return memcap.Run(ctx, spec)
+}
+
+// errTimedOut is the error of a configuration killed at Runner.Timeout.
+var errTimedOut = errors.New("timed out")
+
+// execTimed is exec bounded by r.Timeout: a child still running then is killed, and the error wraps
+// errTimedOut (ctx's own cancellation stays an error of the harness).
+func (r *Runner) execTimed(ctx context.Context, spec memcap.Spec) (memcap.Result, error) {
+	if r.Timeout <= 0 {
+		return r.exec(ctx, spec)
+	}
+	tctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	defer cancel()
+	res, err := r.exec(tctx, spec)
+	if err != nil && ctx.Err() == nil && tctx.Err() != nil {
+		return res, fmt.Errorf("%w: killed after --timeout %v", errTimedOut, r.Timeout)
+	}
+	return res, err
 }
 
 func (r *Runner) dropCaches() error {

@@ -199,7 +199,7 @@ func Make(m *Model, o Options) (*Plan, error) {
 			p.TokPerSecHigh = p.DiskBytesPerSec / float64(p.ExpectedReadBytes)
 		}
 		if !m.MoE && p.Mode == "stream" && p.CacheFraction < 1 {
-			p.Notes = append(p.Notes, "a dense model reads every layer every token: a cache smaller than all FFNs only helps if it keeps a fixed set of layers")
+			p.Notes = append(p.Notes, "a dense model reads every layer every token: the cache keeps the first layers that fit for good, and each other layer is read while the one before computes")
 		}
 	}
 	if m.MoE && p.Mode == "sniper" {

@@ -108,8 +108,10 @@ func (r Report) WriteText(w io.Writer) error {
 	}
 	if p.Mode == "ram" {
 		line("read per token", "nothing in RAM mode (%s at 0%% cache hits if streamed)", bytesize.Format(p.TokenReadBytes))
-	} else {
+	} else if m.MoE {
 		line("read per token", "%s at 0%% cache hits; ~%s at the hit rate of uniform routing", bytesize.Format(p.TokenReadBytes), bytesize.Format(p.ExpectedReadBytes))
+	} else {
+		line("read per token", "%s at 0%% cache hits; ~%s with the first layers that fit kept in the cache", bytesize.Format(p.TokenReadBytes), bytesize.Format(p.ExpectedReadBytes))
 	}
 	line("disk", "%.2f GB/s (%s)", p.DiskBytesPerSec/1e9, p.DiskSource)
 	switch {

@@ -36,6 +36,8 @@ type benchOptions struct {
 	Repetitions  int
 	Rounds       int
 	PeerWarmup   bool
+	PeerGen      int
+	Timeout      time.Duration
 	Probe        time.Duration
 	LlamaBench   string
 	Agent        string
@@ -73,6 +75,8 @@ func benchCommand(streams *IOStreams) *cli.Command {
 			&cli.BoolFlag{Name: "cold", Usage: "drop the whole page cache before every configuration (needs root; otherwise only the model file is evicted)", Destination: &o.Cold},
 			&cli.IntFlag{Name: "reps", Value: 1, Usage: "llama-bench repetitions", Destination: &o.Repetitions},
 			&cli.IntFlag{Name: "rounds", Value: 1, Usage: "run the whole list of configurations this many times, round after round, and report each one's median tok/s with the range (this machine's speed drifts: ratios from one round can mislead)", Destination: &o.Rounds},
+			&cli.IntFlag{Name: "peer-gen-tokens", Usage: "tokens the peer generates, if fewer than -n (stock mmap on a model far bigger than the cap decodes a token a minute; its rate is steady after a couple)", Destination: &o.PeerGen},
+			&cli.DurationFlag{Name: "timeout", Usage: "kill a configuration still running after this `DURATION` and report it as failed (0: no limit)", Destination: &o.Timeout},
 			&cli.BoolFlag{Name: "peer-warmup", Usage: "let llama-bench warm up first (our runs have no warmup, so off by default)", Destination: &o.PeerWarmup},
 			&cli.DurationFlag{Name: "probe", Value: 3 * time.Second, Usage: "duration of the direct-read disk probe (0: skip)", Destination: &o.Probe},
 			&cli.StringFlag{Name: "llama-bench", Usage: "llama-bench `PATH` (default: found on PATH)", Destination: &o.LlamaBench},
@@ -178,8 +182,11 @@ func runBench(ctx context.Context, streams *IOStreams, o *benchOptions, command 
 	if o.Rounds < 1 {
 		return usagef("bench --rounds: %d: at least 1", o.Rounds)
 	}
+	if o.PeerGen < 0 || o.Timeout < 0 {
+		return usagef("bench: --peer-gen-tokens and --timeout must not be negative")
+	}
 	r := &bench.Runner{Repetitions: o.Repetitions, Rounds: o.Rounds, PeerWarmup: o.PeerWarmup, Cold: o.Cold,
-		Log: streams.ErrOut, Verbose: o.Verbose}
+		Log: streams.ErrOut, Verbose: o.Verbose, PeerGenTokens: o.PeerGen, Timeout: o.Timeout}
 	for _, k := range kinds {
 		if k == bench.KindPeer || k == bench.KindPeerDefault {
 			r.LlamaBench = o.LlamaBench
