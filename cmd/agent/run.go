@@ -169,9 +169,11 @@ type runStats struct {
 	RSSAfterPrompt   int64 `json:"rss_after_prompt"`
 	CacheAfterPrompt int64 `json:"cache_bytes_after_prompt"`
 
-	BytesRead       int64   `json:"bytes_read"`
-	BytesIssued     int64   `json:"bytes_issued"`
-	Reads           int64   `json:"reads"`
+	BytesRead   int64 `json:"bytes_read"`
+	BytesIssued int64 `json:"bytes_issued"`
+	Reads       int64 `json:"reads"`
+	// Hits and Misses count cache lookups of experts, or in stream mode of layers (a layer read ahead
+	// is a miss: it came from disk; prefetch_hits counts those).
 	Hits            int64   `json:"hits"`
 	Misses          int64   `json:"misses"`
 	HitRate         float64 `json:"hit_rate"`
@@ -553,14 +555,19 @@ func report(streams *IOStreams, o *runOptions, e *local.Engine, rs runStats,
 		rs.PinnedBytes, rs.StreamedBytes, rs.CacheBudget = info.PinnedBytes, info.StreamedBytes, e.Decision().CacheBudget
 		rs.BytesRead, rs.BytesIssued, rs.Reads = st.BytesRead, st.BytesIssued, st.Reads
 		rs.Hits, rs.Misses, rs.HitRate, rs.PeakCacheBytes = st.Hits, st.Misses, st.HitRate(), st.PeakCacheBytes
-		if info.Mode == sniper.ModeDense && st.Hits+st.Misses > 0 {
-			// Layers: a layer read ahead came from disk all the same; the hit rate is what the cache held.
-			rs.HitRate = float64(st.Hits-st.PrefetchHits) / float64(st.Hits+st.Misses)
+		rs.PromptHits, rs.PromptMisses = atPrompt.Hits, atPrompt.Misses
+		if info.Mode == sniper.ModeDense {
+			// Layers: a layer read ahead came from disk all the same, so it is a miss; the hit rate
+			// is what the cache held (the read-ahead is in prefetch_hits).
+			rs.Hits, rs.Misses = st.Hits-st.PrefetchHits, st.Misses+st.PrefetchHits
+			rs.PromptHits, rs.PromptMisses = atPrompt.Hits-atPrompt.PrefetchHits, atPrompt.Misses+atPrompt.PrefetchHits
+			if rs.Hits+rs.Misses > 0 {
+				rs.HitRate = float64(rs.Hits) / float64(rs.Hits+rs.Misses)
+			}
 		}
 		rs.ReadP50Micros, rs.ReadP99Micros = st.ReadP50.Microseconds(), st.ReadP99.Microseconds()
 		rs.PromptBytesRead = atPrompt.BytesRead
 		rs.PromptHookMs, rs.PromptPrefetchReads = float64(atPrompt.EnsureTime)/1e6, atPrompt.PrefetchReads
-		rs.PromptHits, rs.PromptMisses = atPrompt.Hits, atPrompt.Misses
 		rs.DecodeBytesRead = st.BytesRead - atPrompt.BytesRead
 		rs.DecodeBytesIssued = st.BytesIssued - atPrompt.BytesIssued
 		rs.DecodeEvals = decodeEvals
@@ -649,7 +656,7 @@ func printDenseStats(w io.Writer, rs runStats, readAhead bool) {
 	fmt.Fprintf(w, "  pinned %s, streamed %s (layers' FFNs), cache budget %s (peak %s held, with the layers computing and read ahead)\n",
 		sizeString(rs.PinnedBytes), sizeString(rs.StreamedBytes), cacheString(rs.CacheBudget), sizeString(rs.PeakCacheBytes))
 	fmt.Fprintf(w, "  layers: %d from the cache, %d read (%d of them ahead, while the layer before computed); %d reads, %s of FFNs (%s issued, aligned), read latency p50 %dµs p99 %dµs\n",
-		rs.Hits-rs.PrefetchHits, rs.Misses+rs.PrefetchHits, rs.PrefetchHits, rs.Reads, sizeString(rs.BytesRead), sizeString(rs.BytesIssued), rs.ReadP50Micros, rs.ReadP99Micros)
+		rs.Hits, rs.Misses, rs.PrefetchHits, rs.Reads, sizeString(rs.BytesRead), sizeString(rs.BytesIssued), rs.ReadP50Micros, rs.ReadP99Micros)
 	fmt.Fprintf(w, "  RSS: %s before load, %s loaded, %s with the context, %s after the prompt (%s of FFNs held)\n",
 		sizeString(rs.RSSBeforeLoad), sizeString(rs.RSSAfterLoad), sizeString(rs.RSSAfterContext), sizeString(rs.RSSAfterPrompt), sizeString(rs.CacheAfterPrompt))
 	fmt.Fprintf(w, "  prompt read %s (waited for layers %.0f ms); decode read %s over %d tokens (%d bytes issued; the kernel counted %d)\n",
