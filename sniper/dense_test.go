@@ -184,3 +184,20 @@ func TestDenseCloseStopsReadAhead(t *testing.T) {
 		}
 	}
 }
+
+// TestDenseReadsAreDeviceSizedPieces: a dense FFN tensor of several MiB is read as direct reads of at
+// most 4 MiB (several in flight through the AIO pool), landing in place with the file's exact bytes.
+func TestDenseReadsAreDeviceSizedPieces(t *testing.T) {
+	const per, layers = 9<<20 + 1000, 2
+	m := newFakeModel(t, t.TempDir(), layers, 1, per, true)
+	s, mem := boundSniper(t, m, sniper.ModeDense, false, sniper.Options{})
+	passes(t, s, m, mem, layers, 1)
+	st := s.Stats()
+	// Each tensor spans at most 10 MiB of pages: three pieces of at most 4 MiB.
+	if want := int64(layers * 3 * 3); st.Reads != want {
+		t.Fatalf("%d reads for %d tensors of %d bytes, want %d pieces of at most 4 MiB", st.Reads, layers*3, per, want)
+	}
+	if st.BytesRead != layers*3*per || st.BytesIssued < st.BytesRead || st.BytesIssued > st.BytesRead+int64(layers*3*2*4096) {
+		t.Fatalf("read %d bytes, issued %d", st.BytesRead, st.BytesIssued)
+	}
+}
