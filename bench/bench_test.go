@@ -19,6 +19,7 @@ import (
 	"github.com/expertsniper/expertsniper/memcap"
 	"github.com/expertsniper/expertsniper/modelgen/testmodels"
 	"github.com/expertsniper/expertsniper/sniper"
+	"github.com/expertsniper/expertsniper/sniper/faultfs"
 )
 
 func TestParsePeerRecordedSample(t *testing.T) {
@@ -464,6 +465,25 @@ func TestDiskProbeOnSmallModel(t *testing.T) {
 		t.Fatalf("probe %+v", d)
 	}
 	t.Logf("%+v", d)
+}
+
+// A probe on a loaded machine, where one read outlasts the whole duration, measures that slow read
+// rather than failing with nothing read; cancelling its context still stops it with an error.
+func TestDiskProbeReadsAtLeastOnceWhenReadsOutlastItsDuration(t *testing.T) {
+	model := testmodels.Path(t, "qwen35moe-q4_0")
+	slow := faultfs.Wrap(sniper.DirectFS{}, faultfs.Latency(200*time.Millisecond, faultfs.Reads))
+	d, err := ProbeDisk(t.Context(), model, ProbeOptions{Duration: time.Nanosecond, FS: slow})
+	if err != nil {
+		t.Fatalf("probe whose reads outlast it: %v", err)
+	}
+	if d.GBps <= 0 || d.TokPerSec <= 0 {
+		t.Fatalf("probe %+v", d)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if _, err := ProbeDisk(ctx, model, ProbeOptions{Duration: time.Hour, FS: slow}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled probe: %v", err)
+	}
 }
 
 func TestDiskProbeRejectsNonModels(t *testing.T) {

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -93,7 +92,8 @@ func planReads(path string) (readPlan, error) {
 type ProbeOptions struct {
 	// Threads reading in parallel (default 2: about 2 reads in flight reach this disk's ceiling).
 	Threads int
-	// Duration to read for (default 3 s), and MaxBytes to stop earlier (default 8 GiB).
+	// Duration to start reads for (default 3 s: each thread finishes the read it is in, and reads at
+	// least once), and MaxBytes to stop earlier (default 8 GiB).
 	Duration time.Duration
 	MaxBytes int64
 	// Seed of the random choice of experts.
@@ -130,19 +130,23 @@ func ProbeDisk(ctx context.Context, path string, o ProbeOptions) (DiskBound, err
 	// Whole pages, as the sniper reads (direct I/O needs the file system's alignment; 4096 covers it).
 	align := int64(max(f.Align(), 4096))
 
-	ctx, cancel := context.WithTimeout(ctx, o.Duration)
+	// The duration stops starting reads, it does not cut one short: every thread completes at least
+	// one, so that a loaded machine (a thread scheduled late, a read slower than the whole duration)
+	// measures a slow disk instead of failing with nothing read. Only ctx cancels reads.
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var useful atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, o.Threads)
 	start := time.Now()
+	deadline := start.Add(o.Duration)
 	for w := 0; w < o.Threads; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(o.Seed, uint64(w)+1))
 			var buf []byte
-			for ctx.Err() == nil && useful.Load() < o.MaxBytes {
+			for first := true; ctx.Err() == nil && (first || time.Now().Before(deadline) && useful.Load() < o.MaxBytes); first = false {
 				r := plan.reads[rng.IntN(len(plan.reads))]
 				lo := r.off / align * align
 				hi := (r.off + r.n + align - 1) / align * align
@@ -170,7 +174,7 @@ func ProbeDisk(ctx context.Context, path string, o ProbeOptions) (DiskBound, err
 	if err := <-errs; err != nil {
 		return DiskBound{}, err
 	}
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := context.Cause(ctx); err != nil {
 		return DiskBound{}, fmt.Errorf("disk probe: %w", err)
 	}
 	if useful.Load() == 0 {

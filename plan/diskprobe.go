@@ -62,13 +62,16 @@ func probe(ctx context.Context, r directReader, o ProbeOptions) (float64, error)
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = 1 << 30
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.Duration)
+	// The duration stops starting reads: every reader completes at least one, so that a loaded
+	// machine (a reader scheduled late) measures a slow disk rather than failing with nothing read.
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var total atomic.Int64
 	var firstErr error
 	var once sync.Once
 	var wg sync.WaitGroup
 	start := time.Now()
+	deadline := start.Add(o.Duration)
 	for w := 0; w < readers; w++ {
 		wg.Add(1)
 		go func(seed uint64) {
@@ -77,7 +80,7 @@ func probe(ctx context.Context, r directReader, o ProbeOptions) (float64, error)
 			defer free()
 			rng := rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))
 			slots := (size - chunk) / align
-			for ctx.Err() == nil && total.Load() < o.MaxBytes {
+			for first := true; ctx.Err() == nil && (first || time.Now().Before(deadline) && total.Load() < o.MaxBytes); first = false {
 				off := int64(0)
 				if slots > 0 {
 					off = rng.Int64N(slots+1) * align
@@ -101,6 +104,9 @@ func probe(ctx context.Context, r directReader, o ProbeOptions) (float64, error)
 	elapsed := time.Since(start)
 	if firstErr != nil {
 		return 0, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("probe: %w", err)
 	}
 	if total.Load() == 0 || elapsed <= 0 {
 		return 0, fmt.Errorf("probe read nothing in %s", elapsed)

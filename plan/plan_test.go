@@ -478,6 +478,16 @@ func TestProbe(t *testing.T) {
 	if _, err := probe(context.Background(), r, ProbeOptions{ReadSize: 1 << 20, Duration: 10 * time.Second, MaxBytes: 8 << 20, Readers: 2}); err != nil || time.Since(start) > 5*time.Second {
 		t.Errorf("MaxBytes did not stop the probe: %v", err)
 	}
+	// A read outlasting the whole duration (a loaded machine) is measured, not lost.
+	slow := &fakeDirect{size: 1 << 30, delay: 200 * time.Millisecond}
+	if bps, err := probe(context.Background(), slow, ProbeOptions{ReadSize: 1 << 20, Duration: time.Nanosecond, Readers: 2}); err != nil || bps <= 0 {
+		t.Errorf("probe whose reads outlast it: %g B/s, %v", bps, err)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := probe(cancelled, r, ProbeOptions{ReadSize: 4096}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled probe: %v", err)
+	}
 	eio := errors.New("input/output error")
 	if _, err := probe(context.Background(), &fakeDirect{size: 1 << 20, fail: eio}, ProbeOptions{ReadSize: 4096}); !errors.Is(err, eio) {
 		t.Errorf("probe error = %v, want the read error", err)

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -467,31 +469,65 @@ func TestInjectedTruncationIsCaughtByRead(t *testing.T) {
 	}
 }
 
+// barrierFile's reads each wait until n reads are in flight at once: a pool that reads serially
+// never gets there, and its first read fails after timeout naming how many were in flight.
+type barrierFile struct {
+	sniper.File
+	n       int
+	timeout time.Duration
+
+	mu       sync.Mutex
+	inFlight int
+	most     int           // the most reads ever in flight together
+	reached  chan struct{} // closed once n reads were in flight together
+}
+
+func (f *barrierFile) ReadAt(ctx context.Context, p []byte, off int64) error {
+	f.mu.Lock()
+	f.inFlight++
+	f.most = max(f.most, f.inFlight)
+	if f.inFlight == f.n {
+		close(f.reached)
+	}
+	f.mu.Unlock()
+	defer func() { f.mu.Lock(); f.inFlight--; f.mu.Unlock() }()
+	select {
+	case <-f.reached:
+	case <-time.After(f.timeout):
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return fmt.Errorf("only %d of %d reads in flight after %v", f.inFlight, f.n, f.timeout)
+	}
+	return f.File.ReadAt(ctx, p, off)
+}
+
 func TestPoolReadsInParallelAndHonoursContext(t *testing.T) {
 	m := newFakeModel(t, t.TempDir(), 1, 8, 4096, false)
-	fs := faultfs.Wrap(sniper.DirectFS{}, faultfs.Latency(50*time.Millisecond, faultfs.Reads))
-	f, err := fs.Open(m.path)
+	inner, err := sniper.DirectFS{}.Open(m.path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer inner.Close()
+	// Every read waits for all 8 to be in flight at once, which only a pool reading in parallel
+	// reaches; the timeout is only a bound for a pool that never gets there (not a speed check).
+	f := &barrierFile{File: inner, n: 8, timeout: 2 * time.Minute, reached: make(chan struct{})}
 	p := sniper.NewPool(f, 8)
 	reqs := make([]sniper.ReadRequest, 8)
 	for i := range reqs {
 		reqs[i] = sniper.ReadRequest{Offset: int64(i) * 4096, Dst: make([]byte, 4096)}
 	}
-	start := time.Now()
 	if err := p.Read(context.Background(), reqs); err != nil {
-		t.Fatal(err)
-	}
-	// 8 reads of 50 ms each: in parallel they take about 50 ms, serially 400 ms.
-	if d := time.Since(start); d > 300*time.Millisecond {
-		t.Fatalf("8 delayed reads took %v: not parallel", d)
+		t.Fatalf("8 reads with 8 readers: %v", err)
 	}
 	for i, r := range reqs {
 		if !bytes.Equal(r.Dst, m.data[i*4096:(i+1)*4096]) {
 			t.Fatalf("read %d wrong bytes", i)
 		}
+	}
+	// With 4 readers the 8 never are in flight together: the pool honours its bound.
+	serial := &barrierFile{File: inner, n: 5, timeout: 500 * time.Millisecond, reached: make(chan struct{})}
+	if err := sniper.NewPool(serial, 4).Read(context.Background(), reqs); err == nil || !strings.Contains(err.Error(), "of 5 reads in flight") || serial.most > 4 {
+		t.Fatalf("4 readers: %d reads were in flight together (%v)", serial.most, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
