@@ -80,6 +80,11 @@ func (s *Sniper) nextMissing(layer int) int {
 // token's last one compute, that is the first layer not kept; reading past it would evict it). Every
 // pass visits every layer, so that Ensure always comes. Called by a dense Ensure with s.mu held, once
 // layer is resident.
+//
+// Everything up to marking the layer as loading happens here, under the lock; only the read runs in
+// the background. The Ensure of that layer then always waits for this read: were the marking left to
+// the goroutine, on a loaded machine one not yet scheduled would let that Ensure read the layer
+// itself, and the read-ahead would be lost.
 func (s *Sniper) startReadAhead(layer int) {
 	if !s.dense.on || s.dense.busy || s.dense.ahead >= 0 || s.closed {
 		return
@@ -88,42 +93,40 @@ func (s *Sniper) startReadAhead(layer int) {
 	if next < 0 {
 		return
 	}
-	s.dense.busy = true
-	s.dense.ahead = next
-	s.pinned[Key{next, 0}]++
-	s.ahead.inflight.Add(1) // Close waits for the goroutine, not only for its read
-	go s.readAhead(next)
-}
-
-// readAhead reads layer's FFN in the background (started by startReadAhead, which pinned it). Read
-// errors are dropped: the layer stays missing, and its Ensure reads it again and reports what fails.
-func (s *Sniper) readAhead(layer int) {
-	defer s.ahead.inflight.Done()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	defer func() { s.dense.busy = false }()
-	k := Key{layer, 0}
-	if _, ok := s.resident[k]; ok || s.closed || s.ahead.loading[k] != nil {
-		return
-	}
 	if err := s.makeRoomDense(); err != nil {
 		return
 	}
-	defer s.releaseSpares()
-	reqs, err := s.readRequests(layer, []int{0})
+	reqs, err := s.readRequests(next, []int{0})
 	if err != nil {
+		s.releaseSpares()
 		return
 	}
-	need := s.expertBytes(layer)
+	s.dense.busy = true
+	s.dense.ahead = next
+	s.pinned[Key{next, 0}]++
+	need := s.expertBytes(next)
 	s.stats.CacheBytes += need // charged now, so that no one else fills the room while it reads
-	took, err := s.readUnlocked(s.dense.ctx, layer, []int{0}, reqs)
+	done := s.markLoading(next, []int{0})
+	s.ahead.inflight.Add(1) // Close waits for the goroutine, not only for its read
+	go s.readAhead(next, reqs, need, done)
+}
+
+// readAhead reads layer's FFN in the background (started by startReadAhead, which pinned it, charged
+// its need bytes and marked it loading). Read errors are dropped: the layer stays missing, and its
+// Ensure reads it again and reports what fails.
+func (s *Sniper) readAhead(layer int, reqs []ReadRequest, need int64, done chan struct{}) {
+	defer s.ahead.inflight.Done()
+	took, err := s.readMarked(s.dense.ctx, layer, []int{0}, reqs, done)
+	defer s.mu.Unlock()
+	defer func() { s.dense.busy = false }()
+	defer s.releaseSpares()
 	s.stats.PrefetchTime += took
 	if err != nil {
 		s.stats.CacheBytes -= need
 		return
 	}
 	s.admit(layer, []int{0}, nil)
-	s.prefetched[k] = true
+	s.prefetched[Key{layer, 0}] = true
 	s.stats.LayerMisses[layer]++
 	s.stats.PrefetchReads++
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,6 +133,81 @@ func TestDenseReadAheadReadsTheNextMissingLayer(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// gatedFS holds every read starting in file bytes [from, to) until open is closed.
+type gatedFS struct {
+	from, to int64
+	open     chan struct{}
+}
+
+type gatedFile struct {
+	sniper.File
+	fs *gatedFS
+}
+
+func (g *gatedFS) Open(path string) (sniper.File, error) {
+	f, err := sniper.DirectFS{}.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return gatedFile{f, g}, nil
+}
+
+func (f gatedFile) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if off >= f.fs.from && off < f.fs.to {
+		select {
+		case <-f.fs.open:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return f.File.ReadAt(ctx, p, off)
+}
+
+// TestDenseReadAheadIsAlwaysWaitedFor: once an Ensure returns, the next layer's read-ahead is already
+// under way as far as the next Ensure can tell, even if its goroutine has not run yet (a loaded
+// machine): that Ensure waits for it and counts a read-ahead hit, never reading the layer itself.
+// Layer 1's reads are held until that Ensure is waiting, so the read-ahead cannot have finished.
+func TestDenseReadAheadIsAlwaysWaitedFor(t *testing.T) {
+	const per, layers = 10_000, 3
+	m := newFakeModel(t, t.TempDir(), layers, 1, per, true)
+	// Reads start at page boundaries: those of layer 1's tensors from the page holding its first
+	// byte on, and before its last tensor ends (layer 0's start a tensor's size before, layer 2's
+	// after: tensors are bigger than a page).
+	var lo, hi int64 = -1, 0
+	for _, td := range m.tensors {
+		if strings.HasPrefix(td.Name, "blk.1.ffn_") {
+			if lo < 0 {
+				lo = td.FileOffset / 4096 * 4096
+			}
+			hi = td.FileOffset + 1
+		}
+	}
+	for range 20 {
+		gate := &gatedFS{from: lo, to: hi, open: make(chan struct{})}
+		s, mem := boundSniper(t, m, sniper.ModeDense, false, sniper.Options{FS: gate, Policy: sniper.NewFixedLayers(), ReadAhead: true})
+		if err := s.Ensure(context.Background(), 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		ensured := make(chan error, 1)
+		go func() { ensured <- s.Ensure(context.Background(), 1, nil) }()
+		select {
+		case err := <-ensured:
+			t.Fatalf("layer 1's Ensure returned (%v) while its only read was held", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		close(gate.open)
+		if err := <-ensured; err != nil {
+			t.Fatal(err)
+		}
+		checkLayer(t, m, mem, 1)
+		st := s.Stats()
+		if st.Misses != 1 || st.PrefetchHits != 1 {
+			t.Fatalf("misses %d (want layer 0's only), read-ahead hits %d (want 1)", st.Misses, st.PrefetchHits)
+		}
+		s.Close()
 	}
 }
 

@@ -476,6 +476,15 @@ func (s *Sniper) loadSlots(ctx context.Context, layer int, missing []int) error 
 // s.mu held; held again on return, when it reports the read's duration and ErrClosed if the sniper
 // was closed meanwhile (Close waits for the read: the memory stays mapped until it ends).
 func (s *Sniper) readUnlocked(ctx context.Context, layer int, experts []int, reqs []ReadRequest) (time.Duration, error) {
+	done := s.markLoading(layer, experts)
+	s.mu.Unlock()
+	return s.readMarked(ctx, layer, experts, reqs, done)
+}
+
+// markLoading is readUnlocked's first half, for a read that another goroutine runs: it marks experts
+// of layer as loading and counts the read as in flight (Close waits for it). Called with s.mu held;
+// readMarked, called without it, must follow.
+func (s *Sniper) markLoading(layer int, experts []int) chan struct{} {
 	done := make(chan struct{})
 	if s.ahead.loading == nil {
 		s.ahead.loading = map[Key]chan struct{}{}
@@ -484,7 +493,12 @@ func (s *Sniper) readUnlocked(ctx context.Context, layer int, experts []int, req
 		s.ahead.loading[Key{layer, e}] = done
 	}
 	s.ahead.inflight.Add(1)
-	s.mu.Unlock()
+	return done
+}
+
+// readMarked is readUnlocked's second half: it runs the read markLoading marked, without s.mu, and
+// returns with s.mu held and the marks gone (done closed).
+func (s *Sniper) readMarked(ctx context.Context, layer int, experts []int, reqs []ReadRequest, done chan struct{}) (time.Duration, error) {
 	start := time.Now()
 	err := s.checkFile(layer, experts[0])
 	if err == nil {
