@@ -32,7 +32,7 @@ type host struct {
 	nextID int64
 }
 
-// job is one completion running in the child.
+// job is one completion or state call running in the child.
 type job struct {
 	cancel context.CancelFunc
 
@@ -41,7 +41,32 @@ type job struct {
 	tokens  []engine.Token
 	done    bool
 	result  engine.Result
+	state   engine.StateInfo
 	err     error
+}
+
+// newJob registers a job under a new id; its context ends when the parent cancels it or goes away.
+func (h *host) newJob() (context.Context, *job, int64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	j := &job{cancel: cancel}
+	j.changed = sync.NewCond(&j.mu)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.nextID++
+	h.jobs[h.nextID] = j
+	return ctx, j, h.nextID
+}
+
+func (h *host) job(id int64) *job {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.jobs[id]
+}
+
+func (h *host) forget(id int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.jobs, id)
 }
 
 func (h *host) Info(_ struct{}, out *engine.ModelInfo) error { *out = h.eng.Info(); return nil }
@@ -69,22 +94,62 @@ func (h *host) Embed(text string, out *[]float32) (err error) {
 
 func (h *host) Slots(_ struct{}, out *engine.SlotsReport) error { *out = h.eng.Slots(); return nil }
 
-func (h *host) State(a StateArgs, out *engine.StateInfo) (err error) {
-	ctx := context.Background()
+// StartState begins a state call and returns its id at once: WaitState waits for its end, and
+// CancelState cancels its context (the parent's caller went away), so that a save or load the
+// caller gave up on stops here too.
+func (h *host) StartState(a StateArgs, id *int64) error {
+	ctx, j, n := h.newJob()
+	*id = n
+	go func() {
+		info, err := h.runState(ctx, a)
+		j.mu.Lock()
+		j.done, j.state, j.err = true, info, err
+		j.mu.Unlock()
+		j.changed.Broadcast()
+		j.cancel()
+	}()
+	return nil
+}
+
+// WaitState waits until the state call id is over, returns its outcome and forgets it.
+func (h *host) WaitState(id int64, out *engine.StateInfo) error {
+	j := h.job(id)
+	if j == nil {
+		return fmt.Errorf("|isolated: no state call %d", id)
+	}
+	j.mu.Lock()
+	for !j.done {
+		j.changed.Wait()
+	}
+	*out = j.state
+	err := j.err
+	j.mu.Unlock()
+	h.forget(id)
+	return wrapErr(err)
+}
+
+// CancelState cancels the state call id; its WaitState still reports how it ended.
+func (h *host) CancelState(id int64, _ *struct{}) error {
+	if j := h.job(id); j != nil {
+		j.cancel()
+	}
+	return nil
+}
+
+func (h *host) runState(ctx context.Context, a StateArgs) (out engine.StateInfo, err error) {
 	switch a.Op {
 	case opLoadState:
-		*out, err = h.eng.LoadState(ctx, a.Slot, a.Path)
+		return h.eng.LoadState(ctx, a.Slot, a.Path)
 	case opSaveState:
-		*out, err = h.eng.SaveState(ctx, a.Slot, a.Prompt, a.Path)
+		return h.eng.SaveState(ctx, a.Slot, a.Prompt, a.Path)
 	case opSaveSlot:
-		*out, err = h.eng.SaveSlot(ctx, a.Slot, a.Path)
+		return h.eng.SaveSlot(ctx, a.Slot, a.Path)
 	case opEraseSlot:
 		out.Slot = a.Slot
 		out.Tokens, err = h.eng.EraseSlot(ctx, a.Slot)
-	default:
-		err = fmt.Errorf("isolated: unknown state call %d", a.Op)
+		return out, err
 	}
-	return wrapErr(err)
+	return out, fmt.Errorf("isolated: unknown state call %d", a.Op)
 }
 
 // wrapErr keeps the sentinel kind of err across net/rpc, which sends only an error's text: the kind
@@ -99,14 +164,8 @@ func wrapErr(err error) error {
 
 // Start begins a completion and returns its id at once; Next collects its tokens.
 func (h *host) Start(req engine.Request, id *int64) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	j := &job{cancel: cancel}
-	j.changed = sync.NewCond(&j.mu)
-	h.mu.Lock()
-	h.nextID++
-	*id = h.nextID
-	h.jobs[*id] = j
-	h.mu.Unlock()
+	ctx, j, n := h.newJob()
+	*id = n
 	go func() {
 		res, err := h.eng.Complete(ctx, req, func(t engine.Token) error {
 			j.mu.Lock()
@@ -119,7 +178,7 @@ func (h *host) Start(req engine.Request, id *int64) error {
 		j.done, j.result, j.err = true, res, err
 		j.mu.Unlock()
 		j.changed.Broadcast()
-		cancel()
+		j.cancel()
 	}()
 	return nil
 }
@@ -127,9 +186,7 @@ func (h *host) Start(req engine.Request, id *int64) error {
 // Next waits until the completion has new tokens or is done and returns them; the job is forgotten
 // once its end has been delivered.
 func (h *host) Next(id int64, out *NextReply) error {
-	h.mu.Lock()
-	j := h.jobs[id]
-	h.mu.Unlock()
+	j := h.job(id)
 	if j == nil {
 		return fmt.Errorf("|isolated: no completion %d", id)
 	}
@@ -143,9 +200,7 @@ func (h *host) Next(id int64, out *NextReply) error {
 	}
 	j.mu.Unlock()
 	if out.Done {
-		h.mu.Lock()
-		delete(h.jobs, id)
-		h.mu.Unlock()
+		h.forget(id)
 	}
 	return nil
 }

@@ -280,27 +280,50 @@ func (e *Engine) Embed(ctx context.Context, text string) ([]float32, error) {
 }
 
 func (e *Engine) SaveState(ctx context.Context, slot int, prompt, path string) (engine.StateInfo, error) {
-	var out engine.StateInfo
-	err := e.call(ctx, "save state", "State", StateArgs{Op: opSaveState, Slot: slot, Prompt: prompt, Path: path}, &out)
-	return out, err
+	return e.callState(ctx, "save state", StateArgs{Op: opSaveState, Slot: slot, Prompt: prompt, Path: path})
 }
 
 func (e *Engine) LoadState(ctx context.Context, slot int, path string) (engine.StateInfo, error) {
-	var out engine.StateInfo
-	err := e.call(ctx, "load state", "State", StateArgs{Op: opLoadState, Slot: slot, Path: path}, &out)
-	return out, err
+	return e.callState(ctx, "load state", StateArgs{Op: opLoadState, Slot: slot, Path: path})
 }
 
 func (e *Engine) SaveSlot(ctx context.Context, slot int, path string) (engine.StateInfo, error) {
-	var out engine.StateInfo
-	err := e.call(ctx, "save slot", "State", StateArgs{Op: opSaveSlot, Slot: slot, Path: path}, &out)
-	return out, err
+	return e.callState(ctx, "save slot", StateArgs{Op: opSaveSlot, Slot: slot, Path: path})
 }
 
 func (e *Engine) EraseSlot(ctx context.Context, slot int) (int, error) {
-	var out engine.StateInfo
-	err := e.call(ctx, "erase slot", "State", StateArgs{Op: opEraseSlot, Slot: slot}, &out)
+	out, err := e.callState(ctx, "erase slot", StateArgs{Op: opEraseSlot, Slot: slot})
 	return out.Tokens, err
+}
+
+// callState runs a state call in the child so that ctx reaches it there: a cancelled ctx cancels the
+// child's call (CancelState), and callState returns once that call is over, so that nothing it did (a
+// state file being written) outlives it. A call that ended well despite the cancellation reports
+// its result.
+func (e *Engine) callState(ctx context.Context, op string, args StateArgs) (engine.StateInfo, error) {
+	var out engine.StateInfo
+	c, err := e.get(ctx)
+	if err != nil {
+		return out, err
+	}
+	var id int64
+	if err := c.client.Call(serviceName+".StartState", args, &id); err != nil {
+		return out, e.crashError(ctx, c, op, err)
+	}
+	call := c.client.Go(serviceName+".WaitState", id, &out, nil)
+	select {
+	case <-call.Done:
+	case <-ctx.Done():
+		c.client.Go(serviceName+".CancelState", id, new(struct{}), make(chan *rpc.Call, 1))
+		<-call.Done // the child's call stops at its context, or the child is gone
+		if call.Error != nil {
+			return out, fmt.Errorf("%s: %w", op, ctx.Err())
+		}
+	}
+	if call.Error != nil {
+		return out, e.crashError(ctx, c, op, call.Error)
+	}
+	return out, nil
 }
 
 // Slots are the child's slots and queue. While no child runs, every slot is idle and empty (a new

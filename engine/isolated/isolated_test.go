@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -50,14 +51,35 @@ func (fakeEngine) ApplyTemplate(m []engine.Message, _ bool) (string, error) {
 func (fakeEngine) Embed(context.Context, string) ([]float32, error) {
 	return nil, engine.ErrNotSupported
 }
-func (fakeEngine) SaveState(context.Context, int, string, string) (engine.StateInfo, error) {
-	return engine.StateInfo{}, errors.New("no state")
+func (fakeEngine) SaveState(ctx context.Context, _ int, _, path string) (engine.StateInfo, error) {
+	return engine.StateInfo{}, slowState(ctx, path)
 }
-func (fakeEngine) LoadState(context.Context, int, string) (engine.StateInfo, error) {
-	return engine.StateInfo{}, errors.New("no state")
+func (fakeEngine) LoadState(ctx context.Context, _ int, path string) (engine.StateInfo, error) {
+	return engine.StateInfo{}, slowState(ctx, path)
 }
-func (fakeEngine) SaveSlot(_ context.Context, slot int, _ string) (engine.StateInfo, error) {
+func (fakeEngine) SaveSlot(ctx context.Context, slot int, path string) (engine.StateInfo, error) {
+	if strings.HasSuffix(path, ".slow") {
+		return engine.StateInfo{}, slowState(ctx, path)
+	}
 	return engine.StateInfo{Slot: slot}, fmt.Errorf("slot %d: %w", slot, engine.ErrSlotEmpty)
+}
+
+// slowState is the state calls' fake work: none for most paths, "no state" for SaveState and
+// LoadState; a path ending in ".slow" waits until the call's context ends and then writes
+// path+".cancelled", so that the test sees the cancellation reached the child.
+func slowState(ctx context.Context, path string) error {
+	if !strings.HasSuffix(path, ".slow") {
+		return errors.New("no state")
+	}
+	select {
+	case <-ctx.Done():
+		if err := os.WriteFile(path+".cancelled", nil, 0o600); err != nil {
+			return err
+		}
+		return ctx.Err()
+	case <-time.After(2 * time.Minute):
+		return errors.New("the call was never cancelled")
+	}
 }
 func (fakeEngine) EraseSlot(context.Context, int) (int, error) { return 3, nil }
 func (fakeEngine) Slots() engine.SlotsReport {
@@ -149,6 +171,36 @@ func TestCallsCrossToTheChild(t *testing.T) {
 	}
 	if res, err := e.Complete(context.Background(), engine.Request{Prompt: "again"}, func(engine.Token) error { return nil }); err != nil || res.Text != "again" {
 		t.Fatalf("after cancellations: %+v %v", res, err)
+	}
+}
+
+// A caller that gives up on a state call cancels it in the child (the call's work there stops and
+// is over when the parent's call returns), and the child serves the next call.
+func TestCancellingAStateCallReachesTheChild(t *testing.T) {
+	e := openFake(t, nil)
+	dir := t.TempDir()
+	for name, call := range map[string]func(context.Context, string) error{
+		"save state": func(ctx context.Context, p string) error { _, err := e.SaveState(ctx, 0, "prompt", p); return err },
+		"load state": func(ctx context.Context, p string) error { _, err := e.LoadState(ctx, 0, p); return err },
+		"save slot":  func(ctx context.Context, p string) error { _, err := e.SaveSlot(ctx, 0, p); return err },
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".slow")
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(100*time.Millisecond, cancel)
+		err := call(ctx, path)
+		cancel()
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), name) {
+			t.Fatalf("%s, cancelled: %v", name, err)
+		}
+		if _, err := os.Stat(path + ".cancelled"); err != nil {
+			t.Fatalf("%s: the child's call did not see the cancellation end it: %v", name, err)
+		}
+	}
+	if n, err := e.EraseSlot(context.Background(), 0); n != 3 || err != nil {
+		t.Fatalf("erase after cancellations: %d %v", n, err)
+	}
+	if e.Restarts() != 0 {
+		t.Fatalf("%d child restarts: cancelling must not take the child down", e.Restarts())
 	}
 }
 

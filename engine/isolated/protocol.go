@@ -9,7 +9,8 @@ import (
 // The calls between the parent (Engine) and the child (Serve), carried by net/rpc with gob over a
 // pair of pipes. Complete streams, which net/rpc cannot: the parent starts a completion (Start) and
 // then asks for what was generated since its last question (Next) until the completion is done,
-// or stops it (Cancel).
+// or stops it (Cancel). State calls (save, load, erase) go the same way so that a cancellation
+// reaches them: StartState, then WaitState for the outcome, or CancelState to stop them.
 
 // serviceName is the net/rpc service the child registers.
 const serviceName = "Engine"
