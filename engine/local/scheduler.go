@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/expertsniper/expertsniper/binding"
@@ -366,7 +367,10 @@ func (e *Engine) step() bool {
 	if b.Len() == 0 {
 		return false
 	}
-	if err := e.lctx.Decode(e.loopCtx, b); err != nil {
+	dctx, release := e.stepContext(in)
+	err := e.lctx.Decode(dctx, b)
+	release()
+	if err != nil {
 		for _, j := range in {
 			// llama.cpp keeps the ubatches that finished: the sequence holds what it holds.
 			if end, serr := e.lctx.SequenceEnd(j.slot.id); serr == nil && end < len(j.slot.tokens) {
@@ -395,6 +399,29 @@ func (e *Engine) step() bool {
 		}
 	}
 	return true
+}
+
+// stepContext is the context of a step's decode: cancelled once every job in the step has given
+// up, so that their decode stops mid-way (the abort flag is checked between graph nodes; a long
+// prompt on a streamed model takes minutes) while a step that still serves someone runs to its end.
+func (e *Engine) stepContext(in []*job) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(e.loopCtx)
+	var left atomic.Int32
+	left.Store(int32(len(in)))
+	stops := make([]func() bool, len(in))
+	for i, j := range in {
+		stops[i] = context.AfterFunc(j.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
 }
 
 // sample picks j's next token from its output of the step and delivers its text.
