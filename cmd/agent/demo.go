@@ -120,7 +120,7 @@ func demoRun(ctx context.Context, streams *IOStreams, o *demoOptions) error {
 	run := func(mode, cache string) (outcome, error) {
 		var out, errOut bytes.Buffer
 		ro := runOptions{Model: model, Prompt: demoPrompt, PromptSet: true, Tokens: o.Tokens, Mode: mode, Cache: cache,
-			Threads: o.Threads, NoRepack: mode == "ram", Prefetch: true, Quiet: true,
+			Threads: o.Threads, Prefetch: true, Quiet: true,
 			LogitsOut: filepath.Join(work, mode+".logits"), StatsJSON: filepath.Join(work, mode+".json")}
 		if err := runRun(ctx, &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, &ro); err != nil {
 			return outcome{}, fmt.Errorf("%s run: %w", mode, err)

@@ -209,7 +209,7 @@ func TestRealModelSniperLongPromptMatchesRAM(t *testing.T) {
 		t.Cleanup(ts.Close)
 		return ts.URL
 	}
-	ram := open(local.Options{Context: 2048, Threads: 2, Mode: "ram", NoRepack: true})
+	ram := open(local.Options{Context: 2048, Threads: 2, Mode: "ram"})
 	sn := open(local.Options{Context: 2048, Threads: 2, Mode: "sniper", Cache: "1MiB"})
 	prompt := strings.Repeat("The valve must stay closed. ", 80)
 	req := map[string]any{"prompt": prompt, "n_predict": 8, "temperature": 0}
