@@ -26,37 +26,6 @@ func reverse(b []byte) []byte {
 	return out
 }
 
-// boundConverted binds every streamed tensor with conv on each of its parts.
-func boundConverted(t *testing.T, m *fakeModel, mode sniper.Mode, fuse bool, opts sniper.Options, conv sniper.Convert) (*sniper.Sniper, boundMemory) {
-	t.Helper()
-	idx, err := sniper.NewIndex(m.path, m.tensors, mode, fuse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sniper.Open(idx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	mem, stride := map[string][]byte{}, map[string]int64{}
-	for _, st := range idx.Tensors() {
-		if st.FusedInto != "" {
-			continue
-		}
-		convs := make([]sniper.Convert, len(st.Parts))
-		for i := range convs {
-			convs[i] = conv
-		}
-		b, err := s.BindConverted(st.Name, st.ExpertBytes, st.ExpertBytes*int64(st.Experts), convs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mem[st.Name] = unsafeBytes(b.Data, b.Stride*int64(b.Experts-1)+st.ExpertBytes)
-		stride[st.Name] = b.Stride
-	}
-	return s, boundMemory{s, mem, stride}
-}
-
 // TestConvertedExpertsLandConverted: with a conversion bound, each expert's bytes (each part of a
 // fused tensor on its own) reach its slot converted, whatever the cache does, for experts read one by
 // one and back to back; the time and bytes are counted.
@@ -67,7 +36,7 @@ func TestConvertedExpertsLandConverted(t *testing.T) {
 		var calls atomic.Int64
 		conv := func(dst, src []byte) error { calls.Add(1); return reversed(dst, src) }
 		for _, budget := range []int64{0, sniper.Unlimited} {
-			s, mem := boundConverted(t, m, sniper.ModeExperts, fuse, sniper.Options{CacheBudget: budget}, conv)
+			s, mem := bindAll(t, m, sniper.ModeExperts, fuse, sniper.Options{CacheBudget: budget}, conv)
 			ctx := context.Background()
 			for _, ids := range [][]int32{{3, 5, 3, 7}, {0, 1, 2, 3, 4, 5, 6, 7}, {6}} {
 				if err := s.Ensure(ctx, 1, ids); err != nil {
@@ -109,7 +78,7 @@ func TestConvertedExpertsLandConverted(t *testing.T) {
 func TestConvertedDenseTensors(t *testing.T) {
 	const per = 20_000
 	m := newFakeModel(t, t.TempDir(), 2, 1, per, true)
-	s, mem := boundConverted(t, m, sniper.ModeDense, false, sniper.Options{}, reversed)
+	s, mem := bindAll(t, m, sniper.ModeDense, false, sniper.Options{}, reversed)
 	for l := 0; l < 2; l++ {
 		if err := s.Ensure(context.Background(), l, nil); err != nil {
 			t.Fatal(err)
@@ -128,7 +97,7 @@ func TestConvertedDenseTensors(t *testing.T) {
 func TestConversionErrorFailsTheRead(t *testing.T) {
 	m := newFakeModel(t, t.TempDir(), 2, 4, 6000, false)
 	bad := func(dst, src []byte) error { return errors.New("no such layout") }
-	s, _ := boundConverted(t, m, sniper.ModeExperts, false, sniper.Options{CacheBudget: sniper.Unlimited}, bad)
+	s, _ := bindAll(t, m, sniper.ModeExperts, false, sniper.Options{CacheBudget: sniper.Unlimited}, bad)
 	for i := 0; i < 2; i++ {
 		if err := s.Ensure(context.Background(), 0, []int32{1}); err == nil || !strings.Contains(err.Error(), "no such layout") {
 			t.Fatalf("Ensure %d: err = %v, want the conversion's error", i, err)

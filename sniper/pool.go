@@ -137,13 +137,7 @@ func (p *Pool) readOne(ctx context.Context, r ReadRequest) error {
 func (p *Pool) requestBufs(r ReadRequest) (bufs [][]byte, bounce []byte) {
 	switch {
 	case r.Segs != nil:
-		bounced := 0
-		for _, sg := range r.Segs {
-			if sg.Dst == nil {
-				bounced += sg.Len
-			}
-		}
-		if bounced > 0 {
+		if bounced := bouncedBytes(r); bounced > 0 {
 			bounce = p.getBuf(bounced)
 		}
 		bufs = make([][]byte, len(r.Segs))

@@ -269,13 +269,12 @@ func (s *Sniper) slotReadRequests(layer int, experts []int, slots []int32) ([]Re
 	c := s.classOf[layer]
 	for _, t := range s.layers[layer] {
 		for i, p := range t.Parts {
-			var err error
+			var conv Convert
 			if t.convert != nil {
-				reqs, err = s.convertedPartReads(reqs, c, t, p, t.convert[i], experts, slots)
-			} else {
-				reqs, err = s.partReads(reqs, c, t, p, experts, slots)
+				conv = t.convert[i]
 			}
-			if err != nil {
+			var err error
+			if reqs, err = s.partReads(reqs, c, t, p, conv, experts, slots); err != nil {
 				return nil, err
 			}
 		}
@@ -299,11 +298,13 @@ type partTarget struct {
 	at, lo, hi int64
 }
 
-// partReads appends the reads of part p of tensor t for experts. Every file page that holds bytes
-// of one expert only and maps to a whole page of that expert's window is read straight into the
-// slot; the others (a page shared by two experts, or by two parts of a fused tensor in memory) go
-// through a bounce buffer and are copied. Experts back to back in the file share one read.
-func (s *Sniper) partReads(reqs []ReadRequest, c *slotClass, t *boundTensor, p Part, experts []int, slots []int32) ([]ReadRequest, error) {
+// partReads appends the reads of part p of tensor t for experts; experts back to back in the file
+// share one read. Every file page that holds bytes of one expert only and maps to a whole page of
+// that expert's window is read straight into the slot; the others (a page shared by two experts, or
+// by two parts of a fused tensor in memory) go through a bounce buffer and are copied. A part that
+// is converted on its way into the slot (conv, see Convert) is read whole into a bounce buffer and
+// each expert's bytes are converted from there.
+func (s *Sniper) partReads(reqs []ReadRequest, c *slotClass, t *boundTensor, p Part, conv Convert, experts []int, slots []int32) ([]ReadRequest, error) {
 	size := s.file.Size()
 	kind := kindOf(t.Name)
 	stride := c.stride[kind]
@@ -330,47 +331,27 @@ func (s *Sniper) partReads(reqs []ReadRequest, c *slotClass, t *boundTensor, p P
 			targets[last+1].off+p.Len-targets[first].off <= maxGatherBytes {
 			last++
 		}
-		reqs = append(reqs, gatherRun(targets[first:last+1], p.Len, size))
+		if conv != nil {
+			reqs = append(reqs, s.convertedRun(targets[first:last+1], p.Len, size, conv))
+		} else {
+			reqs = append(reqs, gatherRun(targets[first:last+1], p.Len, size))
+		}
 		first = last + 1
 	}
 	return reqs, nil
 }
 
-// convertedPartReads appends the reads of part p of tensor t for experts when the part is converted
-// on its way into the slot (Convert): each run of experts back to back in the file is read whole into
-// a bounce buffer, and each expert's bytes are converted from there into its slot.
-func (s *Sniper) convertedPartReads(reqs []ReadRequest, c *slotClass, t *boundTensor, p Part, conv Convert, experts []int, slots []int32) ([]ReadRequest, error) {
-	size := s.file.Size()
-	kind := kindOf(t.Name)
-	stride := c.stride[kind]
-	targets := make([]partTarget, len(experts))
-	for i, e := range experts {
-		off := p.FileOffset + int64(e)*p.Stride
-		if off < 0 || off+p.Len > size {
-			return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) past the end of the file (%d bytes)", e, t.Name, off, off+p.Len, size)
+// convertedRun is the read of a run of parts of n bytes each, back to back in the file, into a
+// bounce buffer, from which conv converts each part into its slot.
+func (s *Sniper) convertedRun(run []partTarget, n, size int64, conv Convert) ReadRequest {
+	start := alignDown(run[0].off, pageSize)
+	end := min(alignUp(run[len(run)-1].off+n, pageSize), size)
+	return ReadRequest{Offset: start, Len: int(end - start), Then: func(b []byte) {
+		for _, tg := range run {
+			from := tg.off - start
+			s.runConvert(conv, tg.span[tg.at:tg.at+n], b[from:from+n])
 		}
-		at := t.slotLead + p.MemOffset
-		targets[i] = partTarget{off: off, span: c.mem[kind].slice(int64(slots[i])*stride, stride), at: at}
-	}
-	sort.Slice(targets, func(i, j int) bool { return targets[i].off < targets[j].off })
-	for first := 0; first < len(targets); {
-		last := first
-		for last+1 < len(targets) && targets[last+1].off == targets[last].off+p.Len &&
-			targets[last+1].off+p.Len-targets[first].off <= maxGatherBytes {
-			last++
-		}
-		run := targets[first : last+1]
-		start := alignDown(run[0].off, pageSize)
-		end := min(alignUp(run[len(run)-1].off+p.Len, pageSize), size)
-		reqs = append(reqs, ReadRequest{Offset: start, Len: int(end - start), Then: func(b []byte) {
-			for _, tg := range run {
-				from := tg.off - start
-				s.runConvert(conv, tg.span[tg.at:tg.at+p.Len], b[from:from+p.Len])
-			}
-		}})
-		first = last + 1
-	}
-	return reqs, nil
+	}}
 }
 
 // gatherRun is the read of a run of parts of n bytes each, back to back in the file.

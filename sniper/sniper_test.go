@@ -83,6 +83,13 @@ func (b boundMemory) expert(name string, layer, e int, per int64) []byte {
 // boundSniper opens a sniper over m and binds every streamed tensor, returning the memory of each.
 func boundSniper(t *testing.T, m *fakeModel, mode sniper.Mode, fuse bool, opts sniper.Options) (*sniper.Sniper, boundMemory) {
 	t.Helper()
+	return bindAll(t, m, mode, fuse, opts, nil)
+}
+
+// bindAll opens a sniper on m and binds every tensor llama.cpp would allocate, each of its parts
+// converted with conv if it is not nil.
+func bindAll(t *testing.T, m *fakeModel, mode sniper.Mode, fuse bool, opts sniper.Options, conv sniper.Convert) (*sniper.Sniper, boundMemory) {
+	t.Helper()
 	idx, err := sniper.NewIndex(m.path, m.tensors, mode, fuse)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +105,13 @@ func boundSniper(t *testing.T, m *fakeModel, mode sniper.Mode, fuse bool, opts s
 			continue // llama.cpp allocates only the fused tensor
 		}
 		size := st.ExpertBytes * int64(st.Experts)
-		b, err := s.Bind(st.Name, st.ExpertBytes, size)
+		var convs []sniper.Convert
+		for range st.Parts {
+			if conv != nil {
+				convs = append(convs, conv)
+			}
+		}
+		b, err := s.BindConverted(st.Name, st.ExpertBytes, size, convs)
 		if err != nil {
 			t.Fatal(err)
 		}
