@@ -60,7 +60,7 @@ func TestPeerArgs(t *testing.T) {
 		t.Fatalf("args %q, want %q", got, want)
 	}
 	// llama.cpp's defaults: repacking on, its default load.
-	got = strings.Join(PeerDefaultArgs(Workload{Model: "m.gguf", PromptTokens: 32, GenTokens: 8, Threads: 2}, 3, true), " ")
+	got = strings.Join(PeerDefaultArgs(Workload{Model: "m.gguf", PromptTokens: 32, GenTokens: 8, Threads: 2}, 3), " ")
 	if want := "-m m.gguf -p 32 -n 8 -t 2 -r 3 -o json"; got != want {
 		t.Fatalf("default args %q, want %q", got, want)
 	}

@@ -175,7 +175,7 @@ func (r *Runner) peer(ctx context.Context, w Workload, c Config) (Measurement, e
 	}
 	args := PeerArgs(pw, r.Repetitions, r.PeerWarmup)
 	if c.Kind == KindPeerDefault {
-		args = PeerDefaultArgs(pw, r.Repetitions, r.PeerWarmup)
+		args = PeerDefaultArgs(pw, r.Repetitions)
 	}
 	res, err := r.execTimed(ctx, memcap.Spec{Path: r.LlamaBench, Args: append([]string{r.LlamaBench}, args...),
 		Env: r.Env, Stdout: &stdout, Stderr: stderr, Limit: c.Cap})
