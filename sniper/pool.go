@@ -47,9 +47,13 @@ type Pool struct {
 	bufs   map[int][][]byte // free bounce buffers by size
 	// bufBytes is what the free bounce buffers hold, at most StagingBytes(readers)/2.
 	bufBytes int
-	closeMu  sync.RWMutex
-	closed   bool
-	noBatch  atomic.Bool // the file is a BatchReader that turned batches down
+	// mapped marks bounce buffers that are anonymous mappings (by first byte): one not kept for
+	// reuse is unmapped at once, so that staging memory is back with the system as soon as it is
+	// free (garbage in the Go heap would hold it until the runtime returns it, under a memory cap).
+	mapped  map[*byte]bool
+	closeMu sync.RWMutex
+	closed  bool
+	noBatch atomic.Bool // the file is a BatchReader that turned batches down
 }
 
 // NewPool reads f with up to readers parallel preads (DefaultReaders if readers <= 0).
@@ -57,7 +61,7 @@ func NewPool(f File, readers int) *Pool {
 	if readers <= 0 {
 		readers = DefaultReaders
 	}
-	return &Pool{file: f, sem: make(chan struct{}, readers), lat: &latencies{}, bufs: map[int][][]byte{}}
+	return &Pool{file: f, sem: make(chan struct{}, readers), lat: &latencies{}, bufs: map[int][][]byte{}, mapped: map[*byte]bool{}}
 }
 
 // ErrClosed is returned by a pool or sniper used after Close.
@@ -286,6 +290,10 @@ func (p *Pool) getBuf(n int) []byte {
 		p.bufBytes -= len(b)
 		return b
 	}
+	if m, err := mapAnon(int(alignUp(int64(n), pageSize))); err == nil {
+		p.mapped[&m[0]] = true
+		return m[:n]
+	}
 	return alignedBuffer(n, pageSize)
 }
 
@@ -295,6 +303,11 @@ func (p *Pool) putBuf(b []byte) {
 	if len(p.bufs[len(b)]) < cap(p.sem) && int64(p.bufBytes+len(b)) <= StagingBytes(cap(p.sem))/2 {
 		p.bufs[len(b)] = append(p.bufs[len(b)], b)
 		p.bufBytes += len(b)
+		return
+	}
+	if p.mapped[&b[0]] {
+		delete(p.mapped, &b[0])
+		_ = unmapAnon(b[:cap(b)]) // nothing refers to it any more; a failure only leaves it mapped
 	}
 }
 
@@ -333,4 +346,16 @@ func (p *Pool) Close() {
 	p.closeMu.Lock()
 	p.closed = true
 	p.closeMu.Unlock()
+	p.bufMu.Lock()
+	defer p.bufMu.Unlock()
+	for n, free := range p.bufs {
+		for _, b := range free {
+			if p.mapped[&b[0]] {
+				delete(p.mapped, &b[0])
+				_ = unmapAnon(b[:cap(b)])
+			}
+		}
+		delete(p.bufs, n)
+	}
+	p.bufBytes = 0
 }

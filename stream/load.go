@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -73,9 +74,11 @@ type Weights struct {
 	// routers are the layers' router matrices for prefetching (nil: prefetch off).
 	routers       *sniper.Routers
 	predictInline bool
-	// repack puts weights in llama.cpp's repacked layouts; repacked counts them.
+	// repack puts weights in llama.cpp's repacked layouts; repacked counts them. scratch holds the
+	// file's bytes of the pinned weight being converted (reused, dropped when the load ends).
 	repack   bool
 	repacked int
+	scratch  []byte
 }
 
 var _ hookapi.UserModel = (*Weights)(nil)
@@ -164,6 +167,12 @@ func (w *Weights) Declared() []hookapi.TensorDecl {
 // tensors were read from.
 func (w *Weights) Loaded() error {
 	w.closeFile()
+	if w.scratch != nil {
+		// Up to the largest pinned weight's bytes: give them back now, not when the Go runtime
+		// would (the expert cache is about to fill the memory budget).
+		w.scratch = nil
+		debug.FreeOSMemory()
+	}
 	if n, want := w.sn.Bound(), countBindable(w.sn.Index()); n != want {
 		return fmt.Errorf("llama.cpp allocated %d of the %d streamed tensors; this architecture's graph does not match the file", n, want)
 	}
@@ -263,7 +272,12 @@ func (w *Weights) SetTensorData(t *hookapi.Tensor) error {
 	if w.repack {
 		if l := pinnedLayout(t); l != nil {
 			// Converted in place from a copy of the file's bytes (after the router's were read).
-			if err := l.Convert(dst, append([]byte(nil), dst...)); err != nil {
+			if cap(w.scratch) < len(dst) {
+				w.scratch = make([]byte, len(dst))
+			}
+			src := w.scratch[:len(dst)]
+			copy(src, dst)
+			if err := l.Convert(dst, src); err != nil {
 				return fmt.Errorf("tensor %s: %w", name, err)
 			}
 			t.Layout = l
