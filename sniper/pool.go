@@ -44,9 +44,12 @@ type Pool struct {
 	reads  atomic.Int64
 	issued atomic.Int64
 	bufMu  sync.Mutex
-	bufs   map[int][][]byte // free bounce buffers by size
-	// bufBytes is what the free bounce buffers hold, at most StagingBytes(readers)/2.
-	bufBytes int
+	// free are bounce buffers kept for reuse (each handed out again for any read it can hold, the
+	// smallest first), freeBytes their capacity, at most StagingBytes(readers)/2. Reusing them
+	// matters: a fresh buffer's every page faults on first use, which on these VMs costs about as
+	// much as reading it, and under a memory cap makes the kernel reclaim to find it room.
+	free      [][]byte
+	freeBytes int
 	// mapped marks bounce buffers that are anonymous mappings (by first byte): one not kept for
 	// reuse is unmapped at once, so that staging memory is back with the system as soon as it is
 	// free (garbage in the Go heap would hold it until the runtime returns it, under a memory cap).
@@ -61,7 +64,7 @@ func NewPool(f File, readers int) *Pool {
 	if readers <= 0 {
 		readers = DefaultReaders
 	}
-	return &Pool{file: f, sem: make(chan struct{}, readers), lat: &latencies{}, bufs: map[int][][]byte{}, mapped: map[*byte]bool{}}
+	return &Pool{file: f, sem: make(chan struct{}, readers), lat: &latencies{}, mapped: map[*byte]bool{}}
 }
 
 // ErrClosed is returned by a pool or sniper used after Close.
@@ -282,18 +285,30 @@ func (p *Pool) readBatch(ctx context.Context, br BatchReader, reqs []ReadRequest
 	return err
 }
 
+// minMappedBuf is the smallest bounce buffer made as its own mapping (smaller ones come from the Go
+// heap: a page or two that bounce the shared edges of direct reads).
+const minMappedBuf = 64 << 10
+
 func (p *Pool) getBuf(n int) []byte {
 	p.bufMu.Lock()
 	defer p.bufMu.Unlock()
-	if free := p.bufs[n]; len(free) > 0 {
-		b := free[len(free)-1]
-		p.bufs[n] = free[:len(free)-1]
-		p.bufBytes -= len(b)
-		return b
+	best := -1
+	for i, b := range p.free {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(p.free[best])) {
+			best = i
+		}
 	}
-	if m, err := mapAnon(int(alignUp(int64(n), pageSize))); err == nil {
-		p.mapped[&m[0]] = true
-		return m[:n]
+	if best >= 0 {
+		b := p.free[best]
+		p.free = append(p.free[:best], p.free[best+1:]...)
+		p.freeBytes -= cap(b)
+		return b[:n]
+	}
+	if n >= minMappedBuf {
+		if m, err := mapAnon(int(alignUp(int64(n), pageSize))); err == nil {
+			p.mapped[&m[0]] = true
+			return m[:n]
+		}
 	}
 	return alignedBuffer(n, pageSize)
 }
@@ -301,9 +316,9 @@ func (p *Pool) getBuf(n int) []byte {
 func (p *Pool) putBuf(b []byte) {
 	p.bufMu.Lock()
 	defer p.bufMu.Unlock()
-	if len(p.bufs[len(b)]) < cap(p.sem) && int64(p.bufBytes+len(b)) <= StagingBytes(cap(p.sem))/2 {
-		p.bufs[len(b)] = append(p.bufs[len(b)], b)
-		p.bufBytes += len(b)
+	if int64(p.freeBytes+cap(b)) <= StagingBytes(cap(p.sem))/2 {
+		p.free = append(p.free, b)
+		p.freeBytes += cap(b)
 		return
 	}
 	if p.mapped[&b[0]] {
@@ -349,14 +364,11 @@ func (p *Pool) Close() {
 	p.closeMu.Unlock()
 	p.bufMu.Lock()
 	defer p.bufMu.Unlock()
-	for n, free := range p.bufs {
-		for _, b := range free {
-			if p.mapped[&b[0]] {
-				delete(p.mapped, &b[0])
-				_ = unmapAnon(b[:cap(b)])
-			}
+	for _, b := range p.free {
+		if p.mapped[&b[0]] {
+			delete(p.mapped, &b[0])
+			_ = unmapAnon(b[:cap(b)])
 		}
-		delete(p.bufs, n)
 	}
-	p.bufBytes = 0
+	p.free, p.freeBytes = nil, 0
 }
