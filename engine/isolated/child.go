@@ -57,6 +57,16 @@ func (h *host) newJob() (context.Context, *job, int64) {
 	return ctx, j, h.nextID
 }
 
+// finish records the job's outcome (set runs under j.mu), marks it done and wakes its waiter.
+func (j *job) finish(set func()) {
+	j.mu.Lock()
+	set()
+	j.done = true
+	j.mu.Unlock()
+	j.changed.Broadcast()
+	j.cancel()
+}
+
 func (h *host) job(id int64) *job {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -102,11 +112,7 @@ func (h *host) StartState(a StateArgs, id *int64) error {
 	*id = n
 	go func() {
 		info, err := h.runState(ctx, a)
-		j.mu.Lock()
-		j.done, j.state, j.err = true, info, err
-		j.mu.Unlock()
-		j.changed.Broadcast()
-		j.cancel()
+		j.finish(func() { j.state, j.err = info, err })
 	}()
 	return nil
 }
@@ -174,11 +180,7 @@ func (h *host) Start(req engine.Request, id *int64) error {
 			j.changed.Broadcast()
 			return nil
 		})
-		j.mu.Lock()
-		j.done, j.result, j.err = true, res, err
-		j.mu.Unlock()
-		j.changed.Broadcast()
-		j.cancel()
+		j.finish(func() { j.result, j.err = res, err })
 	}()
 	return nil
 }
