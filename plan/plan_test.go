@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -444,9 +445,10 @@ Pages purgeable:                           1000.
 
 // fakeDirect serves reads at a fixed simulated speed.
 type fakeDirect struct {
-	size  int64
-	delay time.Duration
-	fail  error
+	size   int64
+	delay  time.Duration
+	fail   error
+	served atomic.Int64 // bytes read
 }
 
 func (f *fakeDirect) ReadAt(buf []byte, off int64) (int, error) {
@@ -457,6 +459,7 @@ func (f *fakeDirect) ReadAt(buf []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("unaligned or out-of-range read %d+%d", off, len(buf))
 	}
 	time.Sleep(f.delay)
+	f.served.Add(int64(len(buf)))
 	return len(buf), nil
 }
 func (f *fakeDirect) Size() int64                      { return f.size }
@@ -464,19 +467,25 @@ func (f *fakeDirect) NewBuffer(n int) ([]byte, func()) { return make([]byte, n),
 func (f *fakeDirect) Close() error                     { return nil }
 
 func TestProbe(t *testing.T) {
-	// 1 MiB per 2 ms per reader, 2 readers: about 1 GB/s (sleep overshoots, so at most that).
+	// 1 MiB per 2 ms per reader, 2 readers: at most about 1 GB/s (sleep overshoots, by much on a
+	// loaded machine, so no lower bound on speed). The probe divides the bytes it read by the time
+	// it read for, which is at least its duration and at most the time the call took.
 	r := &fakeDirect{size: 1 << 30, delay: 2 * time.Millisecond}
-	bps, err := probe(context.Background(), r, ProbeOptions{ReadSize: 1<<20 - 100, Duration: 100 * time.Millisecond, Readers: 2})
+	const duration = 100 * time.Millisecond
+	start := time.Now()
+	bps, err := probe(context.Background(), r, ProbeOptions{ReadSize: 1<<20 - 100, Duration: duration, Readers: 2})
+	took := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bps > 1.1*float64(2<<20)/0.002 || bps < 0.1*float64(2<<20)/0.002 {
-		t.Errorf("probe measured %.0f B/s for a simulated ~1 GB/s disk", bps)
+	served := float64(r.served.Load())
+	if bps > 1.1*float64(2<<20)/0.002 || bps > served/duration.Seconds() || bps < served/took.Seconds() {
+		t.Errorf("probe measured %.0f B/s for a simulated ~1 GB/s disk that served %.0f bytes in %v (call took %v)", bps, served, duration, took)
 	}
-	// MaxBytes stops early.
-	start := time.Now()
-	if _, err := probe(context.Background(), r, ProbeOptions{ReadSize: 1 << 20, Duration: 10 * time.Second, MaxBytes: 8 << 20, Readers: 2}); err != nil || time.Since(start) > 5*time.Second {
-		t.Errorf("MaxBytes did not stop the probe: %v", err)
+	// MaxBytes stops early: at most one read per reader past it.
+	r.served.Store(0)
+	if _, err := probe(context.Background(), r, ProbeOptions{ReadSize: 1 << 20, Duration: 10 * time.Second, MaxBytes: 8 << 20, Readers: 2}); err != nil || r.served.Load() > 8<<20+2<<20 {
+		t.Errorf("MaxBytes did not stop the probe: %d bytes read, %v", r.served.Load(), err)
 	}
 	// A read outlasting the whole duration (a loaded machine) is measured, not lost.
 	slow := &fakeDirect{size: 1 << 30, delay: 200 * time.Millisecond}
