@@ -187,6 +187,20 @@ func (f *FixedLayers) Victim(evictable func(Key) bool) (Key, bool) {
 	return best, found
 }
 
+// convertRows is how many rows of a dense FFN tensor are converted (repacked) at a time: llama.cpp's
+// repacked CPU layouts interleave groups of 4 to 16 rows and are chosen by the row count being a
+// multiple of the group, so any multiple of 256 rows converts on its own exactly as within the whole.
+const convertRows = 256
+
+// convertStep is the bytes of a converted read of a tensor of n bytes in the file: convertRows whole
+// rows when the tensor is a dense matrix whose row count is a multiple of it, else all of it.
+func convertStep(t *StreamedTensor, n int64) int64 {
+	if t.Experts != 1 || len(t.Dims) < 2 || t.Dims[1] == 0 || t.Dims[1]%convertRows != 0 || n%int64(t.Dims[1]) != 0 {
+		return n
+	}
+	return n / int64(t.Dims[1]) * convertRows
+}
+
 // DefaultDensePolicy is the policy of dense streaming when none is chosen (see FixedLayers).
 const DefaultDensePolicy = "fixed"
 

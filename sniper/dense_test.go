@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -275,5 +276,62 @@ func TestDenseReadsAreDeviceSizedPieces(t *testing.T) {
 	}
 	if st.BytesRead != layers*3*per || st.BytesIssued < st.BytesRead || st.BytesIssued > st.BytesRead+int64(layers*3*2*4096) {
 		t.Fatalf("read %d bytes, issued %d", st.BytesRead, st.BytesIssued)
+	}
+}
+
+// TestDenseConvertedReadsGoInRowGroups: a dense tensor converted on its way into place (llama.cpp's
+// repacked layout) is read and converted 256 rows at a time, each piece landing where its rows go.
+func TestDenseConvertedReadsGoInRowGroups(t *testing.T) {
+	const rows, rowBytes = 768, 36
+	const per = rows * rowBytes
+	m := newFakeModel(t, t.TempDir(), 2, 1, per, true)
+	for i := range m.tensors {
+		m.tensors[i].Dims = []uint64{rowBytes * 2, rows}
+	}
+	idx, err := sniper.NewIndex(m.path, m.tensors, sniper.ModeDense, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sniper.Open(idx, sniper.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var mu sync.Mutex
+	var pieces []int
+	// The conversion here is a copy that also records each piece's size.
+	conv := func(dst, src []byte) error {
+		mu.Lock()
+		pieces = append(pieces, len(src))
+		mu.Unlock()
+		copy(dst, src)
+		return nil
+	}
+	mem := map[string][]byte{}
+	for _, st := range idx.Tensors() {
+		b, err := s.BindConverted(st.Name, st.ExpertBytes, st.ExpertBytes, []sniper.Convert{conv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem[st.Name] = unsafeBytes(b.Data, st.ExpertBytes)
+	}
+	for l := 0; l < 2; l++ {
+		if err := s.Ensure(context.Background(), l, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, kind := range []string{"gate", "up", "down"} {
+			name := "blk." + itoa(l) + ".ffn_" + kind + ".weight"
+			if !bytes.Equal(mem[name], m.expert(name, 0)) {
+				t.Fatalf("%s differs from the file", name)
+			}
+		}
+	}
+	if len(pieces) != 2*3*3 {
+		t.Fatalf("%d converted pieces, want 3 per tensor (768 rows, 256 at a time): %v", len(pieces), pieces)
+	}
+	for _, n := range pieces {
+		if n != 256*rowBytes {
+			t.Fatalf("a piece of %d bytes, want 256 rows of %d: %v", n, rowBytes, pieces)
+		}
 	}
 }

@@ -599,15 +599,22 @@ func (s *Sniper) readRequests(layer int, experts []int) ([]ReadRequest, error) {
 			start := alignDown(off, pageSize)
 			end := min(alignUp(off+p.Len, pageSize), size)
 			if t.convert != nil {
-				// Read aside, then converted into the tensor's memory (where the file's bytes would lie).
-				dst, ok := t.mem.fileSlice(off, p.Len)
-				if !ok {
-					return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, off, off+p.Len)
+				// Read aside, then converted into the tensor's memory (where the file's bytes would lie),
+				// in pieces of whole row groups (dense.go: convertStep), so that the bounce buffers stay
+				// small and are reused rather than a dense tensor's tens of MiB faulted in every read.
+				step := convertStep(t.StreamedTensor, p.Len)
+				for at := int64(0); at < p.Len; at += step {
+					o, n := off+at, min(step, p.Len-at)
+					dst, ok := t.mem.fileSlice(o, n)
+					if !ok {
+						return nil, fmt.Errorf("expert %d of %s: file range [%d,%d) outside its memory", e, t.Name, o, o+n)
+					}
+					lo, hi := alignDown(o, pageSize), min(alignUp(o+n, pageSize), size)
+					conv, skip := t.convert[0], o-lo
+					reqs = append(reqs, ReadRequest{Offset: lo, Len: int(hi - lo), Then: func(b []byte) {
+						s.runConvert(conv, dst, b[skip:skip+n])
+					}})
 				}
-				conv, skip := t.convert[0], off-start
-				reqs = append(reqs, ReadRequest{Offset: start, Len: int(end - start), Then: func(b []byte) {
-					s.runConvert(conv, dst, b[skip:skip+p.Len])
-				}})
 				continue
 			}
 			// A dense FFN tensor is tens of MiB: read in pieces the device serves at full speed
