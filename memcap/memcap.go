@@ -53,6 +53,9 @@ type Result struct {
 	OOMKills int64
 	// PeakUsage is the cgroup's high-water mark: resident memory plus page cache charged to it.
 	PeakUsage int64
+	// PeakBreakdown is the cgroup's memory.stat sampled (every 5 ms) when its usage was highest,
+	// headed by that usage: anon, file, file_mapped… say what the peak was made of. Linux only.
+	PeakBreakdown string
 	// PeakRSS is the child's own maximum resident set size (getrusage), without page cache.
 	PeakRSS int64
 	// ReadBytes is what the child read from block devices (getrusage ru_inblock × 512): page-cache

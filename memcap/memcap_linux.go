@@ -250,14 +250,17 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	var waitErr error
+	breakdown := startBreakdownSampler(h, dir)
 	select {
 	case waitErr = <-done:
 	case <-ctx.Done():
 		_ = cmd.Process.Kill()
 		killAll(procs)
 		<-done
+		breakdown.stop()
 		return res, fmt.Errorf("run %s under a memory cap: %w", spec.Path, ctx.Err())
 	}
+	res.PeakBreakdown = breakdown.stop()
 	res.Wall = time.Since(start)
 
 	if st, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
@@ -408,4 +411,44 @@ func DropCaches() error {
 		return fmt.Errorf("drop the page cache (write 3 to %s): %w", p, err)
 	}
 	return nil
+}
+
+// breakdownSampler polls the cgroup's usage and keeps its memory.stat from the moment usage was
+// highest, so a run over its budget says whether anonymous memory or page cache put it there.
+type breakdownSampler struct {
+	done chan struct{}
+	out  chan string
+}
+
+func startBreakdownSampler(h hierarchy, dir string) *breakdownSampler {
+	s := &breakdownSampler{done: make(chan struct{}), out: make(chan string, 1)}
+	usageFile := "memory.current"
+	if h.version == 1 {
+		usageFile = "memory.usage_in_bytes"
+	}
+	go func() {
+		var best int64 = -1
+		var bestStat string
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if u, err := readInt(filepath.Join(dir, usageFile)); err == nil && u > best {
+				if stat, err := os.ReadFile(filepath.Join(dir, "memory.stat")); err == nil {
+					best, bestStat = u, fmt.Sprintf("usage %d\n%s", u, stat)
+				}
+			}
+			select {
+			case <-s.done:
+				s.out <- bestStat
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *breakdownSampler) stop() string {
+	close(s.done)
+	return <-s.out
 }

@@ -152,6 +152,7 @@ func openBuffered(path string) (*bufferedFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("stat %q: %w", path, err)
 	}
+	noReadAhead(f)
 	return &bufferedFile{f: f, path: path, size: st.Size()}, nil
 }
 
@@ -162,6 +163,21 @@ func (b *bufferedFile) ReadAt(ctx context.Context, p []byte, off int64) error {
 	dropCache(b.f, off, int64(len(p)))
 	return nil
 }
+
+// OpenUncached opens path for buffered reads that leave nothing in the page cache once followed by
+// DropCache: read-ahead is off (Linux), as the streamed weights' own buffered fallback has it.
+func OpenUncached(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	noReadAhead(f)
+	return f, nil
+}
+
+// DropCache tells the kernel that the range of f just read will not be needed again, so its page
+// cache is not charged to the run's memory beside the copy the run keeps (Linux; a no-op elsewhere).
+func DropCache(f *os.File, off, n int64) { dropCache(f, off, n) }
 
 func (b *bufferedFile) Size() int64  { return b.size }
 func (b *bufferedFile) Align() int   { return 1 }

@@ -33,3 +33,5 @@ func (n *noCacheFile) Align() int   { return 4096 }
 var _ File = (*noCacheFile)(nil)
 
 func dropCache(*os.File, int64, int64) {}
+
+func noReadAhead(*os.File) {}

@@ -155,6 +155,12 @@ func (d *directFile) Close() error {
 	return errors.Join(d.direct.Close(), d.buffered.Close())
 }
 
+// noReadAhead turns off the kernel's read-ahead on f: pages read ahead of a buffered read would stay
+// in the page cache after dropCache, charged to the process's memory (cgroup) beyond its budget.
+func noReadAhead(f *os.File) {
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
+}
+
 // dropCache tells the kernel the range just read by a buffered read will not be needed again.
 func dropCache(f *os.File, off, n int64) {
 	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)

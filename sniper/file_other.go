@@ -8,3 +8,5 @@ import "os"
 func openDirect(path string) (File, error) { return openBuffered(path) }
 
 func dropCache(*os.File, int64, int64) {}
+
+func noReadAhead(*os.File) {}

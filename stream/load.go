@@ -123,7 +123,7 @@ func Open(path string, o Options) (_ *Weights, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream model %q: %w", path, err)
 	}
-	f, err := os.Open(path)
+	f, err := sniper.OpenUncached(path)
 	if err != nil {
 		sn.Close()
 		return nil, fmt.Errorf("stream model %q: %w", path, err)
@@ -263,6 +263,8 @@ func (w *Weights) SetTensorData(t *hookapi.Tensor) error {
 		}
 		return fmt.Errorf("read tensor %s from %q at offset %d (%d bytes): %w", name, w.path, off, t.Size, err)
 	}
+	// The pinned weights live in llama.cpp's buffer: their page cache would count twice.
+	sniper.DropCache(w.f, off, t.Size)
 	w.pinned += t.Size
 	if m := routerRE.FindStringSubmatch(name); m != nil && w.routers != nil {
 		if layer, _ := strconv.Atoi(m[1]); layer < w.sn.Index().Layers {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/expertsniper/expertsniper/memcap"
 )
 
@@ -32,6 +34,10 @@ func TestRunDefaultsFitUnderAMemoryCap(t *testing.T) {
 		t.Fatalf("the model must be bigger than the cap: %v, %d bytes", err, st.Size())
 	}
 	bin := buildAgent(t)
+	// The program and the model were just written by this test, so their page cache is charged to
+	// the test, not to the run; on a loaded machine the kernel may drop it and the run brings it back,
+	// charged to the run. Drop it now so the run is always charged for everything it reads.
+	dropPageCache(t, bin, model)
 	statsPath := filepath.Join(dir, "stats.json")
 	var stdout, stderr bytes.Buffer
 	res, err := memcap.Run(t.Context(), memcap.Spec{
@@ -42,6 +48,7 @@ func TestRunDefaultsFitUnderAMemoryCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("under a cap of %s: maxrss %s, cgroup peak %s\n%s", memcap.FormatBytes(limit), memcap.FormatBytes(res.PeakRSS), memcap.FormatBytes(res.PeakUsage), stderr.String())
+	t.Logf("the cgroup at its peak:\n%s", res.PeakBreakdown)
 	if err := res.Err(); err != nil {
 		t.Fatalf("agent run with default flags under a %s cap: %v", memcap.FormatBytes(limit), err)
 	}
@@ -64,5 +71,22 @@ func TestRunDefaultsFitUnderAMemoryCap(t *testing.T) {
 	}
 	if res.PeakUsage > rs.RAMBudget {
 		t.Fatalf("the cgroup's peak %s is more than the budget %s", memcap.FormatBytes(res.PeakUsage), memcap.FormatBytes(rs.RAMBudget))
+	}
+}
+
+// dropPageCache asks the kernel to drop the cached pages of the files (pages mapped by a running
+// process stay).
+func dropPageCache(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		f.Close()
+		if err != nil {
+			t.Fatalf("drop the page cache of %s: %v", p, err)
+		}
 	}
 }
