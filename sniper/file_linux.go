@@ -162,6 +162,12 @@ func noReadAhead(f *os.File) {
 }
 
 // dropCache tells the kernel the range just read by a buffered read will not be needed again.
+// The range is widened to whole pages: the kernel drops only the pages wholly inside it, and the
+// edge pages of unaligned reads (every tensor of a file whose sizes are not page multiples) would
+// stay charged to the run.
 func dropCache(f *os.File, off, n int64) {
-	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
+	page := int64(os.Getpagesize())
+	start := off &^ (page - 1)
+	end := (off + n + page - 1) &^ (page - 1)
+	_ = unix.Fadvise(int(f.Fd()), start, end-start, unix.FADV_DONTNEED)
 }
