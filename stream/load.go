@@ -179,6 +179,11 @@ func (w *Weights) Loaded() error {
 	return nil
 }
 
+// DropPageCache drops what is left of the model file in the page cache once the model is loaded:
+// the header that llama.cpp and our own parsers read buffered would otherwise stay charged to the
+// run beside its budget. Nothing streams through the page cache, and pages other processes map stay.
+func (w *Weights) DropPageCache() { sniper.DropCache(w.f, 0, 0) }
+
 // Close closes the sniper (after llama.cpp freed the model: streamed tensors point into it).
 func (w *Weights) Close() {
 	w.closeFile()

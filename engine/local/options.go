@@ -284,6 +284,7 @@ func loadModel(ctx context.Context, path string, o Options, d Decision) (*bindin
 	if err != nil {
 		return nil, nil, err
 	}
+	w.DropPageCache()
 	return m, w, nil
 }
 
