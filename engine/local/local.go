@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/expertsniper/expertsniper/binding"
 	"github.com/expertsniper/expertsniper/engine"
@@ -103,6 +104,9 @@ type Engine struct {
 	// logitsHook, when set (by tests, before the first request), receives the logits of every
 	// output the loop samples from, with its slot.
 	logitsHook func(slot int, logits []float32)
+	// promptGather is how long a streamed step that would start a prompt waits for others (see the
+	// constant; tests lengthen it, before the first request).
+	promptGather time.Duration
 
 	mu        sync.Mutex // guards queue, tasks, closed and published
 	queue     []*job
@@ -148,7 +152,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 		return nil, fmt.Errorf("open engine: %w", err)
 	}
 	e := &Engine{model: m, weights: w, opts: o, decision: d, stats: o.StatsSource, loopCtx: context.Background(),
-		wake: make(chan struct{}, 1), loopDone: make(chan struct{})}
+		wake: make(chan struct{}, 1), loopDone: make(chan struct{}), promptGather: promptGather}
 	defer func() {
 		if err != nil {
 			e.closeAll()

@@ -199,6 +199,7 @@ func (e *Engine) wakeLoop() {
 // loop is the scheduler: it runs until the engine is closed and nothing is queued or running.
 func (e *Engine) loop() {
 	defer close(e.loopDone)
+	var gatherUntil time.Time // the end of the current wait for prompts to share a step with
 	for {
 		e.mu.Lock()
 		admitted := e.admit()
@@ -215,12 +216,74 @@ func (e *Engine) loop() {
 			<-e.wake
 			continue
 		}
+		if e.gatherPrompts(&gatherUntil) {
+			continue // woken during the wait: admit what came, then wait out the rest
+		}
 		worked := e.step()
 		e.publishSlots()
 		if !worked {
 			<-e.wake // every running job waits for its consumer (or was just ended)
 		}
 	}
+}
+
+// promptGather is how long, in streamed modes, a step that would start evaluating a prompt waits
+// for more requests to start theirs in the same step. There a step costs mostly the experts (or
+// FFNs) it reads from disk, and a prompt's tokens together choose most of each layer's experts, so
+// prompts evaluated in one step share nearly all their reads, where two steps read them twice.
+// Requests that arrive together (clients that finished together, parallel calls an agent fans
+// out) reach the queue milliseconds apart: without the wait the first would start alone and the
+// others a step (seconds of reads) later. In RAM mode a step costs its compute, which batching
+// does not share, so nothing waits.
+const promptGather = 30 * time.Millisecond // Engine.promptGather: tests lengthen it
+
+// gatherPrompts waits, when a step would start a prompt in a streamed mode and a slot is still
+// free, until *until (set to e.promptGather from now at the first wait, cleared when the step may
+// go) or until the loop is woken. It reports whether it was woken early: the loop then admits what
+// was queued and comes back here for what is left of the wait.
+func (e *Engine) gatherPrompts(until *time.Time) bool {
+	if e.decision.Mode == ModeRAM || !e.startsPrompt() || !e.slotFree() {
+		*until = time.Time{}
+		return false
+	}
+	if until.IsZero() {
+		*until = time.Now().Add(e.promptGather)
+	}
+	wait := time.Until(*until)
+	if wait <= 0 {
+		*until = time.Time{}
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-e.wake:
+		return true
+	case <-t.C:
+		*until = time.Time{}
+		return false
+	}
+}
+
+// startsPrompt reports whether a running job has prompt tokens to evaluate and has evaluated none
+// yet. Only the loop calls it.
+func (e *Engine) startsPrompt() bool {
+	for _, s := range e.slots {
+		if j := s.job; j != nil && j.fed == j.cached && j.fed < len(j.prompt) {
+			return true
+		}
+	}
+	return false
+}
+
+// slotFree reports whether a slot has no job. Only the loop calls it.
+func (e *Engine) slotFree() bool {
+	for _, s := range e.slots {
+		if s.job == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // anyRunning reports whether a slot has a job. Only the loop changes slot.job, and it reads it
