@@ -108,7 +108,7 @@ func ramReference(t *testing.T, model string, threads int, noRepack bool) runRes
 // paths, each exact.
 func TestStreamingIsBitExact(t *testing.T) {
 	archs := []string{"qwen3moe", "qwen35moe", "olmoe", "qwen2moe", "qwen3"}
-	types := []string{"f32", "q8_0", "q4_0", "q4_k_m"}
+	types := []string{"f32", "f16", "q8_0", "q4_0", "q4_k_m"}
 	caches := []string{"0", "256KiB", "unlimited"}
 	for _, arch := range archs {
 		for _, typ := range types {

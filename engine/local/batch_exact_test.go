@@ -81,13 +81,13 @@ func runTogether(t *testing.T, e *Engine, prompts [][]int32, maxTokens int) []*j
 
 // TestBatchedStreamingIsBitExact: for a fixed batch composition (1 sequence, and 4 decoded together
 // by the scheduler), sniper mode (MoE) and stream mode (dense) compute exactly the in-RAM logits, on
-// every test architecture and type, with no expert cache and with an unlimited one. (Batching
+// every test architecture and type (F32, F16, Q8_0, Q4_0, Q4_K_M), with no expert cache and with an unlimited one. (Batching
 // changes the floating-point path against single-sequence decoding; the claim is equality between
 // modes for the same batches.) Types llama.cpp repacks are compared with its defaults and with
 // --no-repack on both sides.
 func TestBatchedStreamingIsBitExact(t *testing.T) {
 	archs := []string{"qwen3moe", "qwen35moe", "olmoe", "qwen2moe", "qwen3"}
-	types := []string{"f32", "q8_0", "q4_0", "q4_k_m"}
+	types := []string{"f32", "f16", "q8_0", "q4_0", "q4_k_m"}
 	for _, arch := range archs {
 		for _, typ := range types {
 			name := arch + "-" + typ
