@@ -98,7 +98,9 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 func (c *Context) decode(ctx context.Context, cc *C.struct_llama_context, b *Batch) error {
 	disarm := c.abortOn(ctx)
 	c.hook.begin(ctx)
-	code := int(C.llama_decode(cc, b.c))
+	var code int
+	// On the process's one compute thread (computethread.go), whichever thread the caller is on.
+	onComputeThread(func() { code = int(C.llama_decode(cc, b.c)) })
 	hookErr := c.hook.end() // the hook failed (e.g. a streaming read): it set the abort flag (evalhook.go)
 	disarm()
 	if code == 0 && hookErr != nil {
