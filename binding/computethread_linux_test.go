@@ -7,10 +7,12 @@ import (
 	"testing"
 )
 
-// Every call runs on the one compute thread, whichever OS thread its caller is on: libgomp then
-// keeps one team of workers for the process (computethread.go).
-func TestOnComputeThreadUsesOneOSThread(t *testing.T) {
-	var mu sync.Mutex
+// Every call runs on the context's one compute thread, whichever OS thread its caller is on:
+// libgomp then keeps one team of workers for the context (computethread.go).
+func TestComputeThreadUsesOneOSThread(t *testing.T) {
+	ct := newComputeThread()
+	defer ct.stop()
+	var mu sync.Mutex // the callers take turns on the thread, as a Context's calls never overlap
 	callers, computers := map[int]bool{}, map[int]bool{}
 	var wg, locked sync.WaitGroup
 	locked.Add(8)
@@ -26,11 +28,9 @@ func TestOnComputeThreadUsesOneOSThread(t *testing.T) {
 			locked.Done()
 			locked.Wait()
 			for range 20 {
-				onComputeThread(func() {
-					mu.Lock()
-					computers[syscall.Gettid()] = true
-					mu.Unlock()
-				})
+				mu.Lock()
+				ct.run(func() { computers[syscall.Gettid()] = true })
+				mu.Unlock()
 			}
 		}()
 	}

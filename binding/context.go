@@ -252,8 +252,9 @@ type Context struct {
 	nBatch int
 	// nUBatch is n_ubatch: llama_decode computes a batch in micro-batches of this many tokens.
 	nUBatch int
-	abort   *C.int       // read by es_abort_cb on compute threads; set by a goroutine on ctx.Done()
-	hook    *contextHook // the evaluation hook of a LoadFromUser model (evalhook.go), else nil
+	abort   *C.int         // read by es_abort_cb on compute threads; set by a goroutine on ctx.Done()
+	hook    *contextHook   // the evaluation hook of a LoadFromUser model (evalhook.go), else nil
+	compute *computeThread // where llama_decode runs (computethread.go)
 
 	// past holds the tokens of sequence 0 whose keys and values are in the cache, in order.
 	past []Token
@@ -305,7 +306,7 @@ func (m *Model) NewContextWithParams(p ContextParams) (*Context, error) {
 		return nil, fmt.Errorf("new context for %q: %w", m.Name(), &Error{Op: "llama_init_from_model", Msg: msg})
 	}
 	m.contexts++
-	ctx := &Context{c: cc, model: m, params: p, abort: flag, hook: hook,
+	ctx := &Context{c: cc, model: m, params: p, abort: flag, hook: hook, compute: newComputeThread(),
 		nCtx: int(C.llama_n_ctx(cc)), nBatch: int(C.llama_n_batch(cc)), nUBatch: int(C.llama_n_ubatch(cc))}
 	setLeakCheck(ctx, "Context", func(c *Context) bool { c.mu.Lock(); defer c.mu.Unlock(); return c.c != nil })
 	return ctx, nil
@@ -320,6 +321,7 @@ func (c *Context) Close() error {
 	}
 	C.llama_free(c.c)
 	c.c = nil
+	c.compute.stop()
 	c.hook.free()
 	C.free(unsafe.Pointer(c.abort))
 	c.abort = nil

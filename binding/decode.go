@@ -99,8 +99,8 @@ func (c *Context) decode(ctx context.Context, cc *C.struct_llama_context, b *Bat
 	disarm := c.abortOn(ctx)
 	c.hook.begin(ctx)
 	var code int
-	// On the process's one compute thread (computethread.go), whichever thread the caller is on.
-	onComputeThread(func() { code = int(C.llama_decode(cc, b.c)) })
+	// On the context's one compute thread (computethread.go), whichever thread the caller is on.
+	c.compute.run(func() { code = int(C.llama_decode(cc, b.c)) })
 	hookErr := c.hook.end() // the hook failed (e.g. a streaming read): it set the abort flag (evalhook.go)
 	disarm()
 	if code == 0 && hookErr != nil {
