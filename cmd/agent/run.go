@@ -48,6 +48,7 @@ type runOptions struct {
 	StatsJSON string
 	RSSSample time.Duration
 	NoRepack  bool
+	Repack    bool
 	Quiet     bool
 	Doc       string // answer the prompt about this document (run_doc.go)
 	DocCtx    int    // the context size for --doc (0: the model's training context, at most what the engine allows)
@@ -74,8 +75,9 @@ type runOptions struct {
 // The help of --ram and --cache, one text for every command that takes them (run, serve, the REPL,
 // ask): they mean the same everywhere (engine/local.Decide).
 const (
-	ramUsage   = "all the memory the model may take (weights in RAM, expert cache, KV cache, buffers), e.g. 8GiB, or unlimited (default: available memory less a tenth, at least 256 MiB)"
-	cacheUsage = "sniper/stream: expert (or dense FFN) cache `SIZE`, e.g. 512MiB, 0 (reread every expert), or unlimited (default: what --ram leaves)"
+	ramUsage    = "all the memory the model may take (weights in RAM, expert cache, KV cache, buffers), e.g. 8GiB, or unlimited (default: available memory less a tenth, at least 256 MiB)"
+	cacheUsage  = "sniper/stream: expert (or dense FFN) cache `SIZE`, e.g. 512MiB, 0 (reread every expert), or unlimited (default: what --ram leaves)"
+	repackUsage = "sniper/stream: convert every streamed read into llama.cpp's repacked layout (exact against --mode ram) even when the cache cannot hold every streamed weight; by default only when it can, since rereading means reconverting, which costs more than the repacked kernels save"
 )
 
 func runCommand(streams *IOStreams) *cli.Command {
@@ -108,6 +110,7 @@ func runCommand(streams *IOStreams) *cli.Command {
 			&cli.StringFlag{Name: "stats-json", Usage: "write the statistics as JSON to `FILE`", Destination: &o.StatsJSON},
 			&cli.DurationFlag{Name: "rss-sample", Usage: "sample the resident set size at this interval (e.g. 10ms) and report its peak", Destination: &o.RSSSample},
 			&cli.BoolFlag{Name: "no-repack", Usage: "no weight repacking (use_extra_bufts=false; every mode): the file's layout and llama.cpp's plain kernels, instead of the repacked layouts llama.cpp's default load uses", Destination: &o.NoRepack},
+			&cli.BoolFlag{Name: "repack", Usage: repackUsage, Destination: &o.Repack},
 			&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes; stream: read the next layer's FFN (same results; --prefetch=false turns it off)", EnvVars: []string{"EXPERTSNIPER_PREFETCH"}, Destination: &o.Prefetch},
 			&cli.StringFlag{Name: "policy", Usage: fmt.Sprintf("sniper/stream: cache eviction policy, lfu, lru or fixed (default: %s; stream: %s, which keeps the first layers that fit)", local.DefaultPolicy, sniper.DefaultDensePolicy), EnvVars: []string{"EXPERTSNIPER_POLICY"}, Destination: &o.Policy},
 			&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it for the next read (slower; for measurements)", Destination: &o.NoRecycle},
@@ -241,7 +244,7 @@ func (o *runOptions) engineOptions(contextSize int, onDecision func(local.Decisi
 	return local.Options{
 		Slots: 1, Context: contextSize, Threads: o.Threads, BatchThreads: o.Threads,
 		Mode: local.Mode(o.Mode), RAM: o.RAM, Cache: o.Cache, Policy: o.Policy, Readers: o.Readers,
-		NoRecycle: o.NoRecycle, NoPrefetch: !o.Prefetch, NoRepack: o.NoRepack,
+		NoRecycle: o.NoRecycle, NoPrefetch: !o.Prefetch, NoRepack: o.NoRepack, Repack: o.Repack,
 		StreamFS: o.fs, PredictInline: o.predictInline, OnDecision: onDecision,
 	}
 }

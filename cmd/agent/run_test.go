@@ -160,7 +160,7 @@ func TestStreamingIsBitExact(t *testing.T) {
 						want := ramReference(t, model, threads, noRepack)
 						for _, v := range variants {
 							got, err := runAgentRun(t, runOptions{Model: model, Mode: mode, Cache: v.cache, Policy: v.policy, Prefetch: v.prefetch,
-								Threads: threads, Stats: true, NoRepack: noRepack})
+								Threads: threads, Stats: true, NoRepack: noRepack, Repack: !noRepack})
 							if err != nil {
 								t.Fatalf("%s %+v -t %d --no-repack=%v: %v", mode, v, threads, noRepack, err)
 							}
@@ -172,6 +172,22 @@ func TestStreamingIsBitExact(t *testing.T) {
 							}
 							if mode == "stream" && (!strings.Contains(got.stderr, "layers from the cache") || strings.Contains(got.stderr, "expert")) {
 								t.Fatalf("stream --stats speaks of experts, not layers:\n%s", got.stderr)
+							}
+						}
+					}
+					if repacked {
+						// Neither flag: a cache that cannot hold every streamed weight keeps the
+						// file's layout (exact against --mode ram --no-repack), one that can repacks.
+						for _, cache := range []string{"0", "unlimited"} {
+							got, err := runAgentRun(t, runOptions{Model: model, Mode: mode, Cache: cache, Threads: threads, Stats: true})
+							if err != nil {
+								t.Fatalf("%s --cache %s (default layout): %v", mode, cache, err)
+							}
+							if want := ramReference(t, model, threads, cache != "unlimited"); !bytes.Equal(got.logits, want.logits) {
+								t.Fatalf("%s --cache %s, default layout: logits differ from the in-RAM run with the same layout", mode, cache)
+							}
+							if small := cache != "unlimited"; mode == "sniper" && small != strings.Contains(got.stderr, "repacked 0 weight tensors") {
+								t.Fatalf("%s --cache %s: repacked the weights %v, want %v:\n%s", mode, cache, !small, small, got.stderr)
 							}
 						}
 					}
@@ -377,8 +393,13 @@ func TestRunBinary(t *testing.T) {
 		}
 		return errOut.String()
 	}
-	run("--mode", "ram", "--logits-out", filepath.Join(dir, "ram.bin"))
+	// A cache too small for every expert keeps the file's layout (engine/local.Decision.Repack), so
+	// the in-RAM reference is the one without repacking, and the decision line says so.
+	run("--mode", "ram", "--no-repack", "--logits-out", filepath.Join(dir, "ram.bin"))
 	stderr := run("--mode", "sniper", "--cache", "1MiB", "--stats", "--logits-out", filepath.Join(dir, "sniper.bin"))
+	if !strings.Contains(stderr, "file's layout") {
+		t.Fatalf("the decision line does not say the streamed weights keep the file's layout:\n%s", stderr)
+	}
 	a, _ := os.ReadFile(filepath.Join(dir, "ram.bin"))
 	b, _ := os.ReadFile(filepath.Join(dir, "sniper.bin"))
 	if len(a) == 0 || !bytes.Equal(a, b) {

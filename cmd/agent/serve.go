@@ -42,10 +42,10 @@ type serveOptions struct {
 	AllowHosts cli.StringSlice
 	Remote     string
 	// Sniper tuning and RAM-mode repacking, as in agent run (engine/local.Options).
-	Policy              string
-	Readers             int
-	Prefetch            bool
-	NoRecycle, NoRepack bool
+	Policy                      string
+	Readers                     int
+	Prefetch                    bool
+	NoRecycle, NoRepack, Repack bool
 
 	// open loads the model; tests replace it.
 	open func(ctx context.Context, o *serveOptions) (engine.Engine, error)
@@ -83,6 +83,7 @@ func serveFlags(o *serveOptions) []cli.Flag {
 		&cli.BoolFlag{Name: "prefetch", Value: true, Usage: "sniper: read the experts the next layer is predicted to choose while this one computes; stream: read the next layer's FFN (--prefetch=false turns it off)", EnvVars: serveEnv("PREFETCH"), Destination: &o.Prefetch},
 		&cli.BoolFlag{Name: "no-recycle", Usage: "sniper: release evicted experts' memory instead of reusing it (slower; for measurements)", EnvVars: serveEnv("NO_RECYCLE"), Destination: &o.NoRecycle},
 		&cli.BoolFlag{Name: "no-repack", Usage: "no weight repacking (use_extra_bufts=false; every mode): the file's layout and llama.cpp's plain kernels", EnvVars: serveEnv("NO_REPACK"), Destination: &o.NoRepack},
+		&cli.BoolFlag{Name: "repack", Usage: repackUsage, EnvVars: serveEnv("REPACK"), Destination: &o.Repack},
 		&cli.BoolFlag{Name: "embeddings", Usage: "enable /v1/embeddings (mean-pooled; off by default, as in llama-server)", EnvVars: serveEnv("EMBEDDINGS"), Destination: &o.Embeddings},
 	}, o.rpc.flags("EXPERTSNIPER_")...)
 }
@@ -283,7 +284,7 @@ func (o *serveOptions) engineOptions(onDecision func(local.Decision)) local.Opti
 		Slots: o.Parallel, Context: o.perSlot(), Threads: o.Threads,
 		CacheTypeK: o.CacheTypeK, CacheTypeV: o.CacheTypeV, FlashAttn: o.flashAttn(),
 		Mode: local.Mode(o.Mode), RAM: o.RAM, Cache: o.Cache, Policy: o.Policy, Readers: o.Readers,
-		NoPrefetch: !o.Prefetch, NoRecycle: o.NoRecycle, NoRepack: o.NoRepack, OnDecision: onDecision,
+		NoPrefetch: !o.Prefetch, NoRecycle: o.NoRecycle, NoRepack: o.NoRepack, Repack: o.Repack, OnDecision: onDecision,
 		// With --rpc the layers are spread over the workers (the engine process adds them).
 		Distributed: o.workers != nil,
 	}

@@ -107,7 +107,7 @@ func TestBatchedStreamingIsBitExact(t *testing.T) {
 						prompts := batchPrompts[:n]
 						want, wantText := decodeTogether(t, path, Options{Mode: "ram", NoRepack: noRepack}, prompts, 6)
 						for _, budget := range []string{"0", "unlimited"} {
-							got, gotText := decodeTogether(t, path, Options{Mode: mode, Cache: budget, NoRepack: noRepack}, prompts, 6)
+							got, gotText := decodeTogether(t, path, Options{Mode: mode, Cache: budget, NoRepack: noRepack, Repack: !noRepack}, prompts, 6)
 							what := fmt.Sprintf("%s, %d sequences, cache %s, --no-repack=%v", mode, n, budget, noRepack)
 							for s := range prompts {
 								sameLogits(t, fmt.Sprintf("%s, sequence %d", what, s), want[s], got[s])

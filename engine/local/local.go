@@ -60,6 +60,12 @@ type Options struct {
 	// streaming by the loader, as each expert is read (binding/repack.go). Each mode equals --mode ram
 	// with the same setting bit for bit; repacking is faster where the CPU has the kernels.
 	NoRepack bool
+	// Repack converts every streamed read into llama.cpp's repacked layout even when the cache
+	// cannot hold every streamed weight. By default (neither Repack nor NoRepack) streamed modes
+	// repack only when it can (Decision.Repack says why): each read is then converted once, while
+	// with a smaller cache the same experts are read and converted again and again, and the
+	// conversion costs more than the repacked kernels save (docs/benchmarks.md, issue 16).
+	Repack bool
 	// StreamFS opens the model file for streaming in sniper and stream modes (nil: direct I/O);
 	// tests inject faults and stalls here (sniper/faultfs).
 	StreamFS sniper.FS `json:"-"`

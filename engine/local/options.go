@@ -89,6 +89,9 @@ func (o Options) Validate() error {
 	if _, err := sniper.NewPolicy(o.Policy); err != nil {
 		return &OptionError{Flag: "--policy", Err: err}
 	}
+	if o.Repack && o.NoRepack {
+		return optionErrorf("--repack", "and --no-repack contradict each other: give one")
+	}
 	if o.Readers < 0 {
 		return optionErrorf("--readers", "must not be negative, got %d", o.Readers)
 	}
@@ -114,6 +117,11 @@ type Decision struct {
 	CacheBudget int64
 	// Plan is the memory plan the decision was made from.
 	Plan *plan.Plan
+	// Repack says whether weights llama.cpp's CPU kernels repack are held in those repacked layouts:
+	// in RAM mode unless --no-repack; in streamed modes with --repack, or by default when the cache
+	// holds every streamed weight (so that each is converted once). The run is bit-exact against
+	// --mode ram with the same setting.
+	Repack bool
 	// Summary is one line saying what was decided and why; Warnings name options that do not apply
 	// to the mode and are ignored, or budgets that may not hold.
 	Summary  string
@@ -183,7 +191,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 		if mode != ModeAuto && mode != ModeRAM {
 			return Decision{}, optionErrorf("--mode", "%s cannot spread over RPC workers: their streamed weights live in this machine's memory (use --mode ram)", mode)
 		}
-		d.Mode = ModeRAM
+		d.Mode, d.Repack = ModeRAM, !o.NoRepack
 		d.Summary = fmt.Sprintf("ram mode, the layers spread over RPC workers: weights %s in all", bytesize.Format(pm.TensorBytes))
 		return d, nil
 	}
@@ -202,6 +210,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	}
 
 	if mode == ModeRAM {
+		d.Repack = !o.NoRepack
 		for _, na := range []struct {
 			set  bool
 			flag string
@@ -252,9 +261,15 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	if mode == ModeStream {
 		cacheName = "FFN weight cache"
 	}
-	d.Summary = fmt.Sprintf("%s mode%s: pinned %s, streamed %s, one layer's working set %s, KV cache and buffers %s, %s %s",
+	holdsAll := d.CacheBudget == Unlimited || d.CacheBudget >= pm.StreamedBytes
+	d.Repack = o.Repack || (!o.NoRepack && holdsAll)
+	layout := ""
+	if !d.Repack && !o.NoRepack && pm.RepackStreamed {
+		layout = fmt.Sprintf("; streamed weights in the file's layout (the %s cannot hold them all, and converting each read into llama.cpp's repacked layout costs more than its kernels save: --repack converts; exact against --mode ram --no-repack)", cacheName)
+	}
+	d.Summary = fmt.Sprintf("%s mode%s: pinned %s, streamed %s, one layer's working set %s, KV cache and buffers %s, %s %s%s",
 		mode, why, bytesize.Format(pm.PinnedBytes), bytesize.Format(pm.StreamedBytes), bytesize.Format(p.LayerWorkingSet),
-		bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.ComputeBytes), cacheName, sizeOrUnlimited(d.CacheBudget))
+		bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.ComputeBytes), cacheName, sizeOrUnlimited(d.CacheBudget), layout)
 	return d, nil
 }
 
@@ -263,7 +278,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 func loadModel(ctx context.Context, path string, o Options, d Decision) (*binding.Model, *stream.Weights, error) {
 	if d.Mode == ModeRAM {
 		mopts := []binding.ModelOption{}
-		if o.NoRepack {
+		if !d.Repack {
 			mopts = append(mopts, binding.WithExtraBufts(false))
 		}
 		m, err := binding.LoadModel(ctx, path, append(mopts, o.ModelOptions...)...)
@@ -272,7 +287,7 @@ func loadModel(ctx context.Context, path string, o Options, d Decision) (*bindin
 	// Two contexts may decode at once: the slots' one and the embeddings'.
 	so := stream.Options{Mode: sniper.ModeExperts, CacheBudget: d.CacheBudget, Prefetch: !o.NoPrefetch,
 		Contexts: 2, Readers: o.Readers, Policy: o.Policy, NoRecycle: o.NoRecycle, FS: o.StreamFS, PredictInline: o.PredictInline,
-		NoRepack: o.NoRepack}
+		NoRepack: !d.Repack}
 	if d.Mode == ModeStream {
 		so.Mode = sniper.ModeDense // Prefetch: the next layer's FFN is read while this one computes
 	}

@@ -141,3 +141,44 @@ func TestValidateSpellsSizesOneWay(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideRepacksStreamedWeightsOnlyWhenTheCacheHoldsThemAll: converting a streamed read into
+// llama.cpp's repacked layout pays off only if it is done once; a smaller cache rereads (and would
+// reconvert) experts every few tokens, so by default it keeps the file's layout and says so. --repack
+// and --no-repack override it; together they are a usage error.
+func TestDecideRepacksStreamedWeightsOnlyWhenTheCacheHoldsThemAll(t *testing.T) {
+	pm := planned(t, "qwen3moe-q4_0")
+	if !pm.RepackStreamed {
+		t.Fatal("the Q4_0 test model has no streamed tensors llama.cpp repacks")
+	}
+	all := fmt.Sprint(pm.StreamedBytes)
+	for _, c := range []struct {
+		o    Options
+		want bool
+	}{
+		{Options{Mode: ModeRAM}, true},
+		{Options{Mode: ModeRAM, NoRepack: true}, false},
+		{Options{Mode: ModeSniper, Cache: "0"}, false},
+		{Options{Mode: ModeSniper, Cache: "256KiB"}, false},
+		{Options{Mode: ModeSniper, Cache: all}, true},
+		{Options{Mode: ModeSniper, Cache: "unlimited"}, true},
+		{Options{Mode: ModeSniper, Cache: "0", Repack: true}, true},
+		{Options{Mode: ModeSniper, Cache: "unlimited", NoRepack: true}, false},
+	} {
+		d, err := Decide(pm, c.o)
+		if err != nil {
+			t.Fatalf("%+v: %v", c.o, err)
+		}
+		if d.Repack != c.want {
+			t.Errorf("%+v: repack %v, want %v", c.o, d.Repack, c.want)
+		}
+		says := strings.Contains(d.Summary, "file's layout")
+		if wantSays := !c.want && c.o.Mode == ModeSniper && !c.o.NoRepack; says != wantSays {
+			t.Errorf("%+v: summary %q (should say it keeps the file's layout: %v)", c.o, d.Summary, wantSays)
+		}
+	}
+	var oe *OptionError
+	if _, err := Decide(pm, Options{Mode: ModeSniper, Repack: true, NoRepack: true}); !errors.As(err, &oe) || oe.Flag != "--repack" {
+		t.Fatalf("--repack --no-repack: %v", err)
+	}
+}
