@@ -67,8 +67,9 @@ type Model struct {
 	StreamedBytes int64 `json:"streamed_bytes"`
 	PinnedBytes   int64 `json:"pinned_bytes"`
 	// RepackStreamed: some streamed tensors have a type llama.cpp b11669's CPU kernels repack (Q4_0,
-	// Q4_K, IQ4_NL), so by default their reads are staged and converted (sniper.StagingBytes). Whether
-	// this CPU has the kernels is known only at load; the plan counts the staging either way.
+	// Q4_K, IQ4_NL), so when they are converted (Options.Repack) their reads are staged
+	// (sniper.StagingBytes). Whether this CPU has the kernels is known only at load; the plan counts
+	// the staging either way.
 	RepackStreamed bool `json:"repack_streamed"`
 	// LayerStreamBytes is, per layer, what one token reads at 0% cache hits: ExpertsUsed experts for
 	// MoE, the whole FFN for dense models.

@@ -40,8 +40,10 @@ type Options struct {
 	// DiskBytesPerSec is the sustained direct-read speed; DiskSource says how it was obtained.
 	DiskBytesPerSec float64
 	DiskSource      string
-	// NoRepack plans for --no-repack: streamed reads land in place, with no staging.
-	NoRepack bool
+	// Repack plans for streamed reads converted into llama.cpp's repacked layout (--repack, or a cache
+	// that holds every streamed weight: engine/local.Decision.Repack): they are staged in bounce
+	// buffers, which count. Otherwise streamed reads land in place.
+	Repack bool
 }
 
 // Plan is the memory plan of one model for one budget. Field names are stable (--json).
@@ -154,7 +156,7 @@ func Make(m *Model, o Options) (*Plan, error) {
 	}
 	base := kv + p.RecurrentStateBytes + p.ComputeBytes
 	p.InRAMBytes = m.TensorBytes + base
-	if m.RepackStreamed && !o.NoRepack {
+	if m.RepackStreamed && o.Repack {
 		// The pool's bound, or for a small model what it can hold at most: a layer's whole
 		// streamed bytes being read, and as many again in free buffers.
 		p.StagingBytes = min(sniper.StagingBytes(sniper.DefaultReaders), 2*m.MaxLayerBytes())

@@ -284,8 +284,9 @@ func TestPlanQwen35RecurrentState(t *testing.T) {
 }
 
 // TestPlanCountsReadStaging: streamed Q4_0/Q4_K experts are read into bounce buffers and converted to
-// llama.cpp's repacked layout, so the plan counts that staging, unless --no-repack; Q8_0 experts
-// (no repacked kernels) are read in place.
+// llama.cpp's repacked layout when they are converted (--repack, or a cache for every streamed weight),
+// so the plan then counts that staging; otherwise, and for Q8_0 experts (no repacked kernels), they
+// are read in place.
 func TestPlanCountsReadStaging(t *testing.T) {
 	var m4 *Model
 	plan := func(name string, noRepack bool) *Plan {
@@ -294,7 +295,7 @@ func TestPlanCountsReadStaging(t *testing.T) {
 			t.Fatal(err)
 		}
 		m4 = m
-		p, err := Make(m, Options{RAM: 8 << 30, DiskBytesPerSec: 2e9, DiskSource: "test", NoRepack: noRepack})
+		p, err := Make(m, Options{RAM: 8 << 30, DiskBytesPerSec: 2e9, DiskSource: "test", Repack: !noRepack})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -353,13 +354,13 @@ func TestWriteTextNamesWhatMatters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Make(m, Options{RAM: 1 << 40, NoRepack: true})
+	p, err := Make(m, Options{RAM: 1 << 40})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// (--no-repack: no read staging, which on this tiny model is as big as half its experts and would
-	// leave RAM mode the better choice; TestPlanCountsReadStaging covers the staging.)
-	p, err = Make(m, Options{RAM: p.StreamingMinBytes + m.StreamedBytes/2, DiskBytesPerSec: 2e9, DiskSource: "test", RAMSource: "--ram", NoRepack: true})
+	// (No read staging, the default for a cache smaller than the experts; TestPlanCountsReadStaging
+	// covers the staging.)
+	p, err = Make(m, Options{RAM: p.StreamingMinBytes + m.StreamedBytes/2, DiskBytesPerSec: 2e9, DiskSource: "test", RAMSource: "--ram"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,9 +118,9 @@ type Decision struct {
 	// Plan is the memory plan the decision was made from.
 	Plan *plan.Plan
 	// Repack says whether weights llama.cpp's CPU kernels repack are held in those repacked layouts:
-	// in RAM mode unless --no-repack; in streamed modes with --repack, or by default when the cache
-	// holds every streamed weight (so that each is converted once). The run is bit-exact against
-	// --mode ram with the same setting.
+	// in RAM mode unless --no-repack; in streamed modes with --repack, or by default when the cache is
+	// to hold every streamed weight (--cache unlimited or at least their size, --ram unlimited), so
+	// that each is converted once. The run is bit-exact against --mode ram with the same setting.
 	Repack bool
 	// Summary is one line saying what was decided and why; Warnings name options that do not apply
 	// to the mode and are ignored, or budgets that may not hold.
@@ -177,8 +177,13 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	if planRAM == Unlimited {
 		planRAM = 1 << 62
 	}
+	// Streamed reads are converted into llama.cpp's repacked layout only when the cache is to hold every
+	// streamed weight, so that each is converted once (Decision.Repack); then the plan counts the
+	// conversion's staging buffers.
+	holdsAll := (cacheSet && (cache == Unlimited || cache >= pm.StreamedBytes)) || (!cacheSet && d.RAM == Unlimited)
+	streamRepack := o.Repack || (!o.NoRepack && holdsAll)
 	p, err := plan.Make(pm, plan.Options{RAM: planRAM, RAMSource: d.RAMSource, Context: ctx * slots,
-		KVType: o.CacheTypeK, KVTypeV: o.CacheTypeV, NoRepack: o.NoRepack})
+		KVType: o.CacheTypeK, KVTypeV: o.CacheTypeV, Repack: streamRepack})
 	if err != nil {
 		return Decision{}, err
 	}
@@ -261,8 +266,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	if mode == ModeStream {
 		cacheName = "FFN weight cache"
 	}
-	holdsAll := d.CacheBudget == Unlimited || d.CacheBudget >= pm.StreamedBytes
-	d.Repack = o.Repack || (!o.NoRepack && holdsAll)
+	d.Repack = streamRepack
 	layout := ""
 	if !d.Repack && !o.NoRepack && pm.RepackStreamed {
 		layout = fmt.Sprintf("; streamed weights in the file's layout (the %s cannot hold them all, and converting each read into llama.cpp's repacked layout costs more than its kernels save: --repack converts; exact against --mode ram --no-repack)", cacheName)
