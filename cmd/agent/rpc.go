@@ -405,18 +405,25 @@ func (r *rpcMemoryPlan) writeText(w io.Writer) {
 // guardProcess prepares a process whose model uses the workers of s for losing one. llama.cpp's RPC
 // client cannot survive it, but it can say so: a write to the dead worker's socket then fails
 // instead of ending the process silently by SIGPIPE, and the GGML_ABORT that follows prints which
-// worker no longer accepts connections (a worker busy with this process still does).
+// worker no longer accepts connections (a worker busy with this process still does). A worker that is
+// being killed may close this process's connection a moment before its listening socket (the kernel
+// closes a dying process's descriptors one by one), so the probe is repeated for up to two seconds.
 func (s *rpcSetup) guardProcess(errOut io.Writer) error {
 	signal.Ignore(syscall.SIGPIPE)
 	return binding.SetAbortHandler(func(msg string) {
 		var lost []string
-		for _, ep := range s.Endpoints {
-			c, err := net.DialTimeout("tcp", ep, 3*time.Second)
-			if err != nil {
-				lost = append(lost, ep)
-				continue
+		for deadline := time.Now().Add(2 * time.Second); len(lost) == 0 && time.Now().Before(deadline); {
+			for _, ep := range s.Endpoints {
+				c, err := net.DialTimeout("tcp", ep, 3*time.Second)
+				if err != nil {
+					lost = append(lost, ep)
+					continue
+				}
+				c.Close()
 			}
-			c.Close()
+			if len(lost) == 0 {
+				time.Sleep(100 * time.Millisecond)
+			}
 		}
 		if len(lost) > 0 {
 			fmt.Fprintf(errOut, "error: rpc worker %s lost mid-run (llama.cpp: %s)\n", strings.Join(lost, ", "), msg)
