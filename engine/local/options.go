@@ -219,7 +219,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 		for _, na := range []struct {
 			set  bool
 			flag string
-		}{{cacheSet, "--cache"}, {o.Policy != "", "--policy"}, {o.Readers != 0, "--readers"}, {o.NoRecycle, "--no-recycle"}, {o.NoPrefetch, "--prefetch=false"}} {
+		}{{cacheSet, "--cache"}, {o.Policy != "", "--policy"}, {o.Readers != 0, "--readers"}, {o.NoRecycle, "--no-recycle"}, {o.NoPrefetch, "--prefetch=false"}, {o.Repack, "--repack"}} {
 			if na.set {
 				warnf("%s applies to sniper and stream modes, not to ram mode%s: ignored", na.flag, why)
 			}

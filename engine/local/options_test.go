@@ -63,14 +63,14 @@ func TestDecideAutoFollowsTheMemoryPlan(t *testing.T) {
 // that runs, whether the user or auto chose it: a warning naming the flag, and the run goes on.
 func TestDecideWarnsAboutOptionsTheModeIgnores(t *testing.T) {
 	pm := planned(t, "qwen3moe-q8_0")
-	d, err := Decide(pm, Options{RAM: "1TiB", Cache: "1GiB", Policy: "lru", Readers: 4, NoRecycle: true, NoPrefetch: true})
+	d, err := Decide(pm, Options{RAM: "1TiB", Cache: "1GiB", Policy: "lru", Readers: 4, NoRecycle: true, NoPrefetch: true, Repack: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d.Mode != ModeRAM {
 		t.Fatalf("mode %s", d.Mode)
 	}
-	for _, flag := range []string{"--cache", "--policy", "--readers", "--no-recycle", "--prefetch=false"} {
+	for _, flag := range []string{"--cache", "--policy", "--readers", "--no-recycle", "--prefetch=false", "--repack"} {
 		if !strings.Contains(strings.Join(d.Warnings, "\n"), flag+" applies to sniper and stream modes") {
 			t.Errorf("no warning about %s in %q", flag, d.Warnings)
 		}
