@@ -269,7 +269,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	d.Repack = streamRepack
 	layout := ""
 	if !d.Repack && !o.NoRepack && pm.RepackStreamed {
-		layout = fmt.Sprintf("; streamed weights in the file's layout (the %s cannot hold them all, and converting each read into llama.cpp's repacked layout costs more than its kernels save: --repack converts; exact against --mode ram --no-repack)", cacheName)
+		layout = fmt.Sprintf("; streamed weights in the file's layout (the %s is not set to hold them all, and converting each reread into llama.cpp's repacked layout costs more than its kernels save: --repack converts; exact against --mode ram --no-repack)", cacheName)
 	}
 	d.Summary = fmt.Sprintf("%s mode%s: pinned %s, streamed %s, one layer's working set %s, KV cache and buffers %s, %s %s%s",
 		mode, why, bytesize.Format(pm.PinnedBytes), bytesize.Format(pm.StreamedBytes), bytesize.Format(p.LayerWorkingSet),
