@@ -126,3 +126,55 @@ func (c *Context) TrimSequence(seq, keep int) (bool, error) {
 	}
 	return kept == keep, nil
 }
+
+// PartialState returns sequence seq's partial state (llama_state_seq_get_data_ext with
+// LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY): for a recurrent or hybrid model, its recurrent state, which
+// cannot be cut back to a prefix the way key-value cells can. Restored with RestorePartialState, it
+// puts the sequence back where it was when the state was taken (what llama-server's context
+// checkpoints hold).
+func (c *Context) PartialState(seq int) ([]byte, error) {
+	cc, err := c.ptr()
+	if err != nil {
+		return nil, err
+	}
+	const flags = C.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+	size := int(C.llama_state_seq_get_size_ext(cc, C.llama_seq_id(seq), flags))
+	if size == 0 {
+		return nil, fmt.Errorf("partial state of sequence %d: %w", seq, &Error{Op: "llama_state_seq_get_size_ext", Msg: "no state"})
+	}
+	buf := make([]byte, size)
+	n := int(C.llama_state_seq_get_data_ext(cc, (*C.uint8_t)(unsafe.Pointer(&buf[0])), C.size_t(size), C.llama_seq_id(seq), flags))
+	runtime.KeepAlive(buf)
+	if n != size {
+		return nil, fmt.Errorf("partial state of sequence %d: %w", seq, &Error{Op: "llama_state_seq_get_data_ext", Msg: fmt.Sprintf("wrote %d of %d bytes", n, size)})
+	}
+	return buf, nil
+}
+
+// RestorePartialState replaces sequence seq's partial state with one PartialState returned (same
+// context). The key-value cells are left as they are: the caller then drops the positions the state
+// does not cover (TrimSequence from the state's length), which a recurrent memory allows once its
+// state sits before them. On failure the sequence is emptied.
+func (c *Context) RestorePartialState(seq int, state []byte) error {
+	cc, err := c.ptr()
+	if err != nil {
+		return err
+	}
+	if len(state) == 0 {
+		return fmt.Errorf("restore the partial state of sequence %d: empty state", seq)
+	}
+	const flags = C.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+	var n C.size_t
+	logged := captureErrors(func() {
+		n = C.llama_state_seq_set_data_ext(cc, (*C.uint8_t)(unsafe.Pointer(&state[0])), C.size_t(len(state)), C.llama_seq_id(seq), flags)
+	})
+	runtime.KeepAlive(state)
+	if int(n) != len(state) {
+		C.llama_memory_seq_rm(C.llama_get_memory(cc), C.llama_seq_id(seq), -1, -1)
+		if seq == 0 {
+			c.past = c.past[:0]
+		}
+		return fmt.Errorf("restore the partial state of sequence %d: %w", seq, &Error{Op: "llama_state_seq_set_data_ext", Msg: strings.TrimSpace("read " + fmt.Sprint(int(n)) + " of " + fmt.Sprint(len(state)) + " bytes " + logged)})
+	}
+	return nil
+}

@@ -44,6 +44,10 @@ type Options struct {
 	// that holds every streamed weight: engine/local.Decision.Repack): they are staged in bounce
 	// buffers, which count. Otherwise streamed reads land in place.
 	Repack bool
+	// Sequences is how many sequences the context holds (slots; 0 counts as 1): each has a
+	// recurrent state of its own. Checkpoints is how many context checkpoints each keeps, a
+	// recurrent state each (engine/local's Options.Checkpoints).
+	Sequences, Checkpoints int
 }
 
 // Plan is the memory plan of one model for one budget. Field names are stable (--json).
@@ -55,9 +59,10 @@ type Plan struct {
 	KVTypeV   string `json:"kv_type_v"`
 
 	KVCacheBytes        int64 `json:"kv_cache_bytes"`
-	RecurrentStateBytes int64 `json:"recurrent_state_bytes"`
-	ComputeBytes        int64 `json:"compute_bytes"` // estimate: llama.cpp's compute buffers and runtime overhead
-	PinnedBytes         int64 `json:"pinned_bytes"`  // weights that stay in RAM in sniper/stream mode
+	RecurrentStateBytes int64 `json:"recurrent_state_bytes"` // every sequence's
+	CheckpointBytes     int64 `json:"checkpoint_bytes"`      // context checkpoints: recurrent states kept
+	ComputeBytes        int64 `json:"compute_bytes"`         // estimate: llama.cpp's compute buffers and runtime overhead
+	PinnedBytes         int64 `json:"pinned_bytes"`          // weights that stay in RAM in sniper/stream mode
 	StreamedBytes       int64 `json:"streamed_bytes"`
 	// InRAMBytes is what running fully in RAM needs; StreamingMinBytes the least sniper/stream mode
 	// needs (pinned + KV + compute + one layer's streamed working set, no cache).
@@ -137,13 +142,15 @@ func Make(m *Model, o Options) (*Plan, error) {
 	if kvTypeV == "" {
 		kvTypeV = kvType
 	}
+	seqs := max(o.Sequences, 1)
 	kv, err := KVCacheBytes(m, n, kvType, kvTypeV)
 	if err != nil {
 		return nil, err
 	}
 	p := &Plan{
 		RAMBudget: o.RAM, RAMSource: o.RAMSource, Context: n, KVType: kvType, KVTypeV: kvTypeV,
-		KVCacheBytes: kv, RecurrentStateBytes: m.RecurrentStateBytes, ComputeBytes: computeBytes(m, n),
+		KVCacheBytes: kv, RecurrentStateBytes: m.RecurrentStateBytes * int64(seqs),
+		CheckpointBytes: m.RecurrentStateBytes * int64(seqs) * int64(max(o.Checkpoints, 0)), ComputeBytes: computeBytes(m, n),
 		PinnedBytes: m.PinnedBytes, StreamedBytes: m.StreamedBytes, LayerWorkingSet: m.MaxLayerBytes(),
 		TokenReadBytes: m.TokenReadBytes(), DiskBytesPerSec: o.DiskBytesPerSec, DiskSource: o.DiskSource,
 		Notes: []string{},
@@ -154,7 +161,7 @@ func Make(m *Model, o Options) (*Plan, error) {
 	if m.ContextLength > 0 && n > m.ContextLength {
 		p.Notes = append(p.Notes, fmt.Sprintf("context %d is longer than the %d tokens the model was trained on", n, m.ContextLength))
 	}
-	base := kv + p.RecurrentStateBytes + p.ComputeBytes
+	base := kv + p.RecurrentStateBytes + p.CheckpointBytes + p.ComputeBytes
 	p.InRAMBytes = m.TensorBytes + base
 	if m.RepackStreamed && o.Repack {
 		// The pool's bound, or for a small model what it can hold at most: a layer's whole

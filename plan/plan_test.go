@@ -281,6 +281,21 @@ func TestPlanQwen35RecurrentState(t *testing.T) {
 	if want := int64(recurrentLayers*(conv+state)) * 4; m.RecurrentStateBytes != want || m.AttentionLayers != s.Layers/s.FullAttnInterval {
 		t.Fatalf("recurrent state %d (want %d), attention layers %d", m.RecurrentStateBytes, want, m.AttentionLayers)
 	}
+	// Each sequence has a state, and each context checkpoint holds another; both count.
+	one, err := Make(m, Options{RAM: 8 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	four, err := Make(m, Options{RAM: 8 << 30, Sequences: 4, Checkpoints: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := m.RecurrentStateBytes
+	if one.RecurrentStateBytes != r || one.CheckpointBytes != 0 || four.RecurrentStateBytes != 4*r || four.CheckpointBytes != 8*r ||
+		four.InRAMBytes-one.InRAMBytes != 11*r {
+		t.Fatalf("recurrent state %d per sequence: 1 sequence plans %d + %d of checkpoints, 4 with 2 checkpoints each %d + %d (in RAM %d more)",
+			r, one.RecurrentStateBytes, one.CheckpointBytes, four.RecurrentStateBytes, four.CheckpointBytes, four.InRAMBytes-one.InRAMBytes)
+	}
 }
 
 // TestPlanCountsReadStaging: streamed Q4_0/Q4_K experts are read into bounce buffers and converted to

@@ -87,6 +87,9 @@ func (r Report) WriteText(w io.Writer) error {
 	if p.RecurrentStateBytes > 0 {
 		line("recurrent state", "%s", bytesize.Format(p.RecurrentStateBytes))
 	}
+	if p.CheckpointBytes > 0 {
+		line("context checkpoints", "%s", bytesize.Format(p.CheckpointBytes))
+	}
 	line("compute buffers", "%s (estimate)", bytesize.Format(p.ComputeBytes))
 	line("layer working set", "%s", bytesize.Format(p.LayerWorkingSet))
 	if p.StagingBytes > 0 {

@@ -254,6 +254,7 @@ func modelOpener(status io.Writer) repl.Opener {
 		lo := local.Options{
 			Context: m.Context, Threads: m.Threads, CacheTypeK: m.CacheTypeK, CacheTypeV: m.CacheTypeV,
 			Mode: local.Mode(m.Mode), RAM: m.RAM, Cache: m.Cache, OnDecision: reportDecision(status, false),
+			Checkpoints: local.DefaultCheckpoints, // a conversation's next turn resumes on a hybrid model
 		}
 		if workers != nil {
 			if mode := strings.ToLower(m.Mode); mode != "" && mode != "auto" {

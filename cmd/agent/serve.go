@@ -34,13 +34,15 @@ type serveOptions struct {
 	CacheTypeV string
 	FlashAttn  string
 	Threads    int
-	Mode       string
-	RAM        string
-	Cache      string
-	ContextDir string
-	MaxBody    string
-	AllowHosts cli.StringSlice
-	Remote     string
+	// Checkpoints per slot (local.Options.Checkpoints).
+	Checkpoints int
+	Mode        string
+	RAM         string
+	Cache       string
+	ContextDir  string
+	MaxBody     string
+	AllowHosts  cli.StringSlice
+	Remote      string
 	// Sniper tuning and RAM-mode repacking, as in agent run (engine/local.Options).
 	Policy                      string
 	Readers                     int
@@ -74,6 +76,7 @@ func serveFlags(o *serveOptions) []cli.Flag {
 		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "KV cache type for K: f16, q8_0, q4_0, ...", EnvVars: serveEnv("CACHE_TYPE_K"), Destination: &o.CacheTypeK},
 		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "KV cache type for V: f16, q8_0, q4_0, ...", EnvVars: serveEnv("CACHE_TYPE_V"), Destination: &o.CacheTypeV},
 		&cli.StringFlag{Name: "flash-attn", Aliases: []string{"fa"}, Value: "auto", Usage: "flash attention: on, off or auto", EnvVars: serveEnv("FLASH_ATTN"), Destination: &o.FlashAttn},
+		&cli.IntFlag{Name: "ctx-checkpoints", Aliases: []string{"ctxcp"}, Value: local.DefaultCheckpoints, Usage: "context checkpoints per slot for recurrent and hybrid models (Qwen3.5, Mamba): a request that diverges from what its slot holds resumes from the newest one before the divergence instead of evaluating its whole prompt again; each holds one recurrent state in RAM (0: none)", EnvVars: serveEnv("CTX_CHECKPOINTS"), Destination: &o.Checkpoints},
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Value: runtime.NumCPU(), Usage: "compute threads", EnvVars: serveEnv("THREADS"), Destination: &o.Threads},
 		&cli.StringFlag{Name: "mode", Value: "auto", Usage: "auto, ram, sniper or stream", EnvVars: serveEnv("MODE"), Destination: &o.Mode},
 		&cli.StringFlag{Name: "ram", Usage: ramUsage, EnvVars: serveEnv("RAM"), Destination: &o.RAM},
@@ -282,7 +285,7 @@ func (o *serveOptions) perSlot() int {
 func (o *serveOptions) engineOptions(onDecision func(local.Decision)) local.Options {
 	return local.Options{
 		Slots: o.Parallel, Context: o.perSlot(), Threads: o.Threads,
-		CacheTypeK: o.CacheTypeK, CacheTypeV: o.CacheTypeV, FlashAttn: o.flashAttn(),
+		CacheTypeK: o.CacheTypeK, CacheTypeV: o.CacheTypeV, FlashAttn: o.flashAttn(), Checkpoints: o.Checkpoints,
 		Mode: local.Mode(o.Mode), RAM: o.RAM, Cache: o.Cache, Policy: o.Policy, Readers: o.Readers,
 		NoPrefetch: !o.Prefetch, NoRecycle: o.NoRecycle, NoRepack: o.NoRepack, Repack: o.Repack, OnDecision: onDecision,
 		// With --rpc the layers are spread over the workers (the engine process adds them).

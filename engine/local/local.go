@@ -36,6 +36,11 @@ type Options struct {
 	CacheTypeK   string
 	CacheTypeV   string // a quantized V cache turns flash attention on (auto) or is refused (off)
 	FlashAttn    string // "auto" (default), "on", "off"
+	// Checkpoints is how many context checkpoints each slot keeps for a recurrent or hybrid model
+	// (llama-server's --ctx-checkpoints; 0: none): recurrent states that let a request which
+	// diverges from what its slot holds resume from a point before it instead of from the start
+	// (checkpoints.go). The memory plan counts them.
+	Checkpoints int
 
 	// Mode is ModeRAM (llama.cpp's own load, mmap), ModeSniper (stream routed experts), ModeStream
 	// (stream dense FFNs), or ModeAuto ("" too): decided by Decide from the memory plan.
@@ -126,7 +131,10 @@ type Engine struct {
 
 	promptTokens    atomic.Int64
 	generatedTokens atomic.Int64
-	stats           StatsSource
+	// recurrent: the model's memory cannot be cut back to a prefix (checkpoints.go).
+	recurrent                             bool
+	checkpointsTaken, checkpointsRestored atomic.Int64
+	stats                                 StatsSource
 }
 
 var _ engine.Engine = (*Engine)(nil)
@@ -187,6 +195,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Engine, err error) {
 	if cparams.NBatch == 0 {
 		cparams.NBatch = min(2048, nctx) // llama.cpp's default, within one slot's context
 	}
+	e.recurrent = m.IsRecurrent()
 	if e.lctx, err = m.NewContextWithParams(cparams); err != nil {
 		return nil, fmt.Errorf("open engine: context for %d slots: %w", o.Slots, err)
 	}
@@ -438,6 +447,7 @@ func (e *Engine) LoadState(ctx context.Context, slotID int, path string) (engine
 		} else {
 			s.tokens = s.tokens[:0]
 		}
+		s.dropCheckpointsFrom(0)
 		return err
 	}}
 	err := e.submit(ctx, j, nil)

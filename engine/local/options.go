@@ -69,6 +69,9 @@ func (o Options) Validate() error {
 	if o.Context < 0 {
 		return optionErrorf("--ctx-size", "must not be negative, got %d", o.Context)
 	}
+	if o.Checkpoints < 0 || o.Checkpoints > maxCheckpoints {
+		return optionErrorf("--ctx-checkpoints", "must be between 0 and %d, got %d", maxCheckpoints, o.Checkpoints)
+	}
 	if o.Threads < 0 || o.BatchThreads < 0 {
 		return optionErrorf("--threads", "must be positive, got %d", min(o.Threads, o.BatchThreads))
 	}
@@ -183,6 +186,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	holdsAll := (cacheSet && (cache == Unlimited || cache >= pm.StreamedBytes)) || (!cacheSet && d.RAM == Unlimited)
 	streamRepack := o.Repack || (!o.NoRepack && holdsAll)
 	p, err := plan.Make(pm, plan.Options{RAM: planRAM, RAMSource: d.RAMSource, Context: ctx * slots,
+		Sequences: slots, Checkpoints: o.Checkpoints,
 		KVType: o.CacheTypeK, KVTypeV: o.CacheTypeV, Repack: streamRepack})
 	if err != nil {
 		return Decision{}, err
@@ -232,7 +236,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 			warnf("the model needs %s in RAM mode, more than the %s available (%s): expect swapping, or use --mode %s", bytesize.Format(p.InRAMBytes), bytesize.Format(d.RAM), d.RAMSource, streamMode)
 		}
 		d.Summary = fmt.Sprintf("ram mode%s: weights %s, KV cache %s, compute buffers %s", why,
-			bytesize.Format(pm.TensorBytes), bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes), bytesize.Format(p.ComputeBytes))
+			bytesize.Format(pm.TensorBytes), bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.CheckpointBytes), bytesize.Format(p.ComputeBytes))
 		return d, nil
 	}
 
@@ -257,7 +261,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	default:
 		if need > d.RAM {
 			return Decision{}, optionErrorf("--ram", "a budget of %s (%s) is too small for %s mode: the pinned weights take %s, the KV cache and buffers %s and one layer's working set %s; use --ram %s or more",
-				bytesize.Format(d.RAM), d.RAMSource, mode, bytesize.Format(pm.PinnedBytes), bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.ComputeBytes), bytesize.Format(p.LayerWorkingSet), plan.FlagSize(roundUpMiB(need)))
+				bytesize.Format(d.RAM), d.RAMSource, mode, bytesize.Format(pm.PinnedBytes), bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.CheckpointBytes+p.ComputeBytes), bytesize.Format(p.LayerWorkingSet), plan.FlagSize(roundUpMiB(need)))
 		}
 		d.CacheBudget = d.RAM - need
 	}
@@ -273,7 +277,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	}
 	d.Summary = fmt.Sprintf("%s mode%s: pinned %s, streamed %s, one layer's working set %s, KV cache and buffers %s, %s %s%s",
 		mode, why, bytesize.Format(pm.PinnedBytes), bytesize.Format(pm.StreamedBytes), bytesize.Format(p.LayerWorkingSet),
-		bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.ComputeBytes), cacheName, sizeOrUnlimited(d.CacheBudget), layout)
+		bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.CheckpointBytes+p.ComputeBytes), cacheName, sizeOrUnlimited(d.CacheBudget), layout)
 	return d, nil
 }
 

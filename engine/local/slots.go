@@ -79,6 +79,7 @@ func (e *Engine) EraseSlot(ctx context.Context, slotID int) (int, error) {
 			return err
 		}
 		erased, s.tokens = len(s.tokens), s.tokens[:0]
+		s.dropCheckpointsFrom(0)
 		return nil
 	}}
 	if err := e.submit(ctx, j, nil); err != nil {

@@ -1,0 +1,116 @@
+package local
+
+// Context checkpoints, as llama-server keeps them for recurrent and hybrid models (Qwen3.5's
+// Gated DeltaNet layers, Mamba, ...). Key-value cells can be cut back to any prefix, so a request
+// that shares a prefix with what its slot holds evaluates only the rest; a recurrent state cannot:
+// it is the sum of every token so far. Without a way back, a follow-up in a conversation whose chat
+// template renders the previous answer differently from how it was generated (reasoning dropped,
+// a tool call reformatted) would evaluate the whole conversation again, every turn.
+//
+// So while a prompt is evaluated, the step that reaches checkpointBack tokens before its end stops
+// there and the sequence's recurrent state is kept (binding.PartialState). The tokens left out are
+// where chat templates put the generation prompt ("<|im_start|>assistant\n<think>\n..."), the part
+// the next turn renders differently; the conversation before them is what the next prompt repeats.
+// A later request that diverges from the slot's tokens at or after a checkpoint restores it and cuts
+// the key-value cells back to it, then evaluates from there: the same numbers as the step that made
+// the checkpoint, so restoring is exact (TestCheckpointRestoreIsExact).
+//
+// Each checkpoint holds one sequence's recurrent state (plan.Model.RecurrentStateBytes, 63 MiB
+// for Qwen3.5-35B-A3B), counted in the memory plan; a slot keeps Options.Checkpoints of them, the
+// newest.
+
+// checkpointBack is how many tokens before a prompt's end its checkpoint is taken: more than the
+// generation prompts of the chat templates the tests carry (at most 7 tokens).
+const checkpointBack = 16
+
+// DefaultCheckpoints is what agent serve and the REPL keep per slot: the newest checkpoint serves
+// a conversation's next turn, the one before it an edit of the last message. (llama-server keeps
+// up to 32, spaced 8192 tokens apart; here each costs a recurrent state of RAM the plan counts.)
+const DefaultCheckpoints = 2
+
+// maxCheckpoints bounds Options.Checkpoints.
+const maxCheckpoints = 32
+
+// checkpoint is a slot's recurrent state after its first n tokens.
+type checkpoint struct {
+	n     int
+	state []byte
+}
+
+// checkpointAt is the prompt position at which the job's prompt evaluation stops for a checkpoint,
+// or -1 for none: a checkpoint needs a recurrent model, checkpoints enabled, a completion whose
+// prompt is long enough, and a position past what the slot already held.
+func (e *Engine) checkpointAt(j *job) int {
+	if !e.recurrent || e.opts.Checkpoints <= 0 || !j.generate {
+		return -1
+	}
+	at := len(j.prompt) - checkpointBack
+	if at < checkpointBack || at <= j.cached {
+		return -1
+	}
+	return at
+}
+
+// takeCheckpoint keeps the slot's recurrent state after its first n tokens (all it holds now). A
+// state that cannot be read is no checkpoint; the request goes on either way.
+func (e *Engine) takeCheckpoint(s *slot, n int) {
+	state, err := e.lctx.PartialState(s.id)
+	if err != nil {
+		return
+	}
+	s.dropCheckpointsFrom(n)
+	s.checkpoints = append(s.checkpoints, checkpoint{n: n, state: state})
+	if over := len(s.checkpoints) - e.opts.Checkpoints; over > 0 {
+		s.checkpoints = append(s.checkpoints[:0], s.checkpoints[over:]...)
+	}
+	e.checkpointsTaken.Add(1)
+}
+
+// cutSlot cuts the slot's sequence back to at most its first keep tokens and returns how many it
+// holds then. A recurrent sequence goes back to its newest checkpoint within keep (restored, its
+// cells cut there); without one it is emptied.
+func (e *Engine) cutSlot(s *slot, keep int) (int, error) {
+	for i := len(s.checkpoints) - 1; i >= 0; i-- {
+		c := s.checkpoints[i]
+		if c.n > keep {
+			continue
+		}
+		if err := e.lctx.RestorePartialState(s.id, c.state); err != nil {
+			break // the sequence was emptied
+		}
+		kept, err := e.lctx.TrimSequence(s.id, c.n)
+		if err != nil {
+			return 0, err
+		}
+		if kept {
+			s.tokens = s.tokens[:c.n]
+			s.dropCheckpointsFrom(c.n + 1)
+			e.checkpointsRestored.Add(1)
+			return c.n, nil
+		}
+		break // emptied by TrimSequence
+	}
+	kept, err := e.lctx.TrimSequence(s.id, keep)
+	if err != nil {
+		return 0, err
+	}
+	if !kept {
+		keep = 0 // a recurrent model: the sequence was emptied
+	}
+	s.tokens = s.tokens[:min(keep, len(s.tokens))]
+	s.dropCheckpointsFrom(keep + 1)
+	return keep, nil
+}
+
+// dropCheckpointsFrom forgets the checkpoints of n tokens or more: the sequence no longer holds
+// their tokens.
+func (s *slot) dropCheckpointsFrom(n int) {
+	keep := s.checkpoints[:0]
+	for _, c := range s.checkpoints {
+		if c.n < n {
+			keep = append(keep, c)
+		}
+	}
+	clear(s.checkpoints[len(keep):])
+	s.checkpoints = keep
+}
