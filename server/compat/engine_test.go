@@ -9,10 +9,10 @@ import (
 )
 
 // openEngine loads model in RAM with llama.cpp's defaults (as llama-server does) and nCtx tokens
-// shared by slots slots.
+// shared by slots slots, with agent serve's context checkpoints.
 func openEngine(t *testing.T, model string, nCtx, slots int) engine.Engine {
 	t.Helper()
-	e, err := local.Open(context.Background(), model, local.Options{Slots: slots, Context: nCtx / slots, Threads: 2, Mode: "ram"})
+	e, err := local.Open(context.Background(), model, local.Options{Slots: slots, Context: nCtx / slots, Threads: 2, Mode: "ram", Checkpoints: local.DefaultCheckpoints})
 	if err != nil {
 		t.Fatalf("open %s: %v", model, err)
 	}

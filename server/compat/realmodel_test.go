@@ -226,3 +226,32 @@ func TestRealModelSniperLongPromptMatchesRAM(t *testing.T) {
 		t.Fatalf("save in sniper mode: %d %v", resp.StatusCode, saved)
 	}
 }
+
+// A conversation's next turn on a hybrid model (Qwen3.5's recurrent layers) with its real chat
+// template: the template renders the previous answer differently from how it was generated, and a
+// recurrent state cannot be cut back to a prefix. With context checkpoints the turn resumes from the
+// one taken 16 tokens before the end of the previous prompt instead of evaluating it all again.
+// (Stock llama-server b11669 with the same -c and -np reused nothing here: it reported cache_n 0
+// and evaluated all 113 tokens, against our 45.)
+func TestRealModelHybridNextTurnResumes(t *testing.T) {
+	model := testmodels.WithTemplate(t, "qwen35moe-q8_0", "qwen3.5")
+	ours := startOursWith(t, model, compatCtx, compatSlots, t.TempDir())
+	turn := func(messages []map[string]string) (string, float64, float64) {
+		resp, v := postJSON(t, ours.url+"/v1/chat/completions", map[string]any{"messages": messages, "max_tokens": 4, "temperature": 0})
+		if resp.StatusCode != 200 {
+			t.Fatalf("chat: %d %v", resp.StatusCode, v)
+		}
+		timings, _ := v["timings"].(map[string]any)
+		if timings == nil {
+			t.Fatalf("no timings in %v", v)
+		}
+		return chatText(v), timings["prompt_n"].(float64), timings["cache_n"].(float64)
+	}
+	first := []map[string]string{{"role": "user", "content": strings.Repeat("Tell me about the sea and the ships that sail on it. ", 3)}}
+	answer, firstPrompt, _ := turn(first)
+	next := append(first, map[string]string{"role": "assistant", "content": answer}, map[string]string{"role": "user", "content": "And then?"})
+	_, evaluated, cached := turn(next)
+	if cached != firstPrompt-16 {
+		t.Fatalf("the next turn reused %.0f tokens (and evaluated %.0f) of a %.0f-token first prompt: want all but its last 16, from its checkpoint", cached, evaluated, firstPrompt)
+	}
+}
