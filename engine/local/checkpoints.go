@@ -9,8 +9,9 @@ package local
 //
 // So while a prompt is evaluated, the step that reaches checkpointBack tokens before its end stops
 // there and the sequence's recurrent state is kept (binding.PartialState). The tokens left out are
-// where chat templates put the generation prompt ("<|im_start|>assistant\n<think>\n..."), the part
-// the next turn renders differently; the conversation before them is what the next prompt repeats.
+// where chat templates put the generation prompt ("<think>\n\n</think>\n\n" after Qwen3.5's
+// assistant header), the part the next turn renders differently; the conversation before them is
+// what the next prompt repeats.
 // A later request that diverges from the slot's tokens at or after a checkpoint restores it and cuts
 // the key-value cells back to it, then evaluates from there: the same numbers as the step that made
 // the checkpoint, so restoring is exact (TestCheckpointRestoreIsExact).
@@ -19,9 +20,13 @@ package local
 // for Qwen3.5-35B-A3B), counted in the memory plan; a slot keeps Options.Checkpoints of them, the
 // newest.
 
-// checkpointBack is how many tokens before a prompt's end its checkpoint is taken: more than the
-// generation prompts of the chat templates the tests carry (at most 7 tokens).
-const checkpointBack = 16
+// checkpointBack is how many tokens before a prompt's end its checkpoint is taken: at least the
+// generation prompt a recurrent family's chat template puts after the assistant header, which the
+// next turn renders differently (Qwen3.5: "<think>\n" with thinking on, "<think>\n\n</think>\n\n"
+// off: 2 and 4 tokens in its vocabulary; 6 in the test models' generated one, where "<think>" is
+// not a special token). Few, because the tokens left out make a step of their own, which in RAM
+// reads their experts' weights once more: llama-server's split leaves 4.
+const checkpointBack = 8
 
 // DefaultCheckpoints is what agent serve and the REPL keep per slot: the newest checkpoint serves
 // a conversation's next turn, the one before it an edit of the last message. (llama-server keeps

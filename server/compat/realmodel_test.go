@@ -230,9 +230,8 @@ func TestRealModelSniperLongPromptMatchesRAM(t *testing.T) {
 // A conversation's next turn on a hybrid model (Qwen3.5's recurrent layers) with its real chat
 // template: the template renders the previous answer differently from how it was generated, and a
 // recurrent state cannot be cut back to a prefix. With context checkpoints the turn resumes from the
-// one taken 16 tokens before the end of the previous prompt instead of evaluating it all again.
-// (Stock llama-server b11669 with the same -c and -np reused nothing here: it reported cache_n 0
-// and evaluated all 113 tokens, against our 45.)
+// one taken 8 tokens before the end of the previous prompt instead of evaluating it all again.
+// (Stock llama-server b11669 with the same -c and -np reused nothing here: it reported cache_n 0.)
 func TestRealModelHybridNextTurnResumes(t *testing.T) {
 	model := testmodels.WithTemplate(t, "qwen35moe-q8_0", "qwen3.5")
 	ours := startOursWith(t, model, compatCtx, compatSlots, t.TempDir())
@@ -251,7 +250,7 @@ func TestRealModelHybridNextTurnResumes(t *testing.T) {
 	answer, firstPrompt, _ := turn(first)
 	next := append(first, map[string]string{"role": "assistant", "content": answer}, map[string]string{"role": "user", "content": "And then?"})
 	_, evaluated, cached := turn(next)
-	if cached != firstPrompt-16 {
-		t.Fatalf("the next turn reused %.0f tokens (and evaluated %.0f) of a %.0f-token first prompt: want all but its last 16, from its checkpoint", cached, evaluated, firstPrompt)
+	if cached != firstPrompt-8 {
+		t.Fatalf("the next turn reused %.0f tokens (and evaluated %.0f) of a %.0f-token first prompt: want all but its last 8, from its checkpoint", cached, evaluated, firstPrompt)
 	}
 }
