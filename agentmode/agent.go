@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/expertsniper/expertsniper/engine"
 	"github.com/expertsniper/expertsniper/tools"
@@ -398,11 +399,30 @@ func (a *Agent) short(ctx context.Context, history []engine.Message, request, in
 			return "", fmt.Errorf("apply the chat template: %w", err)
 		}
 	}
-	res, err := a.Engine.Complete(ctx, engine.Request{Prompt: prompt, MaxTokens: maxTokens, Slot: a.Slot},
+	// The answer that follows renders the conversation and the request without the instruction: on
+	// a hybrid model a checkpoint where the two prompts part lets it resume there.
+	var keep string
+	if base, err := a.Engine.ApplyTemplate(a.messages(history, request), true); err == nil {
+		keep = prompt[:commonPrefixLen(prompt, base)]
+	}
+	res, err := a.Engine.Complete(ctx, engine.Request{Prompt: prompt, MaxTokens: maxTokens, Slot: a.Slot, KeepPrefix: keep},
 		func(engine.Token) error { return nil })
 	usage.Add(res.Timings)
 	if err != nil {
 		return "", err
 	}
 	return res.Text, nil
+}
+
+// commonPrefixLen is the length in bytes of the longest common prefix of a and b, cut back to a
+// whole UTF-8 character.
+func commonPrefixLen(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	for n > 0 && n < len(a) && !utf8.RuneStart(a[n]) {
+		n--
+	}
+	return n
 }

@@ -129,6 +129,10 @@ func TestChatRouteStreamsTheAnswer(t *testing.T) {
 	if !strings.HasPrefix(reqs[0].Prompt, shared) {
 		t.Fatalf("the classify prompt does not start with the conversation:\n%q", reqs[0].Prompt)
 	}
+	// It asks for a checkpoint where the answer's prompt parts from it (a hybrid model resumes there).
+	if keep := shared + "<|im_start|>"; reqs[0].KeepPrefix != keep || reqs[1].KeepPrefix != "" {
+		t.Fatalf("the classify call keeps a checkpoint after %q, the answer after %q: want %q and none", reqs[0].KeepPrefix, reqs[1].KeepPrefix, keep)
+	}
 	if r.Usage.Calls != 2 || r.Usage.GeneratedTokens != 3+1 {
 		t.Fatalf("usage %+v", r.Usage)
 	}

@@ -62,6 +62,11 @@ type Request struct {
 	// Logprobs reports each generated token's log-probability with TopLogprobs alternatives.
 	Logprobs    bool
 	TopLogprobs int
+	// KeepPrefix, a prefix of Prompt, marks where the caller's next request will diverge from this
+	// one (an agent's routing call, just before its instruction): a recurrent or hybrid model keeps
+	// a context checkpoint there, so that the next request resumes from it instead of from the
+	// start. Other models, and requests with PromptTokens, need none and ignore it.
+	KeepPrefix string
 }
 
 // Token is one generated piece, delivered as soon as it is decoded.

@@ -1,5 +1,12 @@
 package local
 
+import (
+	"fmt"
+	"strings"
+
+	"github.com/expertsniper/expertsniper/engine"
+)
+
 // Context checkpoints, as llama-server keeps them for recurrent and hybrid models (Qwen3.5's
 // Gated DeltaNet layers, Mamba, ...). Key-value cells can be cut back to any prefix, so a request
 // that shares a prefix with what its slot holds evaluates only the rest; a recurrent state cannot:
@@ -12,6 +19,10 @@ package local
 // where chat templates put the generation prompt ("<think>\n\n</think>\n\n" after Qwen3.5's
 // assistant header), the part the next turn renders differently; the conversation before them is
 // what the next prompt repeats.
+// A caller that knows where its next request will part from this one says so (Request.KeepPrefix:
+// an agent's routing call, whose answer renders the same conversation without the instruction),
+// and a checkpoint is taken there too.
+//
 // A later request that diverges from the slot's tokens at or after a checkpoint restores it and cuts
 // the key-value cells back to it, then evaluates from there: the same numbers as the step that made
 // the checkpoint, so restoring is exact (TestCheckpointRestoreIsExact).
@@ -42,18 +53,62 @@ type checkpoint struct {
 	state []byte
 }
 
-// checkpointAt is the prompt position at which the job's prompt evaluation stops for a checkpoint,
-// or -1 for none: a checkpoint needs a recurrent model, checkpoints enabled, a completion whose
-// prompt is long enough, and a position past what the slot already held.
-func (e *Engine) checkpointAt(j *job) int {
+// checkpointsOf are the prompt positions at which the job's prompt evaluation stops for a
+// checkpoint, in order: its Request.KeepPrefix's end, and checkpointBack tokens before the prompt's
+// end. There are none unless the model is recurrent, checkpoints are enabled and the job is a
+// completion; a position must lie past what the slot already held and before the prompt's end.
+func (e *Engine) checkpointsOf(j *job) []int {
 	if !e.recurrent || e.opts.Checkpoints <= 0 || !j.generate {
-		return -1
+		return nil
 	}
-	at := len(j.prompt) - checkpointBack
-	if at < checkpointBack || at <= j.cached {
-		return -1
+	var at []int
+	if j.keepAt > j.cached && j.keepAt < len(j.prompt) {
+		at = append(at, j.keepAt)
+	}
+	if end := len(j.prompt) - checkpointBack; end >= checkpointBack && end > j.cached && end != j.keepAt {
+		if len(at) > 0 && end < at[0] {
+			at = append([]int{end}, at...)
+		} else {
+			at = append(at, end)
+		}
 	}
 	return at
+}
+
+// nextCheckpoint is the first checkpoint position past what the job has fed (0: none).
+func (e *Engine) nextCheckpoint(j *job) int {
+	for _, at := range e.checkpointsOf(j) {
+		if at > j.fed {
+			return at
+		}
+	}
+	return 0
+}
+
+// isCheckpoint reports whether the job's prompt evaluation stops at position n for a checkpoint.
+func (e *Engine) isCheckpoint(j *job, n int) bool {
+	for _, at := range e.checkpointsOf(j) {
+		if at == n {
+			return true
+		}
+	}
+	return false
+}
+
+// keepPosition is the prompt position of req.KeepPrefix's end in toks (0: none): the tokens the
+// prefix alone tokenizes to, as far as the prompt's own tokens agree with them.
+func (e *Engine) keepPosition(req engine.Request, toks []int32) (int, error) {
+	if req.KeepPrefix == "" || req.PromptTokens != nil || !e.recurrent || e.opts.Checkpoints <= 0 {
+		return 0, nil
+	}
+	if !strings.HasPrefix(req.Prompt, req.KeepPrefix) {
+		return 0, fmt.Errorf("the prefix to keep a checkpoint after is not a prefix of the prompt")
+	}
+	prefix, err := e.model.Tokenize(req.KeepPrefix, true, true)
+	if err != nil {
+		return 0, fmt.Errorf("tokenize the prefix to keep a checkpoint after: %w", err)
+	}
+	return commonPrefix(prefix, toks), nil
 }
 
 // takeCheckpoint keeps the slot's recurrent state after its first n tokens (all it holds now). A

@@ -118,3 +118,37 @@ func chatPrompt(t *testing.T, e *Engine, message string) []int32 {
 	}
 	return toks
 }
+
+// An agent's routing call asks for a checkpoint where its prompt parts from the answer's that follows
+// (Request.KeepPrefix, before its instruction): the answer then resumes there. Without it the
+// routing call's only checkpoint lies inside the instruction, past the parting, and the answer
+// starts over.
+func TestKeepPrefixLetsTheNextRequestResume(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		e := openRecurrent(t, DefaultCheckpoints, nil)
+		base := "<|im_start|>user\n" + strings.Repeat("Tell me about the sea and the ships on it. ", 4) + "<|im_end|>\n<|im_start|>"
+		routing := base + "user\nIs that a question for a web search, a shell command or a chat? Answer in one word.<|im_end|>\n<|im_start|>assistant\n"
+		req := engine.Request{Prompt: routing, MaxTokens: 2, Slot: -1}
+		if keep {
+			req.KeepPrefix = base
+		}
+		complete(t, e, req)
+		r := complete(t, e, engine.Request{Prompt: base + "assistant\n", MaxTokens: 2, Slot: -1})
+		baseToks, err := e.Tokenize(base, true, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		if keep {
+			want = len(baseToks)
+		}
+		if r.Timings.CachedTokens != want {
+			t.Fatalf("keep prefix %v: the answer reused %d tokens, want %d", keep, r.Timings.CachedTokens, want)
+		}
+	}
+	e := openRecurrent(t, DefaultCheckpoints, nil)
+	_, err := e.Complete(context.Background(), engine.Request{Prompt: "<|im_start|>user\nhello<|im_end|>\n", KeepPrefix: "something else", MaxTokens: 1, Slot: -1}, nil)
+	if err == nil || !strings.Contains(err.Error(), "not a prefix of the prompt") {
+		t.Fatalf("a KeepPrefix that is not the prompt's: %v", err)
+	}
+}

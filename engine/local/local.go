@@ -316,6 +316,10 @@ func (e *Engine) complete(ctx context.Context, req engine.Request, obs *Observer
 	if err := e.checkPrompt(toks); err != nil {
 		return res, fmt.Errorf("complete: %w", err)
 	}
+	keepAt, err := e.keepPosition(req, toks)
+	if err != nil {
+		return res, fmt.Errorf("complete: %w", err)
+	}
 	if len(toks) >= e.info.Context {
 		return res, fmt.Errorf("complete: prompt of %d tokens, context of %d: %w", len(toks), e.info.Context, engine.ErrContextFull)
 	}
@@ -326,7 +330,7 @@ func (e *Engine) complete(ctx context.Context, req engine.Request, obs *Observer
 	if err != nil {
 		return res, fmt.Errorf("complete: %w", err)
 	}
-	j := &job{want: req.Slot, prompt: toks, generate: true, req: req, sampler: smpl, stop: binding.NewStopFilter(req.Stop), obs: obs}
+	j := &job{want: req.Slot, prompt: toks, generate: true, req: req, sampler: smpl, stop: binding.NewStopFilter(req.Stop), obs: obs, keepAt: keepAt}
 	err = e.submit(ctx, j, onToken)
 	// The loop is done with j: its result is ours to read.
 	res = j.res

@@ -38,6 +38,8 @@ type job struct {
 	stop    *binding.StopFilter
 	// obs watches the job from the loop (observe.go); nil for most jobs.
 	obs *Observer
+	// keepAt is the prompt position of Request.KeepPrefix's checkpoint (0: none; checkpoints.go).
+	keepAt int
 
 	// Owned by the loop.
 	slot     *slot
@@ -412,7 +414,7 @@ func (e *Engine) step() bool {
 		}
 		seq[0] = s.id
 		n := e.promptChunk(j, room)
-		if at := e.checkpointAt(j); j.fed < at && j.fed+n > at {
+		if at := e.nextCheckpoint(j); at > 0 && j.fed+n > at {
 			n = at - j.fed // the step ends where the checkpoint is taken
 		}
 		allLogits := j.obs != nil && j.obs.Logits != nil
@@ -456,7 +458,7 @@ func (e *Engine) step() bool {
 			e.finish(j, err)
 			continue
 		}
-		if j.stepPrompt && j.fed == e.checkpointAt(j) {
+		if j.stepPrompt && e.isCheckpoint(j, j.fed) {
 			e.takeCheckpoint(j.slot, j.fed)
 		}
 		if !j.generate {
