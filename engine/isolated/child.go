@@ -36,13 +36,14 @@ type host struct {
 type job struct {
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	changed *sync.Cond
-	tokens  []engine.Token
-	done    bool
-	result  engine.Result
-	state   engine.StateInfo
-	err     error
+	mu        sync.Mutex
+	changed   *sync.Cond
+	tokens    []engine.Token
+	done      bool
+	result    engine.Result
+	state     engine.StateInfo
+	embedding []float32
+	err       error
 }
 
 // newJob registers a job under a new id; its context ends when the parent cancels it or goes away.
@@ -97,9 +98,26 @@ func (h *host) ApplyTemplate(a TemplateArgs, out *string) (err error) {
 	return wrapErr(err)
 }
 
-func (h *host) Embed(text string, out *[]float32) (err error) {
-	*out, err = h.eng.Embed(context.Background(), text)
-	return wrapErr(err)
+// StartEmbed begins an embedding and returns its id at once: WaitEmbed waits for its end, and
+// CancelState cancels it as it does a state call (the parent's caller went away).
+func (h *host) StartEmbed(text string, id *int64) error {
+	ctx, j, n := h.newJob()
+	*id = n
+	go func() {
+		v, err := h.eng.Embed(ctx, text)
+		j.finish(func() { j.embedding, j.err = v, err })
+	}()
+	return nil
+}
+
+// WaitEmbed waits until the embedding id is over, returns it and forgets the job.
+func (h *host) WaitEmbed(id int64, out *[]float32) error {
+	j := h.wait(id)
+	if j == nil {
+		return fmt.Errorf("|isolated: no embedding %d", id)
+	}
+	*out = j.embedding
+	return wrapErr(j.err)
 }
 
 func (h *host) Slots(_ struct{}, out *engine.SlotsReport) error { *out = h.eng.Slots(); return nil }
@@ -119,22 +137,32 @@ func (h *host) StartState(a StateArgs, id *int64) error {
 
 // WaitState waits until the state call id is over, returns its outcome and forgets it.
 func (h *host) WaitState(id int64, out *engine.StateInfo) error {
-	j := h.job(id)
+	j := h.wait(id)
 	if j == nil {
 		return fmt.Errorf("|isolated: no state call %d", id)
+	}
+	*out = j.state
+	return wrapErr(j.err)
+}
+
+// wait waits until job id is done and forgets it; nil if there is no such job. Its outcome is then
+// the caller's to read.
+func (h *host) wait(id int64) *job {
+	j := h.job(id)
+	if j == nil {
+		return nil
 	}
 	j.mu.Lock()
 	for !j.done {
 		j.changed.Wait()
 	}
-	*out = j.state
-	err := j.err
 	j.mu.Unlock()
 	h.forget(id)
-	return wrapErr(err)
+	return j
 }
 
-// CancelState cancels the state call id; its WaitState still reports how it ended.
+// CancelState cancels the state call or embedding id; its WaitState or WaitEmbed still reports how
+// it ended.
 func (h *host) CancelState(id int64, _ *struct{}) error {
 	if j := h.job(id); j != nil {
 		j.cancel()

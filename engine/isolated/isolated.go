@@ -273,9 +273,10 @@ func (e *Engine) ApplyTemplate(messages []engine.Message, addAssistant bool) (st
 	return out, err
 }
 
+// Embed runs in the child as a state call does (callJob): a cancelled ctx stops it there.
 func (e *Engine) Embed(ctx context.Context, text string) ([]float32, error) {
 	var out []float32
-	err := e.call(ctx, "embed", "Embed", text, &out)
+	err := e.callJob(ctx, "embed", "StartEmbed", text, "WaitEmbed", &out)
 	return out, err
 }
 
@@ -302,28 +303,36 @@ func (e *Engine) EraseSlot(ctx context.Context, slot int) (int, error) {
 // its result.
 func (e *Engine) callState(ctx context.Context, op string, args StateArgs) (engine.StateInfo, error) {
 	var out engine.StateInfo
+	err := e.callJob(ctx, op, "StartState", args, "WaitState", &out)
+	return out, err
+}
+
+// callJob runs a call in the child as a job: start (the child's method that starts it and returns
+// its id) with args, then wait (the one that returns its outcome into reply); a cancelled ctx
+// cancels the job there (CancelState) and callJob returns once it is over.
+func (e *Engine) callJob(ctx context.Context, op, start string, args any, wait string, reply any) error {
 	c, err := e.get(ctx)
 	if err != nil {
-		return out, err
+		return err
 	}
 	var id int64
-	if err := c.client.Call(serviceName+".StartState", args, &id); err != nil {
-		return out, e.crashError(ctx, c, op, err)
+	if err := c.client.Call(serviceName+"."+start, args, &id); err != nil {
+		return e.crashError(ctx, c, op, err)
 	}
-	call := c.client.Go(serviceName+".WaitState", id, &out, nil)
+	call := c.client.Go(serviceName+"."+wait, id, reply, nil)
 	select {
 	case <-call.Done:
 	case <-ctx.Done():
 		c.client.Go(serviceName+".CancelState", id, new(struct{}), make(chan *rpc.Call, 1))
 		<-call.Done // the child's call stops at its context, or the child is gone
 		if call.Error != nil {
-			return out, fmt.Errorf("%s: %w", op, ctx.Err())
+			return fmt.Errorf("%s: %w", op, ctx.Err())
 		}
 	}
 	if call.Error != nil {
-		return out, e.crashError(ctx, c, op, call.Error)
+		return e.crashError(ctx, c, op, call.Error)
 	}
-	return out, nil
+	return nil
 }
 
 // Slots are the child's slots and queue. While no child runs, every slot is idle and empty (a new

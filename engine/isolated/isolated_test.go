@@ -48,7 +48,10 @@ func (fakeEngine) Detokenize(t []int32) (string, error) { return strings.Repeat(
 func (fakeEngine) ApplyTemplate(m []engine.Message, _ bool) (string, error) {
 	return m[len(m)-1].Content, nil
 }
-func (fakeEngine) Embed(context.Context, string) ([]float32, error) {
+func (fakeEngine) Embed(ctx context.Context, text string) ([]float32, error) {
+	if path, ok := strings.CutPrefix(text, "slow:"); ok {
+		return nil, slowState(ctx, path)
+	}
 	return nil, engine.ErrNotSupported
 }
 func (fakeEngine) SaveState(ctx context.Context, _ int, _, path string) (engine.StateInfo, error) {
@@ -174,7 +177,7 @@ func TestCallsCrossToTheChild(t *testing.T) {
 	}
 }
 
-// A caller that gives up on a state call cancels it in the child (the call's work there stops and
+// A caller that gives up on a state call (or an embedding) cancels it in the child (the call's work there stops and
 // is over when the parent's call returns), and the child serves the next call.
 func TestCancellingAStateCallReachesTheChild(t *testing.T) {
 	e := openFake(t, nil)
@@ -183,6 +186,7 @@ func TestCancellingAStateCallReachesTheChild(t *testing.T) {
 		"save state": func(ctx context.Context, p string) error { _, err := e.SaveState(ctx, 0, "prompt", p); return err },
 		"load state": func(ctx context.Context, p string) error { _, err := e.LoadState(ctx, 0, p); return err },
 		"save slot":  func(ctx context.Context, p string) error { _, err := e.SaveSlot(ctx, 0, p); return err },
+		"embed":      func(ctx context.Context, p string) error { _, err := e.Embed(ctx, "slow:"+p); return err },
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".slow")
 		ctx, cancel := context.WithCancel(context.Background())
