@@ -67,6 +67,9 @@ type Request struct {
 	// a context checkpoint there, so that the next request resumes from it instead of from the
 	// start. Other models, and requests with PromptTokens, need none and ignore it.
 	KeepPrefix string
+	// Stream says whether the caller streams the answer, for reports (llama-server's /slots shows
+	// it); the engine hands every token to onToken either way.
+	Stream bool
 }
 
 // Token is one generated piece, delivered as soon as it is decoded.

@@ -72,6 +72,7 @@ func FromChatRequest(req ChatCompletionRequest, def engine.Sampling) (ChatCall, 
 		return call, err
 	}
 	call.Stream = req.Stream
+	call.Request.Stream = req.Stream
 	call.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
 	return call, nil
 }

@@ -44,6 +44,7 @@ func FromCompletionRequest(req CompletionRequest, def engine.Sampling) (Completi
 	}
 	call.Echo = req.Echo
 	call.Stream = req.Stream
+	call.Request.Stream = req.Stream
 	call.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
 	return call, nil
 }

@@ -90,6 +90,7 @@ func FromNativeRequest(req NativeCompletionRequest, def engine.Sampling) (Native
 		return call, err
 	}
 	call.Stream = req.Stream
+	call.Request.Stream = req.Stream
 	call.ReturnTokens = req.ReturnTokens
 	return call, nil
 }

@@ -59,7 +59,7 @@ func (s *Server) handleSlots(w http.ResponseWriter, r *http.Request) {
 	for _, sl := range report.Slots {
 		params := openai.ToGenerationSettings(defaultRequest(s.sampling), false)
 		if sl.Task > 0 {
-			params = openai.ToGenerationSettings(sl.Request, false)
+			params = openai.ToGenerationSettings(sl.Request, sl.Request.Stream)
 		}
 		remain := -1
 		if params.NPredict > 0 {

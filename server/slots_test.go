@@ -98,6 +98,9 @@ func TestSlotsMetricsAndStatsShowTheEnginesSlotsAndQueue(t *testing.T) {
 		s := slotsNow()[0]
 		return s["is_processing"] == true && s["next_token"].([]any)[0].(map[string]any)["n_decoded"].(float64) > 0
 	})
+	if s := slotsNow()[0]; s["params"].(map[string]any)["stream"] != true {
+		t.Fatalf("a streamed request's slot shows params.stream %v", s["params"].(map[string]any)["stream"])
+	}
 	next := postAsync(ts, map[string]any{"prompt": "next", "n_predict": 2})
 	waitFor(t, "the second request to queue", queued(fake))
 	_, metrics := ts.do(t, "GET", "/metrics", nil)
@@ -117,7 +120,8 @@ func TestSlotsMetricsAndStatsShowTheEnginesSlotsAndQueue(t *testing.T) {
 	// n_prompt_tokens is what the cache holds (BOS, "next" and "short answer"); the second task's
 	// prompt, "next", had nothing in common with "long answer".
 	if s["is_processing"] != false || s["id_task"].(float64) != 2 || s["n_prompt_tokens"].(float64) != float64(1+len("nextshort answer")) ||
-		s["n_prompt_tokens_processed"].(float64) != 4 || s["n_prompt_tokens_cache"].(float64) != 0 || s["params"].(map[string]any)["n_predict"].(float64) != 2 {
+		s["n_prompt_tokens_processed"].(float64) != 4 || s["n_prompt_tokens_cache"].(float64) != 0 || s["params"].(map[string]any)["n_predict"].(float64) != 2 ||
+		s["params"].(map[string]any)["stream"] != false {
 		t.Fatalf("slot after the second request: %v", s)
 	}
 }
