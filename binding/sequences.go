@@ -174,7 +174,7 @@ func (c *Context) RestorePartialState(seq int, state []byte) error {
 		if seq == 0 {
 			c.past = c.past[:0]
 		}
-		return fmt.Errorf("restore the partial state of sequence %d: %w", seq, &Error{Op: "llama_state_seq_set_data_ext", Msg: strings.TrimSpace("read " + fmt.Sprint(int(n)) + " of " + fmt.Sprint(len(state)) + " bytes " + logged)})
+		return fmt.Errorf("restore the partial state of sequence %d: %w", seq, &Error{Op: "llama_state_seq_set_data_ext", Msg: strings.TrimSpace(fmt.Sprintf("read %d of %d bytes %s", int(n), len(state), logged))})
 	}
 	return nil
 }

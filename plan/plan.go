@@ -122,6 +122,10 @@ func computeBytes(m *Model, n int) int64 {
 	return microBatch*perToken + RuntimeOverhead
 }
 
+// StateBytes is what the sequences' state takes: the KV cache, the recurrent states and the context
+// checkpoints.
+func (p *Plan) StateBytes() int64 { return p.KVCacheBytes + p.RecurrentStateBytes + p.CheckpointBytes }
+
 // Make plans m for the options.
 func Make(m *Model, o Options) (*Plan, error) {
 	if o.RAM <= 0 {
@@ -161,7 +165,7 @@ func Make(m *Model, o Options) (*Plan, error) {
 	if m.ContextLength > 0 && n > m.ContextLength {
 		p.Notes = append(p.Notes, fmt.Sprintf("context %d is longer than the %d tokens the model was trained on", n, m.ContextLength))
 	}
-	base := kv + p.RecurrentStateBytes + p.CheckpointBytes + p.ComputeBytes
+	base := p.StateBytes() + p.ComputeBytes
 	p.InRAMBytes = m.TensorBytes + base
 	if m.RepackStreamed && o.Repack {
 		// The pool's bound, or for a small model what it can hold at most: a layer's whole

@@ -2,6 +2,7 @@ package local
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/expertsniper/expertsniper/engine"
@@ -66,12 +67,9 @@ func (e *Engine) checkpointsOf(j *job) []int {
 		at = append(at, j.keepAt)
 	}
 	if end := len(j.prompt) - checkpointBack; end >= checkpointBack && end > j.cached && end != j.keepAt {
-		if len(at) > 0 && end < at[0] {
-			at = append([]int{end}, at...)
-		} else {
-			at = append(at, end)
-		}
+		at = append(at, end)
 	}
+	slices.Sort(at)
 	return at
 }
 

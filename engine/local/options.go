@@ -236,7 +236,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 			warnf("the model needs %s in RAM mode, more than the %s available (%s): expect swapping, or use --mode %s", bytesize.Format(p.InRAMBytes), bytesize.Format(d.RAM), d.RAMSource, streamMode)
 		}
 		d.Summary = fmt.Sprintf("ram mode%s: weights %s, KV cache %s, compute buffers %s", why,
-			bytesize.Format(pm.TensorBytes), bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.CheckpointBytes), bytesize.Format(p.ComputeBytes))
+			bytesize.Format(pm.TensorBytes), bytesize.Format(p.StateBytes()), bytesize.Format(p.ComputeBytes))
 		return d, nil
 	}
 
@@ -261,7 +261,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	default:
 		if need > d.RAM {
 			return Decision{}, optionErrorf("--ram", "a budget of %s (%s) is too small for %s mode: the pinned weights take %s, the KV cache and buffers %s and one layer's working set %s; use --ram %s or more",
-				bytesize.Format(d.RAM), d.RAMSource, mode, bytesize.Format(pm.PinnedBytes), bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.CheckpointBytes+p.ComputeBytes), bytesize.Format(p.LayerWorkingSet), plan.FlagSize(roundUpMiB(need)))
+				bytesize.Format(d.RAM), d.RAMSource, mode, bytesize.Format(pm.PinnedBytes), bytesize.Format(p.StateBytes()+p.ComputeBytes), bytesize.Format(p.LayerWorkingSet), plan.FlagSize(roundUpMiB(need)))
 		}
 		d.CacheBudget = d.RAM - need
 	}
@@ -277,7 +277,7 @@ func Decide(pm *plan.Model, o Options) (Decision, error) {
 	}
 	d.Summary = fmt.Sprintf("%s mode%s: pinned %s, streamed %s, one layer's working set %s, KV cache and buffers %s, %s %s%s",
 		mode, why, bytesize.Format(pm.PinnedBytes), bytesize.Format(pm.StreamedBytes), bytesize.Format(p.LayerWorkingSet),
-		bytesize.Format(p.KVCacheBytes+p.RecurrentStateBytes+p.CheckpointBytes+p.ComputeBytes), cacheName, sizeOrUnlimited(d.CacheBudget), layout)
+		bytesize.Format(p.StateBytes()+p.ComputeBytes), cacheName, sizeOrUnlimited(d.CacheBudget), layout)
 	return d, nil
 }
 
